@@ -1,0 +1,275 @@
+"""The matmul unit: ``rows`` dot-product lane groups sharing one activation stream,
+multi-beat accumulation, an optional fixed-point output stage, and stream interfaces."""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from model.arith import OUT_WIDTH, SCALE_WIDTH, SHIFT_WIDTH, acc_width, signed_range
+from model.encoding import code_width
+from model.quant import ACT_WIDTH, TERNARY
+
+from .lanes import DotProduct, tree_latency
+from .params import check_bool, check_positive_int, check_weight_mode
+
+__all__ = ["MatmulUnit", "ErrorLayout"]
+
+
+class ErrorLayout(data.Struct):
+    """Sticky error flags of the matmul unit; cleared only by reset.
+
+    Attributes
+    ----------
+    code : 1 bit
+        A transferred weight beat carried the unused ternary code ``0b10`` (it was
+        used as weight 0).
+    overflow : 1 bit
+        A dot product ran longer than ``max_beats`` beats: its accumulator may have
+        wrapped modulo ``2**acc_width``.
+    """
+
+    code: 1
+    overflow: 1
+
+
+class MatmulUnit(wiring.Component):
+    """M x K ternary matmul unit: ``rows`` accumulators of ``lanes``-wide dot products.
+
+    Per beat the unit takes K activations (shared by all rows) from ``act`` and
+    M x K weight codes from ``wgt``, and adds each row's dot product into that row's
+    accumulator. After the beat whose activation payload has ``last`` set it emits the
+    M accumulators on ``res`` (through the output stage when enabled) and clears them,
+    so a dot product spans any number of beats.
+
+    A beat transfers when ``act`` and ``wgt`` are both valid and the pipeline is not
+    stalled; the pipeline stalls (every stage holds) only while ``res`` holds a result
+    the consumer has not taken. With both inputs always valid and the output always
+    ready it takes one beat per clock: ``rows * lanes`` MACs per cycle, no bubbles.
+
+    Output stage (``output_stage=True``): each accumulator is multiplied by the
+    unsigned ``scale`` and rounded/saturated by ``shift`` exactly as
+    :func:`model.arith.round_fixed`; ``scale`` and ``shift`` are taken from the
+    activation beat marked ``last``. Bypassed, ``res`` carries the raw accumulators.
+
+    Parameters
+    ----------
+    lanes : int
+        K, activations per beat (>= 1).
+    rows : int
+        M, output rows (>= 1).
+    weight_mode : str
+        ``"ternary"`` or ``"binary"``.
+    output_stage : bool
+        Rescale accumulators to ``OUT_WIDTH``-bit fixed point, or bypass.
+    max_beats : int
+        Longest dot product, in beats, that the accumulator is sized for
+        (``acc_width(lanes * max_beats)`` bits). Longer ones raise ``error.overflow``.
+    levels_per_stage : int
+        Adder levels per pipeline register in the lane groups.
+
+    Attributes
+    ----------
+    act : stream, in
+        Payload :meth:`act_layout`: ``data`` (K x int8), ``last``, and with the output
+        stage ``scale`` and ``shift``.
+    wgt : stream, in
+        Payload :meth:`wgt_layout`: M x K weight codes, row-major.
+    res : stream, out
+        Payload :meth:`res_layout`: M signed results.
+    error : Signal(ErrorLayout), out
+        Sticky error flags.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a parameter of the wrong type or out of range.
+    """
+
+    def __init__(self, *, lanes, rows, weight_mode=TERNARY, output_stage=False,
+                 max_beats=1024, levels_per_stage=1):
+        self._lanes = check_positive_int("lanes", lanes)
+        self._rows = check_positive_int("rows", rows)
+        self._weight_mode = check_weight_mode(weight_mode)
+        self._output_stage = check_bool("output_stage", output_stage)
+        self._max_beats = check_positive_int("max_beats", max_beats)
+        self._levels_per_stage = check_positive_int("levels_per_stage", levels_per_stage)
+        super().__init__({
+            "act": In(stream.Signature(self.act_layout)),
+            "wgt": In(stream.Signature(self.wgt_layout)),
+            "res": Out(stream.Signature(self.res_layout)),
+            "error": Out(ErrorLayout),
+        })
+
+    # Parameters, read-only.
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def rows(self):
+        return self._rows
+
+    @property
+    def weight_mode(self):
+        return self._weight_mode
+
+    @property
+    def output_stage(self):
+        return self._output_stage
+
+    @property
+    def max_beats(self):
+        return self._max_beats
+
+    @property
+    def levels_per_stage(self):
+        return self._levels_per_stage
+
+    # Derived widths and layouts: the single place the sim side reads them from.
+
+    @property
+    def acc_width(self):
+        """Accumulator width: ``acc_width(lanes * max_beats)``."""
+        return acc_width(self._lanes * self._max_beats)
+
+    @property
+    def res_width(self):
+        """Width of one result: ``OUT_WIDTH`` with the output stage, else ``acc_width``."""
+        return OUT_WIDTH if self._output_stage else self.acc_width
+
+    @property
+    def act_layout(self):
+        fields = {"data": data.ArrayLayout(signed(ACT_WIDTH), self._lanes), "last": 1}
+        if self._output_stage:
+            fields["scale"] = unsigned(SCALE_WIDTH)
+            fields["shift"] = unsigned(SHIFT_WIDTH)
+        return data.StructLayout(fields)
+
+    @property
+    def wgt_layout(self):
+        codes = data.ArrayLayout(unsigned(code_width(self._weight_mode)), self._lanes)
+        return data.ArrayLayout(codes, self._rows)
+
+    @property
+    def res_layout(self):
+        return data.ArrayLayout(signed(self.res_width), self._rows)
+
+    @property
+    def tree_latency(self):
+        return tree_latency(self._lanes, self._levels_per_stage)
+
+    @property
+    def latency(self):
+        """Cycles from a ``last`` beat's transfer to its result on ``res``, unstalled.
+
+        Tree stages, then the accumulate/result register, then (with the output
+        stage) the multiply register and the round/saturate register.
+        """
+        return self.tree_latency + 1 + (2 if self._output_stage else 0)
+
+    def elaborate(self, platform):
+        m = Module()
+
+        groups = []
+        for row in range(self._rows):
+            group = DotProduct(lanes=self._lanes, weight_mode=self._weight_mode,
+                               levels_per_stage=self._levels_per_stage)
+            m.submodules[f"row{row}"] = group
+            groups.append(group)
+
+        # Flow control: everything holds while a result waits for the consumer.
+        advance = Signal()
+        m.d.comb += advance.eq(~self.res.valid | self.res.ready)
+        fire = Signal()
+        m.d.comb += [
+            fire.eq(self.act.valid & self.wgt.valid & advance),
+            self.act.ready.eq(self.wgt.valid & advance),
+            self.wgt.ready.eq(self.act.valid & advance),
+        ]
+
+        for row, group in enumerate(groups):
+            m.d.comb += [
+                group.activations.eq(self.act.payload.data),
+                group.codes.eq(self.wgt.payload[row]),
+                group.en.eq(advance),
+            ]
+
+        invalid = Signal()
+        m.d.comb += invalid.eq(Cat(*(group.invalid for group in groups)).any())
+        with m.If(fire & invalid):
+            m.d.sync += self.error.code.eq(1)
+
+        # Beat tags (valid, last, scale, shift) travel beside the adder trees.
+        tag_layout = data.StructLayout({
+            "valid": 1, "last": 1,
+            **({"scale": unsigned(SCALE_WIDTH), "shift": unsigned(SHIFT_WIDTH)}
+               if self._output_stage else {}),
+        })
+        tag = Signal(tag_layout, name="tag_in")
+        m.d.comb += [tag.valid.eq(fire), tag.last.eq(self.act.payload.last)]
+        if self._output_stage:
+            m.d.comb += [tag.scale.eq(self.act.payload.scale),
+                         tag.shift.eq(self.act.payload.shift)]
+        for stage in range(self.tree_latency):
+            next_tag = Signal(tag_layout, name=f"stage{stage}_tag")
+            with m.If(advance):
+                m.d.sync += next_tag.eq(tag)
+            tag = next_tag
+
+        # Accumulate stage.
+        accs = [Signal(signed(self.acc_width), name=f"acc{row}") for row in range(self._rows)]
+        sums = [Signal(signed(self.acc_width), name=f"sum{row}") for row in range(self._rows)]
+        beats = Signal(range(self._max_beats + 1))
+        for acc, total, group in zip(accs, sums, groups):
+            m.d.comb += total.eq(acc + group.sum)  # wraps only past max_beats (flagged)
+
+        done = Signal(data.ArrayLayout(signed(self.acc_width), self._rows), name="done")
+        done_tag = Signal(tag_layout, name="done_tag")
+        with m.If(advance):
+            m.d.sync += done_tag.eq(tag)
+            m.d.sync += done_tag.valid.eq(tag.valid & tag.last)
+            with m.If(tag.valid):
+                with m.If(beats == self._max_beats):
+                    m.d.sync += self.error.overflow.eq(1)
+                with m.If(tag.last):
+                    m.d.sync += beats.eq(0)
+                    for row, (acc, total) in enumerate(zip(accs, sums)):
+                        m.d.sync += [done[row].eq(total), acc.eq(0)]
+                with m.Else():
+                    m.d.sync += beats.eq(Mux(beats == self._max_beats, beats, beats + 1))
+                    for acc, total in zip(accs, sums):
+                        m.d.sync += acc.eq(total)
+
+        if not self._output_stage:
+            m.d.comb += [self.res.valid.eq(done_tag.valid), self.res.payload.eq(done)]
+            return m
+
+        # Output stage: multiply register, then round/saturate register.
+        product_width = self.acc_width + SCALE_WIDTH + 1
+        products = Signal(data.ArrayLayout(signed(product_width), self._rows),
+                          name="mul_products")
+        mul_tag = Signal(tag_layout, name="mul_tag")
+        with m.If(advance):
+            m.d.sync += mul_tag.eq(done_tag)
+            for row in range(self._rows):
+                m.d.sync += products[row].eq(done[row] * done_tag.scale)
+
+        lo, hi = signed_range(OUT_WIDTH)
+        rounded = Signal(data.ArrayLayout(signed(product_width), self._rows),
+                         name="rounded")
+        bias = Signal(unsigned((1 << SHIFT_WIDTH) - 1), name="round_bias")
+        m.d.comb += bias.eq((Const(1, 1) << mul_tag.shift) >> 1)  # half an output LSB, 0 if shift == 0
+        results = Signal(self.res_layout, name="results")
+        result_valid = Signal(name="result_valid")
+        for row in range(self._rows):
+            m.d.comb += rounded[row].eq((products[row] + bias) >> mul_tag.shift)
+        with m.If(advance):
+            m.d.sync += result_valid.eq(mul_tag.valid)
+            for row in range(self._rows):
+                value = rounded[row]
+                m.d.sync += results[row].eq(
+                    Mux(value > hi, hi, Mux(value < lo, lo, value)))
+        m.d.comb += [self.res.valid.eq(result_valid), self.res.payload.eq(results)]
+        return m
+

@@ -1,0 +1,241 @@
+"""Weight encodings: the datapath lane codes and the base-3 packed storage format.
+
+Every encoding the hardware, the simulator and the host driver use is defined here
+and nowhere else (see ``shared/reference/bitlinear.md``).
+
+Lane codes
+----------
+Ternary weights travel to the datapath as a 2-bit sign/magnitude code so that a lane
+can select ``+x``, ``-x`` or ``0`` with no decoding:
+
+===========  =======  ===========================================
+code (bin)   weight   meaning
+===========  =======  ===========================================
+``0b00``     0        bit 0 ("nonzero") clear
+``0b01``     +1       nonzero
+``0b11``     -1       nonzero and negative
+``0b10``     (none)   unused pattern ("negative zero"): invalid
+===========  =======  ===========================================
+
+The hardware treats the unused pattern as 0 and raises a sticky error flag; the
+golden model mirrors that in :func:`decode_lane_codes` with ``strict=False``.
+
+Binary weights (the original BitNet) need one bit: ``1`` is +1, ``0`` is -1.
+
+Packed storage
+--------------
+Five trits per byte, ``byte = sum_i t_i * 3**i`` with ``t_i = w_i + 1`` in {0, 1, 2},
+so valid bytes are 0..242 and 243..255 are invalid. 1.6 bits per weight.
+"""
+
+import numpy as np
+
+from .quant import BINARY, TERNARY, WEIGHT_MODES
+
+__all__ = [
+    "TERNARY_CODE_WIDTH", "BINARY_CODE_WIDTH",
+    "CODE_ZERO", "CODE_POS", "CODE_NEG", "CODE_INVALID",
+    "NONZERO_BIT", "NEGATIVE_BIT",
+    "TRITS_PER_BYTE", "PACKED_BYTE_LIMIT",
+    "check_ternary", "check_binary",
+    "encode_lane_codes", "decode_lane_codes",
+    "encode_binary_codes", "decode_binary_codes",
+    "pack_trits", "unpack_trits", "packed_length", "code_width",
+]
+
+#: Bits of one ternary lane code.
+TERNARY_CODE_WIDTH = 2
+#: Bits of one binary lane code.
+BINARY_CODE_WIDTH = 1
+
+
+
+def code_width(mode):
+    """Bits of one lane code for weight ``mode`` ("ternary": 2, "binary": 1)."""
+    widths = {TERNARY: TERNARY_CODE_WIDTH, BINARY: BINARY_CODE_WIDTH}
+    if mode not in widths:
+        raise ValueError(f"weight mode must be one of {WEIGHT_MODES}, not {mode!r}")
+    return widths[mode]
+
+
+#: Bit position of the "nonzero" flag in a ternary lane code.
+NONZERO_BIT = 0
+#: Bit position of the "negative" flag in a ternary lane code.
+NEGATIVE_BIT = 1
+
+CODE_ZERO = 0b00
+CODE_POS = 1 << NONZERO_BIT
+CODE_NEG = (1 << NONZERO_BIT) | (1 << NEGATIVE_BIT)
+#: The one unused 2-bit pattern: "negative" without "nonzero".
+CODE_INVALID = 1 << NEGATIVE_BIT
+
+#: Trits packed in one byte of the base-3 storage format.
+TRITS_PER_BYTE = 5
+#: First invalid packed byte value (3**5 = 243).
+PACKED_BYTE_LIMIT = 3 ** TRITS_PER_BYTE
+
+
+def _as_integer_array(values, name):
+    array = np.asarray(values)
+    if array.dtype == object:
+        raise ValueError(f"{name} must be a numeric array, not an object array")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} contains NaN or inf")
+        if not np.all(array == np.round(array)):
+            raise ValueError(f"{name} contains non-integer values")
+        return array.astype(np.int64)
+    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        return array.astype(np.int64)
+    raise ValueError(f"{name} must be an integer or float array, not dtype {array.dtype}")
+
+
+def check_ternary(weights, name="weights"):
+    """Return ``weights`` as an ``int8`` array after checking every entry is -1, 0 or +1.
+
+    Raises
+    ------
+    ValueError
+        If any entry is not in {-1, 0, +1}, or is NaN/inf, or the dtype is not numeric.
+    """
+    array = _as_integer_array(weights, name)
+    bad = (array < -1) | (array > 1)
+    if np.any(bad):
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} must be ternary (-1, 0, +1); found {array[index]} at index {index}")
+    return array.astype(np.int8)
+
+
+def check_binary(weights, name="weights"):
+    """Return ``weights`` as an ``int8`` array after checking every entry is -1 or +1.
+
+    Raises
+    ------
+    ValueError
+        If any entry is not -1 or +1.
+    """
+    array = _as_integer_array(weights, name)
+    bad = (array != -1) & (array != 1)
+    if np.any(bad):
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} must be binary (-1, +1); found {array[index]} at index {index}")
+    return array.astype(np.int8)
+
+
+def encode_lane_codes(weights):
+    """Encode ternary weights as 2-bit lane codes (``uint8`` array of the same shape)."""
+    w = check_ternary(weights)
+    nonzero = (w != 0).astype(np.uint8) << NONZERO_BIT
+    negative = (w < 0).astype(np.uint8) << NEGATIVE_BIT
+    return nonzero | negative
+
+
+def decode_lane_codes(codes, *, strict=True):
+    """Decode 2-bit lane codes to ternary weights.
+
+    Parameters
+    ----------
+    codes : array_like of int
+        Codes in 0..3.
+    strict : bool
+        If true, the unused pattern :data:`CODE_INVALID` raises. If false it decodes
+        to 0, exactly as the hardware lane does.
+
+    Returns
+    -------
+    numpy.ndarray of int8
+        Weights in {-1, 0, +1}.
+
+    Raises
+    ------
+    ValueError
+        On a code outside 0..3, or on :data:`CODE_INVALID` when ``strict``.
+    """
+    c = _as_integer_array(codes, "codes")
+    if np.any((c < 0) | (c > 3)):
+        raise ValueError("lane codes must be in 0..3")
+    if strict and np.any(c == CODE_INVALID):
+        index = tuple(int(i) for i in np.argwhere(c == CODE_INVALID)[0])
+        raise ValueError(f"invalid lane code 0b10 at index {index}")
+    nonzero = (c >> NONZERO_BIT) & 1
+    negative = (c >> NEGATIVE_BIT) & 1
+    return (nonzero * (1 - 2 * negative)).astype(np.int8)
+
+
+def encode_binary_codes(weights):
+    """Encode binary weights (-1/+1) as 1-bit codes (1 is +1, 0 is -1)."""
+    return (check_binary(weights) > 0).astype(np.uint8)
+
+
+def decode_binary_codes(codes):
+    """Decode 1-bit codes to binary weights (-1/+1).
+
+    Raises
+    ------
+    ValueError
+        On a code other than 0 or 1.
+    """
+    c = _as_integer_array(codes, "codes")
+    if np.any((c < 0) | (c > 1)):
+        raise ValueError("binary codes must be 0 or 1")
+    return (2 * c - 1).astype(np.int8)
+
+
+def packed_length(count):
+    """Number of bytes that hold ``count`` trits."""
+    return -(-int(count) // TRITS_PER_BYTE)
+
+
+_POWERS_OF_3 = 3 ** np.arange(TRITS_PER_BYTE, dtype=np.int64)
+
+
+def pack_trits(weights):
+    """Pack ternary weights, 5 per byte, base 3 (trit ``i`` of a byte has weight 3**i).
+
+    The weights are taken in C order (flattened); a tail shorter than 5 is padded
+    with zero weights (trit 1).
+
+    Returns
+    -------
+    numpy.ndarray of uint8
+        ``packed_length(weights.size)`` bytes, each in 0..242.
+    """
+    w = check_ternary(weights).reshape(-1).astype(np.int64)
+    pad = packed_length(w.size) * TRITS_PER_BYTE - w.size
+    trits = np.concatenate([w, np.zeros(pad, dtype=np.int64)]) + 1
+    return (trits.reshape(-1, TRITS_PER_BYTE) @ _POWERS_OF_3).astype(np.uint8)
+
+
+def unpack_trits(packed, count=None):
+    """Unpack base-3 bytes into ternary weights (inverse of :func:`pack_trits`).
+
+    Parameters
+    ----------
+    packed : array_like of uint8
+        Bytes in 0..242 (1-D).
+    count : int, optional
+        Number of weights to return (default: all ``5 * len(packed)``).
+
+    Raises
+    ------
+    ValueError
+        On a byte of 243..255 (or outside 0..255), a non 1-D input, or a ``count``
+        that the bytes cannot hold.
+    """
+    b = _as_integer_array(packed, "packed")
+    if b.ndim != 1:
+        raise ValueError(f"packed must be 1-D, not shape {b.shape}")
+    bad = (b < 0) | (b >= PACKED_BYTE_LIMIT)
+    if np.any(bad):
+        index = int(np.argwhere(bad)[0][0])
+        raise ValueError(
+            f"invalid base-3 byte {int(b[index])} at index {index} (valid: 0..242)")
+    total = b.size * TRITS_PER_BYTE
+    if count is None:
+        count = total
+    if not isinstance(count, (int, np.integer)) or not 0 <= count <= total:
+        raise ValueError(f"count must be an integer in 0..{total}, not {count!r}")
+    trits = (b[:, None] // _POWERS_OF_3[None, :]) % 3
+    return (trits.reshape(-1)[:count] - 1).astype(np.int8)
