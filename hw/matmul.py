@@ -12,7 +12,43 @@ from model.quant import ACT_WIDTH, TERNARY
 from .lanes import DotProduct, tree_latency
 from .params import check_bool, check_positive_int, check_weight_mode
 
-__all__ = ["MatmulUnit", "ErrorLayout"]
+__all__ = ["MatmulUnit", "ErrorLayout", "act_layout", "wgt_layout", "res_layout",
+           "result_width", "unit_latency"]
+
+
+def act_layout(lanes, output_stage):
+    """Payload of the activation stream: ``data`` (K x int8), ``last``, and with the
+    output stage the ``scale`` (unsigned ``SCALE_WIDTH``) and ``shift``
+    (unsigned ``SHIFT_WIDTH``) of the token."""
+    fields = {"data": data.ArrayLayout(signed(ACT_WIDTH), lanes), "last": 1}
+    if output_stage:
+        fields["scale"] = unsigned(SCALE_WIDTH)
+        fields["shift"] = unsigned(SHIFT_WIDTH)
+    return data.StructLayout(fields)
+
+
+def wgt_layout(lanes, rows, weight_mode):
+    """Payload of the weight stream: ``rows`` x ``lanes`` lane codes, row-major."""
+    codes = data.ArrayLayout(unsigned(code_width(weight_mode)), lanes)
+    return data.ArrayLayout(codes, rows)
+
+
+def result_width(lanes, max_beats, output_stage):
+    """Bits of one result: ``OUT_WIDTH`` with the output stage, else the accumulator's
+    ``acc_width(lanes * max_beats)``."""
+    return OUT_WIDTH if output_stage else acc_width(lanes * max_beats)
+
+
+def unit_latency(lanes, levels_per_stage, output_stage):
+    """Cycles from a ``last`` beat's transfer to its result, unstalled: the lane
+    group's stage registers, the accumulate/result register, and with the output
+    stage the multiply and round/saturate registers."""
+    return tree_latency(lanes, levels_per_stage) + 1 + (2 if output_stage else 0)
+
+
+def res_layout(rows, width):
+    """Payload of the result stream: ``rows`` signed results of ``width`` bits."""
+    return data.ArrayLayout(signed(width), rows)
 
 
 class ErrorLayout(data.Struct):
@@ -136,24 +172,19 @@ class MatmulUnit(wiring.Component):
     @property
     def res_width(self):
         """Width of one result: ``OUT_WIDTH`` with the output stage, else ``acc_width``."""
-        return OUT_WIDTH if self._output_stage else self.acc_width
+        return result_width(self._lanes, self._max_beats, self._output_stage)
 
     @property
     def act_layout(self):
-        fields = {"data": data.ArrayLayout(signed(ACT_WIDTH), self._lanes), "last": 1}
-        if self._output_stage:
-            fields["scale"] = unsigned(SCALE_WIDTH)
-            fields["shift"] = unsigned(SHIFT_WIDTH)
-        return data.StructLayout(fields)
+        return act_layout(self._lanes, self._output_stage)
 
     @property
     def wgt_layout(self):
-        codes = data.ArrayLayout(unsigned(code_width(self._weight_mode)), self._lanes)
-        return data.ArrayLayout(codes, self._rows)
+        return wgt_layout(self._lanes, self._rows, self._weight_mode)
 
     @property
     def res_layout(self):
-        return data.ArrayLayout(signed(self.res_width), self._rows)
+        return res_layout(self._rows, self.res_width)
 
     @property
     def tree_latency(self):
@@ -161,12 +192,9 @@ class MatmulUnit(wiring.Component):
 
     @property
     def latency(self):
-        """Cycles from a ``last`` beat's transfer to its result on ``res``, unstalled.
-
-        Tree stages, then the accumulate/result register, then (with the output
-        stage) the multiply register and the round/saturate register.
-        """
-        return self.tree_latency + 1 + (2 if self._output_stage else 0)
+        """Cycles from a ``last`` beat's transfer to its result on ``res``, unstalled
+        (see :func:`unit_latency`)."""
+        return unit_latency(self._lanes, self._levels_per_stage, self._output_stage)
 
     def elaborate(self, platform):
         m = Module()

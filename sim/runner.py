@@ -1,0 +1,109 @@
+"""Building and running the cocotb regression under Verilator, one build per config."""
+
+import json
+import os
+import time
+from pathlib import Path
+import xml.etree.ElementTree as ET
+
+from amaranth.back import verilog
+
+from .config import TOPLEVEL
+from .verilator import configure_environment
+
+__all__ = ["BUILD_ROOT", "VERILATOR_WAIVERS", "write_verilog", "run_config", "RunResult"]
+
+#: Root of every generated file of the simulations.
+BUILD_ROOT = Path(__file__).resolve().parent.parent / "build" / "sim"
+
+#: Lint waivers for Yosys-generated Verilog, which Verilator would otherwise treat as
+#: fatal. Each is a construct the generator emits, not a design problem:
+VERILATOR_WAIVERS = (
+    "-Wno-WIDTHEXPAND",    # Yosys extends operands implicitly in $add/$mul cells
+    "-Wno-WIDTHTRUNC",     # ... and truncates results to the wire they drive
+    "-Wno-UNOPTFLAT",      # combinational bit-slices of one packed wire feed each other
+)
+
+
+def write_verilog(config, directory):
+    """Generate the Verilog of ``config`` into ``directory``; return its path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{TOPLEVEL}.v"
+    text = verilog.convert(config.build_unit(), name=TOPLEVEL, emit_src=False)
+    if not path.exists() or path.read_text() != text:  # keep the build cache warm
+        path.write_text(text)
+    return path
+
+
+class RunResult:
+    """Outcome of one configuration's regression."""
+
+    def __init__(self, config, tests, failed, stats, build_seconds, run_seconds):
+        self.config = config
+        self.tests = tests
+        self.failed = failed
+        self.stats = stats
+        self.build_seconds = build_seconds
+        self.run_seconds = run_seconds
+
+    @property
+    def passed(self):
+        return self.tests > 0 and not self.failed
+
+    @property
+    def vectors(self):
+        return sum(s["vectors"] for s in self.stats)
+
+    @property
+    def cycles(self):
+        return sum(s["cycles"] for s in self.stats)
+
+
+def _read_results(path):
+    tests, failed = 0, []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        tests += 1
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed.append(case.get("name"))
+    return tests, failed
+
+
+def run_config(config, *, seed=1, testcase=None, waves=False, quiet=True):
+    """Build ``config`` and run its cocotb tests under Verilator.
+
+    Returns
+    -------
+    RunResult
+    """
+    from cocotb_tools.runner import get_runner
+
+    configure_environment()
+    build_dir = BUILD_ROOT / config.name
+    source = write_verilog(config, build_dir)
+    runner = get_runner("verilator")
+    started = time.monotonic()
+    log = build_dir / "build.log"
+    runner.build(verilog_sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                 build_args=list(VERILATOR_WAIVERS) + ["-O3"], waves=waves,
+                 log_file=log if quiet else None)
+    built = time.monotonic()
+    stats_path = build_dir / "stats.jsonl"
+    stats_path.unlink(missing_ok=True)
+    results = build_dir / "results.xml"
+    env = {"TB_CONFIG": config.to_json(), "TB_STATS": str(stats_path),
+           "PYTHONPATH": os.pathsep.join(
+               [str(Path(__file__).resolve().parent.parent)] +
+               ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
+    try:
+        runner.test(test_module="sim.tb_matmul", hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                    test_dir=build_dir, results_xml=str(results), seed=seed,
+                    testcase=testcase, extra_env=env, waves=waves,
+                    log_file=build_dir / "sim.log" if quiet else None)
+    except SystemExit:
+        pass  # failures are read from the results file below
+    finished = time.monotonic()
+    tests, failed = _read_results(results) if results.exists() else (0, ["<no results>"])
+    stats = [json.loads(line) for line in stats_path.read_text().splitlines()] \
+        if stats_path.exists() else []
+    return RunResult(config, tests, failed, stats, built - started, finished - built)

