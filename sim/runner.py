@@ -84,7 +84,7 @@ def run_config(config, *, seed=1, testcase=None, waves=False, quiet=True):
     runner = get_runner("verilator")
     started = time.monotonic()
     log = build_dir / "build.log"
-    runner.build(verilog_sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+    runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
                  build_args=list(VERILATOR_WAIVERS) + ["-O3"], waves=waves,
                  log_file=log if quiet else None)
     built = time.monotonic()

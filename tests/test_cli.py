@@ -1,0 +1,50 @@
+"""Command-line behaviour of ``python -m hw`` and ``python -m sim``."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_verilog_written(tmp_path):
+    out = tmp_path / "unit.v"
+    result = run("-m", "hw", "verilog", "--lanes", "8", "--rows", "2", "--output-stage",
+                 "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert "module matmul_unit(" in text
+    assert "act__payload" in text and "res__payload" in text
+
+
+def test_verilog_to_stdout_and_name():
+    result = run("-m", "hw", "verilog", "--lanes", "4", "--rows", "1", "--name", "tern4")
+    assert result.returncode == 0
+    assert "module tern4(" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["verilog", "--lanes", "0"], "lanes must be at least 1"),
+    (["verilog", "--lanes", "x"], "invalid int value"),
+    (["verilog", "--weight-mode", "int4"], "invalid choice"),
+    (["verilog", "--bogus"], "unrecognized arguments"),
+    (["verilog", "--name", "1bad"], "Verilog identifier"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+])
+def test_hw_cli_errors(args, message):
+    result = run("-m", "hw", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sim_cli_errors():
+    result = run("-m", "sim", "--config", "nonexistent")
+    assert result.returncode == 2
+    assert "unknown configuration" in result.stderr
+    listed = run("-m", "sim", "--list")
+    assert listed.returncode == 0 and "k16_m8_ternary_raw_b8_l1" in listed.stdout

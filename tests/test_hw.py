@@ -1,0 +1,169 @@
+"""Fast unit tests of the Amaranth components under ``amaranth.sim``."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.lanes import DotProduct
+from hw.matmul import MatmulUnit
+from model.arith import acc_width, matmul_int, round_fixed
+from model.encoding import (CODE_INVALID, decode_lane_codes, encode_binary_codes,
+                            encode_lane_codes)
+from model.quant import BINARY, TERNARY
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"lanes": 0, "rows": 1}, ValueError),
+    ({"lanes": 4.0, "rows": 1}, TypeError),
+    ({"lanes": 4, "rows": -2}, ValueError),
+    ({"lanes": 4, "rows": True}, TypeError),
+    ({"lanes": 4, "rows": 1, "weight_mode": "int4"}, ValueError),
+    ({"lanes": 4, "rows": 1, "weight_mode": 3}, TypeError),
+    ({"lanes": 4, "rows": 1, "output_stage": 1}, TypeError),
+    ({"lanes": 4, "rows": 1, "max_beats": 0}, ValueError),
+    ({"lanes": 4, "rows": 1, "levels_per_stage": 0}, ValueError),
+])
+def test_matmul_parameter_errors(kwargs, error):
+    with pytest.raises(error):
+        MatmulUnit(**kwargs)
+
+
+def test_dot_product_parameter_errors():
+    with pytest.raises(ValueError, match="lanes"):
+        DotProduct(lanes=0)
+    with pytest.raises(TypeError, match="levels_per_stage"):
+        DotProduct(lanes=4, levels_per_stage="2")
+
+
+@pytest.mark.parametrize("lanes, levels_per_stage, latency", [
+    (1, 1, 1), (2, 1, 1), (4, 1, 2), (5, 1, 3), (16, 1, 4), (16, 2, 2), (16, 4, 1),
+    (64, 1, 6), (64, 3, 2),
+])
+def test_dot_product_latency(lanes, levels_per_stage, latency):
+    dut = DotProduct(lanes=lanes, levels_per_stage=levels_per_stage)
+    assert dut.latency == latency
+    assert dut.sum_width == acc_width(lanes)
+
+
+def test_widths_derive_from_k():
+    unit = MatmulUnit(lanes=16, rows=8, max_beats=160)
+    assert unit.acc_width == acc_width(16 * 160)
+    assert unit.res_width == unit.acc_width
+    assert MatmulUnit(lanes=16, rows=8, output_stage=True).res_width == 16
+
+
+def _run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 8, 13])
+@pytest.mark.parametrize("weight_mode", [TERNARY, BINARY])
+@pytest.mark.parametrize("levels_per_stage", [1, 2])
+def test_dot_product_exact(lanes, weight_mode, levels_per_stage):
+    rng = np.random.default_rng(lanes)
+    dut = DotProduct(lanes=lanes, weight_mode=weight_mode, levels_per_stage=levels_per_stage)
+    count = 40
+    acts = rng.integers(-128, 128, size=(count, lanes))
+    acts[0] = -128
+    acts[1] = 127
+    if weight_mode == TERNARY:
+        weights = rng.integers(-1, 2, size=(count, lanes))
+        weights[0] = -1
+        codes = encode_lane_codes(weights)
+        codes[5, 0] = CODE_INVALID  # the hardware uses 0 for it
+        weights = decode_lane_codes(codes, strict=False)
+    else:
+        weights = rng.choice((-1, 1), size=(count, lanes))
+        weights[0] = -1
+        codes = encode_binary_codes(weights)
+    expected = (acts * weights).sum(axis=1)
+    got, invalid = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.en, 1)
+        for i in range(count + dut.latency):
+            if i < count:
+                ctx.set(dut.activations, [int(a) for a in acts[i]])
+                ctx.set(dut.codes, [int(c) for c in codes[i]])
+                invalid.append(ctx.get(dut.invalid))
+            await ctx.tick()
+            if i >= dut.latency - 1:
+                got.append(ctx.get(dut.sum))
+        # en low holds the pipeline
+        ctx.set(dut.en, 0)
+        held = ctx.get(dut.sum)
+        ctx.set(dut.activations, [0] * lanes)
+        for _ in range(3):
+            await ctx.tick()
+            assert ctx.get(dut.sum) == held
+
+    _run(dut, bench)
+    assert got[:count] == expected.tolist()
+    assert expected[0] == 128 * lanes
+    assert invalid[5] == (weight_mode == TERNARY)
+    assert sum(invalid) == (1 if weight_mode == TERNARY else 0)
+
+
+@pytest.mark.parametrize("output_stage", [False, True])
+def test_matmul_unit_streams(output_stage):
+    """Random valid/ready on all three streams; results in order and exact."""
+    lanes, rows = 4, 3
+    dut = MatmulUnit(lanes=lanes, rows=rows, output_stage=output_stage, max_beats=4)
+    rng = np.random.default_rng(9)
+    vectors = []
+    for _ in range(12):
+        beats = int(rng.integers(1, 5))
+        acts = rng.integers(-128, 128, size=(beats, lanes))
+        weights = rng.integers(-1, 2, size=(beats, rows, lanes))
+        scale, shift = int(rng.integers(0, 1 << 16)), int(rng.integers(8, 20))
+        acc = sum(matmul_int(weights[b], acts[b]) for b in range(beats))
+        want = round_fixed(acc, scale, shift) if output_stage else acc
+        vectors.append((acts, encode_lane_codes(weights), scale, shift, want.tolist()))
+    got = []
+
+    async def producer(ctx):
+        act_beats = []
+        wgt_beats = []
+        for acts, codes, scale, shift, _ in vectors:
+            for b in range(acts.shape[0]):
+                payload = {"data": [int(a) for a in acts[b]], "last": int(b == acts.shape[0] - 1)}
+                if output_stage:
+                    payload.update(scale=scale, shift=shift)
+                act_beats.append(payload)
+                wgt_beats.append([[int(c) for c in row] for row in codes[b]])
+        for act, wgt in zip(act_beats, wgt_beats):
+            while rng.random() < 0.3:
+                await ctx.tick()
+            ctx.set(dut.act.payload, act)
+            ctx.set(dut.wgt.payload, wgt)
+            ctx.set(dut.act.valid, 1)
+            ctx.set(dut.wgt.valid, 1)
+            await ctx.tick().until(dut.act.ready)
+            ctx.set(dut.act.valid, 0)
+            ctx.set(dut.wgt.valid, 0)
+
+    async def consumer(ctx):
+        while len(got) < len(vectors):
+            ctx.set(dut.res.ready, int(rng.random() < 0.6))
+            await ctx.tick()
+            # sample the transfer that happened at this edge
+        return
+
+    async def monitor(ctx):
+        async for clk_edge, rst, valid, ready, payload in ctx.tick().sample(
+                dut.res.valid, dut.res.ready, dut.res.payload):
+            if valid and ready:
+                got.append([int(v) for v in payload])
+            if len(got) == len(vectors):
+                break
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer, background=True)
+    sim.add_testbench(consumer)
+    sim.add_testbench(monitor)
+    sim.run()
+    assert got == [v[4] for v in vectors]
