@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from hw.lanes import DotProduct
@@ -41,6 +42,7 @@ def test_dot_product_parameter_errors():
 ])
 def test_dot_product_latency(lanes, levels_per_stage, latency):
     dut = DotProduct(lanes=lanes, levels_per_stage=levels_per_stage)
+    Fragment.get(dut, None)  # elaborates: every width and register count is consistent
     assert dut.latency == latency
     assert dut.sum_width == acc_width(lanes)
 
