@@ -49,9 +49,13 @@ def test_dot_product_latency(lanes, levels_per_stage, latency):
 
 def test_widths_derive_from_k():
     unit = MatmulUnit(lanes=16, rows=8, max_beats=160)
+    Fragment.get(unit, None)
     assert unit.acc_width == acc_width(16 * 160)
     assert unit.res_width == unit.acc_width
-    assert MatmulUnit(lanes=16, rows=8, output_stage=True).res_width == 16
+    assert len(unit.res.payload.as_value()) == 8 * unit.acc_width
+    scaled = MatmulUnit(lanes=16, rows=8, output_stage=True)
+    Fragment.get(scaled, None)
+    assert scaled.res_width == 16
 
 
 def _run(dut, bench):
