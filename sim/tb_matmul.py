@@ -103,7 +103,7 @@ async def test_random_traffic(dut):
     for seed in SEEDS:
         rng = np.random.default_rng(seed)
         bench.set_traffic(seed, idle=0.3, backpressure=0.3)
-        vectors = extreme_vectors(CONFIG) + random_vectors(rng, CONFIG, 60)
+        vectors = extreme_vectors(CONFIG) + random_vectors(rng, CONFIG, 250)
         rng.shuffle(vectors)
         bench.send(vectors)
         await bench.wait_done()
