@@ -1,0 +1,66 @@
+"""Per-operation and per-bit energies: the data the energy model multiplies counts by.
+
+To add a process node or a data type, add an entry to :data:`OP_ENERGY_PJ` (and to
+:data:`MEMORY_PJ_PER_64BIT` for a memory); nothing else needs to change.
+"""
+
+__all__ = ["OP_ENERGY_PJ", "MEMORY_PJ_PER_64BIT", "op_energy", "memory_pj_per_bit",
+           "NODES", "DTYPES"]
+
+_HOROWITZ = "Horowitz, 'Computing's energy problem', ISSCC 2014 (45 nm)"
+_POKEBNN = "Zhang, Zhang & Lew, 'PokeBNN', CVPR 2022 (7 nm), as quoted by BitNet"
+
+#: Energy of one operation in picojoules: ``{node: {dtype: {"add", "mul", "source"}}}``.
+OP_ENERGY_PJ = {
+    "45nm": {
+        "fp32": {"add": 0.9, "mul": 3.7, "source": _HOROWITZ},
+        "fp16": {"add": 0.4, "mul": 1.1, "source": _HOROWITZ},
+        "int32": {"add": 0.1, "mul": 3.1, "source": _HOROWITZ},
+        "int16": {"add": 0.05, "mul": None, "source": _HOROWITZ},
+        "int8": {"add": 0.03, "mul": 0.2, "source": _HOROWITZ},
+    },
+    "7nm": {
+        "fp32": {"add": 0.38, "mul": 1.31, "source": _POKEBNN},
+        "fp16": {"add": 0.16, "mul": 0.34, "source": _POKEBNN},
+        "int8": {"add": 0.007, "mul": 0.07, "source": _POKEBNN},
+    },
+}
+
+#: Energy of one 64-bit read in picojoules at 45 nm (Horowitz, ISSCC 2014).
+MEMORY_PJ_PER_64BIT = {
+    "sram-8kb": 10.0,
+    "sram-32kb": 20.0,
+    "sram-1mb": 100.0,
+    "dram-low": 1300.0,
+    "dram-high": 2600.0,
+}
+
+NODES = tuple(OP_ENERGY_PJ)
+DTYPES = tuple(sorted({d for node in OP_ENERGY_PJ.values() for d in node}))
+
+
+def op_energy(node, dtype, op):
+    """Picojoules of one ``op`` ("add" or "mul") on ``dtype`` at ``node``.
+
+    Raises
+    ------
+    ValueError
+        If the table has no such entry.
+    """
+    try:
+        value = OP_ENERGY_PJ[node][dtype][op]
+    except KeyError:
+        raise ValueError(f"no {op} energy for {dtype} at {node}; known nodes: "
+                         f"{', '.join(NODES)}") from None
+    if value is None:
+        raise ValueError(f"no {op} energy for {dtype} at {node}")
+    return value
+
+
+def memory_pj_per_bit(memory):
+    """Picojoules per bit read from ``memory``: the 64-bit access energy / 64."""
+    try:
+        return MEMORY_PJ_PER_64BIT[memory] / 64
+    except KeyError:
+        raise ValueError(f"unknown memory {memory!r}; known: "
+                         f"{', '.join(MEMORY_PJ_PER_64BIT)}") from None
