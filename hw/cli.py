@@ -8,23 +8,26 @@ import argparse
 import importlib
 import sys
 
-__all__ = ["main", "add_unit_arguments", "unit_from_args", "SUBCOMMAND_MODULES"]
+__all__ = ["main", "add_unit_arguments", "unit_kwargs", "unit_from_args",
+           "SUBCOMMAND_MODULES"]
 
 #: Modules that contribute subcommands, in ``--help`` order.
 SUBCOMMAND_MODULES = (
     "hw.verilog_cmd",
+    "hw.synth_cmd",
 )
 
 
 def add_unit_arguments(parser):
     """Add the :class:`hw.matmul.MatmulUnit` parameters as flags to ``parser``."""
-    from model.quant import TERNARY, WEIGHT_MODES
+    from model.quant import HW_WEIGHT_MODES, TERNARY
     parser.add_argument("--lanes", "-k", type=int, default=16, metavar="K",
                         help="activations per beat (default: %(default)s)")
     parser.add_argument("--rows", "-m", type=int, default=8, metavar="M",
                         help="output rows (default: %(default)s)")
-    parser.add_argument("--weight-mode", choices=WEIGHT_MODES, default=TERNARY,
-                        help="weight encoding (default: %(default)s)")
+    parser.add_argument("--weight-mode", choices=HW_WEIGHT_MODES, default=TERNARY,
+                        help="weight encoding (default: %(default)s; int8 is the "
+                             "multiplier baseline)")
     parser.add_argument("--output-stage", action=argparse.BooleanOptionalAction,
                         default=False,
                         help="fixed-point rescale of the accumulators (default: off)")
@@ -35,13 +38,20 @@ def add_unit_arguments(parser):
                         help="adder-tree levels per pipeline register (default: %(default)s)")
 
 
-def unit_from_args(parser, args):
-    """Build the unit described by ``args``; parameter errors become usage errors."""
-    from .matmul import MatmulUnit
+def unit_kwargs(args):
+    """The :class:`hw.matmul.MatmulUnit` parameters given by ``args``."""
+    return {"lanes": args.lanes, "rows": args.rows, "weight_mode": args.weight_mode,
+            "output_stage": args.output_stage, "max_beats": args.max_beats,
+            "levels_per_stage": args.levels_per_stage}
+
+
+def unit_from_args(parser, args, component=None):
+    """Build ``component`` (default :class:`hw.matmul.MatmulUnit`) from ``args``;
+    parameter errors become usage errors."""
+    if component is None:
+        from .matmul import MatmulUnit as component
     try:
-        return MatmulUnit(lanes=args.lanes, rows=args.rows, weight_mode=args.weight_mode,
-                          output_stage=args.output_stage, max_beats=args.max_beats,
-                          levels_per_stage=args.levels_per_stage)
+        return component(**unit_kwargs(args))
     except (TypeError, ValueError) as error:
         parser.error(str(error))
 

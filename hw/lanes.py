@@ -1,6 +1,13 @@
 """The ternary (or binary) dot-product lane group: K int8 activations, K weight codes,
 one exact sum, with no multiplier: each lane selects +a, -a or 0, and a pipelined adder
-tree adds the lanes."""
+tree adds the lanes.
+
+Negation costs no adder: a lane with weight -1 passes the ones' complement ``~a``
+(``= -a - 1``) and a correction bit 1; every adder of the tree takes one pending
+correction as its carry-in. K lanes have K corrections and the tree K - 1 adders, so
+one correction is left at the root: the lane group hands it out as ``carry`` for the
+consumer's adder (the matmul unit's accumulator), or adds it in a final stage.
+"""
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
@@ -8,11 +15,11 @@ from amaranth.lib.wiring import In, Out
 
 from model.arith import acc_width
 from model.encoding import NEGATIVE_BIT, NONZERO_BIT, code_width
-from model.quant import ACT_WIDTH, BINARY, TERNARY
+from model.quant import ACT_WIDTH, BINARY, INT8, TERNARY
 
-from .params import check_positive_int, check_weight_mode
+from .params import check_bool, check_positive_int, check_weight_mode
 
-__all__ = ["DotProduct", "select_term", "invalid_code", "tree_levels", "tree_latency"]
+__all__ = ["DotProduct", "lane_term", "invalid_code", "tree_levels", "tree_latency"]
 
 
 def tree_levels(lanes):
@@ -25,24 +32,31 @@ def tree_latency(lanes, levels_per_stage):
     return max(1, -(-tree_levels(lanes) // levels_per_stage))
 
 
-def select_term(activation, code, weight_mode):
-    """The product ``w * a`` of one lane as a select, no multiplier.
+def lane_term(activation, code, weight_mode):
+    """One lane's product ``w * a`` as ``(term, correction)`` with ``w * a = term +
+    correction``, and no adder.
 
-    Ternary: ``nonzero ? (negative ? -a : a) : 0`` -- the unused code ``0b10``
-    (negative without nonzero) therefore selects 0. Binary: ``code ? a : -a``.
-    The result is ``ACT_WIDTH + 1`` bits wide so that ``-(-128)`` is exact.
+    Ternary: ``nonzero ? (a ^ negative) : 0`` with correction ``nonzero & negative``
+    (``~a + 1 = -a``); the unused code ``0b10`` (negative without nonzero) gives 0.
+    Binary: ``code ? a : ~a`` with correction ``~code``. The "int8" baseline
+    multiplies (correction 0). Terms are ``acc_width(1)`` bits so ``-(-128)`` is exact.
     """
-    term_shape = signed(ACT_WIDTH + 1)
+    width = acc_width(1, weight_mode)
+    wide = activation.as_signed()
     if weight_mode == TERNARY:
         nonzero = code[NONZERO_BIT]
-        negative = code[NEGATIVE_BIT]
-        return Mux(nonzero, Mux(negative, -activation, activation), Const(0, term_shape))
-    assert weight_mode == BINARY
-    return Mux(code[0], activation, -activation)
+        negate = nonzero & code[NEGATIVE_BIT]
+        mask = negate.replicate(width).as_signed()
+        return Mux(nonzero, wide ^ mask, Const(0, signed(width))), negate
+    if weight_mode == BINARY:
+        negate = ~code[0]
+        return wide ^ negate.replicate(width).as_signed(), negate
+    assert weight_mode == INT8
+    return activation * code.as_signed(), None
 
 
 def invalid_code(code, weight_mode):
-    """1 when ``code`` is the unused ternary pattern (binary codes are all valid)."""
+    """1 when ``code`` is the unused ternary pattern (binary and int8 codes are all valid)."""
     if weight_mode == TERNARY:
         return code[NEGATIVE_BIT] & ~code[NONZERO_BIT]
     return Const(0, 1)
@@ -51,10 +65,10 @@ def invalid_code(code, weight_mode):
 class DotProduct(wiring.Component):
     """Pipelined dot product of ``lanes`` int8 activations with ternary/binary weights.
 
-    Each lane turns its code into ``+a``, ``-a`` or ``0`` (:func:`select_term`); a
-    balanced adder tree sums the lanes. Every tree node is exactly as wide as the
-    range of its leaves needs (``acc_width(leaves)``), so widths grow by at most one
-    bit per level and the output is ``acc_width(lanes)`` bits, derived from K.
+    Each lane turns its code into a term and a correction bit (:func:`lane_term`); a
+    balanced adder tree sums the terms, each adder absorbing one correction as its
+    carry-in. Every tree node is exactly as wide as the range of its leaves needs
+    (``acc_width(leaves)``), so widths grow by at most one bit per level.
 
     A stage register follows every ``levels_per_stage`` adder levels and the last
     level; all stage registers advance together when ``en`` is high.
@@ -64,9 +78,13 @@ class DotProduct(wiring.Component):
     lanes : int
         Number of lanes K (>= 1).
     weight_mode : str
-        ``"ternary"`` (2-bit codes, see :mod:`model.encoding`) or ``"binary"``.
+        ``"ternary"`` (2-bit codes, see :mod:`model.encoding`), ``"binary"``, or the
+        ``"int8"`` multiplier baseline.
     levels_per_stage : int
         Adder levels between two stage registers (>= 1); 1 is fully pipelined.
+    carry_out : bool
+        Hand the last correction out on ``carry`` (the dot product is
+        ``sum + carry``) instead of adding it in one more stage (``sum`` exact).
 
     Attributes
     ----------
@@ -79,7 +97,10 @@ class DotProduct(wiring.Component):
     invalid : Signal, out
         Combinational: some lane of the current input carries the unused code.
     sum : Signal(signed(acc_width(lanes))), out
-        The dot product of the input seen ``latency`` enabled cycles earlier.
+        The dot product of the input seen ``latency`` enabled cycles earlier (less
+        ``carry`` with ``carry_out``).
+    carry : Signal, out
+        With ``carry_out``: the correction still to add.
 
     Raises
     ------
@@ -87,16 +108,18 @@ class DotProduct(wiring.Component):
         On a parameter of the wrong type or out of range.
     """
 
-    def __init__(self, *, lanes, weight_mode=TERNARY, levels_per_stage=1):
+    def __init__(self, *, lanes, weight_mode=TERNARY, levels_per_stage=1, carry_out=False):
         self._lanes = check_positive_int("lanes", lanes)
         self._weight_mode = check_weight_mode(weight_mode)
         self._levels_per_stage = check_positive_int("levels_per_stage", levels_per_stage)
+        self._carry_out = check_bool("carry_out", carry_out)
         super().__init__({
             "activations": In(data.ArrayLayout(signed(ACT_WIDTH), lanes)),
             "codes": In(data.ArrayLayout(unsigned(code_width(weight_mode)), lanes)),
             "en": In(1),
             "invalid": Out(1),
-            "sum": Out(signed(acc_width(lanes))),
+            "sum": Out(signed(acc_width(lanes, weight_mode))),
+            "carry": Out(1),
         })
 
     @property
@@ -112,43 +135,66 @@ class DotProduct(wiring.Component):
         return self._levels_per_stage
 
     @property
+    def carry_out(self):
+        return self._carry_out
+
+    @property
     def levels(self):
         """Adder levels of the tree: ``ceil(log2(lanes))``."""
         return tree_levels(self._lanes)
 
     @property
+    def has_correction(self):
+        """Whether a correction is left at the root (not for the int8 baseline)."""
+        return self._weight_mode != INT8
+
+    @property
     def latency(self):
-        """Enabled cycles from an input to its sum (number of stage registers)."""
-        return tree_latency(self._lanes, self._levels_per_stage)
+        """Enabled cycles from an input to its sum: the tree's stage registers, and the
+        final correction stage unless ``carry_out``."""
+        final = not self._carry_out and self.has_correction
+        return tree_latency(self._lanes, self._levels_per_stage) + (1 if final else 0)
 
     @property
     def sum_width(self):
-        return acc_width(self._lanes)
+        return acc_width(self._lanes, self._weight_mode)
 
     def elaborate(self, platform):
         m = Module()
-
-        # Level 0: one term per lane, (value, leaves) pairs.
-        nodes = []
-        for lane in range(self._lanes):
-            term = Signal(signed(ACT_WIDTH + 1), name=f"term{lane}")
-            m.d.comb += term.eq(select_term(self.activations[lane], self.codes[lane],
-                                            self._weight_mode))
-            nodes.append((term, 1))
+        mode = self._weight_mode
 
         invalid = Const(0, 1)
         for lane in range(self._lanes):
-            invalid = invalid | invalid_code(self.codes[lane], self._weight_mode)
+            invalid = invalid | invalid_code(self.codes[lane], mode)
         m.d.comb += self.invalid.eq(invalid)
 
-        def register(value, leaves, name):
-            reg = Signal(signed(acc_width(leaves)), name=name)
+        # Level 0: one node per lane: (value, leaves, pending corrections).
+        nodes = []
+        for lane in range(self._lanes):
+            value, correction = lane_term(self.activations[lane], self.codes[lane], mode)
+            term = Signal(signed(acc_width(1, mode)), name=f"term{lane}")
+            m.d.comb += term.eq(value)
+            pending = []
+            if correction is not None:
+                bit = Signal(name=f"term{lane}_correction")
+                m.d.comb += bit.eq(correction)
+                pending = [bit]
+            nodes.append((term, 1, pending))
+
+        def register(value, shape, name):
+            reg = Signal(shape, name=name)
             with m.If(self.en):
                 m.d.sync += reg.eq(value)
             return reg
 
+        def register_node(node, name):
+            value, leaves, pending = node
+            return (register(value, signed(acc_width(leaves, mode)), name), leaves,
+                    [register(bit, 1, f"{name}_correction{i}")
+                     for i, bit in enumerate(pending)])
+
         if self.levels == 0:
-            nodes = [(register(nodes[0][0], 1, "stage0_sum"), 1)]
+            nodes = [register_node(nodes[0], "stage0_node0")]
 
         for level in range(1, self.levels + 1):
             stage = -(-level // self._levels_per_stage) - 1
@@ -156,18 +202,26 @@ class DotProduct(wiring.Component):
             next_nodes = []
             for index in range(0, len(nodes), 2):
                 if index + 1 == len(nodes):  # odd node out passes up a level
-                    value, leaves = nodes[index]
+                    node = nodes[index]
                 else:
-                    (a, la), (b, lb) = nodes[index], nodes[index + 1]
-                    leaves = la + lb
-                    value = Signal(signed(acc_width(leaves)),
+                    (a, la, pa), (b, lb, pb) = nodes[index], nodes[index + 1]
+                    leaves, pending = la + lb, pa + pb
+                    carry_in = pending.pop(0) if pending else Const(0, 1)
+                    value = Signal(signed(acc_width(leaves, mode)),
                                    name=f"level{level}_add{index // 2}")
-                    m.d.comb += value.eq(a + b)
+                    m.d.comb += value.eq(a + b + carry_in)
+                    node = (value, leaves, pending)
                 if registered:
-                    value = register(value, leaves, f"stage{stage}_node{index // 2}")
-                next_nodes.append((value, leaves))
+                    node = register_node(node, f"stage{stage}_node{index // 2}")
+                next_nodes.append(node)
             nodes = next_nodes
 
-        assert len(nodes) == 1
-        m.d.comb += self.sum.eq(nodes[0][0])
+        (root, leaves, pending), = nodes
+        assert len(pending) == (1 if self.has_correction else 0)
+        leftover = pending[0] if pending else Const(0, 1)
+        if self._carry_out or not self.has_correction:
+            m.d.comb += [self.sum.eq(root), self.carry.eq(leftover)]
+        else:
+            final = register(root + leftover, signed(self.sum_width), "final_sum")
+            m.d.comb += [self.sum.eq(final), self.carry.eq(0)]
         return m

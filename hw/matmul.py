@@ -3,17 +3,18 @@ multi-beat accumulation, an optional fixed-point output stage, and stream interf
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from model.arith import OUT_WIDTH, SCALE_WIDTH, SHIFT_WIDTH, acc_width, signed_range
 from model.encoding import code_width
 from model.quant import ACT_WIDTH, TERNARY
 
-from .lanes import DotProduct, tree_latency
+from .lanes import DotProduct, invalid_code, tree_latency
 from .params import check_bool, check_positive_int, check_weight_mode
 
 __all__ = ["MatmulUnit", "ErrorLayout", "act_layout", "wgt_layout", "res_layout",
-           "result_width", "unit_latency"]
+           "result_width", "unit_latency", "pipeline_depth", "result_fifo_depth"]
 
 
 def act_layout(lanes, output_stage):
@@ -33,17 +34,32 @@ def wgt_layout(lanes, rows, weight_mode):
     return data.ArrayLayout(codes, rows)
 
 
-def result_width(lanes, max_beats, output_stage):
+def result_width(lanes, max_beats, output_stage, weight_mode=TERNARY):
     """Bits of one result: ``OUT_WIDTH`` with the output stage, else the accumulator's
     ``acc_width(lanes * max_beats)``."""
-    return OUT_WIDTH if output_stage else acc_width(lanes * max_beats)
+    return OUT_WIDTH if output_stage else acc_width(lanes * max_beats, weight_mode)
+
+
+#: Cycles from a write into the result FIFO to that result on ``res``.
+RESULT_FIFO_LATENCY = 2
+
+
+def pipeline_depth(lanes, levels_per_stage, output_stage):
+    """Registers from the input handshake to the result FIFO's write port: the lane
+    groups' tree stages, the accumulate register and, with the output stage, the
+    multiply and round registers."""
+    return tree_latency(lanes, levels_per_stage) + 1 + (2 if output_stage else 0)
 
 
 def unit_latency(lanes, levels_per_stage, output_stage):
-    """Cycles from a ``last`` beat's transfer to its result, unstalled: the lane
-    group's stage registers, the accumulate/result register, and with the output
-    stage the multiply and round/saturate registers."""
-    return tree_latency(lanes, levels_per_stage) + 1 + (2 if output_stage else 0)
+    """Cycles from a ``last`` beat's transfer to its result on ``res``, unstalled."""
+    return pipeline_depth(lanes, levels_per_stage, output_stage) + RESULT_FIFO_LATENCY
+
+
+def result_fifo_depth(lanes, levels_per_stage, output_stage):
+    """Entries of the result FIFO: every result that can be in flight, plus slack so an
+    always-ready consumer never throttles the input."""
+    return unit_latency(lanes, levels_per_stage, output_stage) + 2
 
 
 def res_layout(rows, width):
@@ -77,10 +93,11 @@ class MatmulUnit(wiring.Component):
     M accumulators on ``res`` (through the output stage when enabled) and clears them,
     so a dot product spans any number of beats.
 
-    A beat transfers when ``act`` and ``wgt`` are both valid and the pipeline is not
-    stalled; the pipeline stalls (every stage holds) only while ``res`` holds a result
-    the consumer has not taken. With both inputs always valid and the output always
-    ready it takes one beat per clock: ``rows * lanes`` MACs per cycle, no bubbles.
+    A beat transfers when ``act`` and ``wgt`` are both valid and the result FIFO has
+    room for every result that may still be in flight (a credit count). The datapath
+    itself never stalls, so no register needs an enable driven by ``res.ready``; with
+    both inputs always valid and the output always ready it takes one beat per clock:
+    ``rows * lanes`` MACs per cycle, no bubbles.
 
     Output stage (``output_stage=True``): each accumulator is multiplied by the
     unsigned ``scale`` and rounded/saturated by ``shift`` exactly as
@@ -167,12 +184,13 @@ class MatmulUnit(wiring.Component):
     @property
     def acc_width(self):
         """Accumulator width: ``acc_width(lanes * max_beats)``."""
-        return acc_width(self._lanes * self._max_beats)
+        return acc_width(self._lanes * self._max_beats, self._weight_mode)
 
     @property
     def res_width(self):
         """Width of one result: ``OUT_WIDTH`` with the output stage, else ``acc_width``."""
-        return result_width(self._lanes, self._max_beats, self._output_stage)
+        return result_width(self._lanes, self._max_beats, self._output_stage,
+                            self._weight_mode)
 
     @property
     def act_layout(self):
@@ -198,34 +216,46 @@ class MatmulUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        lanes, rows = self._lanes, self._rows
+        depth = result_fifo_depth(lanes, self._levels_per_stage, self._output_stage)
+
+        # The datapath never stalls: a beat is taken only while the result FIFO has
+        # room for every result that may still be in flight (credits), so no register
+        # needs an enable driven by res.ready.
+        m.submodules.results = fifo = SyncFIFOBuffered(
+            width=rows * self.res_width, depth=depth)
+        committed = Signal(range(depth + 1))  # results accepted, not yet read out
+        fire = Signal()
+        room = Signal()
+        m.d.comb += [
+            room.eq(committed < depth),
+            fire.eq(self.act.valid & self.wgt.valid & room),
+            self.act.ready.eq(self.wgt.valid & room),
+            self.wgt.ready.eq(self.act.valid & room),
+        ]
+        fire_last = fire & self.act.payload.last
+        taken = fifo.r_stream.valid & fifo.r_stream.ready
+        m.d.sync += committed.eq(committed + fire_last - taken)
 
         groups = []
-        for row in range(self._rows):
-            group = DotProduct(lanes=self._lanes, weight_mode=self._weight_mode,
-                               levels_per_stage=self._levels_per_stage)
+        for row in range(rows):
+            group = DotProduct(lanes=lanes, weight_mode=self._weight_mode,
+                               levels_per_stage=self._levels_per_stage, carry_out=True)
             m.submodules[f"row{row}"] = group
             groups.append(group)
-
-        # Flow control: everything holds while a result waits for the consumer.
-        advance = Signal()
-        m.d.comb += advance.eq(~self.res.valid | self.res.ready)
-        fire = Signal()
-        m.d.comb += [
-            fire.eq(self.act.valid & self.wgt.valid & advance),
-            self.act.ready.eq(self.wgt.valid & advance),
-            self.wgt.ready.eq(self.act.valid & advance),
-        ]
-
-        for row, group in enumerate(groups):
             m.d.comb += [
                 group.activations.eq(self.act.payload.data),
                 group.codes.eq(self.wgt.payload[row]),
-                group.en.eq(advance),
+                group.en.eq(1),
             ]
 
-        invalid = Signal()
-        m.d.comb += invalid.eq(Cat(*(group.invalid for group in groups)).any())
-        with m.If(fire & invalid):
+        # Invalid codes: one OR per row, registered, then the sticky flag. The flag is a
+        # status bit, so the cycle this takes does not matter, and no M x K-wide OR
+        # sits on one path.
+        row_invalid = Signal(rows, name="row_invalid")
+        for row, group in enumerate(groups):
+            m.d.sync += row_invalid[row].eq(fire & group.invalid)
+        with m.If(row_invalid.any()):
             m.d.sync += self.error.code.eq(1)
 
         # Beat tags (valid, last, scale, shift) travel beside the adder trees.
@@ -241,63 +271,66 @@ class MatmulUnit(wiring.Component):
                          tag.shift.eq(self.act.payload.shift)]
         for stage in range(self.tree_latency):
             next_tag = Signal(tag_layout, name=f"stage{stage}_tag")
-            with m.If(advance):
-                m.d.sync += next_tag.eq(tag)
+            m.d.sync += next_tag.eq(tag)
             tag = next_tag
 
         # Accumulate stage.
-        accs = [Signal(signed(self.acc_width), name=f"acc{row}") for row in range(self._rows)]
-        sums = [Signal(signed(self.acc_width), name=f"sum{row}") for row in range(self._rows)]
+        width = self.acc_width
+        accs = [Signal(signed(width), name=f"acc{row}") for row in range(rows)]
         beats = Signal(range(self._max_beats + 1))
-        for acc, total, group in zip(accs, sums, groups):
-            m.d.comb += total.eq(acc + group.sum)  # wraps only past max_beats (flagged)
-
-        done = Signal(data.ArrayLayout(signed(self.acc_width), self._rows), name="done")
+        done = Signal(data.ArrayLayout(signed(width), rows), name="done")
         done_tag = Signal(tag_layout, name="done_tag")
-        with m.If(advance):
-            m.d.sync += done_tag.eq(tag)
-            m.d.sync += done_tag.valid.eq(tag.valid & tag.last)
-            with m.If(tag.valid):
-                with m.If(beats == self._max_beats):
-                    m.d.sync += self.error.overflow.eq(1)
+        m.d.sync += [done_tag.eq(tag), done_tag.valid.eq(tag.valid & tag.last)]
+        with m.If(tag.valid):
+            with m.If(beats == self._max_beats):
+                m.d.sync += self.error.overflow.eq(1)
+            with m.If(tag.last):
+                m.d.sync += beats.eq(0)
+            with m.Elif(beats != self._max_beats):
+                m.d.sync += beats.eq(beats + 1)
+            for row, (acc, group) in enumerate(zip(accs, groups)):
+                # the lane group's last correction rides in as the carry-in; the sum
+                # wraps only past max_beats (flagged)
+                total = (acc + group.sum + group.carry)[:width].as_signed()
                 with m.If(tag.last):
-                    m.d.sync += beats.eq(0)
-                    for row, (acc, total) in enumerate(zip(accs, sums)):
-                        m.d.sync += [done[row].eq(total), acc.eq(0)]
+                    m.d.sync += [done[row].eq(total), acc.eq(0)]
                 with m.Else():
-                    m.d.sync += beats.eq(Mux(beats == self._max_beats, beats, beats + 1))
-                    for acc, total in zip(accs, sums):
-                        m.d.sync += acc.eq(total)
+                    m.d.sync += acc.eq(total)
 
-        if not self._output_stage:
-            m.d.comb += [self.res.valid.eq(done_tag.valid), self.res.payload.eq(done)]
-            return m
-
-        # Output stage: multiply register, then round/saturate register.
-        product_width = self.acc_width + SCALE_WIDTH + 1
-        products = Signal(data.ArrayLayout(signed(product_width), self._rows),
-                          name="mul_products")
-        mul_tag = Signal(tag_layout, name="mul_tag")
-        with m.If(advance):
-            m.d.sync += mul_tag.eq(done_tag)
-            for row in range(self._rows):
-                m.d.sync += products[row].eq(done[row] * done_tag.scale)
-
-        lo, hi = signed_range(OUT_WIDTH)
-        rounded = Signal(data.ArrayLayout(signed(product_width), self._rows),
-                         name="rounded")
-        bias = Signal(unsigned((1 << SHIFT_WIDTH) - 1), name="round_bias")
-        m.d.comb += bias.eq((Const(1, 1) << mul_tag.shift) >> 1)  # half an output LSB, 0 if shift == 0
-        results = Signal(self.res_layout, name="results")
-        result_valid = Signal(name="result_valid")
-        for row in range(self._rows):
-            m.d.comb += rounded[row].eq((products[row] + bias) >> mul_tag.shift)
-        with m.If(advance):
-            m.d.sync += result_valid.eq(mul_tag.valid)
-            for row in range(self._rows):
-                value = rounded[row]
-                m.d.sync += results[row].eq(
-                    Mux(value > hi, hi, Mux(value < lo, lo, value)))
-        m.d.comb += [self.res.valid.eq(result_valid), self.res.payload.eq(results)]
+        result, result_valid = done, done_tag.valid
+        if self._output_stage:
+            result, result_valid = self._output_stage_pipeline(m, done, done_tag)
+        m.d.comb += [
+            fifo.w_stream.valid.eq(result_valid),
+            fifo.w_stream.payload.eq(result),
+            self.res.valid.eq(fifo.r_stream.valid),
+            self.res.payload.eq(fifo.r_stream.payload),
+            fifo.r_stream.ready.eq(self.res.ready),
+        ]
         return m
 
+    def _output_stage_pipeline(self, m, done, done_tag):
+        """Multiply register, then round/saturate register (``model.arith.round_fixed``)."""
+        rows = self._rows
+        product_width = self.acc_width + SCALE_WIDTH + 1
+        products = Signal(data.ArrayLayout(signed(product_width), rows), name="mul_products")
+        mul_valid = Signal(name="mul_valid")
+        shift = Signal(unsigned(SHIFT_WIDTH), name="mul_shift")
+        m.d.sync += [mul_valid.eq(done_tag.valid), shift.eq(done_tag.shift)]
+        for row in range(rows):
+            m.d.sync += products[row].eq(done[row] * done_tag.scale)
+
+        # Half an output LSB: bit (shift - 1) set, none when shift == 0. A shift of the
+        # product's width or more rounds every value to 0.
+        bias = Signal(unsigned(product_width), name="round_bias")
+        m.d.comb += bias.eq((Const(1, product_width + 1) << shift)[1:])
+        lo, hi = signed_range(OUT_WIDTH)
+        results = Signal(self.res_layout, name="results")
+        result_valid = Signal(name="result_valid")
+        m.d.sync += result_valid.eq(mul_valid)
+        for row in range(rows):
+            rounded = Signal(signed(product_width + 1), name=f"rounded{row}")
+            m.d.comb += rounded.eq(Mux(shift >= product_width, 0,
+                                       (products[row] + bias) >> shift))
+            m.d.sync += results[row].eq(Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded)))
+        return results, result_valid

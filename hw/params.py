@@ -1,6 +1,6 @@
 """Parameter checks shared by every component of ``hw``."""
 
-from model.quant import WEIGHT_MODES
+from model.quant import HW_WEIGHT_MODES
 
 __all__ = ["check_positive_int", "check_bool", "check_weight_mode"]
 
@@ -30,9 +30,10 @@ def check_bool(name, value):
 
 
 def check_weight_mode(value):
-    """Return ``value`` if it names a weight mode of :mod:`model.quant`."""
+    """Return ``value`` if it names a hardware weight mode of :mod:`model.quant`."""
     if not isinstance(value, str):
         raise TypeError(f"weight_mode must be a string, not {value!r}")
-    if value not in WEIGHT_MODES:
-        raise ValueError(f"weight_mode must be one of {', '.join(WEIGHT_MODES)}, not {value!r}")
+    if value not in HW_WEIGHT_MODES:
+        raise ValueError(
+            f"weight_mode must be one of {', '.join(HW_WEIGHT_MODES)}, not {value!r}")
     return value

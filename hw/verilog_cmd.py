@@ -1,19 +1,59 @@
-"""``python -m hw verilog``: write the Verilog of a matmul unit configuration."""
+"""``python -m hw verilog``: write the Verilog of a matmul unit configuration, and a
+JSON sidecar describing the configuration, the ports and the latency."""
 
+import json
 import sys
 from pathlib import Path
 
 from amaranth.back import verilog
+from amaranth.hdl import Shape
+from amaranth.lib import wiring
 
-__all__ = ["add_parser", "generate", "DEFAULT_NAME"]
+__all__ = ["add_parser", "generate", "DEFAULT_NAME", "ports_of", "sidecar"]
 
 #: Module name of the generated top level.
 DEFAULT_NAME = "matmul_unit"
 
 
+def unit_params(unit):
+    """The constructor parameters of ``unit``."""
+    return {"lanes": unit.lanes, "rows": unit.rows, "weight_mode": unit.weight_mode,
+            "output_stage": unit.output_stage, "max_beats": unit.max_beats,
+            "levels_per_stage": unit.levels_per_stage}
+
+
 def generate(unit, name=DEFAULT_NAME):
     """Verilog text of ``unit`` with top-level module ``name``."""
     return verilog.convert(unit, name=name, emit_src=False)
+
+
+def ports_of(top, *, axis):
+    """``[{name, direction, width}]`` of the generated module's ports, in Verilog terms."""
+    ports = []
+    if not axis:  # the unit's sync domain becomes clk / rst ports
+        ports += [{"name": "clk", "direction": "input", "width": 1},
+                  {"name": "rst", "direction": "input", "width": 1}]
+    for path, member, _ in top.signature.flatten(top):
+        ports.append({"name": "__".join(str(p) for p in path),
+                      "direction": "input" if member.flow == wiring.In else "output",
+                      "width": Shape.cast(member.shape).width})
+    return ports
+
+
+def sidecar(top, unit, name, *, axis):
+    """The JSON-able description written next to the Verilog."""
+    return {
+        "module": name,
+        "axis": axis,
+        "config": unit_params(unit),
+        "acc_width": unit.acc_width,
+        "result_width": unit.res_width,
+        "latency_cycles": unit.latency,
+        "macs_per_cycle": unit.lanes * unit.rows,
+        "clock": "aclk (rising), aresetn active low" if axis else
+                 "clk (rising), rst active high, synchronous",
+        "ports": ports_of(top, axis=axis),
+    }
 
 
 def add_parser(subparsers):
@@ -24,8 +64,12 @@ def add_parser(subparsers):
     add_unit_arguments(parser)
     parser.add_argument("--name", default=DEFAULT_NAME,
                         help="top-level module name (default: %(default)s)")
+    parser.add_argument("--axis", action="store_true",
+                        help="AXI4-Stream port names (s_axis_act_*, s_axis_wgt_*, "
+                             "m_axis_out_*, aclk, aresetn) for vendor block designs")
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
-                        help="output file (default: standard output)")
+                        help="output file (default: standard output); a JSON sidecar "
+                             "FILE.json describes the configuration, ports and latency")
     parser.set_defaults(func=lambda _main, args: run(parser, args))
     return parser
 
@@ -34,14 +78,21 @@ def run(parser, args):
     from .cli import unit_from_args
     if not args.name.isidentifier():
         parser.error(f"--name must be a Verilog identifier, not {args.name!r}")
-    unit = unit_from_args(parser, args)
-    text = generate(unit, args.name)
+    if args.axis:
+        from .axis import AxisMatmul
+        top = unit_from_args(parser, args, AxisMatmul)
+        unit = top.unit
+    else:
+        top = unit = unit_from_args(parser, args)
+    description = sidecar(top, unit, args.name, axis=args.axis)
+    text = generate(top, args.name)
     if args.output is None:
         sys.stdout.write(text)
         return 0
     try:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
+        args.output.with_suffix(".json").write_text(json.dumps(description, indent=2) + "\n")
     except OSError as error:
         print(f"python -m hw verilog: cannot write {args.output}: {error.strerror}",
               file=sys.stderr)

@@ -15,11 +15,11 @@ Everything the RTL computes is defined here, bit for bit:
 import numpy as np
 
 from .encoding import check_binary, check_ternary
-from .quant import ACT_MAX, ACT_MIN, BINARY, TERNARY, WEIGHT_MODES
+from .quant import ACT_MAX, ACT_MIN, BINARY, INT8, TERNARY, WEIGHT_MODES
 
 __all__ = [
     "TERM_MAGNITUDE", "SCALE_WIDTH", "SHIFT_WIDTH", "SHIFT_MAX", "OUT_WIDTH",
-    "acc_width", "signed_range", "wrap_signed",
+    "acc_width", "term_magnitude", "signed_range", "wrap_signed",
     "check_activations", "check_weights", "matmul_int",
     "round_fixed", "scale_to_fixed", "fixed_error_bound",
 ]
@@ -36,10 +36,16 @@ SHIFT_MAX = (1 << SHIFT_WIDTH) - 1
 OUT_WIDTH = 16
 
 
-def acc_width(terms):
-    """Signed width that holds any sum of ``terms`` products of magnitude <= 128.
+def term_magnitude(mode=TERNARY):
+    """Largest |w * x| of one lane: 128 for ternary/binary, 128 * 128 for int8 weights."""
+    return TERM_MAGNITUDE * (-ACT_MIN if mode == INT8 else 1)
 
-    ``ceil(log2(terms * 128 + 1)) + 1``, computed exactly with integers.
+
+def acc_width(terms, mode=TERNARY):
+    """Signed width that holds any sum of ``terms`` products of ``mode``'s lanes.
+
+    ``ceil(log2(terms * 128 + 1)) + 1`` for ternary and binary weights, computed
+    exactly with integers (``128 * 128`` per term for the int8 baseline).
 
     Raises
     ------
@@ -48,7 +54,7 @@ def acc_width(terms):
     """
     if isinstance(terms, bool) or not isinstance(terms, (int, np.integer)) or terms < 1:
         raise ValueError(f"terms must be a positive integer, not {terms!r}")
-    return int(terms * TERM_MAGNITUDE).bit_length() + 1
+    return int(terms * term_magnitude(mode)).bit_length() + 1
 
 
 def signed_range(width):

@@ -30,7 +30,7 @@ so valid bytes are 0..242 and 243..255 are invalid. 1.6 bits per weight.
 
 import numpy as np
 
-from .quant import BINARY, TERNARY, WEIGHT_MODES
+from .quant import ACT_WIDTH, BINARY, HW_WEIGHT_MODES, INT8, TERNARY
 
 __all__ = [
     "TERNARY_CODE_WIDTH", "BINARY_CODE_WIDTH",
@@ -51,10 +51,11 @@ BINARY_CODE_WIDTH = 1
 
 
 def code_width(mode):
-    """Bits of one lane code for weight ``mode`` ("ternary": 2, "binary": 1)."""
-    widths = {TERNARY: TERNARY_CODE_WIDTH, BINARY: BINARY_CODE_WIDTH}
+    """Bits of one lane code for weight ``mode`` ("ternary": 2, "binary": 1, and 8 for
+    the two's complement weights of the "int8" baseline)."""
+    widths = {TERNARY: TERNARY_CODE_WIDTH, BINARY: BINARY_CODE_WIDTH, INT8: ACT_WIDTH}
     if mode not in widths:
-        raise ValueError(f"weight mode must be one of {WEIGHT_MODES}, not {mode!r}")
+        raise ValueError(f"weight mode must be one of {HW_WEIGHT_MODES}, not {mode!r}")
     return widths[mode]
 
 

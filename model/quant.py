@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = [
     "ACT_WIDTH", "ACT_MIN", "ACT_MAX", "ACT_QMAX", "EPS",
-    "TERNARY", "BINARY", "WEIGHT_MODES",
+    "TERNARY", "BINARY", "WEIGHT_MODES", "INT8", "HW_WEIGHT_MODES",
     "QuantizedWeights", "QuantizedActivations",
     "quantize_weights_ternary", "quantize_weights_binary", "quantize_weights",
     "quantize_activations",
@@ -35,6 +35,11 @@ TERNARY = "ternary"
 #: Weight mode of the original BitNet: weights in {-1, +1}.
 BINARY = "binary"
 WEIGHT_MODES = (TERNARY, BINARY)
+#: int8 weights with real multipliers: the comparison baseline of the FPGA benchmark,
+#: not a BitNet mode (no quantizer here; the datapath takes any int8 weight).
+INT8 = "int8"
+#: Every weight mode the hardware can be built with.
+HW_WEIGHT_MODES = WEIGHT_MODES + (INT8,)
 
 
 @dataclass(frozen=True)

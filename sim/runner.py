@@ -9,21 +9,12 @@ import xml.etree.ElementTree as ET
 from amaranth.back import verilog
 
 from .config import TOPLEVEL
-from .verilator import configure_environment
+from .verilator import VERILATOR_WAIVERS, configure_environment
 
 __all__ = ["BUILD_ROOT", "VERILATOR_WAIVERS", "write_verilog", "run_config", "RunResult"]
 
 #: Root of every generated file of the simulations.
 BUILD_ROOT = Path(__file__).resolve().parent.parent / "build" / "sim"
-
-#: Lint waivers for Yosys-generated Verilog, which Verilator would otherwise treat as
-#: fatal. Each is a construct the generator emits, not a design problem:
-VERILATOR_WAIVERS = (
-    "-Wno-WIDTHEXPAND",    # Yosys extends operands implicitly in $add/$mul cells
-    "-Wno-WIDTHTRUNC",     # ... and truncates results to the wire they drive
-    "-Wno-UNOPTFLAT",      # combinational bit-slices of one packed wire feed each other
-)
-
 
 def write_verilog(config, directory):
     """Generate the Verilog of ``config`` into ``directory``; return its path."""

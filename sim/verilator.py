@@ -18,11 +18,24 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MIN_VERSION", "VerilatorNotFound", "Verilator", "find_verilator",
+__all__ = ["MIN_VERSION", "VERILATOR_WAIVERS", "lint", "VerilatorNotFound", "Verilator", "find_verilator",
            "configure_environment"]
 
 #: Oldest Verilator that cocotb 2 supports.
 MIN_VERSION = (5, 36)
+
+
+#: The only Verilator warnings waived on Amaranth/Yosys-generated Verilog, each a
+#: construct of the generator rather than of the design (``verilator --lint-only -Wall``
+#: reports nothing else):
+VERILATOR_WAIVERS = (
+    "-Wno-WIDTHEXPAND",    # Yosys leaves operand sign/zero extension implicit in + and *
+    "-Wno-WIDTHTRUNC",     # ... and truncation to the width of the wire it drives
+    "-Wno-UNUSEDSIGNAL",   # Amaranth emits a named wire per view field, used or not
+    "-Wno-PROCASSINIT",    # registers carry their reset value as an initializer
+    "-Wno-DECLFILENAME",   # one file holds the top module and its submodules
+    "-Wno-UNOPTFLAT",      # bit-slices of one packed wire feed each other (simulation speed only)
+)
 
 
 class VerilatorNotFound(RuntimeError):
@@ -125,3 +138,19 @@ def configure_environment(environ=None):
     if "VL_TIME_CONTEXT" in flags:
         environ["CXXFLAGS"] = " ".join(f for f in flags.split() if "VL_TIME_CONTEXT" not in f)
     return found
+
+
+def lint(path, top=None):
+    """Run ``verilator --lint-only -Wall`` with :data:`VERILATOR_WAIVERS` on ``path``.
+
+    Returns
+    -------
+    (int, str)
+        The exit status and Verilator's messages.
+    """
+    found = configure_environment()
+    cmd = [str(found.executable), "--lint-only", "-Wall", *VERILATOR_WAIVERS, str(path)]
+    if top:
+        cmd += ["--top-module", top]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    return proc.returncode, proc.stderr

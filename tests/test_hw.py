@@ -36,14 +36,16 @@ def test_dot_product_parameter_errors():
         DotProduct(lanes=4, levels_per_stage="2")
 
 
-@pytest.mark.parametrize("lanes, levels_per_stage, latency", [
+@pytest.mark.parametrize("lanes, levels_per_stage, tree", [
     (1, 1, 1), (2, 1, 1), (4, 1, 2), (5, 1, 3), (16, 1, 4), (16, 2, 2), (16, 4, 1),
     (64, 1, 6), (64, 3, 2),
 ])
-def test_dot_product_latency(lanes, levels_per_stage, latency):
-    dut = DotProduct(lanes=lanes, levels_per_stage=levels_per_stage)
+@pytest.mark.parametrize("carry_out", [False, True])
+def test_dot_product_latency(lanes, levels_per_stage, tree, carry_out):
+    dut = DotProduct(lanes=lanes, levels_per_stage=levels_per_stage, carry_out=carry_out)
     Fragment.get(dut, None)  # elaborates: every width and register count is consistent
-    assert dut.latency == latency
+    # the final correction stage counts unless the carry is handed out
+    assert dut.latency == tree + (0 if carry_out else 1)
     assert dut.sum_width == acc_width(lanes)
 
 
@@ -68,9 +70,11 @@ def _run(dut, bench):
 @pytest.mark.parametrize("lanes", [1, 3, 8, 13])
 @pytest.mark.parametrize("weight_mode", [TERNARY, BINARY])
 @pytest.mark.parametrize("levels_per_stage", [1, 2])
-def test_dot_product_exact(lanes, weight_mode, levels_per_stage):
+@pytest.mark.parametrize("carry_out", [False, True])
+def test_dot_product_exact(lanes, weight_mode, levels_per_stage, carry_out):
     rng = np.random.default_rng(lanes)
-    dut = DotProduct(lanes=lanes, weight_mode=weight_mode, levels_per_stage=levels_per_stage)
+    dut = DotProduct(lanes=lanes, weight_mode=weight_mode, levels_per_stage=levels_per_stage,
+                     carry_out=carry_out)
     count = 40
     acts = rng.integers(-128, 128, size=(count, lanes))
     acts[0] = -128
@@ -97,10 +101,11 @@ def test_dot_product_exact(lanes, weight_mode, levels_per_stage):
                 invalid.append(ctx.get(dut.invalid))
             await ctx.tick()
             if i >= dut.latency - 1:
-                got.append(ctx.get(dut.sum))
+                got.append(ctx.get(dut.sum) + ctx.get(dut.carry))
         # en low holds the pipeline
         ctx.set(dut.en, 0)
         held = ctx.get(dut.sum)
+        assert carry_out or ctx.get(dut.carry) == 0
         ctx.set(dut.activations, [0] * lanes)
         for _ in range(3):
             await ctx.tick()

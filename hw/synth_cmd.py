@@ -1,0 +1,105 @@
+"""``python -m hw synth``: synthesis and place-and-route of one configuration."""
+
+import json
+import sys
+from pathlib import Path
+
+from .synth import TARGETS, ToolError, run_flow, tool_versions
+
+__all__ = ["add_parser", "result_table", "write_report"]
+
+COLUMNS = ("design", "target", "LUT4", "CCU2C", "LUT4 eq./MAC", "FF", "FF/MAC", "DSP", "BRAM",
+           "Fmax MHz", "GMAC/s")
+
+
+def lut4_equivalent(result):
+    """LUT4s plus two per carry cell (a CCU2C / SB_CARRY slice holds two LUT4s)."""
+    return result.lut4 + 2 * result.carry
+
+
+def result_row(result):
+    macs = result.macs or 1
+    return (result.design, result.target + (" -nodsp" if result.nodsp else ""),
+            str(result.lut4), str(result.carry), f"{lut4_equivalent(result) / macs:.1f}",
+            str(result.ff), f"{result.ff / macs:.1f}", str(result.dsp), str(result.bram),
+            f"{result.fmax_mhz:.1f}", f"{result.macs * result.fmax_mhz / 1000:.1f}")
+
+
+def result_table(results, columns=COLUMNS):
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(result_row(r)) + " |" for r in results]
+    return "\n".join(lines)
+
+
+def write_report(results, outdir, stem, extra=""):
+    """Write ``stem.md`` and ``stem.json`` under ``outdir``; return the Markdown."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    versions = tool_versions()
+    seeds = sorted({r.seed for r in results})
+    devices = sorted({f"{r.device} {r.package}" for r in results})
+    header = (f"Tools: {', '.join(f'{k} {v}' for k, v in versions.items())}. "
+              f"Devices: {', '.join(devices)}; seed {', '.join(map(str, seeds))}; "
+              "out-of-context P&R, every port registered (harness FFs subtracted). "
+              "LUT4 eq. = LUT4 + 2 per carry cell.")
+    markdown = f"{header}\n\n{result_table(results)}\n{extra}"
+    (outdir / f"{stem}.md").write_text(markdown + "\n")
+    (outdir / f"{stem}.json").write_text(json.dumps(
+        {"tools": versions, "results": [dict(r.to_dict(), lut4_equivalent=lut4_equivalent(r))
+                                        for r in results]}, indent=2) + "\n")
+    return markdown
+
+
+def add_parser(subparsers):
+    from .cli import add_unit_arguments
+    parser = subparsers.add_parser(
+        "synth", help="synthesize and place-and-route a configuration (YoWASP tools)",
+        description="Yosys synthesis and nextpnr place-and-route of one matmul unit (or "
+                    "lane group) configuration; prints a Markdown table and writes it with "
+                    "a JSON copy under --outdir.")
+    add_unit_arguments(parser)
+    parser.add_argument("--target", choices=tuple(TARGETS), default="ecp5",
+                        help="device: ecp5 = LFE5U-45F CABGA381, ecp5-85k = LFE5U-85F, "
+                             "ice40 = iCE40 UP5K sg48 (default: %(default)s)")
+    parser.add_argument("--lane-group", action="store_true",
+                        help="the lane group (one DotProduct of --lanes) instead of the unit")
+    parser.add_argument("--nodsp", action="store_true", help="no DSP blocks (ECP5)")
+    parser.add_argument("--seed", type=int, default=1, help="P&R seed (default: 1)")
+    parser.add_argument("--freq", type=float, default=250.0, metavar="MHZ",
+                        help="P&R target frequency (default: %(default)s)")
+    parser.add_argument("--synth-only", action="store_true",
+                        help="skip place and route (no Fmax)")
+    parser.add_argument("--outdir", type=Path, default=Path("build/reports"))
+    parser.set_defaults(func=lambda _main, args: run(parser, args))
+    return parser
+
+
+def run(parser, args):
+    from .cli import unit_from_args, unit_kwargs
+    from .lanes import DotProduct
+    if args.freq <= 0:
+        parser.error(f"--freq must be positive, not {args.freq}")
+    if args.lane_group:
+        try:
+            design = DotProduct(lanes=args.lanes, weight_mode=args.weight_mode,
+                                levels_per_stage=args.levels_per_stage)
+        except (TypeError, ValueError) as error:
+            parser.error(str(error))
+        name, macs = f"lanes{args.lanes}_{args.weight_mode}", args.lanes
+    else:
+        design = unit_from_args(parser, args)
+        name = f"unit{args.rows}x{args.lanes}_{args.weight_mode}"
+        macs = args.rows * args.lanes
+    name += "_nodsp" if args.nodsp else ""
+    try:
+        result = run_flow(design, design=name, workdir=Path("build/synth") / name,
+                          target=args.target, seed=args.seed, freq_mhz=args.freq,
+                          nodsp=args.nodsp, place=not args.synth_only, macs=macs,
+                          config=unit_kwargs(args),
+                          log=lambda message: print(message, file=sys.stderr, flush=True))
+    except ToolError as error:
+        print(f"python -m hw synth: {error}", file=sys.stderr)
+        return 1
+    print(write_report([result], args.outdir, name))
+    print(f"\nwrote {args.outdir / (name + '.md')} and .json", file=sys.stderr)
+    return 0
