@@ -40,7 +40,8 @@ __all__ = [
     "check_ternary", "check_binary",
     "encode_lane_codes", "decode_lane_codes",
     "encode_binary_codes", "decode_binary_codes",
-    "pack_trits", "unpack_trits", "packed_length", "code_width",
+    "pack_trits", "unpack_trits", "packed_length", "code_width", "unpack_byte_mulshift",
+    "UNPACK_MULTIPLIER", "UNPACK_OFFSET", "UNPACK_SHIFT",
 ]
 
 #: Bits of one ternary lane code.
@@ -240,3 +241,43 @@ def unpack_trits(packed, count=None):
         raise ValueError(f"count must be an integer in 0..{total}, not {count!r}")
     trits = (b[:, None] // _POWERS_OF_3[None, :]) % 3
     return (trits.reshape(-1)[:count] - 1).astype(np.int8)
+
+
+# Divider-free decoding of a packed byte (the hardware unpacker's rule) -----------------
+#
+# As llama.cpp's TQ1_0 does, scale the byte to an 8-bit fraction q ~ byte / 243 * 256,
+# q = ceil(byte * 256 / 243); the base-3 digit n from the top is then
+# ((q * 3**n mod 256) * 3) >> 8. Here q itself comes from a multiply and a shift,
+# exact for every valid byte (checked exhaustively by the tests), so nothing divides.
+
+#: ``q = (byte * UNPACK_MULTIPLIER + UNPACK_OFFSET) >> UNPACK_SHIFT`` for bytes 0..242.
+UNPACK_MULTIPLIER = 8631
+UNPACK_OFFSET = 8043
+UNPACK_SHIFT = 13
+
+
+def unpack_byte_mulshift(packed):
+    """Decode packed bytes with the hardware's multiply-and-shift rule.
+
+    Parameters
+    ----------
+    packed : array_like of int
+        Byte values 0..255 (any shape).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Ternary weights of shape ``packed.shape + (5,)`` (trit ``i`` of the byte at
+        index ``i``), and a boolean mask of the valid bytes. Invalid bytes (243..255)
+        decode to five zero weights, as the hardware unpacker does.
+    """
+    b = np.asarray(packed, dtype=np.int64)
+    if np.any((b < 0) | (b > 255)):
+        raise ValueError("packed bytes must be in 0..255")
+    valid = b < PACKED_BYTE_LIMIT
+    q = (b * UNPACK_MULTIPLIER + UNPACK_OFFSET) >> UNPACK_SHIFT
+    # digit n from the top is trit 4 - n
+    digits = [(((q * 3 ** n) & 0xFF) * 3) >> 8 for n in range(TRITS_PER_BYTE)]
+    trits = np.stack(digits[::-1], axis=-1)
+    weights = np.where(valid[..., None], trits - 1, 0)
+    return weights.astype(np.int8), valid

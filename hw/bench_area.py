@@ -1,0 +1,135 @@
+"""``python -m hw.bench_area`` (``make bench-area``): area and Fmax sweep on ECP5.
+
+Lane groups alone (K = 8, 16, 32, 64) and whole units (M x K), ternary, beside the int8
+baseline of the same unit with real multipliers (DSP blocks, and LUTs only), through the
+same open flow; ends with the ternary / baseline ratios and the LFE5U-85F projection.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from model.quant import INT8, TERNARY
+
+from .lanes import DotProduct
+from .matmul import MatmulUnit
+from .synth import ToolError, run_flow
+from .synth_cmd import lut4_equivalent, write_report
+
+#: LFE5U-85F resources (Lattice ECP5 family data sheet): LUT4s and 18x18 multipliers.
+ECP5_85F_LUT4 = 83640
+ECP5_85F_MULT18 = 156
+#: LFE5U-45F: the device every row of the sweep is placed on.
+ECP5_45F_MULT18 = 72
+
+LANE_GROUPS = (8, 16, 32, 64)
+UNITS = ((4, 16), (8, 32), (16, 32), (16, 64))
+#: Baseline units: the DSP variant only where its multipliers fit the 45F's 72 blocks,
+#: the LUT-only variant where it fits the 45F's LUTs.
+BASELINE_DSP = ((4, 16),)
+BASELINE_LUT = ((4, 16), (8, 32))
+QUICK_LANE_GROUPS = (8,)
+QUICK_UNITS = ((4, 16),)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m hw.bench_area",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="one lane group and one unit only (a smoke run)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--freq", type=float, default=300.0, metavar="MHZ")
+    parser.add_argument("--outdir", type=Path, default=Path("build/reports"))
+    args = parser.parse_args(argv)
+
+    jobs = []
+    for lanes in (QUICK_LANE_GROUPS if args.quick else LANE_GROUPS):
+        jobs.append((f"lanes{lanes}", lambda k=lanes: DotProduct(lanes=k), lanes, False))
+    for rows, lanes in (QUICK_UNITS if args.quick else UNITS):
+        jobs.append((f"unit{rows}x{lanes}",
+                     lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m), rows * lanes, False))
+    for rows, lanes in BASELINE_DSP if not args.quick else ():
+        jobs.append((f"int8_unit{rows}x{lanes}_dsp",
+                     lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m, weight_mode=INT8),
+                     rows * lanes, False))
+    for rows, lanes in (BASELINE_LUT if not args.quick else QUICK_UNITS):
+        jobs.append((f"int8_unit{rows}x{lanes}_lut",
+                     lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m, weight_mode=INT8),
+                     rows * lanes, True))
+
+    results = []
+    started = time.monotonic()
+    for index, (name, build, macs, nodsp) in enumerate(jobs, 1):
+        print(f"[{index}/{len(jobs)}] {name} ({time.monotonic() - started:.0f} s)",
+              file=sys.stderr, flush=True)
+        try:
+            results.append(run_flow(build(), design=name, workdir=Path("build/synth") / name,
+                                    seed=args.seed, freq_mhz=args.freq, nodsp=nodsp,
+                                    macs=macs, config={"name": name}))
+        except ToolError as error:
+            print(f"python -m hw.bench_area: {name}: {error}", file=sys.stderr)
+            return 1
+
+    extra = ratios(results) + projection(results)
+    markdown = write_report(results, args.outdir, "bench_area", extra)
+    print(markdown)
+    print(f"\n({time.monotonic() - started:.0f} s; written to {args.outdir}/bench_area.md "
+          "and .json)", file=sys.stderr)
+    return 0
+
+
+def _by_name(results):
+    return {r.design: r for r in results}
+
+
+def ratios(results):
+    """Ternary / baseline ratios for every unit measured both ways."""
+    named = _by_name(results)
+    lines = ["", "| unit M x K | ternary LUT4 eq./MAC | int8 LUT-only LUT4 eq./MAC | "
+             "LUT ratio | int8 DSP: DSP blocks, LUT4 eq./MAC | ternary / int8 GMAC/s |",
+             "|---|---|---|---|---|---|"]
+    for rows, lanes in UNITS:
+        ternary = named.get(f"unit{rows}x{lanes}")
+        lut = named.get(f"int8_unit{rows}x{lanes}_lut")
+        dsp = named.get(f"int8_unit{rows}x{lanes}_dsp")
+        if ternary is None or (lut is None and dsp is None):
+            continue
+        t = lut4_equivalent(ternary) / ternary.macs
+        lut_cell = f"{lut4_equivalent(lut) / lut.macs:.1f}" if lut else "n/a"
+        ratio = f"{lut4_equivalent(lut) / lut.macs / t:.1f}x fewer" if lut else "n/a"
+        dsp_cell = (f"{dsp.dsp}, {lut4_equivalent(dsp) / dsp.macs:.1f}" if dsp else
+                    "does not fit 72 DSPs")
+        base = lut or dsp
+        speed = f"{ternary.gmacs / base.gmacs:.2f}" if base.gmacs else "n/a"
+        lines.append(f"| {rows} x {lanes} | {t:.1f} | {lut_cell} | {ratio} | {dsp_cell} | "
+                     f"{speed} |")
+    return "\n".join(lines) + "\n"
+
+
+def projection(results):
+    """The largest ternary unit an LFE5U-85F holds, from the measured cost per MAC of the
+    largest unit swept, beside the int8 baseline's DSP-bound ceiling on the same part."""
+    named = _by_name(results)
+    units = [named[f"unit{m}x{k}"] for m, k in UNITS if f"unit{m}x{k}" in named]
+    if not units:
+        return ""
+    largest = max(units, key=lambda r: r.macs)
+    per_mac = lut4_equivalent(largest) / largest.macs
+    fit_macs = int(ECP5_85F_LUT4 * 0.85 / per_mac)  # 85 % utilisation leaves room to route
+    text = (f"\nLFE5U-85F projection (not placed): at {per_mac:.1f} LUT4 eq./MAC (measured on "
+            f"{largest.design}), 85 % of its {ECP5_85F_LUT4} LUT4s hold about {fit_macs} "
+            f"ternary MACs; at the measured {largest.fmax_mhz:.0f} MHz that is "
+            f"{fit_macs * largest.fmax_mhz / 1000:.0f} GMAC/s"
+            f"{'' if largest.fmax_mhz >= 200 else ' (below the 200 MHz goal)'}. ")
+    dsp = [r for r in results if r.design.endswith("_dsp") and r.fmax_mhz]
+    if dsp:
+        base = dsp[0]
+        text += (f"The int8 baseline is DSP-bound: {ECP5_85F_MULT18} MULT18X18D blocks, one "
+                 f"int8 multiply each, at its measured {base.fmax_mhz:.0f} MHz give "
+                 f"{ECP5_85F_MULT18 * base.fmax_mhz / 1000:.0f} GMAC/s.")
+    return text + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
