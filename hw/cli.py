@@ -15,6 +15,7 @@ __all__ = ["main", "add_unit_arguments", "unit_kwargs", "unit_from_args",
 SUBCOMMAND_MODULES = (
     "hw.verilog_cmd",
     "hw.synth_cmd",
+    "hw.perf_cmd",
 )
 
 

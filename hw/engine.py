@@ -1,0 +1,123 @@
+"""The layer engine: a matmul unit fed with base-3 packed weights.
+
+Dataflow (see the README's "Layers" section): the unit holds no weights. For each token
+and each tile of ``rows`` output rows, the host streams the tile's ``N_in / lanes``
+weight beats, packed 5 trits per byte (``ceil(rows * lanes / 5)`` bytes a beat, 1.6 bits
+per weight plus at most 4 padding trits a beat), beside the token's activations cut into
+``lanes``-wide beats; the unit accumulates across the beats and emits the tile's
+``rows`` outputs through the fixed-point output stage. Beats of consecutive tiles and
+tokens follow each other with no bubble.
+"""
+
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, stream
+from amaranth.hdl import unsigned
+
+from model.encoding import TRITS_PER_BYTE, packed_length
+from model.quant import TERNARY
+
+from .matmul import ErrorLayout, MatmulUnit
+from .params import check_positive_int
+from .unpack import TritUnpacker
+
+__all__ = ["LayerEngine", "bytes_per_beat", "check_layer_shape", "layer_cycles",
+           "DEFAULT_LANES", "DEFAULT_ROWS"]
+
+#: The default engine: 16 rows x 32 lanes, 512 MACs per cycle.
+DEFAULT_LANES = 32
+DEFAULT_ROWS = 16
+
+
+def bytes_per_beat(lanes, rows):
+    """Packed weight bytes of one beat: the ``rows * lanes`` codes, 5 per byte."""
+    return packed_length(rows * lanes)
+
+
+def check_layer_shape(out_features, in_features, *, lanes, rows, max_beats=None):
+    """Raise ``ValueError`` unless an ``out_features x in_features`` layer tiles onto an
+    engine of ``lanes`` x ``rows`` (and fits ``max_beats`` beats per dot product)."""
+    if out_features % rows:
+        raise ValueError(f"out_features {out_features} is not a multiple of the engine's "
+                         f"rows ({rows})")
+    if in_features % lanes:
+        raise ValueError(f"in_features {in_features} is not a multiple of the engine's "
+                         f"lanes ({lanes})")
+    if max_beats is not None and in_features // lanes > max_beats:
+        raise ValueError(f"in_features {in_features} needs {in_features // lanes} beats, "
+                         f"more than the engine's max_beats ({max_beats})")
+
+
+def layer_cycles(out_features, in_features, tokens, *, lanes, rows, levels_per_stage=1):
+    """The cycle model: cycles from a layer's first beat to its last result, no stall.
+
+    One beat per clock for every token, row tile and column beat; tile and token
+    switches cost nothing; then the unit's latency once.
+    """
+    from .matmul import unit_latency
+    check_layer_shape(out_features, in_features, lanes=lanes, rows=rows)
+    beats = tokens * (out_features // rows) * (in_features // lanes)
+    return beats + unit_latency(lanes, levels_per_stage, True)
+
+
+class LayerEngine(wiring.Component):
+    """A :class:`TritUnpacker` in front of a ternary :class:`MatmulUnit` with the
+    output stage.
+
+    Parameters
+    ----------
+    lanes, rows, max_beats, levels_per_stage : int
+        As for :class:`MatmulUnit`.
+
+    Attributes
+    ----------
+    act : stream, in
+        As :class:`MatmulUnit` ``act`` (with ``scale`` and ``shift``).
+    wgt : stream, in
+        Payload ``ArrayLayout(unsigned(8), bytes_per_beat)``: the beat's codes, row-major,
+        packed by :func:`model.encoding.pack_trits`.
+    res : stream, out
+        ``rows`` results of ``OUT_WIDTH`` bits.
+    error : Signal(ErrorLayout), out
+        ``code``: an invalid packed byte (243..255) was received; ``overflow`` as in
+        the unit.
+    """
+
+    def __init__(self, *, lanes, rows, max_beats=1024, levels_per_stage=1):
+        self._unit = MatmulUnit(lanes=lanes, rows=rows, weight_mode=TERNARY,
+                                output_stage=True, max_beats=max_beats,
+                                levels_per_stage=levels_per_stage)
+        self._unpacker = TritUnpacker(bytes_per_beat=bytes_per_beat(lanes, rows))
+        super().__init__({
+            "act": In(stream.Signature(self._unit.act_layout)),
+            "wgt": In(stream.Signature(data.ArrayLayout(unsigned(8),
+                                                        bytes_per_beat(lanes, rows)))),
+            "res": Out(stream.Signature(self._unit.res_layout)),
+            "error": Out(ErrorLayout),
+        })
+
+    @property
+    def unit(self):
+        return self._unit
+
+    @property
+    def latency(self):
+        return self._unit.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = unit = self._unit
+        m.submodules.unpacker = unpacker = self._unpacker
+        wiring.connect(m, wiring.flipped(self.act), unit.act)
+        wiring.connect(m, wiring.flipped(self.res), unit.res)
+        wiring.connect(m, wiring.flipped(self.wgt), unpacker.i)
+        codes = unit.rows * unit.lanes
+        m.d.comb += [
+            unit.wgt.payload.as_value().eq(unpacker.o.payload.as_value()[:2 * codes]),
+            unit.wgt.valid.eq(unpacker.o.valid),
+            unpacker.o.ready.eq(unit.wgt.ready),
+            self.error.code.eq(unit.error.code | unpacker.invalid),
+            self.error.overflow.eq(unit.error.overflow),
+        ]
+        return m
