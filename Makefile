@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LANES ?= 16
 ROWS ?= 8
 
-.PHONY: all sim test verilog energy bench clean distclean help
+.PHONY: all sim test verilog synth energy bench bench-area bench-sim perf clean distclean help
 
 all: test
 
@@ -16,7 +16,11 @@ help:
 	@echo "make sim      - generate Verilog, run the cocotb regression under Verilator"
 	@echo "make test     - the whole pytest suite (model, hw, cocotb, energy)"
 	@echo "make verilog  - write build/verilog/matmul_unit.v (LANES=$(LANES) ROWS=$(ROWS))"
+	@echo "make synth    - Yosys + nextpnr for one unit (LANES, ROWS), report under build/reports/"
 	@echo "make energy   - Table 1, model-size sweep and figure under build/energy/"
+	@echo "make bench-area - ECP5 area/Fmax sweep with the int8 baseline (about 20 min)"
+	@echo "make bench-sim  - a BitNet b1.58 2B4T block through the RTL, bit-exact, timed"
+	@echo "make perf     - tokens/s projection of 2B4T on the layer engine"
 	@echo "make clean    - remove build/"
 
 # (Re)create the virtual environment when it is missing or older than pyproject.toml.
@@ -34,6 +38,22 @@ test: $(STAMP)
 
 verilog: $(STAMP)
 	$(PY) -m hw verilog --lanes $(LANES) --rows $(ROWS) -o build/verilog/matmul_unit.v
+	$(PY) -m hw verilog --lanes $(LANES) --rows $(ROWS) --axis --output-stage \
+		-o build/verilog/matmul_unit_axis.v
+
+synth: $(STAMP)
+	$(PY) -m hw synth --lanes $(LANES) --rows $(ROWS) --target ecp5
+
+bench-area: $(STAMP)
+	$(PY) -m hw.bench_area
+
+bench-sim: $(STAMP)
+	$(PY) -m sim.bench_sim
+
+bench: bench-area bench-sim
+
+perf: $(STAMP)
+	$(PY) -m hw perf
 
 energy: $(STAMP)
 	$(PY) -m energy report --outdir build/energy

@@ -8,7 +8,7 @@ from model.shapes import FFN_KINDS, MODELS, TransformerShape, get_model
 
 from .count import BITNET, TRANSFORMER, CountOptions, count_ops, energy_joules
 from .ops import DTYPES, NODES, memory_pj_per_bit
-from .report import (PAPER_TABLE1_6_7B, SEQ_LEN, STORAGE_BITS, SWEEP_MODELS, TABLE1_MODELS,
+from .report import (SEQ_LEN, STORAGE_BITS, SWEEP_MODELS, TABLE1_MODELS,
                      TRAFFIC_MEMORIES, b158_ratio, plot_sweep, render, sweep_rows,
                      sweep_table, table1_rows, table1_table, traffic_rows, traffic_table)
 

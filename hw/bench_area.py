@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from model.quant import INT8, TERNARY
+from model.quant import INT8
 
 from .lanes import DotProduct
 from .matmul import MatmulUnit

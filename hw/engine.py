@@ -9,17 +9,14 @@ per weight plus at most 4 padding trits a beat), beside the token's activations 
 tokens follow each other with no bubble.
 """
 
-from amaranth.hdl import Module
-from amaranth.lib import wiring
+from amaranth.hdl import Module, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.lib import data, stream
-from amaranth.hdl import unsigned
 
-from model.encoding import TRITS_PER_BYTE, packed_length
+from model.encoding import packed_length
 from model.quant import TERNARY
 
 from .matmul import ErrorLayout, MatmulUnit
-from .params import check_positive_int
 from .unpack import TritUnpacker
 
 __all__ = ["LayerEngine", "bytes_per_beat", "check_layer_shape", "layer_cycles",

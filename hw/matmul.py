@@ -1,7 +1,7 @@
 """The matmul unit: ``rows`` dot-product lane groups sharing one activation stream,
 multi-beat accumulation, an optional fixed-point output stage, and stream interfaces."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -10,7 +10,7 @@ from model.arith import OUT_WIDTH, SCALE_WIDTH, SHIFT_WIDTH, acc_width, signed_r
 from model.encoding import code_width
 from model.quant import ACT_WIDTH, TERNARY
 
-from .lanes import DotProduct, invalid_code, tree_latency
+from .lanes import DotProduct, tree_latency
 from .params import check_bool, check_positive_int, check_weight_mode
 
 __all__ = ["MatmulUnit", "ErrorLayout", "act_layout", "wgt_layout", "res_layout",

@@ -2,7 +2,6 @@
 engine, compute-bound or weight-bandwidth-bound (the batch-1 decoding roofline)."""
 
 import json
-import sys
 from pathlib import Path
 
 from model.shapes import MODELS, get_model

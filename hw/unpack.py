@@ -1,7 +1,7 @@
 """Trit unpacker: base-3 packed weight bytes (5 trits per byte) to 2-bit lane codes, with
 no divider: the multiply-and-shift rule of :func:`model.encoding.unpack_byte_mulshift`."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
