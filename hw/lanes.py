@@ -19,7 +19,23 @@ from model.quant import ACT_WIDTH, BINARY, INT8, TERNARY
 
 from .params import check_bool, check_positive_int, check_weight_mode
 
-__all__ = ["DotProduct", "lane_term", "invalid_code", "tree_levels", "tree_latency"]
+__all__ = ["DotProduct", "lane_term", "add_with_carry", "invalid_code", "tree_levels",
+           "tree_latency", "FABRICS", "GENERIC", "ECP5", "check_fabric"]
+
+
+#: Fabrics a lane group can be built for: portable Verilog, or Lattice ECP5 carry cells.
+GENERIC = "generic"
+ECP5 = "ecp5"
+FABRICS = (GENERIC, ECP5)
+
+
+def check_fabric(value):
+    """Return ``value`` if it names one of :data:`FABRICS`."""
+    if not isinstance(value, str):
+        raise TypeError(f"fabric must be a string, not {value!r}")
+    if value not in FABRICS:
+        raise ValueError(f"fabric must be one of {', '.join(FABRICS)}, not {value!r}")
+    return value
 
 
 def tree_levels(lanes):
@@ -55,6 +71,13 @@ def lane_term(activation, code, weight_mode):
     return activation * code.as_signed(), None
 
 
+def add_with_carry(a, b, carry=None):
+    """``a + b + carry``: Yosys maps the carry to the chain's carry-in, which on ECP5
+    rides in the carry-in feeder cell nextpnr inserts for every chain anyway (an extra
+    low bit of both operands, ``(2a + c) + (2b + c)``, measured half a cell worse)."""
+    return a + b if carry is None else a + b + carry
+
+
 def invalid_code(code, weight_mode):
     """1 when ``code`` is the unused ternary pattern (binary and int8 codes are all valid)."""
     if weight_mode == TERNARY:
@@ -85,6 +108,11 @@ class DotProduct(wiring.Component):
     carry_out : bool
         Hand the last correction out on ``carry`` (the dot product is
         ``sum + carry``) instead of adding it in one more stage (``sum`` exact).
+    fabric : str
+        ``"generic"`` (portable Verilog, the default) or ``"ecp5"``: the same tree,
+        registers and latency, built from Lattice ``CCU2C`` carry cells with every other
+        lane folded into the first adder level (:mod:`hw.fpga.ecp5`) and node widths
+        trimmed to their exact range. Ignored for the int8 baseline.
 
     Attributes
     ----------
@@ -108,11 +136,13 @@ class DotProduct(wiring.Component):
         On a parameter of the wrong type or out of range.
     """
 
-    def __init__(self, *, lanes, weight_mode=TERNARY, levels_per_stage=1, carry_out=False):
+    def __init__(self, *, lanes, weight_mode=TERNARY, levels_per_stage=1, carry_out=False,
+                 fabric=GENERIC):
         self._lanes = check_positive_int("lanes", lanes)
         self._weight_mode = check_weight_mode(weight_mode)
         self._levels_per_stage = check_positive_int("levels_per_stage", levels_per_stage)
         self._carry_out = check_bool("carry_out", carry_out)
+        self._fabric = check_fabric(fabric)
         super().__init__({
             "activations": In(data.ArrayLayout(signed(ACT_WIDTH), lanes)),
             "codes": In(data.ArrayLayout(unsigned(code_width(weight_mode)), lanes)),
@@ -139,6 +169,10 @@ class DotProduct(wiring.Component):
         return self._carry_out
 
     @property
+    def fabric(self):
+        return self._fabric
+
+    @property
     def levels(self):
         """Adder levels of the tree: ``ceil(log2(lanes))``."""
         return tree_levels(self._lanes)
@@ -160,6 +194,8 @@ class DotProduct(wiring.Component):
         return acc_width(self._lanes, self._weight_mode)
 
     def elaborate(self, platform):
+        if self._fabric == ECP5 and self.has_correction:
+            return self._elaborate_ecp5()
         m = Module()
         mode = self._weight_mode
 
@@ -206,10 +242,10 @@ class DotProduct(wiring.Component):
                 else:
                     (a, la, pa), (b, lb, pb) = nodes[index], nodes[index + 1]
                     leaves, pending = la + lb, pa + pb
-                    carry_in = pending.pop(0) if pending else Const(0, 1)
+                    carry_in = pending.pop(0) if pending else None
                     value = Signal(signed(acc_width(leaves, mode)),
                                    name=f"level{level}_add{index // 2}")
-                    m.d.comb += value.eq(a + b + carry_in)
+                    m.d.comb += value.eq(add_with_carry(a, b, carry_in))
                     node = (value, leaves, pending)
                 if registered:
                     node = register_node(node, f"stage{stage}_node{index // 2}")
@@ -223,5 +259,102 @@ class DotProduct(wiring.Component):
             m.d.comb += [self.sum.eq(root), self.carry.eq(leftover)]
         else:
             final = register(root + leftover, signed(self.sum_width), "final_sum")
+            m.d.comb += [self.sum.eq(final), self.carry.eq(0)]
+        return m
+
+    def _elaborate_ecp5(self):
+        """The tree of :meth:`elaborate` from ``CCU2C`` chains: level 1 adds the term of
+        lane ``2i`` (one LUT4 per bit) to lane ``2i + 1`` folded into the chain, so half
+        the lanes need no select LUT; each chain absorbs one correction as its carry-in.
+        Nodes are as wide as their exact range (ones' complement terms are in
+        ``[-128, 127]``), one bit narrower than ``acc_width(leaves)``."""
+        from .fpga.ecp5 import carry_chain, fold_half, plain_half, signed_bits
+
+        m = Module()
+        mode = self._weight_mode
+        invalid = Const(0, 1)
+        for lane in range(self._lanes):
+            invalid = invalid | invalid_code(self.codes[lane], mode)
+        m.d.comb += self.invalid.eq(invalid)
+
+        lo_term, hi_term = -(1 << (ACT_WIDTH - 1)), (1 << (ACT_WIDTH - 1)) - 1
+
+        def materialize(node):
+            """A raw lane's term and correction, through one LUT4 per bit."""
+            if node["raw"] is None:
+                return node
+            lane = node["raw"]
+            value, correction = lane_term(self.activations[lane], self.codes[lane], mode)
+            term = Signal(signed(ACT_WIDTH), name=f"term{lane}")
+            bit = Signal(name=f"term{lane}_correction")
+            m.d.comb += [term.eq(value), bit.eq(correction)]
+            return {"raw": None, "value": term, "range": (lo_term, hi_term),
+                    "pending": [bit]}
+
+        def register(value, shape, name):
+            reg = Signal(shape, name=name)
+            with m.If(self.en):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        def register_node(node, name):
+            node = materialize(node)
+            lo, hi = node["range"]
+            return {"raw": None, "range": node["range"],
+                    "value": register(node["value"], signed(signed_bits(lo, hi)), name),
+                    "pending": [register(bit, 1, f"{name}_correction{i}")
+                                for i, bit in enumerate(node["pending"])]}
+
+        def add(a, b, name):
+            if b["raw"] is not None:  # fold lane b into the chain
+                a = materialize(a)
+                lane = b["raw"]
+                fold = [lane_term(self.activations[lane], self.codes[lane], mode)[1]]
+                lo = a["range"][0] + lo_term
+                hi = a["range"][1] + hi_term
+                pending = a["pending"] + fold
+                width = signed_bits(lo, hi + 1)
+                halves = [fold_half(a["value"], self.activations[lane],
+                                    self.codes[lane], mode, i) for i in range(width)]
+            else:
+                a, b = materialize(a), materialize(b)
+                lo = a["range"][0] + b["range"][0]
+                hi = a["range"][1] + b["range"][1]
+                pending = a["pending"] + b["pending"]
+                width = signed_bits(lo, hi + 1)
+                halves = [plain_half(a["value"], b["value"], i) for i in range(width)]
+            carry = pending.pop(0)
+            total = carry_chain(m, name, halves, carry)
+            return {"raw": None, "value": total.as_signed(), "range": (lo, hi + 1),
+                    "pending": pending}
+
+        nodes = [{"raw": lane} for lane in range(self._lanes)]
+        if self.levels == 0:
+            nodes = [register_node(nodes[0], "stage0_node0")]
+        for level in range(1, self.levels + 1):
+            stage = -(-level // self._levels_per_stage) - 1
+            registered = level % self._levels_per_stage == 0 or level == self.levels
+            next_nodes = []
+            for index in range(0, len(nodes), 2):
+                if index + 1 == len(nodes):  # odd node out passes up a level
+                    node = nodes[index]
+                else:
+                    node = add(nodes[index], nodes[index + 1],
+                               f"level{level}_add{index // 2}")
+                if registered:
+                    node = register_node(node, f"stage{stage}_node{index // 2}")
+                next_nodes.append(node)
+            nodes = next_nodes
+
+        root, = nodes
+        assert len(root["pending"]) == 1
+        leftover = root["pending"][0]
+        if self._carry_out:
+            m.d.comb += [self.sum.eq(root["value"]), self.carry.eq(leftover)]
+        else:
+            zero = Const(0, 1)
+            total = carry_chain(m, "final", [plain_half(root["value"], zero, i)
+                                             for i in range(self.sum_width)], leftover)
+            final = register(total.as_signed(), signed(self.sum_width), "final_sum")
             m.d.comb += [self.sum.eq(final), self.carry.eq(0)]
         return m

@@ -1,7 +1,7 @@
 """The matmul unit: ``rows`` dot-product lane groups sharing one activation stream,
 multi-beat accumulation, an optional fixed-point output stage, and stream interfaces."""
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -10,7 +10,7 @@ from model.arith import OUT_WIDTH, SCALE_WIDTH, SHIFT_WIDTH, acc_width, signed_r
 from model.encoding import code_width
 from model.quant import ACT_WIDTH, TERNARY
 
-from .lanes import DotProduct, tree_latency
+from .lanes import DotProduct, add_with_carry, invalid_code, tree_latency
 from .params import check_bool, check_positive_int, check_weight_mode
 
 __all__ = ["MatmulUnit", "ErrorLayout", "act_layout", "wgt_layout", "res_layout",
@@ -249,12 +249,22 @@ class MatmulUnit(wiring.Component):
                 group.en.eq(1),
             ]
 
-        # Invalid codes: one OR per row, registered, then the sticky flag. The flag is a
-        # status bit, so the cycle this takes does not matter, and no M x K-wide OR
-        # sits on one path.
+        # Invalid codes: one LUT per pair of lanes, registered; then one OR per row with
+        # the beat's fire, registered; then the sticky flag. The flag is a status bit, so
+        # the cycles this takes do not matter, and no wide OR sits on one path.
+        invalid_fire = Signal(name="invalid_fire")
+        m.d.sync += invalid_fire.eq(fire)
         row_invalid = Signal(rows, name="row_invalid")
-        for row, group in enumerate(groups):
-            m.d.sync += row_invalid[row].eq(fire & group.invalid)
+        for row in range(rows):
+            codes = self.wgt.payload[row]
+            pairs = []
+            for start in range(0, lanes, 2):
+                bit = Signal(name=f"row{row}_invalid{start // 2}")
+                m.d.sync += bit.eq(invalid_code(codes[start], self._weight_mode) |
+                                   (invalid_code(codes[start + 1], self._weight_mode)
+                                    if start + 1 < lanes else 0))
+                pairs.append(bit)
+            m.d.sync += row_invalid[row].eq(invalid_fire & Cat(*pairs).any())
         with m.If(row_invalid.any()):
             m.d.sync += self.error.code.eq(1)
 
@@ -291,7 +301,8 @@ class MatmulUnit(wiring.Component):
             for row, (acc, group) in enumerate(zip(accs, groups)):
                 # the lane group's last correction rides in as the carry-in; the sum
                 # wraps only past max_beats (flagged)
-                total = (acc + group.sum + group.carry)[:width].as_signed()
+                carry = group.carry if group.has_correction else None
+                total = add_with_carry(acc, group.sum, carry)[:width].as_signed()
                 with m.If(tag.last):
                     m.d.sync += [done[row].eq(total), acc.eq(0)]
                 with m.Else():

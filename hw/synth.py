@@ -111,6 +111,9 @@ class SynthResult:
     bram: int
     fmax_mhz: float
     macs: int = 0
+    #: Logic cells after nextpnr's packing (ECP5 TRELLIS_COMB, iCE40 ICESTORM_LC): one
+    #: per LUT4, two per carry cell, plus the carry feeders nextpnr inserts; 0 without P&R.
+    logic_cells: int = 0
     config: dict = field(default_factory=dict)
     seconds: float = 0.0
     tools: dict = field(default_factory=dict)
@@ -219,7 +222,7 @@ def run_flow(component, *, design, workdir, target="ecp5", seed=1, freq_mhz=300,
     def count(kind):
         return sum(int(cells.get(c, 0)) for c in _CELLS[tgt.family][kind])
 
-    fmax = 0.0
+    fmax, logic_cells = 0.0, 0
     if place:
         say(f"{design}: place and route ({tgt.device} {tgt.package}, seed {seed})")
         pnr = [_tool(f"yowasp-nextpnr-{tgt.family}"), tgt.device_flag, "--package",
@@ -229,9 +232,13 @@ def run_flow(component, *, design, workdir, target="ecp5", seed=1, freq_mhz=300,
         _run(pnr, workdir / "nextpnr.log", "nextpnr")
         report = json.loads((workdir / "report.json").read_text())
         fmax = min((v["achieved"] for v in report.get("fmax", {}).values()), default=0.0)
+        used = report.get("utilization", {})
+        logic_cells = sum(used.get(cell, {}).get("used", 0)
+                          for cell in ("TRELLIS_COMB", "ICESTORM_LC"))
 
     return SynthResult(design=design, target=target, device=tgt.device, package=tgt.package,
                        seed=seed, nodsp=nodsp, lut4=count("lut4"),
                        ff=count("ff") - harness_ffs, carry=count("carry"), dsp=count("dsp"),
                        bram=count("bram"), fmax_mhz=round(fmax, 1), macs=macs,
+                       logic_cells=logic_cells,
                        config=config or {}, seconds=round(time.monotonic() - started, 1))

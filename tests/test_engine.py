@@ -8,6 +8,10 @@ from model.bitlinear import bitlinear_reference
 from model.encoding import TRITS_PER_BYTE, unpack_byte_mulshift
 from sim.layer import EngineConfig, check_shape, plan_layer, predicted_cycles, run_layer
 
+# One Verilator build serves every test here: keep them on one xdist worker so that no
+# two compile into the same build folder at once.
+pytestmark = pytest.mark.xdist_group("engine")
+
 #: A small engine for make test: K = 16 lanes, M = 8 rows.
 SMALL = EngineConfig(lanes=16, rows=8, max_beats=16)
 
