@@ -1,8 +1,10 @@
 """``python -m hw.bench_area`` (``make bench-area``): area and Fmax sweep on ECP5.
 
-Lane groups alone (K = 8, 16, 32, 64) and whole units (M x K), ternary, beside the int8
-baseline of the same unit with real multipliers (DSP blocks, and LUTs only), through the
-same open flow; ends with the ternary / baseline ratios and the LFE5U-85F projection.
+Lane groups alone (K = 8, 16, 32, 64) and whole units (M x K), ternary, built with the
+ECP5 carry-cell lane groups (``fabric="ecp5"``); the portable generic design for two of
+them; beside them the int8 baseline of the same unit with real multipliers (DSP blocks,
+and LUTs only), through the same open flow. Ends with the ternary / baseline ratios and
+the LFE5U-85F projection.
 """
 
 import argparse
@@ -12,10 +14,11 @@ from pathlib import Path
 
 from model.quant import INT8
 
-from .lanes import DotProduct
+from .lanes import ECP5, GENERIC, DotProduct
 from .matmul import MatmulUnit
 from .synth import ToolError, run_flow
 from .synth_cmd import lut4_equivalent, write_report
+from .verilog_cmd import unit_params
 
 #: LFE5U-85F resources (Lattice ECP5 family data sheet): LUT4s and 18x18 multipliers.
 ECP5_85F_LUT4 = 83640
@@ -29,6 +32,9 @@ UNITS = ((4, 16), (8, 32), (16, 32), (16, 64))
 #: the LUT-only variant where it fits the 45F's LUTs.
 BASELINE_DSP = ((4, 16),)
 BASELINE_LUT = ((4, 16), (8, 32))
+#: Also built with the generic (portable) lane groups, for comparison.
+GENERIC_LANE_GROUPS = (8,)
+GENERIC_UNITS = ((16, 32),)
 QUICK_LANE_GROUPS = (8,)
 QUICK_UNITS = ((4, 16),)
 
@@ -43,17 +49,27 @@ def main(argv=None):
     parser.add_argument("--outdir", type=Path, default=Path("build/reports"))
     args = parser.parse_args(argv)
 
+    quick = args.quick
     jobs = []
-    for lanes in (QUICK_LANE_GROUPS if args.quick else LANE_GROUPS):
-        jobs.append((f"lanes{lanes}", lambda k=lanes: DotProduct(lanes=k), lanes, False))
-    for rows, lanes in (QUICK_UNITS if args.quick else UNITS):
+    for lanes in (QUICK_LANE_GROUPS if quick else LANE_GROUPS):
+        jobs.append((f"lanes{lanes}", lambda k=lanes: DotProduct(lanes=k, fabric=ECP5),
+                     lanes, False))
+    for lanes in (() if quick else GENERIC_LANE_GROUPS):
+        jobs.append((f"lanes{lanes}_generic", lambda k=lanes: DotProduct(lanes=k),
+                     lanes, False))
+    for rows, lanes in (QUICK_UNITS if quick else UNITS):
         jobs.append((f"unit{rows}x{lanes}",
-                     lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m), rows * lanes, False))
-    for rows, lanes in BASELINE_DSP if not args.quick else ():
+                     lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m, fabric=ECP5),
+                     rows * lanes, False))
+    for rows, lanes in (() if quick else GENERIC_UNITS):
+        jobs.append((f"unit{rows}x{lanes}_generic",
+                     lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m, fabric=GENERIC),
+                     rows * lanes, False))
+    for rows, lanes in BASELINE_DSP if not quick else ():
         jobs.append((f"int8_unit{rows}x{lanes}_dsp",
                      lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m, weight_mode=INT8),
                      rows * lanes, False))
-    for rows, lanes in (BASELINE_LUT if not args.quick else QUICK_UNITS):
+    for rows, lanes in (BASELINE_LUT if not quick else QUICK_UNITS):
         jobs.append((f"int8_unit{rows}x{lanes}_lut",
                      lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m, weight_mode=INT8),
                      rows * lanes, True))
@@ -64,9 +80,10 @@ def main(argv=None):
         print(f"[{index}/{len(jobs)}] {name} ({time.monotonic() - started:.0f} s)",
               file=sys.stderr, flush=True)
         try:
-            results.append(run_flow(build(), design=name, workdir=Path("build/synth") / name,
+            design = build()
+            results.append(run_flow(design, design=name, workdir=Path("build/synth") / name,
                                     seed=args.seed, freq_mhz=args.freq, nodsp=nodsp,
-                                    macs=macs, config={"name": name}))
+                                    macs=macs, config=design_config(design)))
         except ToolError as error:
             print(f"python -m hw.bench_area: {name}: {error}", file=sys.stderr)
             return 1
@@ -77,6 +94,15 @@ def main(argv=None):
     print(f"\n({time.monotonic() - started:.0f} s; written to {args.outdir}/bench_area.md "
           "and .json)", file=sys.stderr)
     return 0
+
+
+def design_config(design):
+    """The exact constructor parameters of a swept design, for the report."""
+    if isinstance(design, DotProduct):
+        return {"component": "DotProduct", "lanes": design.lanes,
+                "weight_mode": design.weight_mode, "carry_out": design.carry_out,
+                "levels_per_stage": design.levels_per_stage, "fabric": design.fabric}
+    return {"component": "MatmulUnit", **unit_params(design)}
 
 
 def _by_name(results):

@@ -37,13 +37,18 @@ def add_unit_arguments(parser):
                              "(default: %(default)s)")
     parser.add_argument("--levels-per-stage", type=int, default=1, metavar="L",
                         help="adder-tree levels per pipeline register (default: %(default)s)")
+    from .lanes import FABRICS, GENERIC
+    parser.add_argument("--fabric", choices=FABRICS, default=GENERIC,
+                        help="generic Verilog, or lane groups built from Lattice ECP5 "
+                             "CCU2C carry cells (needs the Lattice cell library; "
+                             "default: %(default)s)")
 
 
 def unit_kwargs(args):
     """The :class:`hw.matmul.MatmulUnit` parameters given by ``args``."""
     return {"lanes": args.lanes, "rows": args.rows, "weight_mode": args.weight_mode,
             "output_stage": args.output_stage, "max_beats": args.max_beats,
-            "levels_per_stage": args.levels_per_stage}
+            "levels_per_stage": args.levels_per_stage, "fabric": args.fabric}
 
 
 def unit_from_args(parser, args, component=None):

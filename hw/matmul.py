@@ -10,7 +10,7 @@ from model.arith import OUT_WIDTH, SCALE_WIDTH, SHIFT_WIDTH, acc_width, signed_r
 from model.encoding import code_width
 from model.quant import ACT_WIDTH, TERNARY
 
-from .lanes import DotProduct, add_with_carry, invalid_code, tree_latency
+from .lanes import GENERIC, DotProduct, add_with_carry, check_fabric, invalid_code, tree_latency
 from .params import check_bool, check_positive_int, check_weight_mode
 
 __all__ = ["MatmulUnit", "ErrorLayout", "act_layout", "wgt_layout", "res_layout",
@@ -119,6 +119,10 @@ class MatmulUnit(wiring.Component):
         (``acc_width(lanes * max_beats)`` bits). Longer ones raise ``error.overflow``.
     levels_per_stage : int
         Adder levels per pipeline register in the lane groups.
+    fabric : str
+        ``"generic"`` (portable Verilog) or ``"ecp5"``: lane groups built from Lattice
+        ``CCU2C`` carry cells (see :class:`hw.lanes.DotProduct`); same behaviour and
+        latency, fewer LUTs on ECP5, and the Verilog then needs the Lattice cell library.
 
     Attributes
     ----------
@@ -139,13 +143,14 @@ class MatmulUnit(wiring.Component):
     """
 
     def __init__(self, *, lanes, rows, weight_mode=TERNARY, output_stage=False,
-                 max_beats=1024, levels_per_stage=1):
+                 max_beats=1024, levels_per_stage=1, fabric=GENERIC):
         self._lanes = check_positive_int("lanes", lanes)
         self._rows = check_positive_int("rows", rows)
         self._weight_mode = check_weight_mode(weight_mode)
         self._output_stage = check_bool("output_stage", output_stage)
         self._max_beats = check_positive_int("max_beats", max_beats)
         self._levels_per_stage = check_positive_int("levels_per_stage", levels_per_stage)
+        self._fabric = check_fabric(fabric)
         super().__init__({
             "act": In(stream.Signature(self.act_layout)),
             "wgt": In(stream.Signature(self.wgt_layout)),
@@ -178,6 +183,10 @@ class MatmulUnit(wiring.Component):
     @property
     def levels_per_stage(self):
         return self._levels_per_stage
+
+    @property
+    def fabric(self):
+        return self._fabric
 
     # Derived widths and layouts: the single place the sim side reads them from.
 
@@ -240,7 +249,8 @@ class MatmulUnit(wiring.Component):
         groups = []
         for row in range(rows):
             group = DotProduct(lanes=lanes, weight_mode=self._weight_mode,
-                               levels_per_stage=self._levels_per_stage, carry_out=True)
+                               levels_per_stage=self._levels_per_stage, carry_out=True,
+                               fabric=self._fabric)
             m.submodules[f"row{row}"] = group
             groups.append(group)
             m.d.comb += [

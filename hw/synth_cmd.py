@@ -76,13 +76,13 @@ def add_parser(subparsers):
 
 def run(parser, args):
     from .cli import unit_from_args, unit_kwargs
-    from .lanes import DotProduct
+    from .lanes import GENERIC, DotProduct
     if args.freq <= 0:
         parser.error(f"--freq must be positive, not {args.freq}")
     if args.lane_group:
         try:
             design = DotProduct(lanes=args.lanes, weight_mode=args.weight_mode,
-                                levels_per_stage=args.levels_per_stage)
+                                levels_per_stage=args.levels_per_stage, fabric=args.fabric)
         except (TypeError, ValueError) as error:
             parser.error(str(error))
         name, macs = f"lanes{args.lanes}_{args.weight_mode}", args.lanes
@@ -91,6 +91,7 @@ def run(parser, args):
         name = f"unit{args.rows}x{args.lanes}_{args.weight_mode}"
         macs = args.rows * args.lanes
     name += "_nodsp" if args.nodsp else ""
+    name += f"_{args.fabric}" if args.fabric != GENERIC else ""
     try:
         result = run_flow(design, design=name, workdir=Path("build/synth") / name,
                           target=args.target, seed=args.seed, freq_mhz=args.freq,

@@ -9,6 +9,8 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import wiring
 
+from .lanes import GENERIC
+
 __all__ = ["add_parser", "generate", "DEFAULT_NAME", "ports_of", "sidecar"]
 
 #: Module name of the generated top level.
@@ -19,7 +21,7 @@ def unit_params(unit):
     """The constructor parameters of ``unit``."""
     return {"lanes": unit.lanes, "rows": unit.rows, "weight_mode": unit.weight_mode,
             "output_stage": unit.output_stage, "max_beats": unit.max_beats,
-            "levels_per_stage": unit.levels_per_stage}
+            "levels_per_stage": unit.levels_per_stage, "fabric": unit.fabric}
 
 
 def generate(unit, name=DEFAULT_NAME):
@@ -50,6 +52,8 @@ def sidecar(top, unit, name, *, axis):
         "result_width": unit.res_width,
         "latency_cycles": unit.latency,
         "macs_per_cycle": unit.lanes * unit.rows,
+        "cell_library": None if unit.fabric == GENERIC else
+                        "Lattice ECP5 (CCU2C); simulation models: Yosys share/ecp5",
         "clock": "aclk (rising), aresetn active low" if axis else
                  "clk (rising), rst active high, synchronous",
         "ports": ports_of(top, axis=axis),

@@ -8,6 +8,9 @@ import xml.etree.ElementTree as ET
 
 from amaranth.back import verilog
 
+from hw.fpga.ecp5 import SIM_MODEL_WAIVERS, cell_models
+from hw.lanes import ECP5
+
 from .config import TOPLEVEL
 from .verilator import VERILATOR_WAIVERS, configure_environment
 
@@ -75,8 +78,13 @@ def run_config(config, *, seed=1, testcase=None, waves=False, quiet=True):
     runner = get_runner("verilator")
     started = time.monotonic()
     log = build_dir / "build.log"
-    runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
-                 build_args=list(VERILATOR_WAIVERS) + ["-O3"], waves=waves,
+    sources, build_args = [source], list(VERILATOR_WAIVERS) + ["-O3"]
+    if config.fabric == ECP5:  # vendor cells: add their behavioural models
+        include, models = cell_models()
+        sources += models
+        build_args += [f"-I{include}", *SIM_MODEL_WAIVERS]
+    runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                 build_args=build_args, waves=waves,
                  log_file=log if quiet else None)
     built = time.monotonic()
     stats_path = build_dir / "stats.jsonl"

@@ -141,8 +141,9 @@ def configure_environment(environ=None):
     return found
 
 
-def lint(path, top=None):
-    """Run ``verilator --lint-only -Wall`` with :data:`VERILATOR_WAIVERS` on ``path``.
+def lint(path, top=None, extra_args=()):
+    """Run ``verilator --lint-only -Wall`` with :data:`VERILATOR_WAIVERS` on ``path``
+    (and ``extra_args``: more sources, include folders, waivers of those sources).
 
     Returns
     -------
@@ -150,7 +151,8 @@ def lint(path, top=None):
         The exit status and Verilator's messages.
     """
     found = configure_environment()
-    cmd = [str(found.executable), "--lint-only", "-Wall", *VERILATOR_WAIVERS, str(path)]
+    cmd = [str(found.executable), "--lint-only", "-Wall", *VERILATOR_WAIVERS, str(path),
+           *map(str, extra_args)]
     if top:
         cmd += ["--top-module", top]
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -1,0 +1,1 @@
+"""FPGA-specific building blocks (vendor primitives) of the ``hw`` components."""
