@@ -14,10 +14,12 @@ from pathlib import Path
 
 from model.quant import INT8
 
+from .engine import LayerEngine
 from .lanes import ECP5, GENERIC, DotProduct
 from .matmul import MatmulUnit
 from .synth import ToolError, run_flow
 from .synth_cmd import lut4_equivalent, write_report
+from .unpack import DECODERS, TritUnpacker
 from .verilog_cmd import unit_params
 
 #: LFE5U-85F resources (Lattice ECP5 family data sheet): LUT4s and 18x18 multipliers.
@@ -35,6 +37,11 @@ BASELINE_LUT = ((4, 16), (8, 32))
 #: Also built with the generic (portable) lane groups, for comparison.
 GENERIC_LANE_GROUPS = (8,)
 GENERIC_UNITS = ((16, 32),)
+#: Layer engines: unpacker (ROM decoder) + unit with the output stage (its M rescale
+#: multipliers may use DSP blocks).
+ENGINES = ((16, 32),)
+#: Packed bytes per beat of the trit unpackers compared (results are quoted per byte).
+UNPACKER_BYTES = 8
 QUICK_LANE_GROUPS = (8,)
 QUICK_UNITS = ((4, 16),)
 
@@ -74,6 +81,17 @@ def main(argv=None):
                      lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m, weight_mode=INT8),
                      rows * lanes, True))
 
+    for rows, lanes in (() if quick else ENGINES):
+        jobs.append((f"engine{rows}x{lanes}",
+                     lambda m=rows, k=lanes: LayerEngine(lanes=k, rows=m, fabric=ECP5),
+                     rows * lanes, False))
+    unpackers = [(f"unpack_{decoder}",
+                  lambda d=decoder: TritUnpacker(bytes_per_beat=UNPACKER_BYTES, decoder=d))
+                 for decoder in DECODERS]
+    # LUTs only: with DSP blocks allowed Yosys puts mulshift's constant multiplies in
+    # MULT18X18Ds (nine per byte), which no real engine could afford.
+    jobs += [(name, build, 0, True) for name, build in unpackers]
+
     results = []
     started = time.monotonic()
     for index, (name, build, macs, nodsp) in enumerate(jobs, 1):
@@ -88,7 +106,7 @@ def main(argv=None):
             print(f"python -m hw.bench_area: {name}: {error}", file=sys.stderr)
             return 1
 
-    extra = ratios(results) + projection(results)
+    extra = ratios(results) + projection(results) + unpacker_table(results)
     markdown = write_report(results, args.outdir, "bench_area", extra)
     print(markdown)
     print(f"\n({time.monotonic() - started:.0f} s; written to {args.outdir}/bench_area.md "
@@ -98,6 +116,12 @@ def main(argv=None):
 
 def design_config(design):
     """The exact constructor parameters of a swept design, for the report."""
+    if isinstance(design, LayerEngine):
+        return {"component": "LayerEngine", **unit_params(design.unit),
+                "decoder": design.unpacker.decoder}
+    if isinstance(design, TritUnpacker):
+        return {"component": "TritUnpacker", "bytes_per_beat": design.bytes_per_beat,
+                "decoder": design.decoder}
     if isinstance(design, DotProduct):
         return {"component": "DotProduct", "lanes": design.lanes,
                 "weight_mode": design.weight_mode, "carry_out": design.carry_out,
@@ -155,6 +179,18 @@ def projection(results):
                  f"int8 multiply each, at its measured {base.fmax_mhz:.0f} MHz give "
                  f"{ECP5_85F_MULT18 * base.fmax_mhz / 1000:.0f} GMAC/s.")
     return text + "\n"
+
+
+def unpacker_table(results):
+    """LUT4s per packed byte of each trit decoder (the unpacker rows of the sweep)."""
+    rows = [r for r in results if r.design.startswith("unpack_")]
+    if not rows:
+        return ""
+    lines = ["", f"Trit unpacker ({UNPACKER_BYTES} bytes per beat), per packed byte "
+             "(5 weights):", "", "| decoder | LUT4 eq. per byte | Fmax MHz |", "|---|---|---|"]
+    lines += [f"| {r.design[len('unpack_'):]} | {lut4_equivalent(r) / UNPACKER_BYTES:.1f} | "
+              f"{r.fmax_mhz:.1f} |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from amaranth.lib.wiring import In, Out
 from model.encoding import packed_length
 from model.quant import TERNARY
 
+from .lanes import GENERIC
 from .matmul import ErrorLayout, MatmulUnit
-from .unpack import TritUnpacker
+from .unpack import ROM, TritUnpacker
 
 __all__ = ["LayerEngine", "bytes_per_beat", "check_layer_shape", "layer_cycles",
            "DEFAULT_LANES", "DEFAULT_ROWS"]
@@ -66,6 +67,11 @@ class LayerEngine(wiring.Component):
     ----------
     lanes, rows, max_beats, levels_per_stage : int
         As for :class:`MatmulUnit`.
+    fabric : str
+        As for :class:`MatmulUnit` (``"ecp5"``: the Fmax of the FPGA reports).
+    decoder : str
+        The unpacker's byte decoder (:class:`TritUnpacker`): ``"rom"`` (the default, the
+        smaller and faster one in ``make bench-area``) or ``"mulshift"``.
 
     Attributes
     ----------
@@ -81,11 +87,13 @@ class LayerEngine(wiring.Component):
         the unit.
     """
 
-    def __init__(self, *, lanes, rows, max_beats=1024, levels_per_stage=1):
+    def __init__(self, *, lanes, rows, max_beats=1024, levels_per_stage=1, fabric=GENERIC,
+                 decoder=ROM):
         self._unit = MatmulUnit(lanes=lanes, rows=rows, weight_mode=TERNARY,
                                 output_stage=True, max_beats=max_beats,
-                                levels_per_stage=levels_per_stage)
-        self._unpacker = TritUnpacker(bytes_per_beat=bytes_per_beat(lanes, rows))
+                                levels_per_stage=levels_per_stage, fabric=fabric)
+        self._unpacker = TritUnpacker(bytes_per_beat=bytes_per_beat(lanes, rows),
+                                      decoder=decoder)
         super().__init__({
             "act": In(stream.Signature(self._unit.act_layout)),
             "wgt": In(stream.Signature(data.ArrayLayout(unsigned(8),
@@ -97,6 +105,10 @@ class LayerEngine(wiring.Component):
     @property
     def unit(self):
         return self._unit
+
+    @property
+    def unpacker(self):
+        return self._unpacker
 
     @property
     def latency(self):

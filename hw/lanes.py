@@ -193,6 +193,30 @@ class DotProduct(wiring.Component):
     def sum_width(self):
         return acc_width(self._lanes, self._weight_mode)
 
+    def _reduce(self, nodes, add, register_node):
+        """Walk the balanced tree over ``nodes`` (LSB lane first), level by level:
+        ``add(a, b, name)`` makes a node of two, ``register_node(node, name)`` puts a node
+        behind a stage register (every ``levels_per_stage`` levels and after the last).
+        The odd node out of a level passes up unchanged. Returns the root."""
+        if self.levels == 0:
+            nodes = [register_node(nodes[0], "stage0_node0")]
+        for level in range(1, self.levels + 1):
+            stage = -(-level // self._levels_per_stage) - 1
+            registered = level % self._levels_per_stage == 0 or level == self.levels
+            next_nodes = []
+            for index in range(0, len(nodes), 2):
+                if index + 1 == len(nodes):  # odd node out passes up a level
+                    node = nodes[index]
+                else:
+                    node = add(nodes[index], nodes[index + 1],
+                               f"level{level}_add{index // 2}")
+                if registered:
+                    node = register_node(node, f"stage{stage}_node{index // 2}")
+                next_nodes.append(node)
+            nodes = next_nodes
+        root, = nodes
+        return root
+
     def elaborate(self, platform):
         if self._fabric == ECP5 and self.has_correction:
             return self._elaborate_ecp5()
@@ -229,30 +253,15 @@ class DotProduct(wiring.Component):
                     [register(bit, 1, f"{name}_correction{i}")
                      for i, bit in enumerate(pending)])
 
-        if self.levels == 0:
-            nodes = [register_node(nodes[0], "stage0_node0")]
+        def add(a_node, b_node, name):
+            (a, la, pa), (b, lb, pb) = a_node, b_node
+            leaves, pending = la + lb, pa + pb
+            carry_in = pending.pop(0) if pending else None
+            value = Signal(signed(acc_width(leaves, mode)), name=name)
+            m.d.comb += value.eq(add_with_carry(a, b, carry_in))
+            return (value, leaves, pending)
 
-        for level in range(1, self.levels + 1):
-            stage = -(-level // self._levels_per_stage) - 1
-            registered = level % self._levels_per_stage == 0 or level == self.levels
-            next_nodes = []
-            for index in range(0, len(nodes), 2):
-                if index + 1 == len(nodes):  # odd node out passes up a level
-                    node = nodes[index]
-                else:
-                    (a, la, pa), (b, lb, pb) = nodes[index], nodes[index + 1]
-                    leaves, pending = la + lb, pa + pb
-                    carry_in = pending.pop(0) if pending else None
-                    value = Signal(signed(acc_width(leaves, mode)),
-                                   name=f"level{level}_add{index // 2}")
-                    m.d.comb += value.eq(add_with_carry(a, b, carry_in))
-                    node = (value, leaves, pending)
-                if registered:
-                    node = register_node(node, f"stage{stage}_node{index // 2}")
-                next_nodes.append(node)
-            nodes = next_nodes
-
-        (root, leaves, pending), = nodes
+        root, _, pending = self._reduce(nodes, add, register_node)
         assert len(pending) == (1 if self.has_correction else 0)
         leftover = pending[0] if pending else Const(0, 1)
         if self._carry_out or not self.has_correction:
@@ -328,25 +337,8 @@ class DotProduct(wiring.Component):
             return {"raw": None, "value": total.as_signed(), "range": (lo, hi + 1),
                     "pending": pending}
 
-        nodes = [{"raw": lane} for lane in range(self._lanes)]
-        if self.levels == 0:
-            nodes = [register_node(nodes[0], "stage0_node0")]
-        for level in range(1, self.levels + 1):
-            stage = -(-level // self._levels_per_stage) - 1
-            registered = level % self._levels_per_stage == 0 or level == self.levels
-            next_nodes = []
-            for index in range(0, len(nodes), 2):
-                if index + 1 == len(nodes):  # odd node out passes up a level
-                    node = nodes[index]
-                else:
-                    node = add(nodes[index], nodes[index + 1],
-                               f"level{level}_add{index // 2}")
-                if registered:
-                    node = register_node(node, f"stage{stage}_node{index // 2}")
-                next_nodes.append(node)
-            nodes = next_nodes
-
-        root, = nodes
+        root = self._reduce([{"raw": lane} for lane in range(self._lanes)], add,
+                            register_node)
         assert len(root["pending"]) == 1
         leftover = root["pending"][0]
         if self._carry_out:

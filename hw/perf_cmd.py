@@ -19,17 +19,23 @@ REPORTS = Path("build/reports")
 
 
 def reported_fmax(lanes, rows, reports=REPORTS):
-    """Fmax (MHz) of ``unit{rows}x{lanes}`` from ``make bench-area`` / ``hw synth``
-    reports, or None."""
+    """Fmax (MHz) of the layer engine ``engine{rows}x{lanes}`` from ``make bench-area``,
+    else of the ternary ``unit{rows}x{lanes}`` (bench-area's ECP5-fabric build, or
+    ``hw synth`` reports), or None."""
+    found = {}
     for path in sorted(reports.glob("*.json")) if reports.exists() else ():
         try:
             results = json.loads(path.read_text())["results"]
         except (ValueError, KeyError, OSError):
             continue
         for result in results:
-            if result.get("design", "").startswith(f"unit{rows}x{lanes}") and \
-                    not result.get("design", "").startswith("int8") and result.get("fmax_mhz"):
-                return float(result["fmax_mhz"])
+            if result.get("fmax_mhz"):
+                found.setdefault(result.get("design", ""), float(result["fmax_mhz"]))
+    for name in (f"engine{rows}x{lanes}", f"unit{rows}x{lanes}",
+                 f"unit{rows}x{lanes}_ternary_ecp5",
+                 f"unit{rows}x{lanes}_ternary"):
+        if name in found:
+            return found[name]
     return None
 
 

@@ -79,6 +79,9 @@ def run(parser, args):
     from .lanes import GENERIC, DotProduct
     if args.freq <= 0:
         parser.error(f"--freq must be positive, not {args.freq}")
+    if args.fabric != GENERIC and TARGETS[args.target].family != args.fabric:
+        parser.error(f"--fabric {args.fabric} builds {args.fabric} cells; it cannot be "
+                     f"synthesized for --target {args.target}")
     if args.lane_group:
         try:
             design = DotProduct(lanes=args.lanes, weight_mode=args.weight_mode,

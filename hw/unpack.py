@@ -1,5 +1,8 @@
 """Trit unpacker: base-3 packed weight bytes (5 trits per byte) to 2-bit lane codes, with
-no divider: the multiply-and-shift rule of :func:`model.encoding.unpack_byte_mulshift`."""
+no divider: the multiply-and-shift rule of :func:`model.encoding.unpack_byte_mulshift`,
+or a 256-entry lookup table (:data:`DECODERS`)."""
+
+import numpy as np
 
 from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
@@ -7,13 +10,41 @@ from amaranth.lib.wiring import In, Out
 
 from model.encoding import (CODE_NEG, CODE_POS, CODE_ZERO, PACKED_BYTE_LIMIT,
                             TERNARY_CODE_WIDTH, TRITS_PER_BYTE, UNPACK_MULTIPLIER,
-                            UNPACK_OFFSET, UNPACK_SHIFT)
+                            UNPACK_OFFSET, UNPACK_SHIFT, encode_lane_codes, unpack_trits)
 
 from .params import check_positive_int
 
-__all__ = ["decode_byte", "TritUnpacker"]
+__all__ = ["decode_byte", "decode_byte_rom", "rom_table", "TritUnpacker", "DECODERS"]
 
 _TRIT_TO_CODE = (CODE_NEG, CODE_ZERO, CODE_POS)  # trit t = w + 1
+
+#: Byte decoders: shift-and-add arithmetic, or a lookup table in LUTs.
+MULSHIFT, ROM = "mulshift", "rom"
+DECODERS = (MULSHIFT, ROM)
+
+
+def rom_table():
+    """The lookup table of the ROM decoder: for each byte 0..255 the lane codes of its
+    five trits (trit ``i`` at bits ``2i``) and, at bit 10, the invalid flag; invalid bytes
+    hold five zero codes. Computed from :func:`model.encoding.unpack_trits`."""
+    weights = unpack_trits(np.arange(PACKED_BYTE_LIMIT)).reshape(-1, TRITS_PER_BYTE)
+    codes = encode_lane_codes(weights).astype(np.int64)
+    entries = [sum(int(c) << (TERNARY_CODE_WIDTH * i) for i, c in enumerate(row))
+               for row in codes]
+    invalid = 1 << (TERNARY_CODE_WIDTH * TRITS_PER_BYTE)
+    return entries + [CODE_ZERO | invalid] * (256 - PACKED_BYTE_LIMIT)
+
+
+def decode_byte_rom(m, byte, name, table):
+    """As :func:`decode_byte`, by a 256-way case on the byte (``table``: :func:`rom_table`)."""
+    word = Signal(TERNARY_CODE_WIDTH * TRITS_PER_BYTE + 1, name=f"{name}_rom")
+    with m.Switch(byte):
+        for value, entry in enumerate(table):
+            with m.Case(value):
+                m.d.comb += word.eq(entry)
+    codes = [word[TERNARY_CODE_WIDTH * i:TERNARY_CODE_WIDTH * (i + 1)]
+             for i in range(TRITS_PER_BYTE)]
+    return codes, word[-1]
 
 
 def decode_byte(m, byte, name):
@@ -52,6 +83,10 @@ class TritUnpacker(wiring.Component):
         Packed bytes per beat; the output carries ``5 * bytes_per_beat`` codes, trit
         ``i`` of byte ``j`` at index ``5 * j + i`` (the order of
         :func:`model.encoding.pack_trits`).
+    decoder : str
+        ``"mulshift"`` (the default: constant multiplies, :func:`decode_byte`) or
+        ``"rom"`` (a 256-entry table in LUTs); same behaviour, compared by
+        ``make bench-area``.
 
     Attributes
     ----------
@@ -64,8 +99,11 @@ class TritUnpacker(wiring.Component):
         decoded as five zero weights.
     """
 
-    def __init__(self, *, bytes_per_beat):
+    def __init__(self, *, bytes_per_beat, decoder=MULSHIFT):
         self._bytes = check_positive_int("bytes_per_beat", bytes_per_beat)
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
+        self._decoder = decoder
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(unsigned(8), bytes_per_beat))),
             "o": Out(stream.Signature(data.ArrayLayout(unsigned(TERNARY_CODE_WIDTH),
@@ -77,11 +115,19 @@ class TritUnpacker(wiring.Component):
     def bytes_per_beat(self):
         return self._bytes
 
+    @property
+    def decoder(self):
+        return self._decoder
+
     def elaborate(self, platform):
         m = Module()
         bad = []
+        table = rom_table() if self._decoder == ROM else None
         for j in range(self._bytes):
-            codes, invalid = decode_byte(m, self.i.payload[j], f"byte{j}")
+            if table is None:
+                codes, invalid = decode_byte(m, self.i.payload[j], f"byte{j}")
+            else:
+                codes, invalid = decode_byte_rom(m, self.i.payload[j], f"byte{j}", table)
             bad.append(invalid)
             for i, code in enumerate(codes):
                 m.d.comb += self.o.payload[TRITS_PER_BYTE * j + i].eq(code)

@@ -55,6 +55,7 @@ def test_verilog_lints_and_sidecar_matches(tmp_path, flags):
     (["synth", "--freq", "0"], "--freq must be positive"),
     (["synth", "--lanes", "0", "--synth-only"], "lanes must be at least 1"),
     (["synth", "--lane-group", "--levels-per-stage", "0"], "levels_per_stage"),
+    (["synth", "--target", "ice40", "--fabric", "ecp5"], "cannot be synthesized"),
 ])
 def test_synth_cli_errors(args, message):
     result = hw_cli(*args)
@@ -62,12 +63,15 @@ def test_synth_cli_errors(args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_synthesis_smoke(tmp_path):
+@pytest.mark.parametrize("fabric", ["generic", "ecp5"])
+def test_synthesis_smoke(tmp_path, fabric):
     """A small unit through Yosys (no P&R): it maps to LUTs and carry chains, no DSP."""
     result = hw_cli("synth", "--lanes", "4", "--rows", "2", "--synth-only",
-                    "--outdir", str(tmp_path))
+                    "--fabric", fabric, "--outdir", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    report = json.loads((tmp_path / "unit2x4_ternary.json").read_text())["results"][0]
+    name = "unit2x4_ternary" + ("_ecp5" if fabric == "ecp5" else "")
+    report = json.loads((tmp_path / f"{name}.json").read_text())["results"][0]
+    assert report["config"]["fabric"] == fabric
     assert report["lut4"] > 0 and report["carry"] > 0 and report["dsp"] == 0
     assert report["ff"] > 0 and report["macs"] == 8
 

@@ -23,6 +23,8 @@ from model.quant import BINARY, TERNARY
     ({"lanes": 4, "rows": 1, "output_stage": 1}, TypeError),
     ({"lanes": 4, "rows": 1, "max_beats": 0}, ValueError),
     ({"lanes": 4, "rows": 1, "levels_per_stage": 0}, ValueError),
+    ({"lanes": 4, "rows": 1, "fabric": "xilinx"}, ValueError),
+    ({"lanes": 4, "rows": 1, "fabric": None}, TypeError),
 ])
 def test_matmul_parameter_errors(kwargs, error):
     with pytest.raises(error):
@@ -34,6 +36,8 @@ def test_dot_product_parameter_errors():
         DotProduct(lanes=0)
     with pytest.raises(TypeError, match="levels_per_stage"):
         DotProduct(lanes=4, levels_per_stage="2")
+    with pytest.raises(ValueError, match="fabric must be one of generic, ecp5"):
+        DotProduct(lanes=4, fabric="ECP5")
 
 
 @pytest.mark.parametrize("lanes, levels_per_stage, tree", [

@@ -1,6 +1,7 @@
 """The trit unpacker, exhaustively: all 256 byte values through the RTL."""
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 
 from hw.unpack import TritUnpacker
@@ -14,9 +15,10 @@ def test_mulshift_rule_matches_base3_for_every_byte():
     assert not weights[243:].any()
 
 
-def test_unpacker_all_256_bytes():
+@pytest.mark.parametrize("decoder", ["mulshift", "rom"])
+def test_unpacker_all_256_bytes(decoder):
     per_beat = 4
-    dut = TritUnpacker(bytes_per_beat=per_beat)
+    dut = TritUnpacker(bytes_per_beat=per_beat, decoder=decoder)
     beats = np.arange(256).reshape(-1, per_beat)  # 64 beats, every byte value once
     got, flags = [], []
 
@@ -42,3 +44,10 @@ def test_unpacker_all_256_bytes():
     first_bad = 243 // per_beat
     assert flags[:first_bad] == [0] * first_bad
     assert all(flags[first_bad:])
+
+
+def test_unpacker_parameter_errors():
+    with pytest.raises(ValueError, match="decoder must be one of mulshift, rom"):
+        TritUnpacker(bytes_per_beat=1, decoder="divide")
+    with pytest.raises(ValueError, match="bytes_per_beat"):
+        TritUnpacker(bytes_per_beat=0)
