@@ -40,7 +40,8 @@ def main(argv=None):
     print(f"Verilator {'.'.join(map(str, verilator.version))} ({verilator.source}: "
           f"{verilator.executable})")
 
-    header = (f"| {'configuration':<26} | {'result':<6} | {'tests':>5} | {'vectors':>7} | "
+    width = max(len("configuration"), *(len(config.name) for config in configs))
+    header = (f"| {'configuration':<{width}} | {'result':<6} | {'tests':>5} | {'vectors':>7} | "
               f"{'cycles':>7} | {'build s':>7} | {'run s':>6} |")
     rows = []
     started = time.monotonic()
@@ -48,7 +49,7 @@ def main(argv=None):
         print(f"running {config.name} ...", flush=True)
         result = run_config(config, seed=args.seed, waves=args.waves)
         status = "PASS" if result.passed else "FAIL"
-        rows.append(f"| {config.name:<26} | {status:<6} | {result.tests:>5} | "
+        rows.append(f"| {config.name:<{width}} | {status:<6} | {result.tests:>5} | "
                     f"{result.vectors:>7} | {result.cycles:>7} | "
                     f"{result.build_seconds:>7.1f} | {result.run_seconds:>6.1f} |")
         if not result.passed:
