@@ -3,18 +3,19 @@ multi-beat accumulation, an optional fixed-point output stage, and stream interf
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from model.arith import OUT_WIDTH, SCALE_WIDTH, SHIFT_WIDTH, acc_width, signed_range
 from model.encoding import code_width
 from model.quant import ACT_WIDTH, TERNARY
 
+from .buffer import RESULT_BUFFER_LATENCY, ResultBuffer
 from .lanes import GENERIC, DotProduct, add_with_carry, check_fabric, invalid_code, tree_latency
 from .params import check_bool, check_positive_int, check_weight_mode
 
 __all__ = ["MatmulUnit", "ErrorLayout", "act_layout", "wgt_layout", "res_layout",
-           "result_width", "unit_latency", "pipeline_depth", "result_fifo_depth"]
+           "result_width", "unit_latency", "pipeline_depth", "result_fifo_depth",
+           "code_flag_latency"]
 
 
 def act_layout(lanes, output_stage):
@@ -40,8 +41,22 @@ def result_width(lanes, max_beats, output_stage, weight_mode=TERNARY):
     return OUT_WIDTH if output_stage else acc_width(lanes * max_beats, weight_mode)
 
 
+#: Inputs of each OR of the invalid-code flag tree (one LUT4).
+INVALID_OR_FANIN = 4
+
+
+def code_flag_latency(lanes, rows):
+    """Cycles from a beat carrying an invalid code to ``error.code`` high: the pair
+    flags, the registered OR tree over the ``rows * ceil(lanes / 2)`` pair flags, the
+    sticky flag."""
+    count, levels = rows * -(-lanes // 2), 0
+    while count > 1:
+        count, levels = -(-count // INVALID_OR_FANIN), levels + 1
+    return 1 + levels + 1
+
+
 #: Cycles from a write into the result FIFO to that result on ``res``.
-RESULT_FIFO_LATENCY = 2
+RESULT_FIFO_LATENCY = RESULT_BUFFER_LATENCY
 
 
 def pipeline_depth(lanes, levels_per_stage, output_stage):
@@ -134,7 +149,8 @@ class MatmulUnit(wiring.Component):
     res : stream, out
         Payload :meth:`res_layout`: M signed results.
     error : Signal(ErrorLayout), out
-        Sticky error flags.
+        Sticky error flags; ``code`` rises :attr:`code_flag_latency` cycles after the
+        beat that carried an invalid code.
 
     Raises
     ------
@@ -223,6 +239,12 @@ class MatmulUnit(wiring.Component):
         (see :func:`unit_latency`)."""
         return unit_latency(self._lanes, self._levels_per_stage, self._output_stage)
 
+    @property
+    def code_flag_latency(self):
+        """Cycles from the transfer of a beat with an invalid code to ``error.code``
+        high (see :func:`code_flag_latency`)."""
+        return code_flag_latency(self._lanes, self._rows)
+
     def elaborate(self, platform):
         m = Module()
         lanes, rows = self._lanes, self._rows
@@ -231,7 +253,7 @@ class MatmulUnit(wiring.Component):
         # The datapath never stalls: a beat is taken only while the result FIFO has
         # room for every result that may still be in flight (credits), so no register
         # needs an enable driven by res.ready.
-        m.submodules.results = fifo = SyncFIFOBuffered(
+        m.submodules.results = fifo = ResultBuffer(
             width=rows * self.res_width, depth=depth)
         committed = Signal(range(depth + 1))  # results accepted, not yet read out
         fire = Signal()
@@ -243,7 +265,7 @@ class MatmulUnit(wiring.Component):
             self.wgt.ready.eq(self.act.valid & room),
         ]
         fire_last = fire & self.act.payload.last
-        taken = fifo.r_stream.valid & fifo.r_stream.ready
+        taken = fifo.r.valid & fifo.r.ready
         m.d.sync += committed.eq(committed + fire_last - taken)
 
         groups = []
@@ -259,23 +281,34 @@ class MatmulUnit(wiring.Component):
                 group.en.eq(1),
             ]
 
-        # Invalid codes: one LUT per pair of lanes, registered; then one OR per row with
-        # the beat's fire, registered; then the sticky flag. The flag is a status bit, so
-        # the cycles this takes do not matter, and no wide OR sits on one path.
-        invalid_fire = Signal(name="invalid_fire")
-        m.d.sync += invalid_fire.eq(fire)
-        row_invalid = Signal(rows, name="row_invalid")
+        # Invalid codes: one LUT per pair of lanes, registered; then a tree of 4-input
+        # ORs, registered after every level, beside the beat's fire delayed as much;
+        # then the sticky flag. A status bit: the cycles it takes do not matter
+        # (code_flag_latency), and no wide OR or long route sits on one path.
+        flags = []
         for row in range(rows):
             codes = self.wgt.payload[row]
-            pairs = []
             for start in range(0, lanes, 2):
                 bit = Signal(name=f"row{row}_invalid{start // 2}")
                 m.d.sync += bit.eq(invalid_code(codes[start], self._weight_mode) |
                                    (invalid_code(codes[start + 1], self._weight_mode)
                                     if start + 1 < lanes else 0))
-                pairs.append(bit)
-            m.d.sync += row_invalid[row].eq(invalid_fire & Cat(*pairs).any())
-        with m.If(row_invalid.any()):
+                flags.append(bit)
+        flag_fire = Signal(name="invalid_fire0")
+        m.d.sync += flag_fire.eq(fire)
+        level = 0
+        while len(flags) > 1:
+            level += 1
+            ors = []
+            for start in range(0, len(flags), INVALID_OR_FANIN):
+                bit = Signal(name=f"invalid_or{level}_{start // INVALID_OR_FANIN}")
+                m.d.sync += bit.eq(Cat(*flags[start:start + INVALID_OR_FANIN]).any())
+                ors.append(bit)
+            flags = ors
+            delayed = Signal(name=f"invalid_fire{level}")
+            m.d.sync += delayed.eq(flag_fire)
+            flag_fire = delayed
+        with m.If(flags[0] & flag_fire):
             m.d.sync += self.error.code.eq(1)
 
         # Beat tags (valid, last, scale, shift) travel beside the adder trees.
@@ -322,11 +355,11 @@ class MatmulUnit(wiring.Component):
         if self._output_stage:
             result, result_valid = self._output_stage_pipeline(m, done, done_tag)
         m.d.comb += [
-            fifo.w_stream.valid.eq(result_valid),
-            fifo.w_stream.payload.eq(result),
-            self.res.valid.eq(fifo.r_stream.valid),
-            self.res.payload.eq(fifo.r_stream.payload),
-            fifo.r_stream.ready.eq(self.res.ready),
+            fifo.w.valid.eq(result_valid),
+            fifo.w.payload.eq(result),
+            self.res.valid.eq(fifo.r.valid),
+            self.res.payload.eq(fifo.r.payload),
+            fifo.r.ready.eq(self.res.ready),
         ]
         return m
 

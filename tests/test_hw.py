@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from hw.lanes import DotProduct
 from hw.matmul import MatmulUnit
 from model.arith import acc_width, matmul_int, round_fixed
-from model.encoding import (CODE_INVALID, decode_lane_codes, encode_binary_codes,
+from model.encoding import (CODE_INVALID, CODE_POS, decode_lane_codes, encode_binary_codes,
                             encode_lane_codes)
 from model.quant import BINARY, TERNARY
 
@@ -182,3 +182,33 @@ def test_matmul_unit_streams(output_stage):
     sim.add_testbench(monitor)
     sim.run()
     assert got == [v[4] for v in vectors]
+
+
+@pytest.mark.parametrize("lanes, rows", [(1, 1), (4, 1), (5, 3), (16, 8), (32, 16)])
+def test_code_flag_latency(lanes, rows):
+    """error.code rises exactly code_flag_latency cycles after the one beat (of many
+    clean ones) whose last lane of the last row carries the unused code, and stays."""
+    dut = MatmulUnit(lanes=lanes, rows=rows, max_beats=4)
+    codes = [[CODE_POS] * lanes for _ in range(rows)]
+    bad = [row[:] for row in codes]
+    bad[-1][-1] = CODE_INVALID
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.res.ready, 1)
+        ctx.set(dut.act.payload, {"data": [1] * lanes, "last": 1})
+        ctx.set(dut.act.valid, 1)
+        ctx.set(dut.wgt.valid, 1)
+        for beat in range(12):
+            ctx.set(dut.wgt.payload, bad if beat == 3 else codes)
+            assert ctx.get(dut.act.ready)
+            await ctx.tick()
+            seen.append(ctx.get(dut.error.code))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    # after the edge ending beat 3, one more cycle per register of the flag path
+    first = 3 + dut.code_flag_latency - 1
+    assert seen == [0] * first + [1] * (12 - first)
