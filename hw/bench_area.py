@@ -8,6 +8,8 @@ the LFE5U-85F projection.
 """
 
 import argparse
+import json
+from dataclasses import fields
 import sys
 import time
 from pathlib import Path
@@ -17,7 +19,7 @@ from model.quant import INT8
 from .engine import LayerEngine
 from .lanes import ECP5, GENERIC, DotProduct
 from .matmul import MatmulUnit
-from .synth import ToolError, run_flow
+from .synth import SynthResult, ToolError, run_flow
 from .synth_cmd import lut4_equivalent, write_report
 from .unpack import DECODERS, TritUnpacker
 from .verilog_cmd import unit_params
@@ -54,7 +56,21 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--freq", type=float, default=300.0, metavar="MHZ")
     parser.add_argument("--outdir", type=Path, default=Path("build/reports"))
+    parser.add_argument("--from-json", type=Path, metavar="FILE",
+                        help="re-render the report of an earlier run (its bench_area.json) "
+                             "without running the tools")
     args = parser.parse_args(argv)
+    if args.freq <= 0:
+        parser.error(f"--freq must be positive, not {args.freq}")
+    if args.seed < 0:
+        parser.error(f"--seed must be non-negative, not {args.seed}")
+    if args.from_json is not None:
+        try:
+            results = load_results(args.from_json)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            parser.error(f"cannot read results from {args.from_json}: {error}")
+        print(write_report(results, args.outdir, "bench_area", report_extra(results)))
+        return 0
 
     quick = args.quick
     jobs = []
@@ -106,12 +122,23 @@ def main(argv=None):
             print(f"python -m hw.bench_area: {name}: {error}", file=sys.stderr)
             return 1
 
-    extra = ratios(results) + projection(results) + unpacker_table(results)
-    markdown = write_report(results, args.outdir, "bench_area", extra)
+    markdown = write_report(results, args.outdir, "bench_area", report_extra(results))
     print(markdown)
     print(f"\n({time.monotonic() - started:.0f} s; written to {args.outdir}/bench_area.md "
           "and .json)", file=sys.stderr)
     return 0
+
+
+def report_extra(results):
+    """What follows the sweep table: ratios, projection, unpacker comparison."""
+    return ratios(results) + projection(results) + unpacker_table(results)
+
+
+def load_results(path):
+    """The :class:`SynthResult` list of a ``bench_area.json``."""
+    names = {f.name for f in fields(SynthResult)}
+    rows = json.loads(Path(path).read_text())["results"]
+    return [SynthResult(**{k: v for k, v in row.items() if k in names}) for row in rows]
 
 
 def design_config(design):
@@ -157,21 +184,38 @@ def ratios(results):
     return "\n".join(lines) + "\n"
 
 
-def projection(results):
-    """The largest ternary unit an LFE5U-85F holds, from the measured cost per MAC of the
-    largest unit swept, beside the int8 baseline's DSP-bound ceiling on the same part."""
+def projection(results, goal_mhz=200.0, utilisation=0.85):
+    """LFE5U-85F projection from the measured units (not placed on the 85F): the largest
+    single unit it holds at the cost per MAC of the largest unit swept, and the best
+    array of identical copies of a unit that meets ``goal_mhz``; beside them the int8
+    baseline's DSP-bound ceiling on the same part. ``utilisation`` of the LUT4s leaves
+    room to route."""
     named = _by_name(results)
     units = [named[f"unit{m}x{k}"] for m, k in UNITS if f"unit{m}x{k}" in named]
     if not units:
         return ""
+    budget = ECP5_85F_LUT4 * utilisation
     largest = max(units, key=lambda r: r.macs)
     per_mac = lut4_equivalent(largest) / largest.macs
-    fit_macs = int(ECP5_85F_LUT4 * 0.85 / per_mac)  # 85 % utilisation leaves room to route
-    text = (f"\nLFE5U-85F projection (not placed): at {per_mac:.1f} LUT4 eq./MAC (measured on "
-            f"{largest.design}), 85 % of its {ECP5_85F_LUT4} LUT4s hold about {fit_macs} "
-            f"ternary MACs; at the measured {largest.fmax_mhz:.0f} MHz that is "
-            f"{fit_macs * largest.fmax_mhz / 1000:.0f} GMAC/s"
-            f"{'' if largest.fmax_mhz >= 200 else ' (below the 200 MHz goal)'}. ")
+    fit_macs = int(budget / per_mac)
+    text = (f"\nLFE5U-85F projection (not placed; {utilisation:.0%} of its {ECP5_85F_LUT4} "
+            f"LUT4s): at {per_mac:.1f} LUT4 eq./MAC (measured on {largest.design}) it holds "
+            f"about {fit_macs} ternary MACs, {fit_macs * largest.fmax_mhz / 1000:.0f} GMAC/s "
+            f"at that unit's {largest.fmax_mhz:.0f} MHz"
+            f"{'' if largest.fmax_mhz >= goal_mhz else f' (below {goal_mhz:.0f} MHz)'}. ")
+    fast = [r for r in units if r.fmax_mhz >= goal_mhz]
+    if fast:
+        def array_gmacs(r):
+            return int(budget // lut4_equivalent(r)) * r.gmacs
+        best = max(fast, key=array_gmacs)
+        copies = int(budget // lut4_equivalent(best))
+        text += (f"The largest unit measured at {goal_mhz:.0f} MHz or more is "
+                 f"{max(fast, key=lambda r: r.macs).design}; the best array of copies is "
+                 f"{copies} x {best.design} ({copies * best.macs} MACs) at "
+                 f"{best.fmax_mhz:.0f} MHz: {array_gmacs(best):.0f} GMAC/s, if the copies "
+                 "keep their Fmax side by side. ")
+    else:
+        text += f"No unit swept reaches {goal_mhz:.0f} MHz. "
     dsp = [r for r in results if r.design.endswith("_dsp") and r.fmax_mhz]
     if dsp:
         base = dsp[0]

@@ -127,3 +127,46 @@ def test_ecp5_fabric_verilog_lints_with_cell_models(tmp_path):
     status, messages = lint(out, "matmul_unit",
                             [f"-I{include}", *models, *SIM_MODEL_WAIVERS])
     assert status == 0, messages
+
+
+def bench_area(*args):
+    return subprocess.run([sys.executable, "-m", "hw.bench_area", *args],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--freq", "-1"], "--freq must be positive"),
+    (["--seed", "-3"], "--seed must be non-negative"),
+    (["--from-json", "missing.json"], "cannot read results from missing.json"),
+    (["--sweep"], "unrecognized arguments"),
+])
+def test_bench_area_cli_errors(args, message):
+    result = bench_area(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_area_report_from_json(tmp_path):
+    """The report's ratios and projection, computed from given results (no tools)."""
+    from hw.synth import SynthResult
+
+    def row(design, lut4, carry, fmax, macs, dsp=0, nodsp=False):
+        return SynthResult(design=design, target="ecp5", device="LFE5U-45F",
+                           package="CABGA381", seed=1, nodsp=nodsp, lut4=lut4, ff=macs,
+                           carry=carry, dsp=dsp, bram=0, fmax_mhz=fmax, macs=macs).to_dict()
+
+    results = [row("unit4x16", 640, 320, 220.0, 64),        # 20 LUT4 eq./MAC
+               row("unit16x32", 5120, 2560, 150.0, 512),     # 20 LUT4 eq./MAC
+               row("int8_unit4x16_dsp", 640, 0, 180.0, 64, dsp=64),
+               row("int8_unit4x16_lut", 10240, 0, 100.0, 64, nodsp=True)]  # 160 / MAC
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps({"results": results}))
+    result = bench_area("--from-json", str(source), "--outdir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "| 4 x 16 | 20.0 | 160.0 | 8.0x fewer | 64, 10.0 | 2.20 |" in text
+    # 85 % of 83640 LUT4s at 20 per MAC: 3554 MACs; 4x16 copies at 1280 each: 55
+    assert "about 3554 ternary MACs" in text and "(below 200 MHz)" in text
+    assert "55 x unit4x16 (3520 MACs) at 220 MHz: 774 GMAC/s" in text
+    assert "156 MULT18X18D blocks" in text and "28 GMAC/s" in text
+    assert (tmp_path / "out" / "bench_area.md").read_text().startswith("Tools:")
