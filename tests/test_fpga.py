@@ -170,3 +170,18 @@ def test_bench_area_report_from_json(tmp_path):
     assert "55 x unit4x16 (3520 MACs) at 220 MHz: 774 GMAC/s" in text
     assert "156 MULT18X18D blocks" in text and "28 GMAC/s" in text
     assert (tmp_path / "out" / "bench_area.md").read_text().startswith("Tools:")
+
+
+def test_flow_reuse(tmp_path):
+    """reuse=True skips the tools only for the same Verilog through the same commands."""
+    from hw.lanes import DotProduct
+    from hw.synth import run_flow
+    first = run_flow(DotProduct(lanes=2), design="g", workdir=tmp_path, place=False)
+    log = tmp_path / "yosys.log"
+    stamp = log.stat().st_mtime_ns
+    again = run_flow(DotProduct(lanes=2), design="g", workdir=tmp_path, place=False,
+                     reuse=True)
+    assert log.stat().st_mtime_ns == stamp and again.lut4 == first.lut4
+    other = run_flow(DotProduct(lanes=3), design="g", workdir=tmp_path, place=False,
+                     reuse=True)
+    assert log.stat().st_mtime_ns != stamp and other.lut4 != first.lut4
