@@ -18,7 +18,7 @@ help:
 	@echo "make verilog  - write build/verilog/matmul_unit.v (LANES=$(LANES) ROWS=$(ROWS))"
 	@echo "make synth    - Yosys + nextpnr for one unit (LANES, ROWS), report under build/reports/"
 	@echo "make energy   - Table 1, model-size sweep and figure under build/energy/"
-	@echo "make bench-area - ECP5 area/Fmax sweep with the int8 baseline (about 20 min)"
+	@echo "make bench-area - ECP5 area/Fmax sweep with the int8 baseline (about 45 min)"
 	@echo "make bench-sim  - a BitNet b1.58 2B4T block through the RTL, bit-exact, timed"
 	@echo "make perf     - tokens/s projection of 2B4T on the layer engine"
 	@echo "make clean    - remove build/"

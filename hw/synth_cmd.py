@@ -18,11 +18,14 @@ def lut4_equivalent(result):
 
 
 def result_row(result):
-    macs = result.macs or 1
+    """One table row; the per-MAC columns are "-" for a design without MACs."""
+    macs = result.macs
+    def per_mac(value):
+        return f"{value / macs:.1f}" if macs else "-"
     return (result.design, result.target + (" -nodsp" if result.nodsp else ""),
-            str(result.lut4), str(result.carry), f"{lut4_equivalent(result) / macs:.1f}",
-            str(result.ff), f"{result.ff / macs:.1f}", str(result.dsp), str(result.bram),
-            f"{result.fmax_mhz:.1f}", f"{result.macs * result.fmax_mhz / 1000:.1f}")
+            str(result.lut4), str(result.carry), per_mac(lut4_equivalent(result)),
+            str(result.ff), per_mac(result.ff), str(result.dsp), str(result.bram),
+            f"{result.fmax_mhz:.1f}", f"{macs * result.fmax_mhz / 1000:.1f}" if macs else "-")
 
 
 def result_table(results, columns=COLUMNS):
