@@ -83,23 +83,18 @@ def main(argv=None):
     for lanes in (() if quick else GENERIC_LANE_GROUPS):
         jobs.append((f"lanes{lanes}_generic", lambda k=lanes: DotProduct(lanes=k),
                      lanes, False))
-    for rows, lanes in (QUICK_UNITS if quick else UNITS):
-        jobs.append((f"unit{rows}x{lanes}",
-                     lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m, fabric=ECP5),
-                     rows * lanes, False))
-    for rows, lanes in (() if quick else GENERIC_UNITS):
-        jobs.append((f"unit{rows}x{lanes}_generic",
-                     lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m, fabric=GENERIC),
-                     rows * lanes, False))
-    for rows, lanes in BASELINE_DSP if not quick else ():
-        jobs.append((f"int8_unit{rows}x{lanes}_dsp",
-                     lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m, weight_mode=INT8),
-                     rows * lanes, False))
-    for rows, lanes in (BASELINE_LUT if not quick else QUICK_UNITS):
-        jobs.append((f"int8_unit{rows}x{lanes}_lut",
-                     lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m, weight_mode=INT8),
-                     rows * lanes, True))
 
+    def units(name, suffix, shapes, nodsp, **params):
+        return [(f"{name}{rows}x{lanes}{suffix}",
+                 lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m, **params),
+                 rows * lanes, nodsp) for rows, lanes in shapes]
+
+    jobs += units("unit", "", QUICK_UNITS if quick else UNITS, False, fabric=ECP5)
+    jobs += units("unit", "_generic", () if quick else GENERIC_UNITS, False)
+    jobs += units("int8_unit", "_dsp", () if quick else BASELINE_DSP, False,
+                  weight_mode=INT8)
+    jobs += units("int8_unit", "_lut", QUICK_UNITS if quick else BASELINE_LUT, True,
+                  weight_mode=INT8)
     for rows, lanes in (() if quick else ENGINES):
         jobs.append((f"engine{rows}x{lanes}",
                      lambda m=rows, k=lanes: LayerEngine(lanes=k, rows=m, fabric=ECP5),
