@@ -20,6 +20,7 @@ from model.bitlinear import bitlinear_fixed
 from model.encoding import TRITS_PER_BYTE, pack_trits
 
 from .packing import pack_struct, unpack_array
+from .verilator import retry_text_busy
 
 __all__ = ["EngineConfig", "LayerPlan", "plan_layer", "predicted_cycles", "run_layer",
            "LayerRun"]
@@ -194,9 +195,10 @@ def run_layer(name, result, config, *, frac_bits, idle=0.0, backpressure=0.0, se
     started = time.monotonic()
     results_xml = job / "results.xml"
     try:
-        runner.test(test_module="sim.tb_engine", hdl_toplevel="layer_engine",
-                    build_dir=build_dir, test_dir=job, results_xml=str(results_xml),
-                    extra_env=env, log_file=job / "sim.log")
+        retry_text_busy(lambda: runner.test(
+            test_module="sim.tb_engine", hdl_toplevel="layer_engine", build_dir=build_dir,
+            test_dir=job, results_xml=str(results_xml), extra_env=env,
+            log_file=job / "sim.log"))
     except SystemExit:
         pass
     wall = time.monotonic() - started

