@@ -9,3 +9,6 @@ from .encoding import (CODE_INVALID, CODE_NEG, CODE_POS, CODE_ZERO, TRITS_PER_BY
                        encode_binary_codes, encode_lane_codes, pack_trits, unpack_trits)
 from .quant import (ACT_MAX, ACT_MIN, ACT_WIDTH, BINARY, TERNARY, WEIGHT_MODES,
                     quantize_activations, quantize_weights)
+from .config import BITNET_2B4T, TINY, ConfigError, ModelConfig
+from .decoder import Decoder, GoldenCore, generate
+from .weights import LayerWeights, MasterWeights, TernaryProjection

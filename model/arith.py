@@ -126,8 +126,11 @@ def matmul_int(weights, activations, mode=TERNARY):
     if x.shape[-1] != w.shape[1]:
         raise ValueError(
             f"activations have {x.shape[-1]} features but weights have {w.shape[1]} columns")
-    # int64 is exact here: |acc| <= 128 * K, far below 2**63 for any real K.
-    return x @ w.astype(np.int64).T
+    # float64 BLAS is exact here: every product and partial sum is an integer of
+    # magnitude <= 128 * K, far below 2**53 for any real K (and much faster than int64).
+    if w.shape[1] * TERM_MAGNITUDE >= 1 << 53:
+        return x @ w.astype(np.int64).T
+    return (x.astype(np.float64) @ w.astype(np.float64).T).astype(np.int64)
 
 
 def round_fixed(acc, scale, shift, out_width=OUT_WIDTH):

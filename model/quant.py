@@ -18,7 +18,7 @@ __all__ = [
     "TERNARY", "BINARY", "WEIGHT_MODES", "INT8", "HW_WEIGHT_MODES",
     "QuantizedWeights", "QuantizedActivations",
     "quantize_weights_ternary", "quantize_weights_binary", "quantize_weights",
-    "quantize_activations",
+    "quantize_activations", "ACT_QUANT_PATHS", "FLOAT64", "TORCH_FP32", "BITNET_CPP",
 ]
 
 #: Bits of one activation.
@@ -133,3 +133,49 @@ def quantize_activations(activations):
     scale = ACT_QMAX / np.maximum(np.max(np.abs(x), axis=1), EPS)
     values = np.clip(np.rint(x * scale[:, None]), ACT_MIN, ACT_MAX).astype(np.int8)
     return QuantizedActivations(values, scale)
+
+
+#: The project's quantizer: ``s`` and ``x * s`` in float64 (the default everywhere).
+FLOAT64 = "float64"
+#: PyTorch in float32 (transformers, microsoft/BitNet's fp32 path): ``127 / m`` is
+#: evaluated as ``reciprocal(m) * 127``, two float32 roundings, then ``x * s`` in float32.
+TORCH_FP32 = "torch-fp32"
+#: bitnet.cpp: ``s = (float)(127 / (double)m)``, one rounding, then ``x * s`` in float32.
+BITNET_CPP = "bitnet.cpp"
+#: Evaluation paths of the activation quantizer (``models.md``, "Reference numerics").
+ACT_QUANT_PATHS = (FLOAT64, TORCH_FP32, BITNET_CPP)
+
+
+def quantize_activations_as(activations, path=FLOAT64):
+    """Per-token absmax int8 quantizer evaluated as a given runtime evaluates it.
+
+    The rule is :func:`quantize_activations`'; only the floating-point type and the order
+    of operations differ, which moves about one activation in a million by +-1 (at
+    near-ties of ``x * s``). Rounding is half-to-even on every path.
+
+    Parameters
+    ----------
+    activations : array_like, shape (tokens, features)
+    path : str
+        One of :data:`ACT_QUANT_PATHS`.
+
+    Returns
+    -------
+    QuantizedActivations
+        ``scale`` is float64 holding the path's ``s`` exactly (a float32 value on the
+        float32 paths).
+    """
+    if path == FLOAT64:
+        return quantize_activations(activations)
+    if path not in ACT_QUANT_PATHS:
+        raise ValueError(f"activation quantizer path must be one of {ACT_QUANT_PATHS}, "
+                         f"not {path!r}")
+    x = _check_float_matrix(activations, "activations", 2).astype(np.float32)
+    peak = np.maximum(np.max(np.abs(x), axis=1), np.float32(EPS))
+    if path == TORCH_FP32:
+        scale = (np.float32(1) / peak) * np.float32(ACT_QMAX)
+    else:
+        scale = (ACT_QMAX / peak.astype(np.float64)).astype(np.float32)
+    scaled = x * scale[:, None]                      # float32 product
+    values = np.clip(np.rint(scaled), ACT_MIN, ACT_MAX).astype(np.int8)
+    return QuantizedActivations(values, scale.astype(np.float64))

@@ -1,0 +1,334 @@
+"""The BitNet b1.58 decoder (2B4T's architecture) in NumPy, with a KV cache and greedy
+generation.
+
+One layer (``models.md``; x is T x hidden)::
+
+    h = RMSNorm_in(x); q, k, v = BL_q(h), BL_k(h), BL_v(h); RoPE(q, k)
+    a = softmax(q k^T / sqrt(head_dim) + causal mask) v       (grouped-query)
+    x = x + BL_o(RMSNorm_attn_sub(a))
+    h = RMSNorm_post(x); f = relu(BL_gate(h))^2 * BL_up(h)
+    x = x + BL_down(RMSNorm_ffn_sub(f))
+
+then ``logits = RMSNorm_final(x) E^T`` with the (tied) full-precision LM head.
+
+Every BitLinear goes through :meth:`Decoder.bit_linear`, the one call site of "the
+linear layer": quantize the activations per token, hand the int8 activations and the
+ternary weights to the *integer core*, rescale the exact accumulators. The core is
+:class:`GoldenCore` (:func:`model.arith.matmul_int`) by default; any object with the
+same call (the RTL engine under Verilator, ``sim.session.EngineCore``) can replace it,
+and since the core's result is an exact integer, the model's numbers stay bit-identical
+whenever the core is right.
+
+Numerics (float32 throughout unless stated):
+
+* Hidden states, residual adds, norms, attention and the LM head are float32.
+* RMSNorm: ``w * (x * 1/sqrt(mean(x^2) + eps))``, the mean and the reciprocal square
+  root in float32 (the reference casts to the model dtype before multiplying by ``w``;
+  here the model dtype is float32).
+* RoPE: ``inv_freq = theta ** (-2i / head_dim)`` and the angles ``position * inv_freq``
+  in float32, as transformers computes them; ``cos``/``sin`` come from one table per
+  decoder, so a position gets the same values in a prefill and in a decode step.
+* Softmax in float32 (max subtracted). Attention is evaluated per query position over
+  its causal prefix only, and the LM head per token, so every reduction has the same
+  length and order whether the token is part of a prompt or decoded alone: decoding with
+  the KV cache gives bit-identical logits to recomputing the whole sequence.
+* The KV cache holds post-RoPE keys and values in float32 (the reference holds bf16).
+* Activation quantizer: float64 by default (the project's quantizer); ``act_quant``
+  selects the float32 evaluation of PyTorch or bitnet.cpp (``models.md``, "Reference
+  numerics") to check the accelerator against a given runtime.
+* BitLinear output: ``acc * (weight_scale / s)``, the factor in float64, the product
+  rounded once to float32.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .arith import matmul_int
+from .quant import ACT_QUANT_PATHS, FLOAT64, quantize_activations_as
+from .weights import PROJECTIONS
+
+__all__ = ["GoldenCore", "KVCache", "Decoder", "Generation", "generate", "rms_norm",
+           "rope_tables", "apply_rope", "rotate_half"]
+
+
+class GoldenCore:
+    """The golden integer core of every BitLinear: :func:`model.arith.matmul_int`.
+
+    A core is called as ``core(weights, activations, layer=L, name=P)`` with ternary
+    ``weights`` (M, K) int8 and ``activations`` (T, K) int8, and returns the exact
+    accumulators (T, M) int64. ``layer`` and ``name`` say which projection it is
+    (for statistics; the golden core ignores them).
+    """
+
+    name = "golden"
+
+    def __call__(self, weights, activations, *, layer=None, name=None):
+        return matmul_int(weights, activations)
+
+
+def rms_norm(x, weight, eps):
+    """RMSNorm over the last axis in float32: ``w * (x / sqrt(mean(x^2) + eps))``."""
+    x = np.asarray(x, dtype=np.float32)
+    variance = np.mean(x * x, axis=-1, keepdims=True, dtype=np.float32)
+    inv = np.float32(1) / np.sqrt(variance + np.float32(eps))
+    return np.asarray(weight, dtype=np.float32) * (x * inv)
+
+
+def rope_tables(head_dim, theta, positions):
+    """``cos`` and ``sin`` tables, (positions, head_dim) float32, non-interleaved:
+    column ``i`` and ``i + head_dim/2`` share the frequency ``theta ** (-2i/head_dim)``."""
+    exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
+    inv_freq = np.float32(1) / (np.float32(theta) ** exponents)
+    angles = np.arange(positions, dtype=np.float32)[:, None] * inv_freq[None, :]
+    angles = np.concatenate([angles, angles], axis=1)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def rotate_half(x):
+    """``[a, b] -> [-b, a]`` over the last axis."""
+    half = x.shape[-1] // 2
+    return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def apply_rope(x, cos, sin):
+    """RoPE of ``x`` (heads, T, head_dim) with the tables' rows for its T positions."""
+    return x * cos[None] + rotate_half(x) * sin[None]
+
+
+@dataclass
+class KVCache:
+    """Post-RoPE keys and values of every processed position, by layer index:
+    (kv_heads, length, head_dim) float32 each. ``length`` counts the positions that
+    :meth:`Decoder.forward` has processed."""
+
+    keys: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
+    length: int = 0
+
+
+@dataclass
+class Generation:
+    """Outcome of :func:`generate`.
+
+    Attributes
+    ----------
+    prompt_ids, generated_ids : list of int
+    logits : numpy.ndarray of float32, (len(prompt) + len(generated), vocab)
+        One row per processed position: the prompt's positions, then one per generated
+        token (row ``i`` is the next-token distribution after position ``i``; the row
+        before each generated token is the one it was chosen from).
+    """
+
+    prompt_ids: list
+    generated_ids: list
+    logits: np.ndarray
+
+
+class Decoder:
+    """A BitNet b1.58 decoder over a source of weights.
+
+    Parameters
+    ----------
+    weights
+        A source of weights with ``config``, ``embedding()``, ``lm_head()``,
+        ``final_norm()`` and ``layer(i)`` (:class:`model.weights.MasterWeights`,
+        :class:`model.checkpoint.Checkpoint`).
+    core : callable, optional
+        The integer core of every BitLinear (default :class:`GoldenCore`).
+    act_quant : str
+        Evaluation path of the activation quantizer (:data:`model.quant.ACT_QUANT_PATHS`).
+    cache_layers : bool
+        Keep each layer's weights (int8) after first use; otherwise read them from the
+        source on every pass (bounded memory for large checkpoints).
+    """
+
+    def __init__(self, weights, *, core=None, act_quant=FLOAT64, cache_layers=True):
+        if act_quant not in ACT_QUANT_PATHS:
+            raise ValueError(f"act_quant must be one of {ACT_QUANT_PATHS}, not {act_quant!r}")
+        self.weights = weights
+        self.config = weights.config
+        self.core = GoldenCore() if core is None else core
+        self.act_quant = act_quant
+        self.cache_layers = cache_layers
+        self._layers = {}
+        self._embedding = None
+        self._lm_head = None
+        self._final_norm = None
+        self._rope = rope_tables(self.config.head_dim, self.config.rope_theta,
+                                 self.config.max_position_embeddings)
+
+    # -- weights -------------------------------------------------------------------------
+    def layer_weights(self, index):
+        if index in self._layers:
+            return self._layers[index]
+        layer = self.weights.layer(index)
+        layer.check(self.config, index)
+        if self.cache_layers:
+            self._layers[index] = layer
+        return layer
+
+    @property
+    def embedding(self):
+        if self._embedding is None:
+            self._embedding = np.asarray(self.weights.embedding(), dtype=np.float32)
+        return self._embedding
+
+    @property
+    def lm_head(self):
+        if self._lm_head is None:
+            self._lm_head = self.embedding if self.config.tie_word_embeddings \
+                else np.asarray(self.weights.lm_head(), dtype=np.float32)
+        return self._lm_head
+
+    @property
+    def final_norm(self):
+        if self._final_norm is None:
+            self._final_norm = np.asarray(self.weights.final_norm(), dtype=np.float32)
+        return self._final_norm
+
+    # -- the linear layer ----------------------------------------------------------------
+    def bit_linear(self, x, projection, *, layer, name):
+        """One BitLinear: per-token int8 quantization, the integer core, the rescale.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, (T, in_features) float32
+        projection : model.weights.TernaryProjection
+        layer : int
+        name : str
+            ``"q"`` ... ``"down"``.
+
+        Returns
+        -------
+        numpy.ndarray, (T, out_features) float32
+        """
+        q = quantize_activations_as(x, self.act_quant)
+        acc = np.asarray(self.core(projection.values, q.values, layer=layer, name=name))
+        expected = (x.shape[0], projection.shape[0])
+        if acc.shape != expected:
+            raise ValueError(f"core returned shape {acc.shape} for {name} of layer {layer}, "
+                             f"expected {expected}")
+        factor = projection.scale / q.scale                 # float64, per token
+        return (acc * factor[:, None]).astype(np.float32)
+
+    # -- the model -----------------------------------------------------------------------
+    def new_cache(self):
+        return KVCache()
+
+    def embed(self, token_ids):
+        ids = np.asarray(token_ids)
+        if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"token ids must be a non-empty 1-D integer sequence, "
+                             f"not {token_ids!r}")
+        bad = (ids < 0) | (ids >= self.config.vocab)
+        if np.any(bad):
+            raise ValueError(f"token id {int(ids[bad][0])} is outside the vocabulary "
+                             f"(0..{self.config.vocab - 1})")
+        return self.embedding[ids]
+
+    def attention(self, q, keys, values, start):
+        """Causal grouped-query attention of T queries at positions ``start ..`` over
+        the cached ``keys``/``values`` (kv_heads, start + T, head_dim). Returns
+        (T, heads * head_dim) float32."""
+        c = self.config
+        group = c.heads // c.kv_heads
+        # Query head h reads KV head h // group.
+        keys = np.repeat(keys, group, axis=0)
+        values = np.repeat(values, group, axis=0)
+        scale = np.float32(1 / np.sqrt(c.head_dim))
+        out = np.empty((q.shape[1], c.heads, c.head_dim), dtype=np.float32)
+        for t in range(q.shape[1]):
+            n = start + t + 1                     # the causal prefix of this query
+            scores = np.sum(q[:, t:t + 1, :] * keys[:, :n, :], axis=-1) * scale
+            scores = scores - np.max(scores, axis=-1, keepdims=True)
+            weights = np.exp(scores)
+            weights = weights / np.sum(weights, axis=-1, keepdims=True)
+            out[t] = np.sum(weights[:, :, None] * values[:, :n, :], axis=1)
+        return out.reshape(q.shape[1], c.heads * c.head_dim)
+
+    def layer_forward(self, index, x, cache):
+        """Run layer ``index`` on hidden states ``x`` (T, hidden) at the positions after
+        the cache's ``length``; appends the layer's keys and values to ``cache``."""
+        c = self.config
+        w = self.layer_weights(index)
+        t = x.shape[0]
+        start = cache.length
+        h = rms_norm(x, w.norms["input_layernorm"], c.rms_norm_eps)
+        q = self.bit_linear(h, w.projections["q"], layer=index, name="q")
+        k = self.bit_linear(h, w.projections["k"], layer=index, name="k")
+        v = self.bit_linear(h, w.projections["v"], layer=index, name="v")
+        q = q.reshape(t, c.heads, c.head_dim).transpose(1, 0, 2)
+        k = k.reshape(t, c.kv_heads, c.head_dim).transpose(1, 0, 2)
+        v = v.reshape(t, c.kv_heads, c.head_dim).transpose(1, 0, 2)
+        cos, sin = self._rope[0][start:start + t], self._rope[1][start:start + t]
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if index not in cache.keys:
+            cache.keys[index] = k
+            cache.values[index] = v
+        else:
+            cache.keys[index] = np.concatenate([cache.keys[index], k], axis=1)
+            cache.values[index] = np.concatenate([cache.values[index], v], axis=1)
+        a = self.attention(q, cache.keys[index], cache.values[index], start)
+        a = rms_norm(a, w.norms["attn_sub_norm"], c.rms_norm_eps)
+        x = x + self.bit_linear(a, w.projections["o"], layer=index, name="o")
+        h = rms_norm(x, w.norms["post_attention_layernorm"], c.rms_norm_eps)
+        gate = self.bit_linear(h, w.projections["gate"], layer=index, name="gate")
+        up = self.bit_linear(h, w.projections["up"], layer=index, name="up")
+        f = np.square(np.maximum(gate, np.float32(0))) * up
+        f = rms_norm(f, w.norms["ffn_sub_norm"], c.rms_norm_eps)
+        return x + self.bit_linear(f, w.projections["down"], layer=index, name="down")
+
+    def forward(self, token_ids, cache=None):
+        """Process ``token_ids`` at the positions after ``cache.length`` (a new cache when
+        None) and return their logits (T, vocab) float32; the cache grows by T."""
+        cache = self.new_cache() if cache is None else cache
+        ids = np.asarray(token_ids)
+        if cache.length + ids.size > self.config.max_position_embeddings:
+            raise ValueError(f"sequence of {cache.length + ids.size} tokens is longer than "
+                             f"max_position_embeddings ({self.config.max_position_embeddings})")
+        x = self.embed(ids)
+        for index in range(self.config.layers):
+            x = self.layer_forward(index, x, cache)
+        cache.length += ids.size
+        x = rms_norm(x, self.final_norm, self.config.rms_norm_eps)
+        # One row at a time: the same matrix-vector product for a prompt token and a
+        # decoded token, so the KV-cache path stays bit-identical to recomputation.
+        return np.stack([self.lm_head @ row for row in x]).astype(np.float32)
+
+
+def generate(decoder, prompt_ids, max_new_tokens, *, stop_at_eos=False, on_token=None):
+    """Greedy generation: prefill the prompt, then decode one token at a time.
+
+    Parameters
+    ----------
+    decoder : Decoder
+    prompt_ids : sequence of int
+    max_new_tokens : int
+        Tokens to generate (>= 1).
+    stop_at_eos : bool
+        Stop after the configuration's ``eos_token_id``.
+    on_token : callable, optional
+        Called with each generated token id as soon as it is known.
+
+    Returns
+    -------
+    Generation
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
+    prompt = [int(i) for i in prompt_ids]
+    cache = decoder.new_cache()
+    rows = [decoder.forward(prompt, cache)]
+    generated = []
+    while len(generated) < max_new_tokens:
+        token = int(np.argmax(rows[-1][-1]))   # ties: the lowest id
+        generated.append(token)
+        if on_token is not None:
+            on_token(token)
+        # Every generated token is processed too, so each has its row of logits.
+        rows.append(decoder.forward([token], cache))
+        if stop_at_eos and token == decoder.config.eos_token_id:
+            break
+    return Generation(prompt, generated, np.concatenate(rows).astype(np.float32))
