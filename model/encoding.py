@@ -42,6 +42,7 @@ __all__ = [
     "encode_binary_codes", "decode_binary_codes",
     "pack_trits", "unpack_trits", "packed_length", "code_width", "unpack_byte_mulshift",
     "UNPACK_MULTIPLIER", "UNPACK_OFFSET", "UNPACK_SHIFT",
+    "HF_CODES_PER_BYTE", "pack_hf_2bit", "unpack_hf_2bit",
 ]
 
 #: Bits of one ternary lane code.
@@ -281,3 +282,89 @@ def unpack_byte_mulshift(packed):
     trits = np.stack(digits[::-1], axis=-1)
     weights = np.where(valid[..., None], trits - 1, 0)
     return weights.astype(np.int8), valid
+
+
+# Hugging Face packed BitNet layout (``models.md``, "Checkpoint formats") ----------------
+#
+# A packed checkpoint (microsoft/bitnet-b1.58-2B-4T) stores each projection as uint8 of
+# shape [out/4, in]: bits 2i..2i+1 of byte P[j, c] hold the code w + 1 (0, 1, 2) of
+# weight W[i * out/4 + j, c]. The four rows sharing a byte are out/4 apart, so byte row j
+# is "row j of each quarter of W"; code 3 is invalid.
+
+#: Weights (2-bit codes) in one byte of the Hugging Face packed layout.
+HF_CODES_PER_BYTE = 4
+_HF_SHIFTS = (2 * np.arange(HF_CODES_PER_BYTE, dtype=np.uint8))[:, None, None]
+
+
+def pack_hf_2bit(weights):
+    """Pack a ternary weight matrix in the Hugging Face BitNet layout.
+
+    Parameters
+    ----------
+    weights : array_like of int, shape (out_features, in_features)
+        Ternary weights; ``out_features`` must be a multiple of 4.
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shape (out_features // 4, in_features)
+        ``P[j, c] = sum_i (W[i * out/4 + j, c] + 1) << 2i`` for i = 0..3.
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` is not 2-D or not ternary, or ``out_features`` is not a
+        multiple of 4.
+    """
+    w = check_ternary(weights)
+    if w.ndim != 2:
+        raise ValueError(f"weights must be 2-D (out_features, in_features), not shape "
+                         f"{w.shape}")
+    out_features, in_features = w.shape
+    if out_features % HF_CODES_PER_BYTE:
+        raise ValueError(f"out_features ({out_features}) must be a multiple of "
+                         f"{HF_CODES_PER_BYTE} for the packed 2-bit layout")
+    codes = (w + 1).astype(np.uint8).reshape(HF_CODES_PER_BYTE, -1, in_features)
+    return np.bitwise_or.reduce(codes << _HF_SHIFTS, axis=0).astype(np.uint8)
+
+
+def unpack_hf_2bit(packed, out_features=None, *, name="weights"):
+    """Unpack the Hugging Face BitNet layout (inverse of :func:`pack_hf_2bit`).
+
+    Parameters
+    ----------
+    packed : array_like of uint8, shape (out_features // 4, in_features)
+    out_features : int, optional
+        Expected output features; must be ``4 * packed.shape[0]`` (checked when given).
+    name : str
+        Names the tensor in error messages.
+
+    Returns
+    -------
+    numpy.ndarray of int8, shape (out_features, in_features)
+        ``W[i * out/4 + j, :] = ((P[j, :] >> 2i) & 3) - 1``.
+
+    Raises
+    ------
+    ValueError
+        If ``packed`` is not 2-D bytes, ``out_features`` does not match, or a code is 3;
+        the message gives the row and column of the first invalid weight.
+    """
+    p = np.asarray(packed)
+    if p.dtype != np.uint8:
+        p = _as_integer_array(p, name)
+        if np.any((p < 0) | (p > 255)):
+            raise ValueError(f"{name}: packed bytes must be in 0..255")
+        p = p.astype(np.uint8)
+    if p.ndim != 2:
+        raise ValueError(f"{name}: packed weights must be 2-D (out_features / 4, "
+                         f"in_features), not shape {p.shape}")
+    rows = HF_CODES_PER_BYTE * p.shape[0]
+    if out_features is not None and out_features != rows:
+        raise ValueError(f"{name}: {p.shape[0]} packed rows hold {rows} output "
+                         f"features, not {out_features}")
+    codes = ((p[None, :, :] >> _HF_SHIFTS) & 3).reshape(rows, p.shape[1])
+    invalid = codes == 3
+    if np.any(invalid):
+        row, column = (int(i) for i in np.argwhere(invalid)[0])
+        raise ValueError(f"{name}: packed code 3 at row {row}, column {column}")
+    return codes.astype(np.int8) - 1

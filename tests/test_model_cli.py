@@ -1,0 +1,116 @@
+"""``python -m model``: make-tiny, inspect, generate (golden and --rtl), and its errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "model", *args], capture_output=True,
+                          text=True)
+
+
+def generated(result):
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("generated: ")
+    return [int(t) for t in last.split()[1:]]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    for layout, shards in (("packed", 1), ("master", 2)):
+        result = run("make-tiny", str(root / layout), "--layout", layout,
+                     "--shards", str(shards), "--seed", "4")
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_inspect(tiny):
+    result = run("inspect", str(tiny / "packed"))
+    assert result.returncode == 0, result.stderr
+    assert "tensors: 38" in result.stdout and "| down |" in result.stdout
+
+
+def test_packed_and_master_layouts_generate_the_same(tiny, tmp_path):
+    outs = []
+    for layout in ("packed", "master"):
+        out = tmp_path / f"{layout}.npz"
+        ids = generated(run("generate", str(tiny / layout), "--prompt-ids", "1 5 9 200",
+                            "--max-new-tokens", "3", "--logits-out", str(out)))
+        outs.append((ids, np.load(out)))
+    (a, fa), (b, fb) = outs
+    assert a == b == list(fa["generated_ids"])
+    assert list(fa["prompt_ids"]) == [1, 5, 9, 200]
+    assert fa["logits"].shape == (4 + 3, 256) and fa["logits"].dtype == np.float32
+    assert np.array_equal(fa["logits"], fb["logits"])
+
+
+def test_prompt_text_with_a_tokenizer(tiny, tmp_path):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    import shutil
+    directory = tmp_path / "with_tokenizer"
+    shutil.copytree(tiny / "packed", directory)
+    vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, 256)}}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = Whitespace()
+    tokenizer.save(str(directory / "tokenizer.json"))
+    by_text = run("generate", str(directory), "--prompt", "w1 w5 w9", "--max-new-tokens", "2")
+    by_ids = run("generate", str(directory), "--prompt-ids", "1 5 9", "--max-new-tokens", "2")
+    assert generated(by_text) == generated(by_ids)
+    assert "text: " in by_text.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", "{ck}"], "one of the arguments --prompt-ids --prompt is required"),
+    (["generate", "{ck}", "--prompt-ids", "1 x"], "token ids must be integers"),
+    (["generate", "{ck}", "--prompt-ids", "1", "--max-new-tokens", "0"], "positive"),
+    (["generate", "{ck}", "--prompt-ids", "1 999"], "outside the vocabulary"),
+    (["generate", "{ck}", "--prompt-ids", "1", "--act-quant", "bf16"], "invalid choice"),
+    (["generate", "{ck}", "--prompt-ids", "1", "--rtl", "--lanes", "48"],
+     "does not tile onto the engine"),
+    (["make-tiny", "{ck}", "--shards", "0"], "positive"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_flags_exit_2(tiny, args, message):
+    result = run(*[a.format(ck=tiny / "packed") for a in args])
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_bad_checkpoint_is_one_line_and_exit_1(tiny, tmp_path):
+    result = run("generate", str(tmp_path / "missing"), "--prompt-ids", "1")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "error:" in result.stderr
+    result = run("generate", str(tiny / "packed"), "--prompt", "hello")
+    assert result.returncode == 1 and "tokenizer.json" in result.stderr
+    result = run("make-tiny", str(tiny / "packed"))      # not empty: refused
+    assert result.returncode == 1 and "overwrite" in result.stderr
+
+
+@pytest.mark.xdist_group("engine")   # the Verilator build is shared with test_engine.py
+def test_generate_with_rtl_equals_golden(tiny, tmp_path):
+    golden_out, rtl_out = tmp_path / "golden.npz", tmp_path / "rtl.npz"
+    args = ["generate", str(tiny / "packed"), "--prompt-ids", "7 3 99", "--max-new-tokens",
+            "3"]
+    golden = generated(run(*args, "--logits-out", str(golden_out)))
+    result = run(*args, "--logits-out", str(rtl_out), "--rtl", "--lanes", "16", "--rows", "8")
+    assert generated(result) == golden
+    assert "rtl: 56 BitLinears on the engine" in result.stdout
+    assert np.array_equal(np.load(golden_out)["logits"], np.load(rtl_out)["logits"])
+
+
+@pytest.mark.xdist_group("engine")
+def test_bench_block_on_a_checkpoint_layer(tiny):
+    result = subprocess.run([sys.executable, "-m", "sim.bench_block", "--checkpoint",
+                             str(tiny / "packed"), "--layer", "1", "--lanes", "16", "--rows",
+                             "8", "--prompt-tokens", "2", "--decode-steps", "2"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all steps bit-exact" in result.stdout
+    assert result.stdout.count("| yes |") == 3
