@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LANES ?= 16
 ROWS ?= 8
 
-.PHONY: all sim test verilog synth energy bench bench-area bench-sim perf clean distclean help
+.PHONY: all sim test verilog synth energy bench bench-area bench-sim bench-block perf clean distclean help
 
 all: test
 
@@ -20,6 +20,7 @@ help:
 	@echo "make energy   - Table 1, model-size sweep and figure under build/energy/"
 	@echo "make bench-area - ECP5 area/Fmax sweep with the int8 baseline (about 45 min)"
 	@echo "make bench-sim  - a BitNet b1.58 2B4T block through the RTL, bit-exact, timed"
+	@echo "make bench-block - one 2B4T decoder layer (prompt + decode steps) through the RTL"
 	@echo "make perf     - tokens/s projection of 2B4T on the layer engine"
 	@echo "make clean    - remove build/"
 
@@ -50,7 +51,10 @@ bench-area: $(STAMP)
 bench-sim: $(STAMP)
 	$(PY) -m sim.bench_sim
 
-bench: bench-area bench-sim
+bench-block: $(STAMP)
+	$(PY) -m sim.bench_block
+
+bench: bench-area bench-sim bench-block
 
 perf: $(STAMP)
 	$(PY) -m hw perf

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from model.shapes import MODELS, get_model
 
-from .engine import DEFAULT_LANES, DEFAULT_ROWS, bytes_per_beat, layer_cycles
+from .engine import DEFAULT_LANES, DEFAULT_ROWS, LayerMapping
 
 __all__ = ["add_parser", "projection_rows", "DEFAULT_BANDWIDTH_GBS",
            "FALLBACK_CLOCK_MHZ"]
@@ -43,10 +43,9 @@ def projection_rows(shape, *, lanes, rows, clock_mhz, bandwidth_gbs, tokens=1):
     """Per projection of one block: cycles, weight bytes, and the bound."""
     out = []
     for proj in shape.projections():
-        cycles = layer_cycles(proj.out_features, proj.in_features, tokens, lanes=lanes,
-                              rows=rows)
-        beats = (proj.out_features // rows) * (proj.in_features // lanes)
-        weight_bytes = beats * bytes_per_beat(lanes, rows)  # read once per token batch
+        mapping = LayerMapping(proj.out_features, proj.in_features, tokens, lanes, rows)
+        cycles = mapping.cycles
+        weight_bytes = mapping.weight_bytes  # the engine streams the weights per token
         compute_s = cycles / (clock_mhz * 1e6)
         memory_s = weight_bytes / (bandwidth_gbs * 1e9)
         out.append({"name": proj.name, "shape": f"{proj.out_features} x {proj.in_features}",

@@ -11,7 +11,7 @@ from model.arith import OUT_WIDTH
 from model.bitlinear import bitlinear_reference
 from model.shapes import get_model
 
-from .layer import EngineConfig, build_engine, run_layer
+from .layer import EngineConfig, EngineSession, run_layer
 
 
 def frac_bits_for(result):
@@ -49,26 +49,31 @@ def main(argv=None):
           f" latency {config.latency}; {shape.name} block, {args.tokens} token(s)",
           flush=True)
     started = time.monotonic()
-    _, _, build_seconds = build_engine(config)
-    print(f"Verilator build: {build_seconds:.0f} s", flush=True)
+    session = EngineSession(config)   # one simulator process serves every projection
+    session.start()
+    print(f"Verilator build: {session.build_seconds:.0f} s", flush=True)
 
     rng = np.random.default_rng(args.seed)
     header = ("| projection | N_out x N_in | MACs | cycles | predicted | bit-exact | wall s | "
               "cycles/s |")
     rows, runs = [], []
-    for proj in projections:
-        weights = rng.normal(size=(proj.out_features, proj.in_features))
-        activations = rng.normal(size=(args.tokens, proj.in_features))
-        result = bitlinear_reference(weights, activations)
-        run = run_layer(proj.name, result, config, frac_bits=frac_bits_for(result))
-        runs.append(run)
-        zeros = float(np.mean(result.weights == 0))
-        rows.append(f"| {proj.name} | {proj.out_features} x {proj.in_features} | "
-                    f"{run.macs / 1e6:.1f} M | {run.cycles} | {run.predicted} | "
-                    f"{'yes' if run.exact else f'NO ({run.mismatches})'} | "
-                    f"{run.wall_seconds:.1f} | {run.cycles_per_second:,.0f} |")
-        print(f"  {proj.name}: {run.cycles} cycles, exact={run.exact}, "
-              f"{run.wall_seconds:.1f} s, {zeros:.0%} zero weights", flush=True)
+    try:
+        for proj in projections:
+            weights = rng.normal(size=(proj.out_features, proj.in_features))
+            activations = rng.normal(size=(args.tokens, proj.in_features))
+            result = bitlinear_reference(weights, activations)
+            run = run_layer(proj.name, result, config, frac_bits=frac_bits_for(result),
+                            session=session)
+            runs.append(run)
+            zeros = float(np.mean(result.weights == 0))
+            rows.append(f"| {proj.name} | {proj.out_features} x {proj.in_features} | "
+                        f"{run.macs / 1e6:.1f} M | {run.cycles} | {run.predicted} | "
+                        f"{'yes' if run.exact else f'NO ({run.mismatches})'} | "
+                        f"{run.wall_seconds:.1f} | {run.cycles_per_second:,.0f} |")
+            print(f"  {proj.name}: {run.cycles} cycles, exact={run.exact}, "
+                  f"{run.wall_seconds:.1f} s, {zeros:.0%} zero weights", flush=True)
+    finally:
+        session.close()
     cycles = sum(r.cycles for r in runs)
     wall = sum(r.wall_seconds for r in runs)
     rows.append(f"| **block** | | {sum(r.macs for r in runs) / 1e6:.1f} M | {cycles} | "

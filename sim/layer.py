@@ -1,43 +1,71 @@
-"""Host side of the layer engine: tiling, packing, the cycle model, and running a whole
-BitLinear through the RTL under Verilator.
+"""Host side of the layer engine: checking and packing a layer's streams, and running
+layers through the RTL under Verilator.
 
-Dataflow: for each token, for each tile of ``rows`` output rows, the tile's
-``N_in / lanes`` beats; a beat carries ``lanes`` activations of the token and the tile's
-``rows x lanes`` weight codes packed 5 per byte. The output stage rescales each token
-with its own ``(scale, shift)``.
+Dataflow (:class:`hw.engine.LayerMapping`): for each token, for each tile of ``rows``
+output rows, the tile's ``N_in / lanes`` beats; a beat carries ``lanes`` activations of
+the token and the tile's ``rows x lanes`` weight codes packed 5 per byte. With the
+output stage each token is rescaled with its own ``(scale, shift)``; without it the
+engine returns the exact accumulators.
+
+The public calls:
+
+* :func:`run_on_engine`: one layer, from integer weights and activations (or a
+  :class:`model.bitlinear.BitLinearResult`), outputs returned.
+* :class:`EngineSession`: one simulator process kept running for many layers (a
+  model's every BitLinear), each :meth:`EngineSession.run` returning the outputs.
+* :class:`EngineCore`: a session as the integer core of :class:`model.decoder.Decoder`.
 """
 
 import json
 import os
+import secrets
+import socket
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from pathlib import Path
 
 import numpy as np
 
-from hw.engine import DEFAULT_LANES, DEFAULT_ROWS
+from hw.engine import DEFAULT_LANES, DEFAULT_ROWS, LayerMapping
+from model.arith import SCALE_WIDTH, SHIFT_MAX, check_activations
 from model.bitlinear import bitlinear_fixed
-from model.encoding import TRITS_PER_BYTE, pack_trits
+from model.encoding import TRITS_PER_BYTE, check_ternary, pack_trits
 
-from .packing import pack_struct, unpack_array
+from .packing import pack_struct
 from .verilator import retry_text_busy
 
-__all__ = ["EngineConfig", "LayerPlan", "plan_layer", "predicted_cycles", "run_layer",
-           "LayerRun"]
+__all__ = ["EngineConfig", "LayerPlan", "plan_layer", "check_layer_inputs",
+           "predicted_cycles", "EngineResult", "EngineSession", "EngineCore",
+           "run_on_engine", "run_bitlinear", "run_layer", "LayerRun", "build_engine",
+           "DEFAULT_BUILD_ROOT"]
+
+#: Where engine builds go unless a ``build_root`` is given: ``build/sim`` of the checkout.
+DEFAULT_BUILD_ROOT = Path(__file__).resolve().parent.parent / "build" / "sim"
+#: Seconds to wait for the simulator to start and connect, or for one layer's result.
+CONNECT_TIMEOUT = 600
+RESULT_TIMEOUT = 3600
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Parameters of one :class:`hw.engine.LayerEngine` build."""
+    """Parameters of one :class:`hw.engine.LayerEngine` build.
+
+    ``output_stage=False`` builds the engine that returns raw accumulators.
+    """
 
     lanes: int = DEFAULT_LANES
     rows: int = DEFAULT_ROWS
     max_beats: int = 256
     levels_per_stage: int = 1
+    output_stage: bool = True
 
     @property
     def name(self):
-        return f"engine_k{self.lanes}_m{self.rows}_b{self.max_beats}_l{self.levels_per_stage}"
+        stage = "" if self.output_stage else "_acc"
+        return (f"engine_k{self.lanes}_m{self.rows}_b{self.max_beats}"
+                f"_l{self.levels_per_stage}{stage}")
 
     def build(self):
         from hw.engine import LayerEngine
@@ -46,87 +74,412 @@ class EngineConfig:
     @property
     def latency(self):
         from hw.matmul import unit_latency
-        return unit_latency(self.lanes, self.levels_per_stage, True)
+        return unit_latency(self.lanes, self.levels_per_stage, self.output_stage)
 
     @property
     def bytes_per_beat(self):
         from hw.engine import bytes_per_beat
         return bytes_per_beat(self.lanes, self.rows)
 
+    @property
+    def res_width(self):
+        from hw.matmul import result_width
+        return result_width(self.lanes, self.max_beats, self.output_stage)
+
+    def mapping(self, out_features, in_features, tokens=1):
+        """The :class:`hw.engine.LayerMapping` of a layer on this engine."""
+        return LayerMapping(out_features, in_features, tokens, self.lanes, self.rows,
+                            self.levels_per_stage, self.output_stage, self.max_beats)
+
 
 def check_shape(out_features, in_features, config):
     """Raise ``ValueError`` unless the layer tiles onto ``config``."""
-    from hw.engine import check_layer_shape
-    check_layer_shape(out_features, in_features, lanes=config.lanes, rows=config.rows,
-                      max_beats=config.max_beats)
+    config.mapping(out_features, in_features)
 
 
 def predicted_cycles(out_features, in_features, tokens, config):
-    """:func:`hw.engine.layer_cycles` for ``config`` (shape checked against it)."""
-    from hw.engine import layer_cycles
-    check_shape(out_features, in_features, config)
-    return layer_cycles(out_features, in_features, tokens, lanes=config.lanes,
-                        rows=config.rows, levels_per_stage=config.levels_per_stage)
+    """The cycle model (:attr:`hw.engine.LayerMapping.cycles`) of a layer on ``config``."""
+    return config.mapping(out_features, in_features, tokens).cycles
+
+
+def check_layer_inputs(weights, activations, scale, shift, config):
+    """Check a quantized layer for ``config`` and return it normalised.
+
+    Parameters
+    ----------
+    weights : array_like, (N_out, N_in)
+        Ternary weights (-1, 0, +1).
+    activations : array_like, (T, N_in) or (N_in,)
+        int8 activations; a 1-D vector is one token.
+    scale, shift : int or array_like (T,), or None
+        The output stage's ``S`` and shift per token; required with the output stage,
+        refused without it.
+
+    Returns
+    -------
+    (weights int8 (N_out, N_in), activations int64 (T, N_in), scale (T,), shift (T,))
+        ``scale``/``shift`` are None without the output stage.
+
+    Raises
+    ------
+    ValueError
+        On non-ternary weights, activations outside -128..127, mismatched shapes,
+        a shape that does not tile onto the engine, or bad ``scale``/``shift``.
+    """
+    w = check_ternary(weights)
+    if w.ndim != 2:
+        raise ValueError(f"weights must be 2-D (N_out, N_in), not shape {w.shape}")
+    x = check_activations(activations)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"activations must be (N_in,) or (T, N_in), not shape {x.shape}")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"activations have {x.shape[1]} features but weights have "
+                         f"{w.shape[1]} columns")
+    check_shape(*w.shape, config)
+    if not config.output_stage:
+        if scale is not None or shift is not None:
+            raise ValueError("scale and shift need an engine with the output stage "
+                             "(this one returns raw accumulators)")
+        return w, x, None, None
+    if scale is None or shift is None:
+        raise ValueError("the output stage needs a scale and a shift per token "
+                         "(model.arith.scale_to_fixed)")
+    tokens = x.shape[0]
+    checked = []
+    for name, value, top in (("scale", scale, (1 << SCALE_WIDTH) - 1), ("shift", shift,
+                                                                          SHIFT_MAX)):
+        v = np.asarray(value)
+        if not np.issubdtype(v.dtype, np.integer):
+            raise ValueError(f"{name} must be integers, not dtype {v.dtype}")
+        v = np.broadcast_to(v.astype(np.int64), (tokens,)) if v.ndim == 0 else \
+            v.astype(np.int64)
+        if v.shape != (tokens,):
+            raise ValueError(f"{name} must have one value per token ({tokens}), "
+                             f"not shape {v.shape}")
+        if np.any((v < 0) | (v > top)):
+            raise ValueError(f"{name} must be in 0..{top}")
+        checked.append(v)
+    return w, x, checked[0], checked[1]
 
 
 @dataclass
 class LayerPlan:
-    """The streams of one layer: payload words per beat, and what comes back."""
+    """The streams of one layer: payload words per beat, in order."""
 
+    mapping: LayerMapping
     act_words: list
     wgt_words: list
-    tiles: int          # result vectors (tokens x row tiles)
-    out_features: int
-    tokens: int
+
+    @property
+    def tiles(self):
+        return self.mapping.result_words
+
+    @property
+    def tokens(self):
+        return self.mapping.tokens
+
+    @property
+    def out_features(self):
+        return self.mapping.out_features
 
 
-def plan_layer(weights, activations, scale, shift, config):
-    """Tile and pack a quantized layer for the engine.
+def plan_layer(weights, activations, scale=None, shift=None, config=None):
+    """Check, tile and pack a quantized layer for the engine (vectorized).
+
+    Parameters are those of :func:`check_layer_inputs`.
+
+    Returns
+    -------
+    LayerPlan
+    """
+    from hw.matmul import act_layout
+    config = EngineConfig() if config is None else config
+    w, x, scale, shift = check_layer_inputs(weights, activations, scale, shift, config)
+    mapping = config.mapping(w.shape[0], w.shape[1], x.shape[0])
+    m, k = config.rows, config.lanes
+    tiles_r, beats_c, tokens = mapping.row_tiles, mapping.col_beats, mapping.tokens
+    # Weight beats, (tile, beat) order: the tile's rows x lanes codes, padded to whole
+    # bytes with zero weights, packed.
+    per_beat = mapping.weight_bytes_per_beat * TRITS_PER_BYTE
+    tiles = w.reshape(tiles_r, m, beats_c, k).transpose(0, 2, 1, 3).reshape(-1, m * k)
+    tiles = np.pad(tiles, ((0, 0), (0, per_beat - m * k)))
+    packed = pack_trits(tiles.reshape(-1)).reshape(-1, mapping.weight_bytes_per_beat)
+    wgt_words = [int.from_bytes(row.tobytes(), "little") for row in packed] * tokens
+    # Activation beats, (token, tile, beat) order.
+    beats = np.broadcast_to(x.reshape(tokens, 1, beats_c, k),
+                            (tokens, tiles_r, beats_c, k)).reshape(-1, k)
+    last = np.zeros(mapping.beats, dtype=np.int64)
+    last[beats_c - 1::beats_c] = 1
+    fields = {"data": beats, "last": last}
+    if config.output_stage:
+        per_token = tiles_r * beats_c
+        fields.update(scale=np.repeat(scale, per_token), shift=np.repeat(shift, per_token))
+    act_words = pack_struct(act_layout(k, config.output_stage), **fields)
+    return LayerPlan(mapping, act_words, wgt_words)
+
+
+@dataclass
+class EngineResult:
+    """What one layer through the RTL gave.
+
+    Attributes
+    ----------
+    outputs : numpy.ndarray of int64, (T, N_out), or (N_out,) for a 1-D input
+        int16 results of the output stage, or raw accumulators.
+    cycles : int
+        Simulated cycles from the first beat to the last result.
+    predicted : int
+        The cycle model's count (equal to ``cycles`` when nothing stalls).
+    error : int
+        The engine's sticky error flags after the layer (bit 0 invalid code, bit 1
+        overflow); 0 when all is well.
+    wall_seconds : float
+    """
+
+    outputs: np.ndarray
+    cycles: int
+    predicted: int
+    error: int
+    wall_seconds: float
+
+
+def build_engine(config, build_root=None, *, quiet=True):
+    """Generate and compile the engine under Verilator (cached per configuration).
+
+    Returns
+    -------
+    (runner, build_dir, seconds)
+    """
+    from amaranth.back import verilog
+    from cocotb_tools.runner import get_runner
+
+    from .verilator import VERILATOR_WAIVERS, configure_environment
+    configure_environment()
+    build_dir = Path(build_root or DEFAULT_BUILD_ROOT) / config.name
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source = build_dir / "layer_engine.v"
+    text = verilog.convert(config.build(), name="layer_engine", emit_src=False)
+    if not source.exists() or source.read_text() != text:
+        source.write_text(text)
+    runner = get_runner("verilator")
+    started = time.monotonic()
+    runner.build(sources=[source], hdl_toplevel="layer_engine", build_dir=build_dir,
+                 build_args=list(VERILATOR_WAIVERS) + ["-O3"],
+                 log_file=build_dir / "build.log" if quiet else None)
+    return runner, build_dir, time.monotonic() - started
+
+
+class EngineSession:
+    """One simulator process running the layer engine, serving layers one after another.
+
+    The simulator (cocotb under Verilator, ``sim.tb_engine``) connects back to this
+    process over a loopback socket with an authentication key; each :meth:`run` sends
+    a planned layer and receives its outputs. Use as a context manager.
 
     Parameters
     ----------
-    weights : numpy.ndarray, (N_out, N_in), ternary
-    activations : numpy.ndarray, (T, N_in), int8
-    scale, shift : numpy.ndarray, (T,)
-        Output-stage parameters per token (:func:`model.arith.scale_to_fixed`).
+    config : EngineConfig
+    build_root : path-like, optional
+        Folder of the builds (default :data:`DEFAULT_BUILD_ROOT`); the engine's build
+        and the session's logs go to ``build_root / config.name``.
+    idle, backpressure : float
+        Probability of an idle cycle on each input stream and of a not-ready cycle on
+        the result stream (random stalls; 0 for full speed).
+    seed : int
+        Seed of the stall patterns.
     """
-    from hw.matmul import act_layout
-    n_out, n_in = weights.shape
-    check_shape(n_out, n_in, config)
-    tokens = activations.shape[0]
-    m, k = config.rows, config.lanes
-    tiles_r, beats_c = n_out // m, n_in // k
-    # Weight beats, (tile, beat) order: the tile's rows x lanes codes, padded to whole
-    # bytes with zero weights, packed.
-    per_beat = config.bytes_per_beat * TRITS_PER_BYTE
-    w = weights.reshape(tiles_r, m, beats_c, k).transpose(0, 2, 1, 3).reshape(-1, m * k)
-    w = np.pad(w, ((0, 0), (0, per_beat - m * k)))
-    packed = pack_trits(w.reshape(-1)).reshape(-1, config.bytes_per_beat)
-    wgt_once = [int.from_bytes(row.tobytes(), "little") for row in packed]
-    wgt_words = wgt_once * tokens
-    # Activation beats, (token, tile, beat) order.
-    x = activations.reshape(tokens, 1, beats_c, k)
-    x = np.broadcast_to(x, (tokens, tiles_r, beats_c, k)).reshape(-1, k)
-    beats = x.shape[0]
-    last = np.zeros(beats, dtype=np.int64)
-    last[beats_c - 1::beats_c] = 1
-    per_token = tiles_r * beats_c
-    act_words = pack_struct(act_layout(k, True), data=x, last=last,
-                            scale=np.repeat(scale, per_token),
-                            shift=np.repeat(shift, per_token))
-    return LayerPlan(act_words, wgt_words, tokens * tiles_r, n_out, tokens)
+
+    def __init__(self, config=None, *, build_root=None, idle=0.0, backpressure=0.0,
+                 seed=1):
+        self.config = EngineConfig() if config is None else config
+        for name, value in (("idle", idle), ("backpressure", backpressure)):
+            if not 0 <= value < 1:
+                raise ValueError(f"{name} must be a probability in [0, 1), not {value!r}")
+        self.build_root = build_root
+        self.traffic = {"idle": idle, "backpressure": backpressure, "seed": seed}
+        self.build_seconds = None
+        self.build_dir = None
+        self._conn = None
+        self._thread = None
+        self._failure = None
+        self._jobs = 0
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def log(self):
+        """The simulator's log file."""
+        return self.build_dir / "session.log" if self.build_dir else None
+
+    def start(self):
+        """Build the engine (cached) and start the simulator."""
+        if self._conn is not None:
+            return
+        runner, self.build_dir, self.build_seconds = build_engine(self.config,
+                                                                  self.build_root)
+        key = secrets.token_bytes(32)
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(1.0)
+        host, port = listener.getsockname()
+        env = {"TB_ENGINE": json.dumps(asdict(self.config)),
+               "TB_SERVER": f"{host}:{port}", "TB_AUTH": key.hex(),
+               "PYTHONPATH": os.pathsep.join(
+                   [str(Path(__file__).resolve().parent.parent)] +
+                   ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
+        results = self.build_dir / "session.xml"
+
+        def simulate():
+            try:
+                retry_text_busy(lambda: runner.test(
+                    test_module="sim.tb_engine", hdl_toplevel="layer_engine",
+                    build_dir=self.build_dir, test_dir=self.build_dir,
+                    results_xml=str(results), extra_env=env, log_file=self.log))
+            except SystemExit:
+                pass
+            except Exception as error:  # reported to the caller by _check_alive
+                self._failure = error
+
+        self._thread = threading.Thread(target=simulate, name="engine-sim", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        try:
+            while True:
+                try:
+                    sock, _ = listener.accept()
+                    break
+                except socket.timeout:
+                    self._check_alive()
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the simulator did not connect within "
+                                           f"{CONNECT_TIMEOUT} s (log: {self.log})") from None
+        finally:
+            listener.close()
+        sock.settimeout(None)
+        conn = Connection(sock.detach())
+        deliver_challenge(conn, key)
+        answer_challenge(conn, key)
+        self._conn = conn
+
+    def _check_alive(self):
+        if self._thread is not None and not self._thread.is_alive():
+            raise RuntimeError(f"the engine simulator stopped ({self._failure or 'exited'}); "
+                               f"see {self.log}")
+
+    def run(self, weights, activations, scale=None, shift=None):
+        """Run one quantized layer through the engine; see :func:`check_layer_inputs`
+        for the arguments and their checks.
+
+        Returns
+        -------
+        EngineResult
+        """
+        single = np.ndim(activations) == 1
+        plan = plan_layer(weights, activations, scale, shift, self.config)
+        if self._conn is None:
+            self.start()
+        started = time.monotonic()
+        self._jobs += 1
+        self._conn.send({"plan": plan, "traffic": {**self.traffic,
+                                                   "seed": self.traffic["seed"] + self._jobs}})
+        deadline = started + RESULT_TIMEOUT
+        while not self._conn.poll(1.0):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no result within {RESULT_TIMEOUT} s (log: {self.log})")
+        reply = self._conn.recv()
+        if "exception" in reply:
+            raise RuntimeError(f"the engine simulation failed: {reply['exception']}")
+        outputs = reply["outputs"].reshape(plan.tokens, plan.out_features)
+        return EngineResult(outputs[0] if single else outputs, reply["cycles"],
+                            plan.mapping.cycles, reply["error"], time.monotonic() - started)
+
+    def close(self):
+        """Stop the simulator (waits for it to exit)."""
+        if self._conn is not None:
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+            self._conn.close()
+            self._conn = None
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None
 
 
-def reassemble(words, plan, config):
-    """Result words, (token, tile) order -> (T, N_out) outputs."""
-    from model.arith import OUT_WIDTH
-    values = unpack_array(words, config.rows, OUT_WIDTH, signed=True)
-    return values.reshape(plan.tokens, plan.out_features)
+def run_on_engine(weights, activations, *, scale=None, shift=None, config=None,
+                  build_root=None, idle=0.0, backpressure=0.0, seed=1):
+    """Run one quantized layer on the engine's RTL and return its outputs.
+
+    With ``config.output_stage`` (the default engine) pass the per-token ``scale`` and
+    ``shift`` and get the int16 results; with ``EngineConfig(output_stage=False)`` get
+    the raw accumulators. A 1-D activation vector is one token.
+
+    Returns
+    -------
+    EngineResult
+    """
+    with EngineSession(config, build_root=build_root, idle=idle, backpressure=backpressure,
+                       seed=seed) as session:
+        return session.run(weights, activations, scale, shift)
+
+
+def run_bitlinear(result, *, frac_bits=None, config=None, **kwargs):
+    """Run a :class:`model.bitlinear.BitLinearResult` on the engine: through the output
+    stage with ``frac_bits`` fractional output bits (the engine ``config`` must have
+    it), or as raw accumulators when ``frac_bits`` is None."""
+    if frac_bits is None:
+        config = config or EngineConfig(output_stage=False)
+        return run_on_engine(result.weights, result.activations, config=config, **kwargs)
+    fixed = bitlinear_fixed(result, frac_bits)
+    return run_on_engine(result.weights, result.activations, scale=fixed["scale"],
+                         shift=fixed["shift"], config=config, **kwargs)
+
+
+@dataclass
+class EngineCore:
+    """The integer core of :class:`model.decoder.Decoder` on the RTL: every BitLinear
+    runs on an :class:`EngineSession` built without the output stage, which returns the
+    exact accumulators.
+
+    Attributes
+    ----------
+    session : EngineSession
+    calls : list of dict
+        One record per BitLinear: layer, projection, tokens, cycles, predicted cycles,
+        wall seconds.
+    """
+
+    session: EngineSession
+    calls: list = field(default_factory=list)
+    name = "rtl"
+
+    def __post_init__(self):
+        if self.session.config.output_stage:
+            raise ValueError("the decoder's core needs raw accumulators: an EngineConfig "
+                             "with output_stage=False")
+
+    def __call__(self, weights, activations, *, layer=None, name=None):
+        result = self.session.run(weights, activations)
+        if result.error:
+            raise RuntimeError(f"engine error flags {result.error:#x} on {name} of "
+                               f"layer {layer}")
+        self.calls.append({"layer": layer, "name": name, "tokens": len(activations),
+                           "cycles": result.cycles, "predicted": result.predicted,
+                           "wall_seconds": result.wall_seconds})
+        return result.outputs
 
 
 @dataclass
 class LayerRun:
-    """Outcome of one layer through the RTL."""
+    """Outcome of one layer through the RTL, checked against the golden model."""
 
     name: str
     out_features: int
@@ -138,6 +491,7 @@ class LayerRun:
     wall_seconds: float
     build_seconds: float
     mismatches: int
+    error: int = 0
 
     @property
     def macs(self):
@@ -148,66 +502,30 @@ class LayerRun:
         return self.cycles / self.wall_seconds if self.wall_seconds else float("nan")
 
 
-def build_engine(config):
-    """Generate and compile the engine under Verilator (cached per configuration)."""
-    from amaranth.back import verilog
-    from cocotb_tools.runner import get_runner
-
-    from .runner import BUILD_ROOT
-    from .verilator import VERILATOR_WAIVERS, configure_environment
-    configure_environment()
-    build_dir = BUILD_ROOT / config.name
-    build_dir.mkdir(parents=True, exist_ok=True)
-    source = build_dir / "layer_engine.v"
-    text = verilog.convert(config.build(), name="layer_engine", emit_src=False)
-    if not source.exists() or source.read_text() != text:
-        source.write_text(text)
-    runner = get_runner("verilator")
-    started = time.monotonic()
-    runner.build(sources=[source], hdl_toplevel="layer_engine", build_dir=build_dir,
-                 build_args=list(VERILATOR_WAIVERS) + ["-O3"],
-                 log_file=build_dir / "build.log")
-    return runner, build_dir, time.monotonic() - started
-
-
-def run_layer(name, result, config, *, frac_bits, idle=0.0, backpressure=0.0, seed=1):
-    """Run a :class:`model.bitlinear.BitLinearResult` through the engine under Verilator
-    and compare every output with :func:`model.bitlinear.bitlinear_fixed`.
+def run_layer(name, result, config, *, frac_bits, idle=0.0, backpressure=0.0, seed=1,
+              session=None, build_root=None):
+    """Run a :class:`model.bitlinear.BitLinearResult` through the engine (on ``session``,
+    else a session of its own) and compare every output with
+    :func:`model.bitlinear.bitlinear_fixed`.
 
     Returns
     -------
     LayerRun
     """
     fixed = bitlinear_fixed(result, frac_bits)
-    plan = plan_layer(result.weights, result.activations, fixed["scale"], fixed["shift"],
-                      config)
-    runner, build_dir, build_seconds = build_engine(config)
-    job = build_dir / f"job_{name}"
-    job.mkdir(exist_ok=True)
-    # The testbench re-plans from the quantized layer: no payload words on disk.
-    np.savez(job / "layer.npz", weights=result.weights, activations=result.activations,
-             scale=fixed["scale"], shift=fixed["shift"])
-    (job / "stats.json").unlink(missing_ok=True)
-    env = {"TB_ENGINE": json.dumps(asdict(config)), "TB_JOB": str(job),
-           "TB_TRAFFIC": json.dumps({"idle": idle, "backpressure": backpressure,
-                                     "seed": seed}),
-           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    started = time.monotonic()
-    results_xml = job / "results.xml"
+    own = session is None
+    if own:
+        session = EngineSession(config, build_root=build_root, idle=idle,
+                                backpressure=backpressure, seed=seed)
     try:
-        retry_text_busy(lambda: runner.test(
-            test_module="sim.tb_engine", hdl_toplevel="layer_engine", build_dir=build_dir,
-            test_dir=job, results_xml=str(results_xml), extra_env=env,
-            log_file=job / "sim.log"))
-    except SystemExit:
-        pass
-    wall = time.monotonic() - started
-    stats = json.loads((job / "stats.json").read_text()) if (job / "stats.json").exists() \
-        else {"cycles": 0, "words": []}
-    got = reassemble([int(w, 16) for w in stats["words"]], plan, config) \
-        if len(stats["words"]) == plan.tiles else None
-    mismatches = -1 if got is None else int(np.sum(got != fixed["y_fixed"]))
+        session.start()
+        run = session.run(result.weights, result.activations, fixed["scale"],
+                          fixed["shift"])
+    finally:
+        if own:
+            session.close()
+    mismatches = int(np.sum(run.outputs != fixed["y_fixed"]))
     n_out, n_in = result.weights.shape
-    return LayerRun(name, n_out, n_in, plan.tokens, stats["cycles"],
-                    predicted_cycles(n_out, n_in, plan.tokens, config),
-                    mismatches == 0, wall, build_seconds, mismatches)
+    return LayerRun(name, n_out, n_in, len(result.activations), run.cycles, run.predicted,
+                    mismatches == 0 and run.error == 0, run.wall_seconds,
+                    session.build_seconds, mismatches, run.error)

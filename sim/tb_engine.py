@@ -1,32 +1,46 @@
-"""cocotb bench of :class:`hw.engine.LayerEngine`: streams one planned layer and records
-every result word and the cycles from the first beat to the last result.
+"""cocotb bench of :class:`hw.engine.LayerEngine`, run as a server: it connects back to
+the host's :class:`sim.layer.EngineSession` (``TB_SERVER``, ``TB_AUTH``), then streams
+each planned layer it receives through the engine and sends back every result and the
+cycles from the first beat to the last result, until the host says stop.
 
-Inputs come from the job folder named by ``TB_JOB`` (written by :func:`sim.layer.run_layer`,
-which also checks the outputs against the golden model). The per-cycle loop is one
-coroutine doing the least possible: payloads are packed before the simulation starts,
-written only when a new beat is offered, and results are unpacked after it ends.
+The per-cycle loop is one coroutine doing the least possible: payloads arrive packed,
+are written only when a new beat is offered, and results are unpacked after the layer.
+The host checks the outputs against the golden model.
 """
 
 import json
 import os
-from pathlib import Path
+import traceback
+from multiprocessing.connection import Client
 
 import numpy as np
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from .layer import EngineConfig, plan_layer
+from .layer import EngineConfig
+from .packing import unpack_array
 
 
-@cocotb.test()
-async def stream_layer(dut):
-    config = EngineConfig(**json.loads(os.environ["TB_ENGINE"]))
-    job = Path(os.environ["TB_JOB"])
-    traffic = json.loads(os.environ.get("TB_TRAFFIC", "{}"))
-    layer = np.load(job / "layer.npz")
-    plan = plan_layer(layer["weights"], layer["activations"], layer["scale"],
-                      layer["shift"], config)
+async def reset(dut):
+    dut.act__valid.value = 0
+    dut.wgt__valid.value = 0
+    dut.res__ready.value = 0
+    dut.rst.value = 1
+    for _ in range(2):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+
+
+async def stream(dut, plan, config, traffic):
+    """Stream ``plan`` (a :class:`sim.layer.LayerPlan`) with random stalls.
+
+    Returns
+    -------
+    (list of int, int, int)
+        Result words in order, cycles from the first beat to the last result, and the
+        engine's error flags.
+    """
     rng = np.random.default_rng(traffic.get("seed", 1))
     idle, backpressure = traffic.get("idle", 0.0), traffic.get("backpressure", 0.0)
     count = len(plan.act_words)
@@ -36,17 +50,10 @@ async def stream_layer(dut):
     wgt_pause = rng.random(horizon) < idle
     res_pause = rng.random(horizon) < backpressure
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     act_valid, act_payload, act_ready = dut.act__valid, dut.act__payload, dut.act__ready
     wgt_valid, wgt_payload = dut.wgt__valid, dut.wgt__payload
     res_valid, res_payload, res_ready = dut.res__valid, dut.res__payload, dut.res__ready
-    act_valid.value = 0
-    wgt_valid.value = 0
-    res_ready.value = 0
-    dut.rst.value = 1
-    for _ in range(2):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
+    await reset(dut)
 
     words = []
     next_beat = 0
@@ -80,13 +87,36 @@ async def stream_layer(dut):
             next_beat += 1
             act_on = wgt_on = 0
         if ready and res_valid.value:
-            words.append(hex(res_payload.value.to_unsigned()))
+            words.append(res_payload.value.to_unsigned())
             last = cycle
         cycle += 1
         if cycle > 50 * horizon:
             raise AssertionError(f"timeout: {len(words)} of {plan.tiles} results")
         await edge
-    error = dut.error.value.to_unsigned()
-    (job / "stats.json").write_text(json.dumps({
-        "cycles": last - first + 1, "words": words, "error": error}))
-    assert error == 0, f"error flags raised: {error:#x}"
+    act_valid.value = 0
+    wgt_valid.value = 0
+    res_ready.value = 0
+    return words, last - first + 1, dut.error.value.to_unsigned()
+
+
+@cocotb.test()
+async def serve(dut):
+    config = EngineConfig(**json.loads(os.environ["TB_ENGINE"]))
+    host, port = os.environ["TB_SERVER"].rsplit(":", 1)
+    conn = Client((host, int(port)), authkey=bytes.fromhex(os.environ["TB_AUTH"]))
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    try:
+        while True:
+            job = conn.recv()   # the simulation waits here, at no simulated time
+            if job is None:
+                break
+            try:
+                plan = job["plan"]
+                words, cycles, error = await stream(dut, plan, config, job["traffic"])
+                outputs = unpack_array(words, config.rows, config.res_width, signed=True)
+                conn.send({"outputs": outputs, "cycles": cycles, "error": error})
+            except Exception:
+                conn.send({"exception": traceback.format_exc(limit=5)})
+                raise
+    finally:
+        conn.close()

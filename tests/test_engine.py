@@ -4,9 +4,14 @@ bit-exact under Verilator (the 2B4T block stays in make bench-sim)."""
 import numpy as np
 import pytest
 
-from model.bitlinear import bitlinear_reference
+from model.arith import matmul_int
+from model.bitlinear import bitlinear_fixed, bitlinear_reference
+from model.config import TINY
+from model.decoder import Decoder, generate
 from model.encoding import TRITS_PER_BYTE, unpack_byte_mulshift
-from sim.layer import EngineConfig, check_shape, plan_layer, predicted_cycles, run_layer
+from model.weights import MasterWeights, random_master_weights
+from sim.layer import (EngineConfig, EngineCore, EngineSession, check_shape, plan_layer,
+                       predicted_cycles, run_bitlinear, run_layer, run_on_engine)
 
 # One Verilator build serves every test here: keep them on one xdist worker so that no
 # two compile into the same build folder at once.
@@ -74,3 +79,85 @@ def test_small_layer_exact_with_idle_and_backpressure():
                     idle=0.3, backpressure=0.4, seed=7)
     assert run.exact, f"{run.mismatches} mismatching outputs"
     assert run.cycles > run.predicted  # stalls cost cycles, never correctness
+
+
+# -- the driver's public API ---------------------------------------------------------------
+
+#: The same small engine without the output stage: raw accumulators (the decoder's core).
+ACC = EngineConfig(lanes=16, rows=8, max_beats=8, output_stage=False)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(activations=np.full((1, 32), 200)), r"int8 \(-128\.\.127\)"),
+    (dict(activations=np.full((1, 32), -129)), r"int8 \(-128\.\.127\)"),
+    (dict(activations=np.zeros((1, 32), dtype=float)), "integer array"),
+    (dict(weights=np.full((8, 32), 2)), "ternary"),
+    (dict(weights=np.zeros(32, dtype=int)), "2-D"),
+    (dict(activations=np.zeros((1, 16), dtype=int)), "16 features"),
+    (dict(scale=np.array([1 << 16])), "scale must be in 0..65535"),
+    (dict(shift=np.array([64])), "shift must be in 0..63"),
+    (dict(scale=np.array([1, 2])), "one value per token"),
+    (dict(scale=None), "needs a scale and a shift"),
+    (dict(weights=np.zeros((12, 32), dtype=int)), "not a multiple"),
+])
+def test_plan_rejects_bad_inputs(change, message):
+    args = dict(weights=np.zeros((8, 32), dtype=int), activations=np.zeros((1, 32), dtype=int),
+                scale=np.array([3]), shift=np.array([2]))
+    args.update(change)
+    with pytest.raises(ValueError, match=message):
+        plan_layer(config=SMALL, **args)
+
+
+def test_plan_refuses_scale_without_output_stage():
+    with pytest.raises(ValueError, match="raw accumulators"):
+        plan_layer(np.zeros((8, 32), dtype=int), np.zeros(32, dtype=int), 3, 2, ACC)
+
+
+def test_run_on_engine_returns_output_stage_results():
+    r = quantized(24, 48, 2, seed=11)
+    fixed = bitlinear_fixed(r, 6)
+    run = run_on_engine(r.weights, r.activations, scale=fixed["scale"], shift=fixed["shift"],
+                        config=SMALL)
+    assert run.outputs.shape == (2, 24) and run.error == 0
+    assert np.array_equal(run.outputs, fixed["y_fixed"])
+    assert run.cycles == run.predicted
+    # the same through run_bitlinear
+    assert np.array_equal(run_bitlinear(r, frac_bits=6, config=SMALL).outputs,
+                          fixed["y_fixed"])
+
+
+def test_session_returns_raw_accumulators_and_takes_one_token():
+    rng = np.random.default_rng(4)
+    w = rng.integers(-1, 2, size=(32, 128))
+    w[0], w[1] = 1, -1                                  # accumulator extremes
+    x = rng.integers(-128, 128, size=(3, 128))
+    x[0] = -128
+    with EngineSession(ACC) as session:
+        run = session.run(w, x)
+        assert np.array_equal(run.outputs, matmul_int(w, x))
+        assert run.outputs[0, 0] == -128 * 128 and run.outputs[0, 1] == 128 * 128
+        single = session.run(w, x[1])                   # a 1-D vector is one token
+        assert single.outputs.shape == (32,)
+        assert np.array_equal(single.outputs, matmul_int(w, x[1]))
+        assert single.cycles == single.predicted == ACC.mapping(32, 128).cycles
+
+
+def test_build_root_is_a_parameter(tmp_path):
+    tiny = EngineConfig(lanes=4, rows=2, max_beats=2, output_stage=False)
+    w = np.array([[1, -1, 0, 1], [0, 0, -1, -1]])
+    run = run_on_engine(w, np.array([5, -7, 127, -128]), config=tiny, build_root=tmp_path)
+    assert np.array_equal(run.outputs, [5 + 7 - 128, -127 + 128])
+    assert (tmp_path / tiny.name / "layer_engine.v").exists()
+
+
+def test_tiny_model_generates_bit_exact_on_the_rtl(tmp_path):
+    """Every BitLinear of a tiny model on the engine: the same logits, bit for bit."""
+    weights = MasterWeights(TINY, random_master_weights(TINY, seed=2))
+    golden = generate(Decoder(weights), [3, 17, 250], 3)
+    with EngineSession(ACC, idle=0.2, backpressure=0.2) as session:
+        core = EngineCore(session)
+        rtl = generate(Decoder(weights, core=core), [3, 17, 250], 3)
+    assert rtl.generated_ids == golden.generated_ids
+    assert np.array_equal(rtl.logits, golden.logits)
+    assert len(core.calls) == 7 * TINY.layers * 4        # prefill + 3 decode steps
+    assert all(c["cycles"] >= c["predicted"] for c in core.calls)
