@@ -253,9 +253,7 @@ def build_engine(config, build_root=None, *, quiet=True):
     (runner, build_dir, seconds)
     """
     from amaranth.back import verilog
-    from cocotb_tools.runner import get_runner
-
-    from .verilator import VERILATOR_WAIVERS, configure_environment
+    from .verilator import VERILATOR_WAIVERS, build_cached, configure_environment
     configure_environment()
     build_dir = Path(build_root or DEFAULT_BUILD_ROOT) / config.name
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -263,11 +261,10 @@ def build_engine(config, build_root=None, *, quiet=True):
     text = verilog.convert(config.build(), name="layer_engine", emit_src=False)
     if not source.exists() or source.read_text() != text:
         source.write_text(text)
-    runner = get_runner("verilator")
     started = time.monotonic()
-    runner.build(sources=[source], hdl_toplevel="layer_engine", build_dir=build_dir,
-                 build_args=list(VERILATOR_WAIVERS) + ["-O3"],
-                 log_file=build_dir / "build.log" if quiet else None)
+    runner, _ = build_cached(sources=[source], hdl_toplevel="layer_engine",
+                             build_dir=build_dir, build_args=list(VERILATOR_WAIVERS) + ["-O3"],
+                             log_file=build_dir / "build.log" if quiet else None)
     return runner, build_dir, time.monotonic() - started
 
 

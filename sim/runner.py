@@ -12,7 +12,7 @@ from hw.fpga.ecp5 import SIM_MODEL_WAIVERS, cell_models
 from hw.lanes import ECP5
 
 from .config import TOPLEVEL
-from .verilator import VERILATOR_WAIVERS, configure_environment, retry_text_busy
+from .verilator import VERILATOR_WAIVERS, build_cached, configure_environment, retry_text_busy
 
 __all__ = ["BUILD_ROOT", "VERILATOR_WAIVERS", "write_verilog", "run_config", "RunResult"]
 
@@ -70,12 +70,9 @@ def run_config(config, *, seed=1, testcase=None, waves=False, quiet=True):
     -------
     RunResult
     """
-    from cocotb_tools.runner import get_runner
-
     configure_environment()
     build_dir = BUILD_ROOT / config.name
     source = write_verilog(config, build_dir)
-    runner = get_runner("verilator")
     started = time.monotonic()
     log = build_dir / "build.log"
     sources, build_args = [source], list(VERILATOR_WAIVERS) + ["-O3"]
@@ -83,9 +80,9 @@ def run_config(config, *, seed=1, testcase=None, waves=False, quiet=True):
         include, models = cell_models()
         sources += models
         build_args += [f"-I{include}", *SIM_MODEL_WAIVERS]
-    runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir,
-                 build_args=build_args, waves=waves,
-                 log_file=log if quiet else None)
+    runner, _ = build_cached(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                             build_args=build_args, waves=waves,
+                             log_file=log if quiet else None)
     built = time.monotonic()
     stats_path = build_dir / "stats.jsonl"
     stats_path.unlink(missing_ok=True)

@@ -12,6 +12,9 @@ For the same reason that flag is stripped from ``CXXFLAGS`` if the caller set it
 """
 
 import errno
+import fcntl
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -20,7 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MIN_VERSION", "VERILATOR_WAIVERS", "lint", "retry_text_busy",
+__all__ = ["MIN_VERSION", "VERILATOR_WAIVERS", "lint", "retry_text_busy", "build_cached",
+           "BuildFailed",
            "VerilatorNotFound", "Verilator", "find_verilator", "configure_environment"]
 
 #: Oldest Verilator that cocotb 2 supports.
@@ -164,6 +168,94 @@ def retry_text_busy(action, attempts=5, delay_s=0.5):
             if error.errno != errno.ETXTBSY or attempt == attempts - 1:
                 raise
             time.sleep(delay_s * (attempt + 1))
+
+
+class BuildFailed(RuntimeError):
+    """A Verilator build failed twice; the message ends with the tail of its log."""
+
+
+def _log_tail(path, lines=25):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no build log)"
+
+
+def _reusing_runner():
+    """cocotb's Verilator runner, able to take over an existing build without running it."""
+    from cocotb_tools.runner import Verilator as CocotbVerilator
+
+    class ReusingVerilator(CocotbVerilator):
+        reuse = False
+
+        def _build_command(self):
+            return [] if self.reuse else super()._build_command()
+
+    return ReusingVerilator()
+
+
+def build_cached(*, sources, hdl_toplevel, build_dir, build_args=(), waves=False,
+                 log_file=None):
+    """Build with cocotb's Verilator runner, unless the same build is already there.
+
+    The build is keyed by the sources' contents, the arguments, ``waves``, the Verilator
+    in use and the compile flags taken from the environment; a build folder whose stamp
+    matches and whose simulator binary exists is reused as it is (the runner is set up
+    for ``test()`` without running Verilator or make). Re-running Verilator and make
+    over an existing build rewrites its generated C++ and relinks the binary, which
+    failed now and then in a parallel ``make test``; a build that is not repeated cannot
+    race. A lock file serialises processes building the same folder. A failed build is
+    retried once from a folder emptied of generated files (what an interrupted or raced
+    build leaves); a second failure raises :class:`BuildFailed` with the tail of the log.
+
+    Returns
+    -------
+    (runner, built)
+        The runner, ready for ``runner.test(...)``, and whether it built.
+    """
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    found = configure_environment()
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(Path(source).read_bytes())
+    digest.update(json.dumps({
+        "sources": [str(s) for s in sources], "top": hdl_toplevel,
+        "args": list(build_args), "waves": bool(waves), "verilator": str(found.executable),
+        "version": found.version, "makeflags": os.environ.get("MAKEFLAGS", ""),
+        "cxxflags": os.environ.get("CXXFLAGS", "")}).encode())
+    key = digest.hexdigest()
+    stamp = build_dir / "build.stamp"
+    runner = _reusing_runner()
+    arguments = dict(sources=list(sources), hdl_toplevel=hdl_toplevel, build_dir=build_dir,
+                     build_args=list(build_args), waves=waves)
+    with open(build_dir / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (build_dir / hdl_toplevel).exists() and stamp.exists() \
+                and stamp.read_text() == key:
+            runner.reuse = True
+            runner.build(**arguments)
+            return runner, False
+        stamp.unlink(missing_ok=True)
+        for attempt in range(2):
+            try:
+                runner.build(**arguments, log_file=log_file)
+                break
+            except (RuntimeError, SystemExit) as error:
+                tail = _log_tail(log_file) if log_file else "(log on the console)"
+                if attempt == 1:
+                    raise BuildFailed(f"Verilator build of {hdl_toplevel} in {build_dir} "
+                                      f"failed ({error}); end of {log_file}:\n{tail}") from None
+                keep = {Path(s).resolve() for s in sources} | {build_dir / ".build.lock"}
+                if log_file:
+                    failed_log = Path(log_file).with_suffix(".failed.log")
+                    failed_log.write_text(tail)
+                    keep.add(failed_log.resolve())
+                for path in build_dir.iterdir():
+                    if path.resolve() not in keep and path.is_file():
+                        path.unlink()
+        stamp.write_text(key)
+        return runner, True
 
 
 def lint(path, top=None, extra_args=()):

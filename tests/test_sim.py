@@ -58,3 +58,23 @@ def test_retry_text_busy():
                         attempts=2, delay_s=0)
     with pytest.raises(FileNotFoundError):
         retry_text_busy(lambda: open("/nonexistent/x"), delay_s=0)
+
+
+def test_build_is_reused_rebuilt_on_change_and_fails_with_its_log(tmp_path):
+    from sim.verilator import BuildFailed, build_cached
+    source = tmp_path / "counter.v"
+    design = ("module counter(input clk, output reg [3:0] q);\n"
+              "  always @(posedge clk) q <= q + 4'd{step};\nendmodule\n")
+    source.write_text(design.format(step=1))
+    args = dict(sources=[source], hdl_toplevel="counter", build_dir=tmp_path / "build",
+                log_file=tmp_path / "build.log")
+    assert build_cached(**args)[1] is True
+    binary = tmp_path / "build" / "counter"
+    linked = binary.stat().st_mtime_ns
+    assert build_cached(**args)[1] is False
+    assert binary.stat().st_mtime_ns == linked          # not relinked
+    source.write_text(design.format(step=2))
+    assert build_cached(**args)[1] is True
+    source.write_text("module counter(input clk);\n  wire w = ;\nendmodule\n")
+    with pytest.raises(BuildFailed, match="counter.v"):
+        build_cached(**args)
