@@ -21,7 +21,7 @@ help:
 	@echo "make bench-area - ECP5 area/Fmax sweep with the int8 baseline (about 45 min)"
 	@echo "make bench-sim  - a BitNet b1.58 2B4T block through the RTL, bit-exact, timed"
 	@echo "make bench-block - one 2B4T decoder layer (prompt + decode steps) through the RTL"
-	@echo "make perf     - tokens/s projection of 2B4T on the layer engine"
+	@echo "make perf     - 2B4T tokens/s, time to first token, J/token per board preset, rooflines"
 	@echo "make clean    - remove build/"
 
 # (Re)create the virtual environment when it is missing or older than pyproject.toml.
@@ -57,7 +57,9 @@ bench-block: $(STAMP)
 bench: bench-area bench-sim bench-block
 
 perf: $(STAMP)
-	$(PY) -m hw perf
+	@for p in ecp5-ddr3 kv260 hbm2; do \
+		$(PY) -m hw perf --platform $$p --roofline build/perf/roofline-$$p.png || exit 1; \
+		echo; done
 
 energy: $(STAMP)
 	$(PY) -m energy report --outdir build/energy

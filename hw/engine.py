@@ -15,8 +15,9 @@ from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from model.encoding import packed_length
-from model.quant import ACT_WIDTH, TERNARY
+from model.mapping import (DEFAULT_LANES, DEFAULT_ROWS, LayerTiling, bytes_per_beat,
+                           check_layer_shape)
+from model.quant import TERNARY
 
 from .lanes import GENERIC
 from .matmul import ErrorLayout, MatmulUnit
@@ -25,39 +26,12 @@ from .unpack import ROM, TritUnpacker
 __all__ = ["LayerEngine", "LayerMapping", "bytes_per_beat", "check_layer_shape",
            "layer_cycles", "DEFAULT_LANES", "DEFAULT_ROWS"]
 
-#: The default engine: 16 rows x 32 lanes, 512 MACs per cycle.
-DEFAULT_LANES = 32
-DEFAULT_ROWS = 16
-
-
-def bytes_per_beat(lanes, rows):
-    """Packed weight bytes of one beat: the ``rows * lanes`` codes, 5 per byte."""
-    return packed_length(rows * lanes)
-
-
-def check_layer_shape(out_features, in_features, *, lanes, rows, max_beats=None):
-    """Raise ``ValueError`` unless an ``out_features x in_features`` layer tiles onto an
-    engine of ``lanes`` x ``rows`` (and fits ``max_beats`` beats per dot product)."""
-    if out_features % rows:
-        raise ValueError(f"out_features {out_features} is not a multiple of the engine's "
-                         f"rows ({rows})")
-    if in_features % lanes:
-        raise ValueError(f"in_features {in_features} is not a multiple of the engine's "
-                         f"lanes ({lanes})")
-    if max_beats is not None and in_features // lanes > max_beats:
-        raise ValueError(f"in_features {in_features} needs {in_features // lanes} beats, "
-                         f"more than the engine's max_beats ({max_beats})")
-
 
 @dataclass(frozen=True)
-class LayerMapping:
-    """How one ``out_features x in_features`` BitLinear over ``tokens`` tokens maps onto
-    an engine of ``lanes`` x ``rows``: the one place that counts tiles, stream beats,
-    bytes and cycles (the RTL driver, ``hw perf`` and the reports use it).
-
-    For each token, for each of the ``row_tiles`` tiles of ``rows`` outputs, the tile's
-    ``col_beats`` beats; a beat carries ``lanes`` int8 activations and ``rows * lanes``
-    weight codes packed 5 per byte. Weights are streamed once per token.
+class LayerMapping(LayerTiling):
+    """:class:`model.mapping.LayerTiling` (tiles, beats, bytes) on a built engine: with
+    its pipeline (``levels_per_stage``, ``output_stage``) and ``max_beats``, the RTL's
+    latency and the cycle model. The RTL driver, ``hw perf`` and the reports use it.
 
     Raises
     ------
@@ -65,59 +39,9 @@ class LayerMapping:
         If the layer does not tile onto the engine (:func:`check_layer_shape`).
     """
 
-    out_features: int
-    in_features: int
-    tokens: int = 1
-    lanes: int = DEFAULT_LANES
-    rows: int = DEFAULT_ROWS
     levels_per_stage: int = 1
     output_stage: bool = True
     max_beats: int = None
-
-    def __post_init__(self):
-        if isinstance(self.tokens, bool) or not isinstance(self.tokens, int) \
-                or self.tokens < 1:
-            raise ValueError(f"tokens must be a positive integer, not {self.tokens!r}")
-        check_layer_shape(self.out_features, self.in_features, lanes=self.lanes,
-                          rows=self.rows, max_beats=self.max_beats)
-
-    @property
-    def row_tiles(self):
-        return self.out_features // self.rows
-
-    @property
-    def col_beats(self):
-        """Beats of one dot product (one tile of one token)."""
-        return self.in_features // self.lanes
-
-    @property
-    def beats(self):
-        """Beats streamed for the whole layer: one per clock, unstalled."""
-        return self.tokens * self.row_tiles * self.col_beats
-
-    @property
-    def result_words(self):
-        """Result vectors (``rows`` outputs each): one per token and tile."""
-        return self.tokens * self.row_tiles
-
-    @property
-    def weight_bytes_per_beat(self):
-        return bytes_per_beat(self.lanes, self.rows)
-
-    @property
-    def weight_bytes_per_token(self):
-        """Packed weight bytes of the whole layer (read once per token)."""
-        return self.row_tiles * self.col_beats * self.weight_bytes_per_beat
-
-    @property
-    def weight_bytes(self):
-        """Packed weight bytes streamed for all ``tokens``."""
-        return self.beats * self.weight_bytes_per_beat
-
-    @property
-    def activation_bytes(self):
-        """int8 activation bytes streamed (each token's row once per row tile)."""
-        return self.beats * self.lanes * ACT_WIDTH // 8
 
     @property
     def latency(self):

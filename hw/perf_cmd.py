@@ -1,123 +1,232 @@
-"""``python -m hw perf``: cycles per token and tokens per second of a model on the layer
-engine, compute-bound or weight-bandwidth-bound (the batch-1 decoding roofline)."""
+"""``python -m hw perf``: decode tokens/s, time to first token, bytes and joules per token
+of a whole model on a platform, per operation kind, beside the published peers
+(:func:`hw.perf.model_report`); Markdown, CSV or JSON, and a roofline figure."""
 
+import csv
+import io
 import json
+import sys
 from pathlib import Path
 
-from model.shapes import MODELS, get_model
+from model.shapes import MODELS
 
-from .engine import DEFAULT_LANES, DEFAULT_ROWS, LayerMapping
+from .perf import NODES, model_report
+from .platforms import PLATFORMS, get_platform
 
-__all__ = ["add_parser", "projection_rows", "DEFAULT_BANDWIDTH_GBS",
-           "FALLBACK_CLOCK_MHZ"]
+__all__ = ["add_parser", "render_markdown", "render_csv", "plot_roofline", "FORMATS"]
 
-#: DDR3-1600 on a 16-bit bus (1600 MT/s x 2 bytes), the memory of typical ECP5 boards.
-DEFAULT_BANDWIDTH_GBS = 3.2
-#: Clock used when no FPGA report of the configuration exists yet (see --clock-mhz).
-FALLBACK_CLOCK_MHZ = 100.0
-REPORTS = Path("build/reports")
-
-
-def reported_fmax(lanes, rows, reports=REPORTS):
-    """Fmax (MHz) of the layer engine ``engine{rows}x{lanes}`` from ``make bench-area``,
-    else of the ternary ``unit{rows}x{lanes}`` (bench-area's ECP5-fabric build, or
-    ``hw synth`` reports), or None."""
-    found = {}
-    for path in sorted(reports.glob("*.json")) if reports.exists() else ():
-        try:
-            results = json.loads(path.read_text())["results"]
-        except (ValueError, KeyError, OSError):
-            continue
-        for result in results:
-            if result.get("fmax_mhz"):
-                found.setdefault(result.get("design", ""), float(result["fmax_mhz"]))
-    for name in (f"engine{rows}x{lanes}", f"unit{rows}x{lanes}",
-                 f"unit{rows}x{lanes}_ternary_ecp5",
-                 f"unit{rows}x{lanes}_ternary"):
-        if name in found:
-            return found[name]
-    return None
-
-
-def projection_rows(shape, *, lanes, rows, clock_mhz, bandwidth_gbs, tokens=1):
-    """Per projection of one block: cycles, weight bytes, and the bound."""
-    out = []
-    for proj in shape.projections():
-        mapping = LayerMapping(proj.out_features, proj.in_features, tokens, lanes, rows)
-        cycles = mapping.cycles
-        weight_bytes = mapping.weight_bytes  # the engine streams the weights per token
-        compute_s = cycles / (clock_mhz * 1e6)
-        memory_s = weight_bytes / (bandwidth_gbs * 1e9)
-        out.append({"name": proj.name, "shape": f"{proj.out_features} x {proj.in_features}",
-                    "cycles": cycles, "bytes": weight_bytes, "compute_s": compute_s,
-                    "memory_s": memory_s, "seconds": max(compute_s, memory_s),
-                    "bound": "compute" if compute_s >= memory_s else "memory"})
-    return out
+FORMATS = ("md", "csv", "json")
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
-        "perf", help="cycles per token and tokens/s of a model on the layer engine",
-        description="Throughput projection for batch-1 decoding: per projection and for "
-                    "the whole model, cycles per token on the layer engine and the time "
-                    "at a clock, against the time to read the packed weights (1.6 bits "
-                    "per weight) at a memory bandwidth.")
+        "perf", help="whole-model tokens/s, time to first token and joules per token",
+        description="Projection of a whole model on the accelerator: every operation of "
+                    "the decoder (BitLinears on the layer engine, attention, norms, LM "
+                    "head...), its cycles and DRAM bytes, decode tokens/s, time to first "
+                    "token, bytes and joules per token, beside published peers.")
     parser.add_argument("--model", default="b1.58-2b4t",
-                        help=f"model shape ({', '.join(MODELS)}; default: %(default)s)")
-    parser.add_argument("--lanes", "-k", type=int, default=DEFAULT_LANES)
-    parser.add_argument("--rows", "-m", type=int, default=DEFAULT_ROWS)
+                        help=f"model ({', '.join(MODELS)}; default: %(default)s)")
+    parser.add_argument("--platform", default="ecp5-ddr3",
+                        help=f"board preset ({', '.join(PLATFORMS)}; default: %(default)s)")
+    parser.add_argument("--prompt", type=int, default=128,
+                        help="prompt tokens for the time to first token (default: 128)")
+    parser.add_argument("--context", type=int, default=None,
+                        help="cached positions of the decode step (default: the prompt)")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="sequences decoded together (default: 1)")
     parser.add_argument("--clock-mhz", type=float, default=None,
-                        help="clock (default: the Fmax of the configuration in "
-                             f"build/reports, else {FALLBACK_CLOCK_MHZ:g} MHz)")
-    parser.add_argument("--bandwidth-gbs", type=float, default=DEFAULT_BANDWIDTH_GBS,
-                        help="weight bandwidth in GB/s (default: %(default)s = DDR3-1600 "
-                             "x16; LPDDR4-3200 x32 is 12.8)")
+                        help="override the platform's clock")
+    parser.add_argument("--bandwidth-gbs", type=float, default=None,
+                        help="override the platform's DRAM bandwidth")
+    parser.add_argument("--format", choices=FORMATS, default="md",
+                        help="output format (default: %(default)s)")
+    parser.add_argument("--roofline", metavar="PNG", default=None,
+                        help="also write the roofline figure to this file")
     parser.set_defaults(func=lambda _main, args: run(parser, args))
     return parser
 
 
 def run(parser, args):
     try:
-        shape = get_model(args.model)
+        platform = get_platform(args.platform)
     except ValueError as error:
         parser.error(str(error))
-    for flag in ("lanes", "rows"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be positive")
-    if args.bandwidth_gbs <= 0 or (args.clock_mhz is not None and args.clock_mhz <= 0):
-        parser.error("--clock-mhz and --bandwidth-gbs must be positive")
-    clock, source = args.clock_mhz, "given"
-    if clock is None:
-        clock = reported_fmax(args.lanes, args.rows)
-        source = "Fmax from build/reports" if clock else \
-            f"no FPGA report for unit{args.rows}x{args.lanes}: fallback"
-        clock = clock or FALLBACK_CLOCK_MHZ
+    if args.model not in MODELS:
+        parser.error(f"unknown model {args.model!r}; known models: {', '.join(MODELS)}")
+    if args.prompt < 1:
+        parser.error("--prompt must be a positive number of tokens")
+    if args.context is not None and args.context < 0:
+        parser.error("--context must be zero or more")
+    if args.batch < 1:
+        parser.error("--batch must be a positive integer")
+    for flag in ("clock_mhz", "bandwidth_gbs"):
+        value = getattr(args, flag)
+        if value is not None and not value > 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive")
     try:
-        rows = projection_rows(shape, lanes=args.lanes, rows=args.rows, clock_mhz=clock,
-                               bandwidth_gbs=args.bandwidth_gbs)
+        report = model_report(args.model, platform, prompt=args.prompt, context=args.context,
+                              batch=args.batch, clock_mhz=args.clock_mhz,
+                              bandwidth_gbs=args.bandwidth_gbs)
     except ValueError as error:
-        parser.error(f"{shape.name} does not tile onto K={args.lanes} M={args.rows}: {error}")
-    print(f"{shape.name} on the layer engine K={args.lanes} x M={args.rows} "
-          f"({args.lanes * args.rows} MACs/cycle) at {clock:.1f} MHz ({source}), weights "
-          f"packed 5 per byte at {args.bandwidth_gbs:g} GB/s, batch 1\n")
-    print("| projection | N_out x N_in | cycles/token | weight MB | compute us | memory us "
-          "| bound |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['name']} | {r['shape']} | {r['cycles']} | {r['bytes'] / 1e6:.2f} | "
-              f"{r['compute_s'] * 1e6:.1f} | {r['memory_s'] * 1e6:.1f} | {r['bound']} |")
-    block_s = sum(r["seconds"] for r in rows)
-    block_cycles = sum(r["cycles"] for r in rows)
-    block_bytes = sum(r["bytes"] for r in rows)
-    model_s = block_s * shape.layers
-    print(f"| **block** | | {block_cycles} | {block_bytes / 1e6:.2f} | "
-          f"{sum(r['compute_s'] for r in rows) * 1e6:.1f} | "
-          f"{sum(r['memory_s'] for r in rows) * 1e6:.1f} | |")
-    compute_tps = 1 / (sum(r["compute_s"] for r in rows) * shape.layers)
-    memory_tps = 1 / (sum(r["memory_s"] for r in rows) * shape.layers)
-    print(f"\n{shape.layers} layers: {block_cycles * shape.layers:,} cycles per token; "
-          f"{1 / model_s:.1f} tokens/s (compute alone {compute_tps:.1f}, weight "
-          f"bandwidth alone {memory_tps:.1f}): "
-          f"{'memory' if memory_tps < compute_tps else 'compute'}-bound. Linear layers "
-          f"only (no attention, norms or LM head); weights read once per token.")
+        parser.error(str(error))
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    elif args.format == "csv":
+        sys.stdout.write(render_csv(report))
+    else:
+        print(render_markdown(report))
+    if args.roofline:
+        path = plot_roofline(report, args.roofline)
+        print(f"roofline: {path}", file=sys.stderr)
     return 0
+
+
+def _mb(n):
+    return f"{n / 1e6:,.2f}"
+
+
+def _kernel_table(phase):
+    lines = ["| operation | unit | RTL | MACs | other ops | cycles | DRAM MB | compute ms "
+             "| memory ms | time ms | bound |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for k in phase["kernels"]:
+        lines.append(f"| {k['kind']} | {k['unit']} | {'yes' if k['rtl'] else 'no'} | "
+                     f"{k['macs']:,} | {k['ops']:,} | {k['cycles']:,} | "
+                     f"{_mb(k['dram_bytes'])} | {k['compute_s'] * 1e3:.3f} | "
+                     f"{k['memory_s'] * 1e3:.3f} | {k['seconds'] * 1e3:.3f} | {k['bound']} |")
+    lines.append(f"| **pass** | | | | | {phase['cycles']:,} | {_mb(phase['dram_bytes'])} | "
+                 f"| | {phase['seconds'] * 1e3:.3f} | |")
+    return "\n".join(lines)
+
+
+def _energy_line(joules):
+    return ", ".join(f"{node}: {joules[node]['total']:.4f} J (arithmetic "
+                     f"{joules[node]['arithmetic'] * 1e3:.3f} mJ, DRAM "
+                     f"{joules[node]['dram'] * 1e3:.1f} mJ, SRAM "
+                     f"{joules[node]['sram'] * 1e3:.2f} mJ)" for node in NODES)
+
+
+def render_markdown(report):
+    """The report as Markdown: header, decode and prefill tables, summary, peers."""
+    p = report["platform"]
+    dec, pre = report["decode"], report["prefill"]
+    out = [f"## {report['model']} on {p['name']}: {p['description']}", "",
+           f"Engine K={p['lanes']} x M={p['rows']} ({report['engine_macs_per_cycle']} "
+           f"ternary MACs/cycle) at {report['clock_mhz']:.1f} MHz "
+           f"({report['clock_source']}); DRAM {p['bandwidth_gbs']:g} GB/s at "
+           f"{p['dram_pj_per_bit']:.1f} pJ/bit ({p['dram_source']}). Units without RTL "
+           f"(assumed): vector {p['vector_ops_per_cycle']} ops/cycle, attention "
+           f"{p['attention_macs_per_cycle']} MACs/cycle, LM head "
+           f"{p['head_macs_per_cycle']} MACs/cycle.", "",
+           f"### Decode: one step at context {dec['context']}, batch {report['batch']}", "",
+           _kernel_table(dec), "",
+           f"### Prefill: a {pre['tokens']}-token prompt", "", _kernel_table(pre), "",
+           "### Summary", "",
+           "| figure | value |", "|---|---|",
+           f"| decode tokens/s | {report['decode_tokens_per_s']:.2f} |",
+           f"| memory bound (bandwidth / bytes per token) | "
+           f"{report['memory_bound_tokens_per_s']:.2f} tokens/s |",
+           f"| time to first token ({pre['tokens']}-token prompt) | "
+           f"{report['ttft_s'] * 1e3:,.1f} ms |",
+           f"| prefill tokens/s | {report['prefill_tokens_per_s']:.1f} |",
+           f"| DRAM bytes per decoded token | {_mb(report['bytes_per_token'])} MB |",
+           f"| prefill DRAM bytes per prompt token | {_mb(pre['dram_bytes_per_token'])} MB |"]
+    for node in NODES:
+        j, f = report["joules_per_token"][node], report["fp16_joules_per_token"][node]
+        out.append(f"| J per decoded token, {node} arithmetic | {j['total']:.4f} (arithmetic "
+                   f"{j['arithmetic'] * 1e3:.3f} mJ, DRAM {j['dram'] * 1e3:.1f} mJ, SRAM "
+                   f"{j['sram'] * 1e3:.2f} mJ); FP16 reference {f['total']:.4f} |")
+    if report["peers"]:
+        out += ["", "### Beside the peers", "",
+                f"Ours: this report's decode on {p['name']}; energies at 7 nm arithmetic "
+                "plus DRAM and SRAM. A peer is compared like for like on its nearest "
+                "preset (marked *).", "",
+                "| system | hardware | model | figure | theirs | ours | ours vs theirs | "
+                "nearest preset | source |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in report["peers"]:
+            unit = "tokens/s" if r["metric"] == "tokens_per_s" else "J/token"
+            better = "x faster" if r["metric"] == "tokens_per_s" else "x less energy"
+            note = f" ({r['note']})" if r["note"] else ""
+            out.append(f"| {r['system']} | {r['hardware']} | {r['model']} | {unit} | "
+                       f"{r['theirs']:.3g} | {r['ours']:.3g} | {r['advantage']:.2f}{better} "
+                       f"| {r['nearest_preset']}{' *' if r['like_for_like'] else ''} "
+                       f"| {r['source']}{note} |")
+    out += ["", "Projection, not a measurement. The RTL proves the BitLinears' cycles (the "
+            "engine's cycle model equals its simulation, bit-exact) and, on ECP5, the "
+            "engine's Fmax; it does not prove the attention, vector and LM head units (no "
+            "RTL: assumed throughputs above), the clock on boards without an open flow, a "
+            "DRAM controller at peak bandwidth, or the kernels' sequencing (each kernel "
+            "overlaps its own compute and DRAM traffic; kernels do not overlap each other). "
+            "The engine streams its weights once per token (no reuse across tokens or "
+            "sequences yet), so prefill and batching read every weight per token. Energies "
+            "are dynamic energies of arithmetic, DRAM and SRAM only (no static power, "
+            "clock tree, I/O or host)."]
+    return "\n".join(out)
+
+
+def render_csv(report):
+    """One row per phase and operation kind."""
+    buffer = io.StringIO()
+    fields = ["phase", "kind", "unit", "rtl", "macs", "ops", "cycles", "dram_bytes",
+              "sram_bytes", "compute_s", "memory_s", "seconds", "bound"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for phase in ("decode", "prefill"):
+        for kernel in report[phase]["kernels"]:
+            writer.writerow({"phase": phase, **kernel})
+    return buffer.getvalue()
+
+
+def plot_roofline(report, path):
+    """The roofline of the platform (the engine's compute roof, the other units' roofs,
+    the DRAM slope) with every kernel of decode and prefill at its operational
+    intensity; kernels without DRAM traffic are left out (infinite intensity)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p, hz = report["platform"], report["clock_mhz"] * 1e6
+    bandwidth = p["bandwidth_gbs"] * 1e9
+    roofs = {"engine (ternary adds)": 2 * p["lanes"] * p["rows"] * hz,
+             "LM head unit": 2 * p["head_macs_per_cycle"] * hz,
+             "attention unit": 2 * p["attention_macs_per_cycle"] * hz,
+             "vector unit": p["vector_ops_per_cycle"] * hz}
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    x = [1e-2, 1e5]
+    ax.plot(x, [bandwidth * v for v in x], color="black", lw=1.5,
+            label=f"DRAM {p['bandwidth_gbs']:g} GB/s")
+    for (name, peak), style in zip(roofs.items(), ("-", "--", "-.", ":")):
+        ax.axhline(peak, color="grey", ls=style, lw=1)
+        ax.text(x[1], peak, f" {name}", va="center", fontsize=7)
+    markers = {"decode": "o", "prefill": "s"}
+    for phase in ("decode", "prefill"):
+        phase_data = report[phase]
+        for k in phase_data["kernels"]:
+            if not k["ops_per_dram_byte"] or not k["seconds"]:
+                continue
+            achieved = (2 * k["macs"] + k["ops"]) / k["seconds"]
+            ax.scatter(k["ops_per_dram_byte"], achieved, marker=markers[phase], s=28,
+                       color="tab:blue" if phase == "decode" else "tab:orange", zorder=3)
+            ax.annotate(k["kind"].replace("bitlinear ", ""),
+                        (k["ops_per_dram_byte"], achieved), fontsize=6,
+                        xytext=(3, 2), textcoords="offset points")
+    ax.scatter([], [], marker="o", color="tab:blue",
+               label=f"decode (context {report['decode']['context']})")
+    ax.scatter([], [], marker="s", color="tab:orange",
+               label=f"prefill ({report['prefill']['tokens']} tokens)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(*x)
+    ax.set_xlabel("operational intensity (ops per DRAM byte; a MAC is 2 ops)")
+    ax.set_ylabel("ops/s")
+    ax.set_title(f"{report['model']} on {p['name']} at {report['clock_mhz']:.0f} MHz "
+                 "(projection)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(True, which="both", lw=0.3, alpha=0.5)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

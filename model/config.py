@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from .shapes import FFN_GATED, TransformerShape, get_model
 
 __all__ = ["ModelConfig", "ConfigError", "BITNET_2B4T", "TINY", "MODEL_TYPE",
-           "HIDDEN_ACTS", "OFFLINE", "ONLINE", "QUANTIZATION_MODES"]
+           "HIDDEN_ACTS", "OFFLINE", "ONLINE", "QUANTIZATION_MODES", "model_config"]
 
 #: The ``model_type`` of a BitNet checkpoint.
 MODEL_TYPE = "bitnet"
@@ -218,6 +218,26 @@ class ModelConfig:
 BITNET_2B4T = ModelConfig(get_model("b1.58-2b4t"), rope_theta=500000.0, rms_norm_eps=1e-5,
                           max_position_embeddings=4096, tie_word_embeddings=True,
                           bos_token_id=128000, eos_token_id=128001)
+
+def model_config(name):
+    """The :class:`ModelConfig` of a named model of :data:`model.shapes.MODELS`:
+    :data:`BITNET_2B4T` for ``"b1.58-2b4t"``, otherwise the shape with this module's
+    defaults and an untied LM head (the BitNet b1.58 paper's LLaMA-like sizes).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or a shape the decoder cannot run (a classic two-matrix
+        FFN: the BitNet paper's sizes).
+    """
+    shape = get_model(name)
+    if shape == BITNET_2B4T.shape:
+        return BITNET_2B4T
+    try:
+        return ModelConfig(shape, tie_word_embeddings=False)
+    except ConfigError as error:
+        raise ValueError(f"model {name!r} cannot run on the decoder: {error}") from None
+
 
 #: The tiny model of the tests and ``python -m model make-tiny``: hidden 64, 4 heads of
 #: 16, 2 KV heads, FFN 128, 2 layers, vocabulary 256. Every projection tiles onto the

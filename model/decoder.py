@@ -49,6 +49,7 @@ from .quant import ACT_QUANT_PATHS, FLOAT64, quantize_activations_as
 from .weights import PROJECTIONS
 
 __all__ = ["GoldenCore", "KVCache", "Decoder", "Generation", "generate", "rms_norm",
+           "matvec_head",
            "rope_tables", "apply_rope", "rotate_half"]
 
 
@@ -65,6 +66,12 @@ class GoldenCore:
 
     def __call__(self, weights, activations, *, layer=None, name=None):
         return matmul_int(weights, activations)
+
+
+def matvec_head(matrix, x):
+    """The default LM head product: ``matrix @ row`` for each row of ``x`` (T, hidden),
+    one row at a time, so a prompt token and a decoded token get the same reduction."""
+    return np.stack([matrix @ row for row in x]).astype(np.float32)
 
 
 def rms_norm(x, weight, eps):
@@ -141,9 +148,17 @@ class Decoder:
     cache_layers : bool
         Keep each layer's weights (int8) after first use; otherwise read them from the
         source on every pass (bounded memory for large checkpoints).
+    head : callable, optional
+        The LM head's product, ``head(matrix, x) -> (T, vocab)`` (default
+        :func:`matvec_head`).
+    ledger : optional
+        Told of every operation as it runs (``ledger.record(kind, layer=, name=,
+        **sizes)``, :class:`model.accounting.Ledger`): the decoder's own account of a
+        forward pass, from which the performance and energy figures are derived.
     """
 
-    def __init__(self, weights, *, core=None, act_quant=FLOAT64, cache_layers=True):
+    def __init__(self, weights, *, core=None, act_quant=FLOAT64, cache_layers=True,
+                 head=None, ledger=None):
         if act_quant not in ACT_QUANT_PATHS:
             raise ValueError(f"act_quant must be one of {ACT_QUANT_PATHS}, not {act_quant!r}")
         self.weights = weights
@@ -151,6 +166,8 @@ class Decoder:
         self.core = GoldenCore() if core is None else core
         self.act_quant = act_quant
         self.cache_layers = cache_layers
+        self.head = matvec_head if head is None else head
+        self.ledger = ledger
         self._layers = {}
         self._embedding = None
         self._lm_head = None
@@ -187,6 +204,14 @@ class Decoder:
             self._final_norm = np.asarray(self.weights.final_norm(), dtype=np.float32)
         return self._final_norm
 
+    def _record(self, kind, layer=None, name=None, **sizes):
+        if self.ledger is not None:
+            self.ledger.record(kind, layer=layer, name=name, **sizes)
+
+    def _norm(self, x, weight, layer, name):
+        self._record("rms_norm", layer, name, tokens=x.shape[0], width=x.shape[-1])
+        return rms_norm(x, weight, self.config.rms_norm_eps)
+
     # -- the linear layer ----------------------------------------------------------------
     def bit_linear(self, x, projection, *, layer, name):
         """One BitLinear: per-token int8 quantization, the integer core, the rescale.
@@ -203,6 +228,9 @@ class Decoder:
         -------
         numpy.ndarray, (T, out_features) float32
         """
+        self._record("act_quant", layer, name, tokens=x.shape[0], width=x.shape[1])
+        self._record("bitlinear", layer, name, tokens=x.shape[0],
+                     out_features=projection.shape[0], in_features=projection.shape[1])
         q = quantize_activations_as(x, self.act_quant)
         acc = np.asarray(self.core(projection.values, q.values, layer=layer, name=name))
         expected = (x.shape[0], projection.shape[0])
@@ -225,9 +253,10 @@ class Decoder:
         if np.any(bad):
             raise ValueError(f"token id {int(ids[bad][0])} is outside the vocabulary "
                              f"(0..{self.config.vocab - 1})")
+        self._record("embedding", tokens=ids.size, width=self.config.hidden)
         return self.embedding[ids]
 
-    def attention(self, q, keys, values, start):
+    def attention(self, q, keys, values, start, layer=None):
         """Causal grouped-query attention of T queries at positions ``start ..`` over
         the cached ``keys``/``values`` (kv_heads, start + T, head_dim). Returns
         (T, heads * head_dim) float32."""
@@ -238,6 +267,14 @@ class Decoder:
         values = np.repeat(values, group, axis=0)
         scale = np.float32(1 / np.sqrt(c.head_dim))
         out = np.empty((q.shape[1], c.heads, c.head_dim), dtype=np.float32)
+        # Query t attends to its causal prefix of start + t + 1 positions.
+        pairs = sum(start + t + 1 for t in range(q.shape[1]))
+        # The cached positions are read once a pass; the pass's own keys and values
+        # were just computed (on chip).
+        self._record("kv_read", layer, positions=start, width=2 * c.kv_heads * c.head_dim)
+        self._record("attn_scores", layer, pairs=pairs, heads=c.heads, head_dim=c.head_dim)
+        self._record("softmax", layer, pairs=pairs, heads=c.heads)
+        self._record("attn_values", layer, pairs=pairs, heads=c.heads, head_dim=c.head_dim)
         for t in range(q.shape[1]):
             n = start + t + 1                     # the causal prefix of this query
             scores = np.sum(q[:, t:t + 1, :] * keys[:, :n, :], axis=-1) * scale
@@ -254,7 +291,7 @@ class Decoder:
         w = self.layer_weights(index)
         t = x.shape[0]
         start = cache.length
-        h = rms_norm(x, w.norms["input_layernorm"], c.rms_norm_eps)
+        h = self._norm(x, w.norms["input_layernorm"], index, "input_layernorm")
         q = self.bit_linear(h, w.projections["q"], layer=index, name="q")
         k = self.bit_linear(h, w.projections["k"], layer=index, name="k")
         v = self.bit_linear(h, w.projections["v"], layer=index, name="v")
@@ -263,25 +300,37 @@ class Decoder:
         v = v.reshape(t, c.kv_heads, c.head_dim).transpose(1, 0, 2)
         cos, sin = self._rope[0][start:start + t], self._rope[1][start:start + t]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        self._record("rope", index, tokens=t, heads=c.heads + c.kv_heads,
+                     head_dim=c.head_dim)
+        self._record("kv_write", index, tokens=t, width=2 * c.kv_heads * c.head_dim)
         if index not in cache.keys:
             cache.keys[index] = k
             cache.values[index] = v
         else:
             cache.keys[index] = np.concatenate([cache.keys[index], k], axis=1)
             cache.values[index] = np.concatenate([cache.values[index], v], axis=1)
-        a = self.attention(q, cache.keys[index], cache.values[index], start)
-        a = rms_norm(a, w.norms["attn_sub_norm"], c.rms_norm_eps)
+        a = self.attention(q, cache.keys[index], cache.values[index], start, index)
+        a = self._norm(a, w.norms["attn_sub_norm"], index, "attn_sub_norm")
         x = x + self.bit_linear(a, w.projections["o"], layer=index, name="o")
-        h = rms_norm(x, w.norms["post_attention_layernorm"], c.rms_norm_eps)
+        self._record("residual", index, "attention", tokens=t, width=c.hidden)
+        h = self._norm(x, w.norms["post_attention_layernorm"], index,
+                       "post_attention_layernorm")
         gate = self.bit_linear(h, w.projections["gate"], layer=index, name="gate")
         up = self.bit_linear(h, w.projections["up"], layer=index, name="up")
         f = np.square(np.maximum(gate, np.float32(0))) * up
-        f = rms_norm(f, w.norms["ffn_sub_norm"], c.rms_norm_eps)
-        return x + self.bit_linear(f, w.projections["down"], layer=index, name="down")
+        self._record("relu2", index, tokens=t, width=c.ffn)
+        f = self._norm(f, w.norms["ffn_sub_norm"], index, "ffn_sub_norm")
+        x = x + self.bit_linear(f, w.projections["down"], layer=index, name="down")
+        self._record("residual", index, "ffn", tokens=t, width=c.hidden)
+        return x
 
-    def forward(self, token_ids, cache=None):
+    def forward(self, token_ids, cache=None, *, logits="all"):
         """Process ``token_ids`` at the positions after ``cache.length`` (a new cache when
-        None) and return their logits (T, vocab) float32; the cache grows by T."""
+        None) and return their logits, (T, vocab) float32 (``logits="all"``) or only the
+        last position's, (1, vocab) (``"last"``: all that generation needs of a prompt);
+        the cache grows by T."""
+        if logits not in ("all", "last"):
+            raise ValueError(f"logits must be 'all' or 'last', not {logits!r}")
         cache = self.new_cache() if cache is None else cache
         ids = np.asarray(token_ids)
         if cache.length + ids.size > self.config.max_position_embeddings:
@@ -291,10 +340,14 @@ class Decoder:
         for index in range(self.config.layers):
             x = self.layer_forward(index, x, cache)
         cache.length += ids.size
-        x = rms_norm(x, self.final_norm, self.config.rms_norm_eps)
-        # One row at a time: the same matrix-vector product for a prompt token and a
+        if logits == "last":
+            x = x[-1:]
+        x = self._norm(x, self.final_norm, None, "norm")
+        self._record("lm_head", tokens=x.shape[0], vocab=self.config.vocab,
+                     width=self.config.hidden)
+        # One row at a time (matvec_head): the same product for a prompt token and a
         # decoded token, so the KV-cache path stays bit-identical to recomputation.
-        return np.stack([self.lm_head @ row for row in x]).astype(np.float32)
+        return np.asarray(self.head(self.lm_head, x), dtype=np.float32)
 
 
 def generate(decoder, prompt_ids, max_new_tokens, *, stop_at_eos=False, on_token=None):

@@ -100,6 +100,15 @@ class TernaryProjection:
     def shape(self):
         return self.values.shape
 
+    @classmethod
+    def zeros(cls, out_features, in_features):
+        """All-zero weights of this shape held as one zero-stride array (no memory, no
+        per-element check): the weights of a counting pass (:mod:`model.accounting`)."""
+        projection = cls(np.zeros((1, 1), dtype=np.int8), 1.0)
+        object.__setattr__(projection, "values",
+                           np.broadcast_to(np.int8(0), (out_features, in_features)))
+        return projection
+
 
 @dataclass(frozen=True)
 class LayerWeights:

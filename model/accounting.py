@@ -1,0 +1,396 @@
+"""The accounting of a forward pass: every operation by kind and precision, every byte
+moved by kind, and the unit that executes each operation.
+
+It is not a second description of the model: :class:`model.decoder.Decoder` tells a
+:class:`Ledger` of each operation as it runs (``Decoder(..., ledger=...)``), and
+:func:`account` runs the decoder itself over weights that have shapes but no values
+(zero-stride arrays, a core and an LM head that count instead of computing), so a
+change to the decoder changes the figures. What each recorded operation costs (adds,
+multiplies, special functions per element, bytes per element) is stated once, in
+:data:`OP_RULES` below; the BitLinears' weight bytes come from the engine's tiling
+(:class:`model.mapping.LayerTiling`).
+
+Choices (the papers leave them open; each is a field of :class:`Precisions`):
+
+* A BitLinear's ternary x int8 product is one int8 add per weight and token (the
+  BitNet b1.58 paper's count); its rescale is one fp32 multiply per output.
+* Attention scores and values use the KV cache's precision (bf16, the reference's,
+  charged at the fp16 energies: the sources give no bf16 figure); softmax, norms, RoPE,
+  squared ReLU, residual adds and the activation quantizer are fp32, as the golden model
+  computes them. exp, rsqrt and divides are counted as "special" operations and charged
+  as one fp32 multiply each (no source gives a figure; they are a negligible share).
+* The LM head runs at its stored precision (bf16 for 2B4T, tied to the embedding).
+* A prompt is one pass that computes the logits of its last position only.
+* Bytes: ternary weights as the engine streams them (5 per byte, read once per token:
+  the engine has no weight reuse across tokens yet), the LM head once per pass, the
+  KV cache at ``kv_bits`` (each pass writes its tokens' keys and values and reads the
+  positions cached before it once; its own keys and values are used on chip), the embedding rows and the norm weights (bf16) from DRAM;
+  activations between operations on chip (SRAM).
+"""
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .config import ModelConfig
+from .decoder import Decoder, KVCache
+from .mapping import DEFAULT_LANES, DEFAULT_ROWS, LayerTiling
+from .weights import NORMS, LayerWeights, TernaryProjection
+
+__all__ = ["Precisions", "Ledger", "OP_RULES", "UNITS", "MEMORIES", "OpCost", "Accounting",
+           "account", "batched", "SHARED_PER_PASS", "ENGINE", "VECTOR", "ATTENTION", "HEAD",
+           "DRAM", "SRAM"]
+
+#: The units that execute the operations. Only the layer engine exists as RTL.
+ENGINE, VECTOR, ATTENTION, HEAD = "engine", "vector", "attention", "head"
+UNITS = {
+    ENGINE: "the layer engine (RTL: hw.engine.LayerEngine; cycles from its cycle model)",
+    VECTOR: "a vector unit for norms, RoPE, quantizers, squared ReLU, residuals (no RTL)",
+    ATTENTION: "an attention unit for scores, softmax and values (no RTL)",
+    HEAD: "an LM head unit: a matrix-vector product at the head's precision (no RTL)",
+}
+#: Where bytes live: off-chip DRAM or on-chip SRAM.
+DRAM, SRAM = "dram", "sram"
+#: Byte kinds and their memory.
+MEMORIES = {"ternary_weights": DRAM, "head_weights": DRAM, "embedding": DRAM,
+            "norm_weights": DRAM, "kv_cache": DRAM, "activations": SRAM}
+
+
+@dataclass(frozen=True)
+class Precisions:
+    """The precisions of the operations and stored data that the model leaves open."""
+
+    vector: str = "fp32"       # norms, RoPE, softmax, squared ReLU, residuals, quantizer
+    attention: str = "fp16"    # q k^T and p v products (bf16 operands, fp16 energies)
+    head: str = "fp16"         # the LM head's multiply-adds (bf16 weights)
+    kv_bits: int = 16          # the KV cache (bf16 in the reference)
+    head_bits: int = 16        # LM head and embedding weights (bf16)
+    norm_bits: int = 16        # RMSNorm weights (bf16)
+
+    def __post_init__(self):
+        for name in ("kv_bits", "head_bits", "norm_bits"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive number of bits, not {value!r}")
+
+
+class Ledger:
+    """Collects what the decoder tells of each operation: ``(kind, layer, name, sizes)``."""
+
+    def __init__(self):
+        self.records = []
+
+    def record(self, kind, *, layer=None, name=None, **sizes):
+        if kind not in OP_RULES:
+            raise ValueError(f"unknown operation kind {kind!r}")
+        self.records.append((kind, layer, name, sizes))
+
+
+@dataclass
+class OpCost:
+    """One operation of a pass: its unit, arithmetic and bytes.
+
+    Attributes
+    ----------
+    kind, layer, name : str, int or None, str or None
+    unit : str
+        A key of :data:`UNITS`.
+    ops : dict
+        ``{(precision, op): count}`` with op ``"add"``, ``"mul"`` or ``"special"``.
+    bytes : dict
+        ``{byte kind: bytes}`` (:data:`MEMORIES` says where each kind lives).
+    macs : int
+        Multiply-accumulates (for a BitLinear: ternary adds), the work of its unit.
+    beats : int
+        Engine beats (BitLinears only; 0 otherwise).
+    sizes : dict
+        The sizes the decoder recorded (tokens, widths, ...).
+    """
+
+    kind: str
+    layer: object
+    name: object
+    unit: str
+    sizes: dict = field(default_factory=dict)
+    ops: dict = field(default_factory=dict)
+    bytes: dict = field(default_factory=dict)
+    macs: int = 0
+    beats: int = 0
+
+
+def _elementwise(unit, add=0, mul=0, special=0, per_row_special=0, on_chip=2):
+    """Rule of an element-wise operation at the vector precision: per element ``add``,
+    ``mul`` and ``special`` operations, ``per_row_special`` per token, and ``on_chip``
+    fp32 reads and writes of activations per element."""
+    def rule(sizes, p, tiling):
+        n = sizes["tokens"] * sizes["width"]
+        ops = {(p.vector, "add"): add * n, (p.vector, "mul"): mul * n,
+               (p.vector, "special"): special * n + per_row_special * sizes["tokens"]}
+        return unit, ops, {"activations": on_chip * 4 * n}, 0, 0
+    return rule
+
+
+def _rms_norm(sizes, p, tiling):
+    # x*x, the sum, x*inv, w*: 3 multiplies and 1 add an element; rsqrt once a row.
+    unit, ops, moved, _, _ = _elementwise(VECTOR, add=1, mul=3, per_row_special=1)(
+        sizes, p, tiling)
+    moved["norm_weights"] = sizes["width"] * p.norm_bits // 8
+    return unit, ops, moved, 0, 0
+
+
+def _bitlinear(sizes, p, tiling):
+    t, m, k = sizes["tokens"], sizes["out_features"], sizes["in_features"]
+    mapping = tiling(m, k, t)
+    ops = {("int8", "add"): t * m * k, ("fp32", "mul"): t * m}
+    moved = {"ternary_weights": mapping.weight_bytes,
+             "activations": mapping.activation_bytes + t * m * 4}
+    return ENGINE, ops, moved, t * m * k, mapping.beats
+
+
+def _rope(sizes, p, tiling):
+    n = sizes["tokens"] * sizes["heads"] * sizes["head_dim"]
+    return VECTOR, {(p.vector, "mul"): 2 * n, (p.vector, "add"): n}, \
+        {"activations": 2 * 4 * n}, 0, 0
+
+
+def _kv(sizes_key):
+    def rule(sizes, p, tiling):
+        n = sizes[sizes_key] * sizes["width"]
+        return ATTENTION, {}, {"kv_cache": n * p.kv_bits // 8}, 0, 0
+    return rule
+
+
+def _attention_product(sizes, p, tiling):
+    macs = sizes["pairs"] * sizes["heads"] * sizes["head_dim"]
+    return ATTENTION, {(p.attention, "mul"): macs, (p.attention, "add"): macs}, {}, macs, 0
+
+
+def _softmax(sizes, p, tiling):
+    # the 1/sqrt(d) scale, minus the max, exp, the sum, the normalising multiply
+    n = sizes["pairs"] * sizes["heads"]
+    return ATTENTION, {(p.vector, "mul"): 2 * n, (p.vector, "add"): 2 * n,
+                       (p.vector, "special"): n}, {"activations": 2 * 4 * n}, 0, 0
+
+
+def _embedding(sizes, p, tiling):
+    return VECTOR, {}, {"embedding": sizes["tokens"] * sizes["width"] * p.head_bits // 8,
+                        "activations": sizes["tokens"] * sizes["width"] * 4}, 0, 0
+
+
+def _lm_head(sizes, p, tiling):
+    macs = sizes["tokens"] * sizes["vocab"] * sizes["width"]
+    return HEAD, {(p.head, "mul"): macs, (p.head, "add"): macs}, \
+        {"head_weights": sizes["vocab"] * sizes["width"] * p.head_bits // 8,
+         "activations": sizes["tokens"] * (sizes["width"] + sizes["vocab"]) * 4}, macs, 0
+
+
+#: What one recorded operation costs, by kind: ``rule(sizes, precisions, tiling) ->
+#: (unit, ops, bytes, macs, beats)``.
+OP_RULES = {
+    "embedding": _embedding,
+    "rms_norm": _rms_norm,
+    # absmax (a compare an element), the scale (one divide a token), x*s and round/clip
+    "act_quant": _elementwise(VECTOR, add=2, mul=1, per_row_special=1, on_chip=1),
+    "bitlinear": _bitlinear,
+    "rope": _rope,
+    "kv_write": _kv("tokens"),
+    "kv_read": _kv("positions"),
+    "attn_scores": _attention_product,
+    "softmax": _softmax,
+    "attn_values": _attention_product,
+    "relu2": _elementwise(VECTOR, add=1, mul=2, on_chip=3),   # max(g, 0), g*g, *up
+    "residual": _elementwise(VECTOR, add=1, on_chip=3),
+    "lm_head": _lm_head,
+}
+
+
+@dataclass
+class Accounting:
+    """The operations of one pass (:func:`account`) and their totals.
+
+    Attributes
+    ----------
+    config : ModelConfig
+    tokens, context : int
+        The pass processed ``tokens`` new tokens after ``context`` cached ones.
+    lanes, rows : int
+        The engine whose tiling gave the ternary weight bytes.
+    precisions : Precisions
+    costs : list of OpCost
+    """
+
+    config: ModelConfig
+    tokens: int
+    context: int
+    lanes: int
+    rows: int
+    precisions: Precisions
+    costs: list
+
+    def ops(self, unit=None):
+        """``{(precision, op): count}`` summed over the pass (or one unit's operations)."""
+        total = defaultdict(int)
+        for cost in self.costs:
+            if unit is None or cost.unit == unit:
+                for key, n in cost.ops.items():
+                    total[key] += n
+        return {k: v for k, v in total.items() if v}
+
+    def bytes(self, memory=None):
+        """``{byte kind: bytes}`` summed over the pass (or those of one memory)."""
+        total = defaultdict(int)
+        for cost in self.costs:
+            for kind, n in cost.bytes.items():
+                if memory is None or MEMORIES[kind] == memory:
+                    total[kind] += n
+        return dict(total)
+
+    @property
+    def dram_bytes(self):
+        return sum(self.bytes(DRAM).values())
+
+    def by_kind(self):
+        """Costs merged by operation kind (BitLinears by projection name):
+        ``{label: OpCost}`` in the order of the pass."""
+        merged = {}
+        for cost in self.costs:
+            label = f"bitlinear {cost.name}" if cost.kind == "bitlinear" else cost.kind
+            if label not in merged:
+                merged[label] = OpCost(cost.kind, None, cost.name if cost.kind == "bitlinear"
+                                       else None, cost.unit, dict(cost.sizes))
+            target = merged[label]
+            for key, n in cost.ops.items():
+                target.ops[key] = target.ops.get(key, 0) + n
+            for key, n in cost.bytes.items():
+                target.bytes[key] = target.bytes.get(key, 0) + n
+            target.macs += cost.macs
+            target.beats += cost.beats
+        return merged
+
+    def to_dict(self):
+        return {"model": self.config.shape.name, "tokens": self.tokens,
+                "context": self.context, "lanes": self.lanes, "rows": self.rows,
+                "precisions": asdict(self.precisions),
+                "ops": [{"precision": p, "op": o, "count": n}
+                        for (p, o), n in sorted(self.ops().items())],
+                "bytes": self.bytes()}
+
+
+class _ShapeOnlyWeights:
+    """Weights with the configuration's shapes and no values: zero-stride arrays."""
+
+    def __init__(self, config):
+        self.config = config
+        projections = {p.name: TernaryProjection.zeros(p.out_features, p.in_features)
+                       for p in config.shape.projections()}
+        widths = {"input_layernorm": config.hidden, "attn_sub_norm": config.hidden,
+                  "post_attention_layernorm": config.hidden, "ffn_sub_norm": config.ffn}
+        norms = {name: np.broadcast_to(np.float32(1), (widths[name],)) for name in NORMS}
+        self._layer = LayerWeights(projections, norms)
+        self._table = np.broadcast_to(np.float32(0), (config.vocab, config.hidden))
+
+    def layer(self, index):
+        return self._layer
+
+    def embedding(self):
+        return self._table
+
+    def lm_head(self):
+        return self._table
+
+    def final_norm(self):
+        return np.broadcast_to(np.float32(1), (self.config.hidden,))
+
+
+def _counting_core(weights, activations, *, layer=None, name=None):
+    return np.zeros((activations.shape[0], weights.shape[0]), dtype=np.int64)
+
+
+def _counting_head(matrix, x):
+    return np.zeros((x.shape[0], matrix.shape[0]), dtype=np.float32)
+
+
+def _positive(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "a positive" if minimum == 1 else "a non-negative"
+        raise ValueError(f"{name} must be {kind} integer, not {value!r}")
+
+
+def account(config, *, tokens=1, context=0, lanes=DEFAULT_LANES, rows=DEFAULT_ROWS,
+            precisions=Precisions()):
+    """Run the decoder over ``tokens`` new tokens after ``context`` cached positions
+    (a prompt: ``tokens=T, context=0``; a decode step at context L: ``tokens=1,
+    context=L``), counting instead of computing, and cost every operation.
+
+    Parameters
+    ----------
+    config : ModelConfig
+    tokens, context : int
+    lanes, rows : int
+        The engine the BitLinears are tiled onto (their weight bytes and beats).
+    precisions : Precisions
+
+    Returns
+    -------
+    Accounting
+
+    Raises
+    ------
+    ValueError
+        On a non-positive ``tokens``, a negative ``context``, a sequence longer than
+        ``max_position_embeddings``, or projections that do not tile onto the engine.
+    """
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a ModelConfig, not {type(config).__name__}")
+    _positive("tokens", tokens)
+    _positive("context", context, minimum=0)
+    for p in config.shape.projections():        # a clear error before the run
+        LayerTiling(p.out_features, p.in_features, 1, lanes, rows)
+    ledger = Ledger()
+    decoder = Decoder(_ShapeOnlyWeights(config), core=_counting_core, head=_counting_head,
+                      ledger=ledger)
+    cache = KVCache()
+    if context:
+        kv_shape = (config.kv_heads, context, config.head_dim)
+        empty = np.zeros(kv_shape, dtype=np.float32)
+        cache = KVCache({i: empty for i in range(config.layers)},
+                        {i: empty for i in range(config.layers)}, context)
+    decoder.forward(np.zeros(tokens, dtype=np.int64), cache, logits="last")
+
+    def tiling(out_features, in_features, t):
+        return LayerTiling(out_features, in_features, t, lanes, rows)
+
+    costs = []
+    for kind, layer, name, sizes in ledger.records:
+        unit, ops, moved, macs, beats = OP_RULES[kind](sizes, precisions, tiling)
+        costs.append(OpCost(kind, layer, name, unit, dict(sizes),
+                            {k: v for k, v in ops.items() if v},
+                            {k: v for k, v in moved.items() if v}, macs, beats))
+    return Accounting(config, tokens, context, lanes, rows, precisions, costs)
+
+
+#: Byte kinds read once per pass however many sequences it carries.
+SHARED_PER_PASS = ("head_weights", "norm_weights")
+
+
+def batched(accounting, batch):
+    """``batch`` sequences decoded in one pass, each as ``accounting``'s pass: their work
+    and their own bytes (KV cache, embedding rows, activations; ternary weights too,
+    since the engine streams its weights per token) times ``batch``, the bytes in
+    :data:`SHARED_PER_PASS` once. ``tokens`` becomes ``tokens * batch``."""
+    _positive("batch", batch)
+    if batch == 1:
+        return accounting
+    costs = []
+    for cost in accounting.costs:
+        sizes = dict(cost.sizes)
+        if "tokens" in sizes:
+            sizes["tokens"] *= batch
+        costs.append(OpCost(cost.kind, cost.layer, cost.name, cost.unit, sizes,
+                            {k: v * batch for k, v in cost.ops.items()},
+                            {k: v if k in SHARED_PER_PASS else v * batch
+                             for k, v in cost.bytes.items()},
+                            cost.macs * batch, cost.beats * batch))
+    return Accounting(accounting.config, accounting.tokens * batch, accounting.context,
+                      accounting.lanes, accounting.rows, accounting.precisions, costs)
