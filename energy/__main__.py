@@ -7,7 +7,8 @@ from pathlib import Path
 from model.shapes import FFN_KINDS, MODELS, TransformerShape, get_model
 
 from .count import BITNET, TRANSFORMER, CountOptions, count_ops, energy_joules
-from .ops import DTYPES, NODES, memory_pj_per_bit
+from .ops import DTYPES, MEMORY_PJ_PER_64BIT, NODES, memory_pj_per_bit
+from .system import DEFAULT_DRAM
 from .report import (SEQ_LEN, STORAGE_BITS, SWEEP_MODELS, TABLE1_MODELS,
                      TRAFFIC_MEMORIES, b158_ratio, plot_sweep, render, sweep_rows,
                      sweep_table, table1_rows, table1_table, traffic_rows, traffic_table)
@@ -144,6 +145,40 @@ def cmd_report(parser, args):
     return 0
 
 
+def token_rows(names, context, nodes=NODES, dram=None):
+    """Per-token energy of one decode step at ``context``: the FP16 reference and BitNet
+    b1.58 on this accelerator (``energy.system``), per model and node."""
+    from model.accounting import account
+    from model.config import model_config
+
+    from .system import fp16_reference, pass_energy
+    dram_pj = memory_pj_per_bit(dram or DEFAULT_DRAM)
+    rows = []
+    for name in names:
+        accounting = account(model_config(name), tokens=1, context=context)
+        for label, a in (("FP16 reference", fp16_reference(accounting)),
+                         ("BitNet b1.58, this accelerator", accounting)):
+            for node in nodes:
+                e = pass_energy(a, node=node, dram_pj_per_bit=dram_pj).per_token()
+                rows.append((name, label, node, f"{e['arithmetic'] * 1e3:.3f}",
+                             f"{e['dram'] * 1e3:.1f}", f"{e['sram'] * 1e3:.2f}",
+                             f"{e['total']:.4f}"))
+    return ("Model", "Design", "Node", "Arithmetic (mJ)", "DRAM (mJ)", "SRAM (mJ)",
+            "Total (J/token)"), rows
+
+
+def cmd_token(parser, args):
+    names = args.model or ["b1.58-2b4t"]
+    if args.context < 0:
+        parser.error(f"--context must be zero or more, not {args.context}")
+    try:
+        header, rows = token_rows(names, args.context, dram=args.dram)
+    except ValueError as error:
+        parser.error(str(error))
+    print(render(header, rows, args.format))
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m energy",
@@ -173,6 +208,17 @@ def build_parser():
     _add_options(p)
     p.add_argument("--format", choices=FORMATS, default="markdown")
     p.set_defaults(func=cmd_model)
+
+    p = sub.add_parser("token", help="joules per generated token on this accelerator "
+                                     "(everything the decoder does, DRAM and SRAM included)")
+    p.add_argument("--model", action="append", metavar="NAME",
+                   help=f"a named model (repeatable; default b1.58-2b4t): {', '.join(MODELS)}")
+    p.add_argument("--context", type=int, default=128,
+                   help="cached positions of the decode step (default: 128)")
+    p.add_argument("--dram", choices=[m for m in MEMORY_PJ_PER_64BIT if m.startswith("dram")],
+                   default=None, help=f"DRAM energy (default: {DEFAULT_DRAM})")
+    p.add_argument("--format", choices=FORMATS, default="markdown")
+    p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("report", help="write table1.md, sweep.md and sweep.png")
     _add_options(p)

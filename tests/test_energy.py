@@ -144,3 +144,18 @@ def test_cli_report(tmp_path):
     for name in ("table1.md", "sweep.md", "sweep.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "weight traffic" in (tmp_path / "sweep.md").read_text()
+
+
+def test_token_view_per_model():
+    result = energy_cli("token", "--model", "b1.58-2b4t", "--context", "0", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    designs = {(r["Design"], r["Node"]): float(r["Total (J/token)"]) for r in rows}
+    assert len(designs) == 4
+    for node in ("45nm", "7nm"):
+        assert designs[("FP16 reference", node)] > designs[("BitNet b1.58, this accelerator",
+                                                            node)]
+    for args, message in ((["--model", "bitnet-6.7b"], "gated FFN"),
+                          (["--context", "-1"], "--context")):
+        result = energy_cli("token", *args)
+        assert result.returncode == 2 and message in result.stderr
