@@ -145,10 +145,15 @@ def render_markdown(report):
                 "nearest preset | source |", "|---|---|---|---|---|---|---|---|---|"]
         for r in report["peers"]:
             unit = "tokens/s" if r["metric"] == "tokens_per_s" else "J/token"
-            better = "x faster" if r["metric"] == "tokens_per_s" else "x less energy"
+            if r["metric"] == "tokens_per_s":
+                versus = f"{r['advantage']:.2f} x their speed"
+            elif r["advantage"] >= 1:
+                versus = f"{r['advantage']:.2f} x less energy"
+            else:
+                versus = f"{1 / r['advantage']:.2f} x more energy"
             note = f" ({r['note']})" if r["note"] else ""
             out.append(f"| {r['system']} | {r['hardware']} | {r['model']} | {unit} | "
-                       f"{r['theirs']:.3g} | {r['ours']:.3g} | {r['advantage']:.2f}{better} "
+                       f"{r['theirs']:.3g} | {r['ours']:.3g} | {versus} "
                        f"| {r['nearest_preset']}{' *' if r['like_for_like'] else ''} "
                        f"| {r['source']}{note} |")
     out += ["", "Projection, not a measurement. The RTL proves the BitLinears' cycles (the "
