@@ -39,6 +39,7 @@ from .verilator import retry_text_busy
 __all__ = ["EngineConfig", "LayerPlan", "plan_layer", "check_layer_inputs",
            "predicted_cycles", "EngineResult", "EngineSession", "EngineCore",
            "run_on_engine", "run_bitlinear", "run_layer", "LayerRun", "build_engine",
+           "HarnessConfig", "BENCHES", "MEMORY_BENCH", "CYCLE_BENCH",
            "DEFAULT_BUILD_ROOT"]
 
 #: Where engine builds go unless a ``build_root`` is given: ``build/sim`` of the checkout.
@@ -166,11 +167,21 @@ def check_layer_inputs(weights, activations, scale, shift, config):
 
 @dataclass
 class LayerPlan:
-    """The streams of one layer: payload words per beat, in order."""
+    """The streams of one layer, each beat stored once.
+
+    Attributes
+    ----------
+    mapping : hw.engine.LayerMapping
+    token_words : list of int
+        Activation payload words of each token's ``col_beats`` beats, (token, beat)
+        order; a token's beats are the same for every row tile.
+    weight_bytes : numpy.ndarray of uint8, (row_tiles * col_beats, bytes_per_beat)
+        The packed weight beats, (tile, beat) order; the same for every token.
+    """
 
     mapping: LayerMapping
-    act_words: list
-    wgt_words: list
+    token_words: list
+    weight_bytes: np.ndarray
 
     @property
     def tiles(self):
@@ -183,6 +194,29 @@ class LayerPlan:
     @property
     def out_features(self):
         return self.mapping.out_features
+
+    @property
+    def act_words(self):
+        """Activation payload words of every beat in stream order (token, tile, beat)."""
+        beats = self.mapping.col_beats
+        return [word for t in range(self.tokens)
+                for word in self.token_words[t * beats:(t + 1) * beats]
+                * self.mapping.row_tiles]
+
+    @property
+    def wgt_words(self):
+        """Weight payload words of every beat in stream order (token, tile, beat)."""
+        return [int.from_bytes(row.tobytes(), "little") for row in self.weight_bytes] \
+            * self.tokens
+
+    @property
+    def descriptors(self):
+        """The stream order as loop nests over the stored words (``sim.harness``):
+        ``{stream: (inner, middle, outer, middle_stride, outer_stride)}`` for
+        ``act`` and ``wgt``: for each token, for each row tile, the tile's beats."""
+        beats, tiles, tokens = self.mapping.col_beats, self.mapping.row_tiles, self.tokens
+        return {"act": (beats, tiles, tokens, 0, beats),
+                "wgt": (beats, tiles, tokens, beats, 0)}
 
 
 def plan_layer(weights, activations, scale=None, shift=None, config=None):
@@ -206,18 +240,14 @@ def plan_layer(weights, activations, scale=None, shift=None, config=None):
     tiles = w.reshape(tiles_r, m, beats_c, k).transpose(0, 2, 1, 3).reshape(-1, m * k)
     tiles = np.pad(tiles, ((0, 0), (0, per_beat - m * k)))
     packed = pack_trits(tiles.reshape(-1)).reshape(-1, mapping.weight_bytes_per_beat)
-    wgt_words = [int.from_bytes(row.tobytes(), "little") for row in packed] * tokens
-    # Activation beats, (token, tile, beat) order.
-    beats = np.broadcast_to(x.reshape(tokens, 1, beats_c, k),
-                            (tokens, tiles_r, beats_c, k)).reshape(-1, k)
-    last = np.zeros(mapping.beats, dtype=np.int64)
+    # Activation beats of each token, (token, beat) order, the last beat marked.
+    last = np.zeros(tokens * beats_c, dtype=np.int64)
     last[beats_c - 1::beats_c] = 1
-    fields = {"data": beats, "last": last}
+    fields = {"data": x.reshape(-1, k), "last": last}
     if config.output_stage:
-        per_token = tiles_r * beats_c
-        fields.update(scale=np.repeat(scale, per_token), shift=np.repeat(shift, per_token))
-    act_words = pack_struct(act_layout(k, config.output_stage), **fields)
-    return LayerPlan(mapping, act_words, wgt_words)
+        fields.update(scale=np.repeat(scale, beats_c), shift=np.repeat(shift, beats_c))
+    token_words = pack_struct(act_layout(k, config.output_stage), **fields)
+    return LayerPlan(mapping, token_words, packed)
 
 
 @dataclass
@@ -236,6 +266,10 @@ class EngineResult:
         The engine's sticky error flags after the layer (bit 0 invalid code, bit 1
         overflow); 0 when all is well.
     wall_seconds : float
+        Host time of the call: planning, sending, simulating, receiving.
+    timing : dict
+        The simulator's seconds by phase: ``simulate`` (the cycles themselves) and,
+        for the memory bench, ``load`` (the memories) and ``read`` (the results).
     """
 
     outputs: np.ndarray
@@ -243,57 +277,189 @@ class EngineResult:
     predicted: int
     error: int
     wall_seconds: float
+    timing: dict = field(default_factory=dict)
+
+    @property
+    def cycles_per_second(self):
+        """Simulated cycles per second of simulation (the ``simulate`` phase)."""
+        seconds = self.timing.get("simulate")
+        return self.cycles / seconds if seconds else float("nan")
 
 
-def build_engine(config, build_root=None, *, quiet=True):
-    """Generate and compile the engine under Verilator (cached per configuration).
+#: The two benches of an :class:`EngineSession`: streams played from memories inside
+#: the simulator (:mod:`sim.tb_harness`), or driven cycle by cycle from Python
+#: (:mod:`sim.tb_engine`).
+MEMORY_BENCH, CYCLE_BENCH = "memory", "cycle"
+BENCHES = (MEMORY_BENCH, CYCLE_BENCH)
+
+
+@dataclass(frozen=True)
+class HarnessConfig:
+    """Memory depths (words) of the :class:`sim.harness.EngineHarness` of a
+    ``bench="memory"`` session: a layer fits when its tokens' activation beats
+    (``tokens * col_beats``), its weight beats (``row_tiles * col_beats``) and its results
+    (``tokens * row_tiles``) fit. The defaults hold every 2B4T projection on the
+    16 x 32 engine (34,560 weight beats at most) for up to 16 tokens."""
+
+    act_depth: int = 4096
+    wgt_depth: int = 65536
+    res_depth: int = 8192
+
+    def __post_init__(self):
+        from hw.params import check_positive_int
+        for name in ("act_depth", "wgt_depth", "res_depth"):
+            check_positive_int(name, getattr(self, name), minimum=2)
+
+    @property
+    def name(self):
+        return f"h{self.act_depth}_{self.wgt_depth}_{self.res_depth}"
+
+    def check(self, plan):
+        """Raise ``ValueError`` unless ``plan`` (a :class:`LayerPlan`) fits."""
+        mapping = plan.mapping
+        needs = (("act_depth", "activation beats", plan.tokens * mapping.col_beats),
+                 ("wgt_depth", "weight beats", mapping.row_tiles * mapping.col_beats),
+                 ("res_depth", "results", plan.tiles))
+        for field, what, count in needs:
+            if count > getattr(self, field):
+                raise ValueError(
+                    f"the layer ({mapping.out_features} x {mapping.in_features}, "
+                    f"{plan.tokens} token(s)) has {count} {what}, more than the harness "
+                    f"memory holds ({field}={getattr(self, field)}): run fewer tokens at "
+                    f"a time or build a HarnessConfig with {field} >= {count}")
+
+
+def _design_digest(*parts):
+    """A key of the generated Verilog: the sources of the design's Python (``model/``,
+    ``hw/``, the harness) and ``parts``."""
+    import hashlib
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(repr(parts).encode())
+    for path in sorted([*(root / "model").glob("*.py"), *(root / "hw").rglob("*.py"),
+                        root / "sim" / "harness.py"]):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _generate(path, key, convert):
+    """Write ``convert()`` (Verilog text) to ``path`` unless the file there was generated
+    from the same ``key`` (Amaranth takes about 20 s for the 16 x 32 engine)."""
+    stamp = path.with_suffix(".key")
+    if path.exists() and stamp.exists() and stamp.read_text() == key:
+        return
+    text = convert()
+    if not path.exists() or path.read_text() != text:  # keep the build cache warm
+        path.write_text(text)
+    stamp.write_text(key)
+
+
+def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
+                 harness=None):
+    """Generate and compile the engine under Verilator (cached per configuration):
+    the bare engine for the per-cycle bench, or inside its
+    :class:`sim.harness.EngineHarness` (memories of ``harness``, a
+    :class:`HarnessConfig`) for ``bench="memory"``.
 
     Returns
     -------
     (runner, build_dir, seconds)
+        ``seconds`` is the time to generate and compile, nearly 0 when both are cached.
     """
     from amaranth.back import verilog
     from .verilator import VERILATOR_WAIVERS, build_cached, configure_environment
-    configure_environment()
-    build_dir = Path(build_root or DEFAULT_BUILD_ROOT) / config.name
-    build_dir.mkdir(parents=True, exist_ok=True)
-    source = build_dir / "layer_engine.v"
-    text = verilog.convert(config.build(), name="layer_engine", emit_src=False)
-    if not source.exists() or source.read_text() != text:
-        source.write_text(text)
+    if bench not in BENCHES:
+        raise ValueError(f"bench must be one of {', '.join(BENCHES)}, not {bench!r}")
     started = time.monotonic()
-    runner, _ = build_cached(sources=[source], hdl_toplevel="layer_engine",
-                             build_dir=build_dir, build_args=list(VERILATOR_WAIVERS) + ["-O3"],
+    configure_environment()
+    args = list(VERILATOR_WAIVERS) + ["-O3"]
+    if bench == CYCLE_BENCH:
+        build_dir = Path(build_root or DEFAULT_BUILD_ROOT) / config.name
+        build_dir.mkdir(parents=True, exist_ok=True)
+        source = build_dir / "layer_engine.v"
+        _generate(source, _design_digest(asdict(config), bench),
+                  lambda: verilog.convert(config.build(), name="layer_engine",
+                                          emit_src=False))
+        runner, _ = build_cached(sources=[source], hdl_toplevel="layer_engine",
+                                 build_dir=build_dir, build_args=args,
+                                 log_file=build_dir / "build.log" if quiet else None)
+        return runner, build_dir, time.monotonic() - started
+    from .harness import (CLOCK_VERILOG, MEMORY_VERILOG, VERILATOR_ARGS, EngineHarness,
+                          simulation_verilog)
+    harness = harness or HarnessConfig()
+    build_dir = Path(build_root or DEFAULT_BUILD_ROOT) / f"{config.name}_{harness.name}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source = build_dir / f"{HARNESS_TOP}.v"
+    design = EngineHarness(**asdict(harness), **asdict(config))
+    _generate(source, _design_digest(asdict(config), asdict(harness), bench),
+              lambda: simulation_verilog(design, HARNESS_TOP))
+    leaves = []
+    for name, text in (("harness_memory.v", MEMORY_VERILOG),
+                       ("harness_clock.v", CLOCK_VERILOG)):
+        leaves.append(build_dir / name)
+        if not leaves[-1].exists() or leaves[-1].read_text() != text:
+            leaves[-1].write_text(text)
+    # Only the harness's ports, clock and memories are visible to cocotb, so Verilator
+    # optimises the engine as it would for a C++ testbench. (A wire that VPI may write
+    # is re-evaluated on every eval with all the logic behind it: making the whole top
+    # module public ran 6 times slower.)
+    control = build_dir / "public.vlt"
+    ports = ["__".join(map(str, path)) for path, _ in design.signature.members.flatten()]
+    text = "`verilator_config\n" + f'public_flat_rd -module "{HARNESS_TOP}" -var "clk"\n' + \
+        "".join(f'public_flat_rw -module "{HARNESS_TOP}" -var "{port}"\n' for port in ports)
+    if not control.exists() or control.read_text() != text:
+        control.write_text(text)
+    runner, _ = build_cached(sources=[control, *leaves, source], hdl_toplevel=HARNESS_TOP,
+                             build_dir=build_dir, build_args=args + list(VERILATOR_ARGS),
+                             public_flat_rw=False,
                              log_file=build_dir / "build.log" if quiet else None)
     return runner, build_dir, time.monotonic() - started
+
+
+#: Name of the generated harness's top-level module.
+HARNESS_TOP = "engine_harness"
 
 
 class EngineSession:
     """One simulator process running the layer engine, serving layers one after another.
 
-    The simulator (cocotb under Verilator, ``sim.tb_engine``) connects back to this
-    process over a loopback socket with an authentication key; each :meth:`run` sends
-    a planned layer and receives its outputs. Use as a context manager.
+    The simulator (cocotb under Verilator) connects back to this process over a
+    loopback socket with an authentication key; each :meth:`run` sends a planned layer
+    and receives its outputs. Use as a context manager.
 
     Parameters
     ----------
     config : EngineConfig
     build_root : path-like, optional
         Folder of the builds (default :data:`DEFAULT_BUILD_ROOT`); the engine's build
-        and the session's logs go to ``build_root / config.name``.
+        and the session's logs go to a folder named after the configuration in it.
     idle, backpressure : float
         Probability of an idle cycle on each input stream and of a not-ready cycle on
         the result stream (random stalls; 0 for full speed).
     seed : int
         Seed of the stall patterns.
+    bench : str
+        ``"memory"`` (the default): the engine inside :class:`sim.harness.EngineHarness`,
+        its streams played from memories by the simulator itself (:mod:`sim.tb_harness`),
+        stalls from LFSRs; or ``"cycle"``: every handshake driven and sampled from
+        Python each cycle (:mod:`sim.tb_engine`), stalls from NumPy, about 40 times
+        slower. Both give the same outputs, and the same cycles without stalls.
+    harness : HarnessConfig, optional
+        The memories of the ``"memory"`` bench (default :class:`HarnessConfig`).
     """
 
     def __init__(self, config=None, *, build_root=None, idle=0.0, backpressure=0.0,
-                 seed=1):
+                 seed=1, bench=MEMORY_BENCH, harness=None):
         self.config = EngineConfig() if config is None else config
         for name, value in (("idle", idle), ("backpressure", backpressure)):
             if not 0 <= value < 1:
                 raise ValueError(f"{name} must be a probability in [0, 1), not {value!r}")
+        if bench not in BENCHES:
+            raise ValueError(f"bench must be one of {', '.join(BENCHES)}, not {bench!r}")
+        if harness is not None and bench != MEMORY_BENCH:
+            raise ValueError("a HarnessConfig goes with bench='memory'")
+        self.bench = bench
+        self.harness = (harness or HarnessConfig()) if bench == MEMORY_BENCH else None
         self.build_root = build_root
         self.traffic = {"idle": idle, "backpressure": backpressure, "seed": seed}
         self.build_seconds = None
@@ -319,8 +485,10 @@ class EngineSession:
         """Build the engine (cached) and start the simulator."""
         if self._conn is not None:
             return
-        runner, self.build_dir, self.build_seconds = build_engine(self.config,
-                                                                  self.build_root)
+        runner, self.build_dir, self.build_seconds = build_engine(
+            self.config, self.build_root, bench=self.bench, harness=self.harness)
+        module, top = (("sim.tb_harness", HARNESS_TOP) if self.bench == MEMORY_BENCH
+                       else ("sim.tb_engine", "layer_engine"))
         key = secrets.token_bytes(32)
         listener = socket.create_server(("127.0.0.1", 0))
         listener.settimeout(1.0)
@@ -335,7 +503,7 @@ class EngineSession:
         def simulate():
             try:
                 retry_text_busy(lambda: runner.test(
-                    test_module="sim.tb_engine", hdl_toplevel="layer_engine",
+                    test_module=module, hdl_toplevel=top,
                     build_dir=self.build_dir, test_dir=self.build_dir,
                     results_xml=str(results), extra_env=env, log_file=self.log))
             except SystemExit:
@@ -379,6 +547,8 @@ class EngineSession:
         """
         single = np.ndim(activations) == 1
         plan = plan_layer(weights, activations, scale, shift, self.config)
+        if self.harness is not None:
+            self.harness.check(plan)
         if self._conn is None:
             self.start()
         started = time.monotonic()
@@ -395,7 +565,8 @@ class EngineSession:
             raise RuntimeError(f"the engine simulation failed: {reply['exception']}")
         outputs = reply["outputs"].reshape(plan.tokens, plan.out_features)
         return EngineResult(outputs[0] if single else outputs, reply["cycles"],
-                            plan.mapping.cycles, reply["error"], time.monotonic() - started)
+                            plan.mapping.cycles, reply["error"], time.monotonic() - started,
+                            reply["timing"])
 
     def close(self):
         """Stop the simulator (waits for it to exit)."""
@@ -412,7 +583,7 @@ class EngineSession:
 
 
 def run_on_engine(weights, activations, *, scale=None, shift=None, config=None,
-                  build_root=None, idle=0.0, backpressure=0.0, seed=1):
+                  build_root=None, idle=0.0, backpressure=0.0, seed=1, bench=MEMORY_BENCH):
     """Run one quantized layer on the engine's RTL and return its outputs.
 
     With ``config.output_stage`` (the default engine) pass the per-token ``scale`` and
@@ -424,7 +595,7 @@ def run_on_engine(weights, activations, *, scale=None, shift=None, config=None,
     EngineResult
     """
     with EngineSession(config, build_root=build_root, idle=idle, backpressure=backpressure,
-                       seed=seed) as session:
+                       seed=seed, bench=bench) as session:
         return session.run(weights, activations, scale, shift)
 
 
@@ -500,7 +671,7 @@ class LayerRun:
 
 
 def run_layer(name, result, config, *, frac_bits, idle=0.0, backpressure=0.0, seed=1,
-              session=None, build_root=None):
+              session=None, build_root=None, bench=MEMORY_BENCH):
     """Run a :class:`model.bitlinear.BitLinearResult` through the engine (on ``session``,
     else a session of its own) and compare every output with
     :func:`model.bitlinear.bitlinear_fixed`.
@@ -513,7 +684,7 @@ def run_layer(name, result, config, *, frac_bits, idle=0.0, backpressure=0.0, se
     own = session is None
     if own:
         session = EngineSession(config, build_root=build_root, idle=idle,
-                                backpressure=backpressure, seed=seed)
+                                backpressure=backpressure, seed=seed, bench=bench)
     try:
         session.start()
         run = session.run(result.weights, result.activations, fixed["scale"],

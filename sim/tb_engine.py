@@ -1,7 +1,9 @@
-"""cocotb bench of :class:`hw.engine.LayerEngine`, run as a server: it connects back to
-the host's :class:`sim.layer.EngineSession` (``TB_SERVER``, ``TB_AUTH``), then streams
-each planned layer it receives through the engine and sends back every result and the
-cycles from the first beat to the last result, until the host says stop.
+"""cocotb bench of :class:`hw.engine.LayerEngine`, driven cycle by cycle from Python
+(``EngineSession(bench="cycle")``), run as a server: it connects back to the host's
+:class:`sim.layer.EngineSession` (``TB_SERVER``, ``TB_AUTH``), then streams each planned
+layer it receives through the engine and sends back every result and the cycles from
+the first beat to the last result, until the host says stop. :mod:`sim.tb_harness` is
+the fast bench, with the streams played from memories inside the simulator.
 
 The per-cycle loop is one coroutine doing the least possible: payloads arrive packed,
 are written only when a new beat is offered, and results are unpacked after the layer.
@@ -10,6 +12,7 @@ The host checks the outputs against the golden model.
 
 import json
 import os
+import time
 import traceback
 from multiprocessing.connection import Client
 
@@ -99,24 +102,40 @@ async def stream(dut, plan, config, traffic):
     return words, last - first + 1, dut.error.value.to_unsigned()
 
 
-@cocotb.test()
-async def serve(dut):
-    config = EngineConfig(**json.loads(os.environ["TB_ENGINE"]))
+async def serve_jobs(job):
+    """Serve the host's :class:`sim.layer.EngineSession` (``TB_SERVER``, ``TB_AUTH``):
+    for each layer it sends, ``await job(plan, traffic)`` gives ``(outputs, cycles,
+    error, timing)`` to send back (``timing``: seconds by phase, ``"simulate"`` among
+    them); until the host says stop. Shared with :mod:`sim.tb_harness`."""
     host, port = os.environ["TB_SERVER"].rsplit(":", 1)
     conn = Client((host, int(port)), authkey=bytes.fromhex(os.environ["TB_AUTH"]))
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     try:
         while True:
-            job = conn.recv()   # the simulation waits here, at no simulated time
-            if job is None:
+            request = conn.recv()   # the simulation waits here, at no simulated time
+            if request is None:
                 break
             try:
-                plan = job["plan"]
-                words, cycles, error = await stream(dut, plan, config, job["traffic"])
-                outputs = unpack_array(words, config.rows, config.res_width, signed=True)
-                conn.send({"outputs": outputs, "cycles": cycles, "error": error})
+                outputs, cycles, error, timing = await job(request["plan"],
+                                                           request["traffic"])
+                conn.send({"outputs": outputs, "cycles": cycles, "error": error,
+                           "timing": timing})
             except Exception:
                 conn.send({"exception": traceback.format_exc(limit=5)})
                 raise
     finally:
         conn.close()
+
+
+@cocotb.test()
+async def serve(dut):
+    config = EngineConfig(**json.loads(os.environ["TB_ENGINE"]))
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+
+    async def job(plan, traffic):
+        started = time.perf_counter()
+        words, cycles, error = await stream(dut, plan, config, traffic)
+        timing = {"simulate": time.perf_counter() - started}
+        return (unpack_array(words, config.rows, config.res_width, signed=True), cycles,
+                error, timing)
+
+    await serve_jobs(job)

@@ -181,22 +181,32 @@ def _log_tail(path, lines=25):
         return "(no build log)"
 
 
-def _reusing_runner():
-    """cocotb's Verilator runner, able to take over an existing build without running it."""
+def _reusing_runner(public_flat_rw=True):
+    """cocotb's Verilator runner, able to take over an existing build without running it,
+    and to build without ``--public-flat-rw`` (which the runner always passes)."""
     from cocotb_tools.runner import Verilator as CocotbVerilator
 
     class ReusingVerilator(CocotbVerilator):
         reuse = False
 
         def _build_command(self):
-            return [] if self.reuse else super()._build_command()
+            if self.reuse:
+                return []
+            commands = super()._build_command()
+            if not public_flat_rw:
+                commands[0] = [arg for arg in commands[0] if arg != "--public-flat-rw"]
+            return commands
 
     return ReusingVerilator()
 
 
 def build_cached(*, sources, hdl_toplevel, build_dir, build_args=(), waves=False,
-                 log_file=None):
+                 log_file=None, public_flat_rw=True):
     """Build with cocotb's Verilator runner, unless the same build is already there.
+
+    ``public_flat_rw=False`` leaves out the runner's ``--public-flat-rw``: only what the
+    sources mark public (``/*verilator public_flat_rw*/``, a ``.vlt`` control file
+    among ``sources``) is visible to cocotb, and Verilator optimises the rest.
 
     The build is keyed by the sources' contents, the arguments, ``waves``, the Verilator
     in use and the compile flags taken from the environment; a build folder whose stamp
@@ -222,11 +232,12 @@ def build_cached(*, sources, hdl_toplevel, build_dir, build_args=(), waves=False
     digest.update(json.dumps({
         "sources": [str(s) for s in sources], "top": hdl_toplevel,
         "args": list(build_args), "waves": bool(waves), "verilator": str(found.executable),
+        "public_flat_rw": bool(public_flat_rw),
         "version": found.version, "makeflags": os.environ.get("MAKEFLAGS", ""),
         "cxxflags": os.environ.get("CXXFLAGS", "")}).encode())
     key = digest.hexdigest()
     stamp = build_dir / "build.stamp"
-    runner = _reusing_runner()
+    runner = _reusing_runner(public_flat_rw)
     arguments = dict(sources=list(sources), hdl_toplevel=hdl_toplevel, build_dir=build_dir,
                      build_args=list(build_args), waves=waves)
     with open(build_dir / ".build.lock", "w") as lock:

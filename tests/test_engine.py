@@ -4,14 +4,15 @@ bit-exact under Verilator (the 2B4T block stays in make bench-sim)."""
 import numpy as np
 import pytest
 
-from model.arith import matmul_int
+from model.arith import matmul_int, round_fixed
 from model.bitlinear import bitlinear_fixed, bitlinear_reference
 from model.config import TINY
 from model.decoder import Decoder, generate
 from model.encoding import TRITS_PER_BYTE, unpack_byte_mulshift
 from model.weights import MasterWeights, random_master_weights
-from sim.layer import (EngineConfig, EngineCore, EngineSession, check_shape, plan_layer,
-                       predicted_cycles, run_bitlinear, run_layer, run_on_engine)
+from sim.layer import (BENCHES, EngineConfig, EngineCore, EngineSession, HarnessConfig,
+                       check_shape, plan_layer, predicted_cycles, run_bitlinear, run_layer,
+                       run_on_engine)
 
 # One Verilator build serves every test here: keep them on one xdist worker so that no
 # two compile into the same build folder at once.
@@ -66,19 +67,69 @@ def test_cycle_model_by_hand():
     assert predicted_cycles(64, 128, 2, SMALL) == 2 * 8 * 8 + SMALL.latency
 
 
+@pytest.mark.parametrize("bench", BENCHES)
 @pytest.mark.parametrize("n_out, n_in, tokens", [(8, 16, 1), (32, 64, 2), (64, 128, 1)])
-def test_cycle_model_matches_simulation(n_out, n_in, tokens):
+def test_cycle_model_matches_simulation(n_out, n_in, tokens, bench):
     run = run_layer(f"cycles_{n_out}x{n_in}", quantized(n_out, n_in, tokens), SMALL,
-                    frac_bits=6)
+                    frac_bits=6, bench=bench)
     assert run.exact, f"{run.mismatches} mismatching outputs"
     assert run.cycles == run.predicted
 
 
-def test_small_layer_exact_with_idle_and_backpressure():
+@pytest.mark.parametrize("bench", BENCHES)
+def test_small_layer_exact_with_idle_and_backpressure(bench):
     run = run_layer("traffic_64x128", quantized(64, 128, 3, seed=5), SMALL, frac_bits=6,
-                    idle=0.3, backpressure=0.4, seed=7)
+                    idle=0.3, backpressure=0.4, seed=7, bench=bench)
     assert run.exact, f"{run.mismatches} mismatching outputs"
     assert run.cycles > run.predicted  # stalls cost cycles, never correctness
+
+
+def test_both_benches_give_the_same_results_on_the_same_layers():
+    """The memory-played harness and the per-cycle bench, same configuration and seed:
+    every output word equal (and equal to the golden model) on layers of 1 to 5 tokens
+    with all-extreme rows, with and without stalls; equal cycles without stalls."""
+    rng = np.random.default_rng(21)
+    layers = []
+    for tokens in (1, 2, 5):
+        r = quantized(40, 160, tokens, seed=int(rng.integers(1 << 30)))
+        fixed = bitlinear_fixed(r, 5)
+        w = r.weights.copy()
+        w[0], w[1] = 1, -1
+        x = r.activations.copy()
+        x[0] = -128
+        layers.append((w, x, fixed["scale"], fixed["shift"]))
+    outcome = {}
+    for bench in BENCHES:
+        for stalls in (0.0, 0.35):
+            with EngineSession(SMALL, idle=stalls, backpressure=stalls, seed=3,
+                               bench=bench) as session:
+                outcome[bench, stalls] = [session.run(*layer) for layer in layers]
+    for i, (w, x, scale, shift) in enumerate(layers):
+        expected = round_fixed(matmul_int(w, x), scale[:, None], shift[:, None])
+        for key, runs in outcome.items():
+            assert np.array_equal(runs[i].outputs, expected), (key, i)
+            assert runs[i].error == 0
+        assert outcome["memory", 0.0][i].cycles == outcome["cycle", 0.0][i].cycles \
+            == outcome["memory", 0.0][i].predicted
+        assert outcome["memory", 0.35][i].cycles > outcome["memory", 0.35][i].predicted
+
+
+def test_harness_memories_bound_the_layer():
+    small = HarnessConfig(act_depth=16, wgt_depth=32, res_depth=8)
+    session = EngineSession(SMALL, harness=small)    # checked before anything is built
+    w, x = np.zeros((16, 128), dtype=int), np.zeros((3, 128), dtype=int)
+    with pytest.raises(ValueError, match=r"24 activation beats.*act_depth=16"):
+        session.run(w, x, 1, 0)
+    with pytest.raises(ValueError, match=r"64 weight beats.*wgt_depth=32"):
+        session.run(np.zeros((64, 128), dtype=int), x[:1], 1, 0)
+    with pytest.raises(ValueError, match=r"9 results.*res_depth=8"):
+        session.run(np.zeros((24, 16), dtype=int), np.zeros((3, 16), dtype=int), 1, 0)
+    with pytest.raises(ValueError, match="bench must be one of"):
+        EngineSession(SMALL, bench="fast")
+    with pytest.raises(ValueError, match="goes with bench='memory'"):
+        EngineSession(SMALL, bench="cycle", harness=small)
+    with pytest.raises(ValueError, match="wgt_depth"):
+        HarnessConfig(wgt_depth=1)
 
 
 # -- the driver's public API ---------------------------------------------------------------
@@ -147,7 +198,7 @@ def test_build_root_is_a_parameter(tmp_path):
     w = np.array([[1, -1, 0, 1], [0, 0, -1, -1]])
     run = run_on_engine(w, np.array([5, -7, 127, -128]), config=tiny, build_root=tmp_path)
     assert np.array_equal(run.outputs, [5 + 7 - 128, -127 + 128])
-    assert (tmp_path / tiny.name / "layer_engine.v").exists()
+    assert (tmp_path / f"{tiny.name}_{HarnessConfig().name}" / "engine_harness.v").exists()
 
 
 def test_tiny_model_generates_bit_exact_on_the_rtl(tmp_path):
