@@ -53,7 +53,7 @@ __all__ = ["LFSR_TAPS", "LFSR_WIDTH", "STALL_BITS", "COUNT_WIDTH", "CYCLE_WIDTH"
            "lfsr_next", "lfsr_states", "stall_threshold", "StreamPlayer", "StreamRecorder",
            "EngineHarness", "MEMORY_NAME", "MEMORY_VERILOG", "MEMORY_MODULE", "STORAGES",
            "CLOCK_VERILOG", "CLOCK_MODULE", "PERIOD_NS", "simulation_verilog",
-           "VERILATOR_ARGS", "ACT_FILE", "WGT_FILE", "hex_lines", "join_parts",
+           "VERILATOR_ARGS", "ACT_FILE", "WGT_FILE", "memory_image", "join_parts",
            "parts_per_word"]
 
 #: The stall LFSR: 32-bit Galois, right-shifting, x^32 + x^22 + x^2 + x + 1 (maximal).
@@ -68,25 +68,28 @@ CYCLE_WIDTH = 40
 #: Name of the memory inside each player and recorder (the testbench writes it).
 MEMORY_NAME = "mem"
 #: The files the harness's players load (``storage="verilog"``).
-ACT_FILE, WGT_FILE = "act.hex", "wgt.hex"
+ACT_FILE, WGT_FILE = "act.bin", "wgt.bin"
 #: Storage kinds of the memories.
 AMARANTH, VERILOG = "amaranth", "verilog"
 STORAGES = (AMARANTH, VERILOG)
 #: The Verilog leaf memory (``storage="verilog"``): the array ``words`` of instance
-#: :data:`MEMORY_NAME` (each word as 32-bit parts, :func:`hex_lines`), loaded from a
-#: hex file on a rising edge of ``load`` (VPI writes cost 17 us a 824-bit word, which
-#: Verilator sets bit by bit), readable through VPI.
+#: :data:`MEMORY_NAME` (each word as :data:`PART_BITS`-bit parts,
+#: :func:`memory_image`), loaded from a file on a rising edge of ``load`` (VPI writes
+#: cost 17 us a 824-bit word, which Verilator sets bit by bit; ``$readmemh`` 17 us a
+#: word too), readable through VPI.
 MEMORY_MODULE = "harness_memory"
+#: Bits of a stored part of a word in the Verilog leaf memory.
+PART_BITS = 64
 MEMORY_VERILOG = """\
 // Simulation memory of the stream harness (sim/harness.py): a synchronous read port and
 // a write port; no initializer: the testbench loads the words from a file it writes
-// (a rising edge on load) and reads them through VPI. Word a is stored as PARTS 32-bit
-// parts at a * PARTS + p, least significant first, so that $readmemh reads narrow
-// numbers (a wide one costs Verilator a shift of the whole word per digit).
+// (a rising edge on load: $fread of the file's bytes, each part big-endian) and reads
+// them through VPI. Word a is stored as PARTS P-bit parts at a * PARTS + p, least
+// significant first.
 module harness_memory #(parameter WIDTH = 8, parameter DEPTH = 2, parameter AW = 1,
                         parameter FILE = "") (
     input  wire             clk,
-    input  wire             load,   // a rising edge loads the parts in FILE ($readmemh)
+    input  wire             load,   // a rising edge loads the parts in FILE ($fread)
     input  wire             rd_en,
     input  wire [AW-1:0]    rd_addr,
     output wire [WIDTH-1:0] rd_data,
@@ -94,21 +97,27 @@ module harness_memory #(parameter WIDTH = 8, parameter DEPTH = 2, parameter AW =
     input  wire [AW-1:0]    wr_addr,
     input  wire [WIDTH-1:0] wr_data
 );
-    localparam PARTS = (WIDTH + 31) / 32;
-    reg [31:0] words [0:DEPTH * PARTS - 1] /*verilator public_flat_rw*/;
-    reg [32 * PARTS - 1:0] rd_word;
-    wire [32 * PARTS - 1:0] wr_word = {{(32 * PARTS - WIDTH){1'b0}}, wr_data};
+    localparam P = PART_BITS, PARTS = (WIDTH + P - 1) / P;
+    reg [P - 1:0] words [0:DEPTH * PARTS - 1] /*verilator public_flat_rw*/;
+    reg [P * PARTS - 1:0] rd_word;
+    wire [P * PARTS - 1:0] wr_word = {{(P * PARTS - WIDTH){1'b0}}, wr_data};
     assign rd_data = rd_word[WIDTH - 1:0];
-    integer p;
-    always @(posedge load) $readmemh(FILE, words);
+    integer p, fd, loaded;
+    always @(posedge load) begin
+        fd = $fopen(FILE, "rb");
+        if (fd != 0) begin
+            loaded = $fread(words, fd);
+            $fclose(fd);
+        end
+    end
     always @(posedge clk) begin
         for (p = 0; p < PARTS; p = p + 1) begin
-            if (rd_en) rd_word[32 * p +: 32] <= words[rd_addr * PARTS + p];
-            if (wr_en) words[wr_addr * PARTS + p] <= wr_word[32 * p +: 32];
+            if (rd_en) rd_word[P * p +: P] <= words[rd_addr * PARTS + p];
+            if (wr_en) words[wr_addr * PARTS + p] <= wr_word[P * p +: P];
         end
     end
 endmodule
-"""
+""".replace("PART_BITS", str(PART_BITS))
 
 #: The harness's clock (``storage="verilog"``): generated inside the simulation, so
 #: cocotb schedules no clock edge (half the per-cycle cost of a cocotb clock).
@@ -123,6 +132,7 @@ module harness_clock (output reg clk);
     always #{PERIOD_NS // 2} clk = ~clk;
 endmodule
 """
+
 #: Verilator arguments that the harness's sources need (the clock's delay).
 VERILATOR_ARGS = ("--timing", "--timescale", "1ns/1ps", "-CFLAGS", "-fcoroutines")
 
@@ -148,35 +158,30 @@ def simulation_verilog(design, name):
         return (folder / "design.v").read_text()
 
 
-#: Bits of a stored part of a word in the Verilog leaf memory.
-PART_BITS = 32
-
-
 def parts_per_word(width):
-    """32-bit parts of a ``width``-bit word in the Verilog leaf memory."""
+    """:data:`PART_BITS`-bit parts of a ``width``-bit word in the Verilog leaf memory."""
     return -(-width // PART_BITS)
 
 
-def hex_lines(words, width):
-    """Words as ``$readmemh`` text for the Verilog leaf memory: one 32-bit part a line,
-    least significant part first, most significant digit first.
+def memory_image(words, width):
+    """Words as the bytes the Verilog leaf memory loads (``$fread``): each word as its
+    :data:`PART_BITS`-bit parts, least significant part first, each part big-endian.
 
     ``words`` is a list of ints or a 2-D uint8 array of little-endian bytes per word.
     """
-    size = 4 * parts_per_word(width)
+    part = PART_BITS // 8
+    size = part * parts_per_word(width)
     if isinstance(words, list):
         raw = np.frombuffer(b"".join(w.to_bytes(size, "little") for w in words),
                             dtype=np.uint8).reshape(len(words), size)
     else:
         raw = np.asarray(words, dtype=np.uint8)
         raw = np.pad(raw, ((0, 0), (0, size - raw.shape[1])))
-    parts = np.ascontiguousarray(raw.reshape(-1, 4)[:, ::-1])
-    text = parts.tobytes().hex()
-    return "".join(text[i:i + 8] + "\n" for i in range(0, len(text), 8))
+    return raw.reshape(-1, part)[:, ::-1].tobytes()
 
 
 def join_parts(parts, width):
-    """Words from their stored 32-bit parts (the inverse of the memory's layout)."""
+    """Words from their stored parts (the inverse of the memory's layout)."""
     count = parts_per_word(width)
     return [sum(p << (PART_BITS * k) for k, p in enumerate(parts[i:i + count]))
             for i in range(0, len(parts), count)]
@@ -274,8 +279,9 @@ class StreamPlayer(wiring.Component):
         ``"amaranth"`` (the default: an Amaranth memory, for ``amaranth.sim``) or
         ``"verilog"`` (the :data:`MEMORY_VERILOG` leaf, for Verilator).
     load_file : str
-        With ``"verilog"``: the hex file (``$readmemh``, relative to the simulator's
-        working folder) that a rising edge of the ``load`` port reads into the memory.
+        With ``"verilog"``: the file (:func:`memory_image`, relative to the
+        simulator's working folder) that a rising edge of the ``load`` port reads into
+        the memory.
 
     Attributes
     ----------
@@ -291,7 +297,7 @@ class StreamPlayer(wiring.Component):
     busy : Signal, out
     """
 
-    def __init__(self, *, width, depth, storage=AMARANTH, load_file="words.hex"):
+    def __init__(self, *, width, depth, storage=AMARANTH, load_file="words.bin"):
         self._width = check_positive_int("width", width)
         self._depth = check_positive_int("depth", depth, minimum=2)
         self._storage = _Storage(width, depth, storage, load_file)

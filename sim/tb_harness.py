@@ -5,9 +5,9 @@ them per row tile and per token), sets the descriptors and stall patterns, start
 run and waits for ``done``, with no Python in the per-cycle loop; then it reads back the
 recorded results, the first/last cycle stamps and the engine's error flags.
 
-The players' memories are loaded from hex files the bench writes (``$readmemh`` on a
-rising edge of ``act_load``/``wgt_load``, where a VPI write costs 17 us a 824-bit word
-because Verilator sets it bit by bit); the recorded results are read through cocotb's
+The players' memories are loaded from files the bench writes (``$fread`` on a rising
+edge of ``act_load``/``wgt_load``, where a VPI write costs 17 us a 824-bit word because
+Verilator sets it bit by bit); the recorded results are read through cocotb's
 raw GPI handles, made once per stored part and kept for the session.
 """
 
@@ -21,7 +21,7 @@ from cocotb.triggers import First, RisingEdge, Timer
 
 from hw.matmul import act_layout
 
-from .harness import (ACT_FILE, MEMORY_NAME, PERIOD_NS, WGT_FILE, hex_lines, join_parts,
+from .harness import (ACT_FILE, MEMORY_NAME, PERIOD_NS, WGT_FILE, join_parts, memory_image,
                       parts_per_word, stall_threshold)
 from .layer import EngineConfig
 from .packing import unpack_array
@@ -48,7 +48,7 @@ class Results:
 
 async def load(dut, stream, words, width):
     """Write ``words`` to the player ``stream``'s file and load them."""
-    Path(ACT_FILE if stream == "act" else WGT_FILE).write_text(hex_lines(words, width))
+    Path(ACT_FILE if stream == "act" else WGT_FILE).write_bytes(memory_image(words, width))
     strobe = getattr(dut, f"{stream}_load")
     strobe.value = 1
     await RisingEdge(dut.clk)
