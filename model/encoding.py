@@ -101,6 +101,10 @@ def check_ternary(weights, name="weights"):
     ValueError
         If any entry is not in {-1, 0, +1}, or is NaN/inf, or the dtype is not numeric.
     """
+    raw = np.asarray(weights)
+    if np.issubdtype(raw.dtype, np.signedinteger) and raw.size and \
+            -1 <= raw.min() and raw.max() <= 1:
+        return raw.astype(np.int8, copy=False)   # the common case, without a copy to int64
     array = _as_integer_array(weights, name)
     bad = (array < -1) | (array > 1)
     if np.any(bad):
@@ -205,10 +209,14 @@ def pack_trits(weights):
     numpy.ndarray of uint8
         ``packed_length(weights.size)`` bytes, each in 0..242.
     """
-    w = check_ternary(weights).reshape(-1).astype(np.int64)
+    w = check_ternary(weights).reshape(-1)
     pad = packed_length(w.size) * TRITS_PER_BYTE - w.size
-    trits = np.concatenate([w, np.zeros(pad, dtype=np.int64)]) + 1
-    return (trits.reshape(-1, TRITS_PER_BYTE) @ _POWERS_OF_3).astype(np.uint8)
+    trits = (np.concatenate([w, np.zeros(pad, dtype=np.int8)]) + 1).astype(np.uint8)
+    trits = trits.reshape(-1, TRITS_PER_BYTE)
+    packed = np.zeros(len(trits), dtype=np.uint8)   # at most 242: uint8 arithmetic
+    for i in reversed(range(TRITS_PER_BYTE)):
+        packed = packed * 3 + trits[:, i]
+    return packed
 
 
 def unpack_trits(packed, count=None):

@@ -25,7 +25,7 @@ from model.decoder import Decoder
 from model.shapes import MODELS, get_model
 from model.weights import MasterWeights, PROJECTIONS, random_master_weights
 
-from .layer import EngineConfig, EngineCore, EngineSession
+from .layer import BENCHES, MEMORY_BENCH, EngineConfig, EngineCore, EngineSession
 
 
 def random_layer(shape, seed):
@@ -50,6 +50,9 @@ def main(argv=None):
     parser.add_argument("--lanes", type=int, default=EngineConfig.lanes)
     parser.add_argument("--rows", type=int, default=EngineConfig.rows)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bench", choices=BENCHES, default=MEMORY_BENCH,
+                        help="memory: streams played inside the simulator (default); "
+                             "cycle: driven from Python every cycle")
     parser.add_argument("--build-dir", default=None,
                         help="where the engine is built (default build/sim)")
     args = parser.parse_args(argv)
@@ -103,9 +106,9 @@ def main(argv=None):
           f"{args.decode_steps} decode steps; engine K={engine.lanes} M={engine.rows} "
           f"({engine.lanes * engine.rows} MACs/cycle, raw accumulators)", flush=True)
     started = time.monotonic()
-    session = EngineSession(engine, build_root=args.build_dir)
+    session = EngineSession(engine, build_root=args.build_dir, bench=args.bench)
     session.start()
-    print(f"Verilator build: {session.build_seconds:.0f} s", flush=True)
+    print(f"build ({args.bench} bench): {session.build_seconds:.1f} s", flush=True)
     core = EngineCore(session)
     rtl = Decoder(source, core=core)
     cache_g, cache_r = golden.new_cache(), rtl.new_cache()
@@ -133,7 +136,7 @@ def main(argv=None):
         session.close()
 
     per = defaultdict(lambda: {"calls": 0, "tokens": 0, "cycles": 0, "predicted": 0,
-                               "wall": 0.0})
+                               "wall": 0.0, "simulate": 0.0})
     for c in core.calls:
         p = per[c["name"]]
         p["calls"] += 1
@@ -141,29 +144,34 @@ def main(argv=None):
         p["cycles"] += c["cycles"]
         p["predicted"] += c["predicted"]
         p["wall"] += c["wall_seconds"]
+        p["simulate"] += c["simulate_seconds"]
     shapes = {p.name: p for p in config.shape.projections()}
+    def rate(cycles, seconds):
+        return f"{cycles / seconds:,.0f}" if seconds else "-"
+
     print("\n| projection | N_out x N_in | calls | tokens | cycles | cycle model | wall s | "
-          "cycles/s |")
-    print("|---|---|---|---|---|---|---|---|")
+          "simulate s | cycles/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in PROJECTIONS:
         p, s = per[name], shapes[name]
         print(f"| {name} | {s.out_features} x {s.in_features} | {p['calls']} | "
-              f"{p['tokens']} | {p['cycles']:,} | {p['predicted']:,} | {p['wall']:.1f} | "
-              f"{p['cycles'] / p['wall']:,.0f} |")
+              f"{p['tokens']} | {p['cycles']:,} | {p['predicted']:,} | {p['wall']:.2f} | "
+              f"{p['simulate']:.2f} | {rate(p['cycles'], p['simulate'])} |")
     cycles = sum(p["cycles"] for p in per.values())
     predicted = sum(p["predicted"] for p in per.values())
     wall = sum(p["wall"] for p in per.values())
+    simulate = sum(p["simulate"] for p in per.values())
     print(f"| **layer** | | {len(core.calls)} | {sum(steps)} | {cycles:,} | {predicted:,} | "
-          f"{wall:.1f} | {cycles / wall:,.0f} |")
+          f"{wall:.2f} | {simulate:.2f} | {rate(cycles, simulate)} |")
     print("\n| step | tokens | context | cycles | cycle model | hidden states bit-exact | "
           "wall s |")
     print("|---|---|---|---|---|---|---|")
     for kind, tokens, context, cyc, pred, exact, secs in step_rows:
         print(f"| {kind} | {tokens} | {context} | {cyc:,} | {pred:,} | "
-              f"{'yes' if exact else 'NO'} | {secs:.1f} |")
+              f"{'yes' if exact else 'NO'} | {secs:.2f} |")
     ok = all(r[5] for r in step_rows) and cycles == predicted
     print(f"\n{'all steps bit-exact' if ok else 'MISMATCH'}; total wall time "
-          f"{time.monotonic() - started:.0f} s (build {session.build_seconds:.0f} s)")
+          f"{time.monotonic() - started:.1f} s (build {session.build_seconds:.1f} s)")
     return 0 if ok else 1
 
 

@@ -1,5 +1,12 @@
-"""``python -m sim.bench_sim`` (``make bench-sim``): a BitNet b1.58 2B4T block through
-the layer engine under Verilator, bit-exact, with simulated cycles and wall time."""
+"""``python -m sim.bench_sim`` (``make bench-sim``): the linear layers of BitNet b1.58
+2B4T blocks through the layer engine under Verilator, every output bit-exact, with
+simulated cycles, simulation speed and wall time.
+
+By default one block (its seven projections, one token) on the memory-played harness
+(``--bench memory``, :mod:`sim.tb_harness`); ``--layers 30`` runs a whole token's
+linear layers, each layer with weights of its own; ``--bench cycle`` runs the per-cycle
+cocotb bench instead, for comparison. ``--idle``/``--backpressure`` add random stalls.
+"""
 
 import argparse
 import sys
@@ -7,11 +14,12 @@ import time
 
 import numpy as np
 
-from model.arith import OUT_WIDTH
-from model.bitlinear import bitlinear_reference
+from model.arith import OUT_WIDTH, matmul_int
+from model.bitlinear import BitLinearResult, bitlinear_reference
+from model.quant import quantize_activations
 from model.shapes import get_model
 
-from .layer import EngineConfig, EngineSession, run_layer
+from .layer import BENCHES, MEMORY_BENCH, EngineConfig, EngineSession, run_layer
 
 
 def frac_bits_for(result):
@@ -20,22 +28,70 @@ def frac_bits_for(result):
     return max(0, int(np.floor(np.log2((1 << (OUT_WIDTH - 2)) / peak))))
 
 
+def gaussian_layer(rng, n_out, n_in, tokens):
+    """Gaussian master weights through the absmean quantizer (31 % zeros)."""
+    return bitlinear_reference(rng.normal(size=(n_out, n_in)),
+                               rng.normal(size=(tokens, n_in)))
+
+
+def ternary_layer(rng, n_out, n_in, tokens):
+    """Ternary weights drawn directly, a third of each value (ten times faster to make
+    than :func:`gaussian_layer`, for many layers); activations quantized as usual."""
+    weights = rng.integers(-1, 2, size=(n_out, n_in), dtype=np.int8)
+    qx = quantize_activations(rng.normal(size=(tokens, n_in)))
+    acc = matmul_int(weights, qx.values)
+    return BitLinearResult(weights, qx.values, 1.0, qx.scale, acc,
+                           acc / qx.scale[:, None])
+
+
+WEIGHTS = {"gaussian": gaussian_layer, "ternary": ternary_layer}
+
+
+def probability(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {text}")
+    return value
+
+
+def positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m sim.bench_sim", description=__doc__)
-    parser.add_argument("--lanes", type=int, default=EngineConfig.lanes)
-    parser.add_argument("--rows", type=int, default=EngineConfig.rows)
+    parser = argparse.ArgumentParser(prog="python -m sim.bench_sim", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lanes", type=positive, default=EngineConfig.lanes)
+    parser.add_argument("--rows", type=positive, default=EngineConfig.rows)
     parser.add_argument("--model", default="b1.58-2b4t", help="shape source (model/shapes)")
-    parser.add_argument("--tokens", type=int, default=1, help="tokens per layer (batch)")
+    parser.add_argument("--tokens", type=positive, default=1, help="tokens per layer (batch)")
+    parser.add_argument("--layers", type=positive, default=1,
+                        help="blocks to run, each with its own weights (default 1; the "
+                             "model has %(default)s)")
     parser.add_argument("--only", action="append", metavar="PROJ",
                         help="run only this projection (repeatable)")
+    parser.add_argument("--bench", choices=BENCHES, default=MEMORY_BENCH,
+                        help="memory: streams played inside the simulator (default); "
+                             "cycle: driven from Python every cycle")
+    parser.add_argument("--weights", choices=sorted(WEIGHTS), default=None,
+                        help="gaussian (absmean-quantized, the default for one layer) or "
+                             "ternary (drawn directly, the default for several)")
+    parser.add_argument("--idle", type=probability, default=0.0,
+                        help="probability of an idle cycle on each input stream")
+    parser.add_argument("--backpressure", type=probability, default=0.0,
+                        help="probability of a not-ready cycle on the results")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--build-dir", default=None,
+                        help="where the engine is built (default build/sim)")
     args = parser.parse_args(argv)
     try:
         shape = get_model(args.model)
     except ValueError as error:
         parser.error(str(error))
-    if args.tokens < 1:
-        parser.error("--tokens must be positive")
+    make = WEIGHTS[args.weights or ("gaussian" if args.layers == 1 else "ternary")]
     projections = shape.projections()
     if args.only:
         unknown = set(args.only) - {p.name for p in projections}
@@ -45,47 +101,88 @@ def main(argv=None):
     longest = max(p.in_features for p in projections)
     config = EngineConfig(lanes=args.lanes, rows=args.rows,
                           max_beats=max(1, -(-longest // args.lanes)))
+    for p in projections:
+        try:
+            config.mapping(p.out_features, p.in_features)
+        except ValueError as error:
+            parser.error(f"{p.name}: {error}")
+    stalls = (f", idle {args.idle:.0%}, backpressure {args.backpressure:.0%}"
+              if args.idle or args.backpressure else "")
     print(f"engine K={config.lanes} M={config.rows} ({config.lanes * config.rows} MACs/cycle),"
-          f" latency {config.latency}; {shape.name} block, {args.tokens} token(s)",
-          flush=True)
+          f" latency {config.latency}; {shape.name}, {args.layers} block(s), "
+          f"{args.tokens} token(s), {args.bench} bench{stalls}", flush=True)
     started = time.monotonic()
-    session = EngineSession(config)   # one simulator process serves every projection
-    session.start()
-    print(f"Verilator build: {session.build_seconds:.0f} s", flush=True)
+    session = EngineSession(config, bench=args.bench, idle=args.idle,
+                            backpressure=args.backpressure, seed=args.seed + 1,
+                            build_root=args.build_dir)
+    session.start()   # one simulator process serves every projection
+    phases = session.build_phases
+    print(f"build: {session.build_seconds:.1f} s (generate {phases['generate']:.1f} s, "
+          f"Verilator and C++ {phases['compile']:.1f} s)", flush=True)
 
     rng = np.random.default_rng(args.seed)
-    header = ("| projection | N_out x N_in | MACs | cycles | predicted | bit-exact | wall s | "
-              "cycles/s |")
-    rows, runs = [], []
+    totals = {p.name: dict(proj=p, runs=0, cycles=0, predicted=0, exact=True, load=0.0,
+                           simulate=0.0, wall=0.0, mismatches=0) for p in projections}
+    make_seconds = 0.0
     try:
-        for proj in projections:
-            weights = rng.normal(size=(proj.out_features, proj.in_features))
-            activations = rng.normal(size=(args.tokens, proj.in_features))
-            result = bitlinear_reference(weights, activations)
-            run = run_layer(proj.name, result, config, frac_bits=frac_bits_for(result),
-                            session=session)
-            runs.append(run)
-            zeros = float(np.mean(result.weights == 0))
-            rows.append(f"| {proj.name} | {proj.out_features} x {proj.in_features} | "
-                        f"{run.macs / 1e6:.1f} M | {run.cycles} | {run.predicted} | "
-                        f"{'yes' if run.exact else f'NO ({run.mismatches})'} | "
-                        f"{run.wall_seconds:.1f} | {run.cycles_per_second:,.0f} |")
-            print(f"  {proj.name}: {run.cycles} cycles, exact={run.exact}, "
-                  f"{run.wall_seconds:.1f} s, {zeros:.0%} zero weights", flush=True)
+        for layer in range(args.layers):
+            layer_started = time.monotonic()
+            for proj in projections:
+                made = time.monotonic()
+                result = make(rng, proj.out_features, proj.in_features, args.tokens)
+                make_seconds += time.monotonic() - made
+                run = run_layer(proj.name, result, config, frac_bits=frac_bits_for(result),
+                                session=session)
+                t = totals[proj.name]
+                t["runs"] += 1
+                t["cycles"] += run.cycles
+                t["predicted"] += run.predicted
+                t["exact"] &= run.exact
+                t["mismatches"] += run.mismatches
+                t["load"] += run.timing.get("load", 0.0)
+                t["simulate"] += run.timing.get("simulate", 0.0)
+                t["wall"] += run.wall_seconds
+                if args.layers == 1:
+                    print(f"  {proj.name}: {run.cycles} cycles, exact={run.exact}, "
+                          f"{run.wall_seconds:.2f} s", flush=True)
+            if args.layers > 1:
+                done = [t for t in totals.values() if t["runs"] == layer + 1]
+                print(f"  layer {layer + 1}/{args.layers}: "
+                      f"{'bit-exact' if all(t['exact'] for t in done) else 'MISMATCH'}, "
+                      f"{time.monotonic() - layer_started:.1f} s", flush=True)
     finally:
         session.close()
-    cycles = sum(r.cycles for r in runs)
-    wall = sum(r.wall_seconds for r in runs)
-    rows.append(f"| **block** | | {sum(r.macs for r in runs) / 1e6:.1f} M | {cycles} | "
-                f"{sum(r.predicted for r in runs)} | "
-                f"{'yes' if all(r.exact for r in runs) else 'NO'} | {wall:.1f} | "
-                f"{cycles / wall:,.0f} |")
+
+    def row(name, shape_text, t_list):
+        cycles = sum(t["cycles"] for t in t_list)
+        simulate = sum(t["simulate"] for t in t_list)
+        exact = all(t["exact"] for t in t_list)
+        mism = sum(t["mismatches"] for t in t_list)
+        macs = sum(t["proj"].out_features * t["proj"].in_features * args.tokens * t["runs"]
+                   for t in t_list)
+        rate = f"{cycles / simulate:,.0f}" if simulate else "-"
+        return (f"| {name} | {shape_text} | {sum(t['runs'] for t in t_list)} | "
+                f"{macs / 1e6:,.1f} M | {cycles:,} | "
+                f"{sum(t['predicted'] for t in t_list):,} | "
+                f"{'yes' if exact else f'NO ({mism})'} | "
+                f"{sum(t['load'] for t in t_list):.2f} | {simulate:.2f} | {rate} | "
+                f"{sum(t['wall'] for t in t_list):.2f} |")
+
     print()
-    print(header)
-    print("|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    print(f"\ntotal wall time {time.monotonic() - started:.0f} s (build included)")
-    return 0 if all(r.exact and r.cycles == r.predicted for r in runs) else 1
+    print("| projection | N_out x N_in | runs | MACs | cycles | predicted | bit-exact | "
+          "load s | simulate s | cycles/s | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for t in totals.values():
+        p = t["proj"]
+        print(row(p.name, f"{p.out_features} x {p.in_features}", [t]))
+    label = "**block**" if args.layers == 1 else f"**{args.layers} blocks**"
+    print(row(label, "", list(totals.values())))
+    total = time.monotonic() - started
+    print(f"\nwall time {total:.1f} s: build {session.build_seconds:.1f} s, making the "
+          f"layers {make_seconds:.1f} s, the rest planning, loading, simulating, checking")
+    ok = all(t["exact"] and t["cycles"] == t["predicted"] for t in totals.values()) \
+        if not (args.idle or args.backpressure) else all(t["exact"] for t in totals.values())
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

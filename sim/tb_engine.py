@@ -46,7 +46,8 @@ async def stream(dut, plan, config, traffic):
     """
     rng = np.random.default_rng(traffic.get("seed", 1))
     idle, backpressure = traffic.get("idle", 0.0), traffic.get("backpressure", 0.0)
-    count = len(plan.act_words)
+    act_words, wgt_words = plan.act_words, plan.wgt_words   # expanded once
+    count = len(act_words)
     # Pause patterns drawn up front: True = do not offer / not ready this cycle.
     horizon = int(count * (1 + 4 * max(idle, backpressure)) + 10 * config.latency + 1000)
     act_pause = rng.random(horizon) < idle
@@ -70,13 +71,13 @@ async def stream(dut, plan, config, traffic):
         # Drive: a beat, once offered, stays until it transfers.
         if not act_on:
             if next_beat < count and not act_pause[p]:
-                act_payload.value = plan.act_words[next_beat]
+                act_payload.value = act_words[next_beat]
                 act_valid.value = act_on = 1
             else:
                 act_valid.value = 0
         if not wgt_on:
             if next_beat < count and not wgt_pause[p]:
-                wgt_payload.value = plan.wgt_words[next_beat]
+                wgt_payload.value = wgt_words[next_beat]
                 wgt_valid.value = wgt_on = 1
             else:
                 wgt_valid.value = 0

@@ -181,7 +181,7 @@ def _log_tail(path, lines=25):
         return "(no build log)"
 
 
-def _reusing_runner(public_flat_rw=True):
+def _reusing_runner(public_flat_rw=True, make_args=()):
     """cocotb's Verilator runner, able to take over an existing build without running it,
     and to build without ``--public-flat-rw`` (which the runner always passes)."""
     from cocotb_tools.runner import Verilator as CocotbVerilator
@@ -195,18 +195,21 @@ def _reusing_runner(public_flat_rw=True):
             commands = super()._build_command()
             if not public_flat_rw:
                 commands[0] = [arg for arg in commands[0] if arg != "--public-flat-rw"]
+            commands[-1] = [*commands[-1], *make_args]
             return commands
 
     return ReusingVerilator()
 
 
 def build_cached(*, sources, hdl_toplevel, build_dir, build_args=(), waves=False,
-                 log_file=None, public_flat_rw=True):
+                 log_file=None, public_flat_rw=True, make_args=()):
     """Build with cocotb's Verilator runner, unless the same build is already there.
 
     ``public_flat_rw=False`` leaves out the runner's ``--public-flat-rw``: only what the
     sources mark public (``/*verilator public_flat_rw*/``, a ``.vlt`` control file
     among ``sources``) is visible to cocotb, and Verilator optimises the rest.
+    ``make_args`` are appended to the ``make`` command (``OPT_FAST=-O2``: they win over
+    the defaults of :func:`configure_environment`).
 
     The build is keyed by the sources' contents, the arguments, ``waves``, the Verilator
     in use and the compile flags taken from the environment; a build folder whose stamp
@@ -232,12 +235,12 @@ def build_cached(*, sources, hdl_toplevel, build_dir, build_args=(), waves=False
     digest.update(json.dumps({
         "sources": [str(s) for s in sources], "top": hdl_toplevel,
         "args": list(build_args), "waves": bool(waves), "verilator": str(found.executable),
-        "public_flat_rw": bool(public_flat_rw),
+        "public_flat_rw": bool(public_flat_rw), "make_args": list(make_args),
         "version": found.version, "makeflags": os.environ.get("MAKEFLAGS", ""),
         "cxxflags": os.environ.get("CXXFLAGS", "")}).encode())
     key = digest.hexdigest()
     stamp = build_dir / "build.stamp"
-    runner = _reusing_runner(public_flat_rw)
+    runner = _reusing_runner(public_flat_rw, make_args)
     arguments = dict(sources=list(sources), hdl_toplevel=hdl_toplevel, build_dir=build_dir,
                      build_args=list(build_args), waves=waves)
     with open(build_dir / ".build.lock", "w") as lock:
@@ -248,6 +251,10 @@ def build_cached(*, sources, hdl_toplevel, build_dir, build_args=(), waves=False
             runner.build(**arguments)
             return runner, False
         stamp.unlink(missing_ok=True)
+        # make does not track compiler flags: objects of another key are stale.
+        for pattern in ("*.o", "*.a", "*.d", "*.gch"):
+            for path in build_dir.glob(pattern):
+                path.unlink()
         for attempt in range(2):
             try:
                 runner.build(**arguments, log_file=log_file)
