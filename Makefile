@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LANES ?= 16
 ROWS ?= 8
 
-.PHONY: all sim test verilog synth energy bench bench-area bench-sim bench-block perf clean distclean help
+.PHONY: all sim test verilog synth energy bench bench-area bench-sim bench-token bench-block perf clean distclean help
 
 all: test
 
@@ -20,6 +20,7 @@ help:
 	@echo "make energy   - Table 1, model-size sweep and figure under build/energy/"
 	@echo "make bench-area - ECP5 area/Fmax sweep with the int8 baseline (about 45 min)"
 	@echo "make bench-sim  - a BitNet b1.58 2B4T block through the RTL, bit-exact, timed"
+	@echo "make bench-token - one 2B4T token's linear layers (30 blocks) through the RTL"
 	@echo "make bench-block - one 2B4T decoder layer (prompt + decode steps) through the RTL"
 	@echo "make perf     - 2B4T tokens/s, time to first token, J/token per board preset, rooflines"
 	@echo "make clean    - remove build/"
@@ -51,10 +52,13 @@ bench-area: $(STAMP)
 bench-sim: $(STAMP)
 	$(PY) -m sim.bench_sim
 
+bench-token: $(STAMP)
+	$(PY) -m sim.bench_sim --layers 30
+
 bench-block: $(STAMP)
 	$(PY) -m sim.bench_block
 
-bench: bench-area bench-sim bench-block
+bench: bench-area bench-sim bench-token bench-block
 
 perf: $(STAMP)
 	@for p in ecp5-ddr3 kv260 hbm2; do \
