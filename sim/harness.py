@@ -259,7 +259,25 @@ def _stall_source(m, seed, start, threshold, name):
     return stall
 
 
-class StreamPlayer(wiring.Component):
+class _WithMemory:
+    """The memory parameters of a :class:`StreamPlayer` or :class:`StreamRecorder`."""
+
+    @property
+    def width(self):
+        return self._width
+
+    @property
+    def memory(self):
+        """The :class:`amaranth.lib.memory.Memory` of the words (``storage="amaranth"``;
+        None for the Verilog leaf)."""
+        return self._storage.memory
+
+    @property
+    def depth(self):
+        return self._depth
+
+
+class StreamPlayer(_WithMemory, wiring.Component):
     """Plays words of a memory on a stream in a three-level loop nest.
 
     On ``start`` the player plays, for ``t`` in ``0..outer-1``, for ``r`` in
@@ -313,20 +331,6 @@ class StreamPlayer(wiring.Component):
             "busy": Out(1),
         })
 
-    @property
-    def width(self):
-        return self._width
-
-    @property
-    def memory(self):
-        """The :class:`amaranth.lib.memory.Memory` of the words (``storage="amaranth"``;
-        None for the Verilog leaf)."""
-        return self._storage.memory
-
-    @property
-    def depth(self):
-        return self._depth
-
     def elaborate(self, platform):
         m = Module()
         aw = range(self._depth)
@@ -367,7 +371,7 @@ class StreamPlayer(wiring.Component):
         return m
 
 
-class StreamRecorder(wiring.Component):
+class StreamRecorder(_WithMemory, wiring.Component):
     """Captures the words of a stream into a memory, in order, with random backpressure.
 
     Parameters
@@ -403,20 +407,6 @@ class StreamRecorder(wiring.Component):
             "backpressure": In(STALL_BITS), "seed": In(LFSR_WIDTH),
             "count": Out(COUNT_WIDTH),
         })
-
-    @property
-    def width(self):
-        return self._width
-
-    @property
-    def memory(self):
-        """The :class:`amaranth.lib.memory.Memory` of the words (``storage="amaranth"``;
-        None for the Verilog leaf)."""
-        return self._storage.memory
-
-    @property
-    def depth(self):
-        return self._depth
 
     def elaborate(self, platform):
         m = Module()

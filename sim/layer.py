@@ -456,7 +456,7 @@ class EngineSession:
         ``"memory"`` (the default): the engine inside :class:`sim.harness.EngineHarness`,
         its streams played from memories by the simulator itself (:mod:`sim.tb_harness`),
         stalls from LFSRs; or ``"cycle"``: every handshake driven and sampled from
-        Python each cycle (:mod:`sim.tb_engine`), stalls from NumPy, about 40 times
+        Python each cycle (:mod:`sim.tb_engine`), stalls from NumPy, about 30 times
         slower. Both give the same outputs, and the same cycles without stalls.
     harness : HarnessConfig, optional
         The memories of the ``"memory"`` bench (default :class:`HarnessConfig`).
