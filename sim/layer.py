@@ -279,12 +279,6 @@ class EngineResult:
     wall_seconds: float
     timing: dict = field(default_factory=dict)
 
-    @property
-    def cycles_per_second(self):
-        """Simulated cycles per second of simulation (the ``simulate`` phase)."""
-        seconds = self.timing.get("simulate")
-        return self.cycles / seconds if seconds else float("nan")
-
 
 #: The two benches of an :class:`EngineSession`: streams played from memories inside
 #: the simulator (:mod:`sim.tb_harness`), or driven cycle by cycle from Python

@@ -48,3 +48,18 @@ def test_sim_cli_errors():
     assert "unknown configuration" in result.stderr
     listed = run("-m", "sim", "--list")
     assert listed.returncode == 0 and "k16_m8_ternary_raw_b8_l1" in listed.stdout
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("sim.bench_sim", ["--idle", "1.5"], "must be in [0, 1)"),
+    ("sim.bench_sim", ["--backpressure", "-0.1"], "must be in [0, 1)"),
+    ("sim.bench_sim", ["--layers", "0"], "must be a positive integer"),
+    ("sim.bench_sim", ["--only", "nope"], "unknown projection 'nope'"),
+    ("sim.bench_sim", ["--bench", "fast"], "invalid choice: 'fast'"),
+    ("sim.bench_sim", ["--lanes", "7"], "not a multiple of the engine's lanes (7)"),
+    ("sim.bench_block", ["--bench", "fast"], "invalid choice: 'fast'"),
+])
+def test_bench_flags_are_checked_before_anything_is_built(module, args, message):
+    result = run("-m", module, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
