@@ -7,6 +7,11 @@ per weight plus at most 4 padding trits a beat), beside the token's activations 
 ``lanes``-wide beats; the unit accumulates across the beats and emits the tile's
 ``rows`` outputs through the fixed-point output stage. Beats of consecutive tiles and
 tokens follow each other with no bubble.
+
+With ``weight_order="columns"`` the engine takes the sparse dataflow's beats
+(:mod:`model.sparse`): a beat's weights are ``lanes`` stored columns of its tile, each
+``packed_length(rows)`` bytes (the column's trits, 5 per byte), so a column the
+compacted activations need can be fetched on its own; the unit is the same.
 """
 
 from dataclasses import dataclass
@@ -15,16 +20,35 @@ from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from model.encoding import TRITS_PER_BYTE
 from model.mapping import (DEFAULT_LANES, DEFAULT_ROWS, LayerTiling, bytes_per_beat,
                            check_layer_shape)
 from model.quant import TERNARY
+from model.sparse import SparseTiling, column_bytes
 
 from .lanes import GENERIC
 from .matmul import ErrorLayout, MatmulUnit
 from .unpack import ROM, TritUnpacker
 
-__all__ = ["LayerEngine", "LayerMapping", "bytes_per_beat", "check_layer_shape",
-           "layer_cycles", "DEFAULT_LANES", "DEFAULT_ROWS"]
+__all__ = ["LayerEngine", "LayerMapping", "SparseLayerMapping", "bytes_per_beat",
+           "check_layer_shape", "layer_cycles", "weight_beat_bytes", "WEIGHT_ORDERS",
+           "ROWS_ORDER", "COLUMNS_ORDER", "DEFAULT_LANES", "DEFAULT_ROWS"]
+
+#: How a weight beat is packed: the tile's ``rows x lanes`` codes row-major, 5 per byte
+#: (the dense dataflow), or ``lanes`` stored columns (the sparse dataflow).
+ROWS_ORDER, COLUMNS_ORDER = "rows", "columns"
+WEIGHT_ORDERS = (ROWS_ORDER, COLUMNS_ORDER)
+
+
+def weight_beat_bytes(lanes, rows, weight_order=ROWS_ORDER):
+    """Packed bytes of one weight beat: :func:`bytes_per_beat` row-major, or ``lanes``
+    columns of :func:`model.sparse.column_bytes` each."""
+    if weight_order == ROWS_ORDER:
+        return bytes_per_beat(lanes, rows)
+    if weight_order == COLUMNS_ORDER:
+        return lanes * column_bytes(rows)
+    raise ValueError(f"weight_order must be one of {', '.join(WEIGHT_ORDERS)}, "
+                     f"not {weight_order!r}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +79,46 @@ class LayerMapping(LayerTiling):
         return self.beats + self.latency
 
 
+@dataclass(frozen=True)
+class SparseLayerMapping(SparseTiling):
+    """:class:`model.sparse.SparseTiling` on a built engine (``weight_order="columns"``):
+    its latency and the cycle model of the sparse dataflow.
+
+    Raises
+    ------
+    ValueError
+        If the layer does not tile onto the engine, or a token keeps more columns than
+        ``max_beats`` beats hold.
+    """
+
+    levels_per_stage: int = 1
+    output_stage: bool = True
+    max_beats: int = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_beats is not None and max(self.token_beats) > self.max_beats:
+            raise ValueError(f"a token keeps {max(self.kept)} columns, "
+                             f"{max(self.token_beats)} beats, more than the engine's "
+                             f"max_beats ({self.max_beats})")
+
+    @property
+    def latency(self):
+        from .matmul import unit_latency
+        return unit_latency(self.lanes, self.levels_per_stage, self.output_stage)
+
+    @property
+    def cycles(self):
+        """From the first beat to the last result, no stall: one compacted beat per
+        clock, tokens and tiles back to back, then the unit's latency."""
+        return self.beats + self.latency
+
+    def token_cycles(self, token):
+        """The cycle model of token ``token`` alone: its beats for every tile, then the
+        latency."""
+        return self.row_tiles * self.token_beats[token] + self.latency
+
+
 def layer_cycles(out_features, in_features, tokens, *, lanes, rows, levels_per_stage=1,
                  output_stage=True):
     """Cycles from a layer's first beat to its last result, no stall
@@ -73,6 +137,10 @@ class LayerEngine(wiring.Component):
         As for :class:`MatmulUnit`.
     fabric : str
         As for :class:`MatmulUnit` (``"ecp5"``: the Fmax of the FPGA reports).
+    weight_order : str
+        ``"rows"`` (the default): a beat's ``rows x lanes`` codes row-major, packed 5 per
+        byte across the beat; ``"columns"``: ``lanes`` columns of ``packed_length(rows)``
+        bytes each (the sparse dataflow, :mod:`model.sparse`).
     decoder : str
         The unpacker's byte decoder (:class:`TritUnpacker`): ``"rom"`` (the default, the
         smaller and faster one in ``make bench-area``) or ``"mulshift"``.
@@ -87,8 +155,9 @@ class LayerEngine(wiring.Component):
         As :class:`MatmulUnit` ``act`` (with ``scale`` and ``shift`` when
         ``output_stage``).
     wgt : stream, in
-        Payload ``ArrayLayout(unsigned(8), bytes_per_beat)``: the beat's codes, row-major,
-        packed by :func:`model.encoding.pack_trits`.
+        Payload ``ArrayLayout(unsigned(8), weight_beat_bytes(lanes, rows, weight_order))``:
+        the beat's codes packed by :func:`model.encoding.pack_trits`, row-major over the
+        beat, or column by column (:func:`model.sparse.pack_columns`).
     res : stream, out
         ``rows`` results (``OUT_WIDTH`` bits, or accumulators without the output stage).
     error : Signal(ErrorLayout), out
@@ -97,16 +166,16 @@ class LayerEngine(wiring.Component):
     """
 
     def __init__(self, *, lanes, rows, max_beats=1024, levels_per_stage=1, fabric=GENERIC,
-                 decoder=ROM, output_stage=True):
+                 decoder=ROM, output_stage=True, weight_order=ROWS_ORDER):
+        self._beat_bytes = weight_beat_bytes(lanes, rows, weight_order)
+        self._weight_order = weight_order
         self._unit = MatmulUnit(lanes=lanes, rows=rows, weight_mode=TERNARY,
                                 output_stage=output_stage, max_beats=max_beats,
                                 levels_per_stage=levels_per_stage, fabric=fabric)
-        self._unpacker = TritUnpacker(bytes_per_beat=bytes_per_beat(lanes, rows),
-                                      decoder=decoder)
+        self._unpacker = TritUnpacker(bytes_per_beat=self._beat_bytes, decoder=decoder)
         super().__init__({
             "act": In(stream.Signature(self._unit.act_layout)),
-            "wgt": In(stream.Signature(data.ArrayLayout(unsigned(8),
-                                                        bytes_per_beat(lanes, rows)))),
+            "wgt": In(stream.Signature(data.ArrayLayout(unsigned(8), self._beat_bytes))),
             "res": Out(stream.Signature(self._unit.res_layout)),
             "error": Out(ErrorLayout),
         })
@@ -123,6 +192,14 @@ class LayerEngine(wiring.Component):
     def latency(self):
         return self._unit.latency
 
+    @property
+    def weight_order(self):
+        return self._weight_order
+
+    @property
+    def weight_beat_bytes(self):
+        return self._beat_bytes
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.unit = unit = self._unit
@@ -131,8 +208,18 @@ class LayerEngine(wiring.Component):
         wiring.connect(m, wiring.flipped(self.res), unit.res)
         wiring.connect(m, wiring.flipped(self.wgt), unpacker.i)
         codes = unit.rows * unit.lanes
+        if self._weight_order == ROWS_ORDER:
+            m.d.comb += unit.wgt.payload.as_value().eq(
+                unpacker.o.payload.as_value()[:2 * codes])
+        else:
+            # Column c of the beat is trits c * column_trits .. of the unpacked codes,
+            # row 0 first: wiring only.
+            column_trits = column_bytes(unit.rows) * TRITS_PER_BYTE
+            for row in range(unit.rows):
+                for lane in range(unit.lanes):
+                    m.d.comb += unit.wgt.payload[row][lane].eq(
+                        unpacker.o.payload[lane * column_trits + row])
         m.d.comb += [
-            unit.wgt.payload.as_value().eq(unpacker.o.payload.as_value()[:2 * codes]),
             unit.wgt.valid.eq(unpacker.o.valid),
             unpacker.o.ready.eq(unit.wgt.ready),
             self.error.code.eq(unit.error.code | unpacker.invalid),

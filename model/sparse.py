@@ -1,0 +1,248 @@
+"""Skipping zero activations: the sparse dataflow of the layer engine, counted.
+
+A zero activation contributes nothing to a BitLinear: neither its adds nor the weight
+column it multiplies are needed. A dense engine gains nothing from scattered zeros (a
+beat of 32 activations at 80 % sparsity is all zero 0.08 % of the time), so the saving
+has to come from the dataflow (``shared/reference/a48-qsparse.md``):
+
+1. **Compaction.** A token's kept activations are compacted with their column indices
+   (:func:`kept_columns`), in ascending column order, and cut into ``lanes``-wide beats;
+   the last beat is padded with zero activations. A token keeps at least one beat, so
+   an all-zero token still yields its (zero) results.
+2. **Column-major weights.** Each row tile of a layer is stored column by column
+   (:func:`pack_columns`): a tile's column, its ``rows`` trits, is
+   :func:`column_bytes` ``(rows)`` bytes packed 5 trits per byte
+   (:func:`model.encoding.pack_trits`) and can be fetched on its own. A beat's weights
+   are the ``lanes`` columns of its indices, in lane order; the padding lanes are zero
+   columns that the fetcher fills in without reading memory.
+3. **The same unit.** The matmul unit accumulates the compacted beats as it does dense
+   ones. The sum over the kept columns equals the dense sum whenever every dropped
+   activation is zero, so the results are bit-exact to the dense golden model.
+
+Two schedules choose the kept columns:
+
+* ``"nonzero"`` (data dependent: TopK, squared-ReLU zeros): the token's nonzero
+  quantized activations. The beats per token vary with the data.
+* ``"mask"`` (static: Block Q-Sparse N:M): the positions a mask keeps, whatever their
+  quantized value. With N:M every token keeps exactly ``N / M`` of its columns, so every
+  token has the same beats and the schedule is known before the data.
+
+:class:`SparseTiling` counts the beats and bytes (the one place that counts them, as
+:class:`model.mapping.LayerTiling` does for the dense dataflow); ``hw.engine`` adds the
+RTL's latency to give the cycle model.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .encoding import TRITS_PER_BYTE, check_ternary, pack_trits, packed_length
+from .mapping import DEFAULT_LANES, DEFAULT_ROWS, check_layer_shape
+from .quant import ACT_WIDTH
+
+__all__ = ["NONZERO", "MASK", "SCHEDULES", "column_bytes", "pack_columns", "kept_columns",
+           "sparse_beats", "SparseTiling"]
+
+#: Kept columns: the nonzero activations (data dependent) or a mask's (static).
+NONZERO, MASK = "nonzero", "mask"
+SCHEDULES = (NONZERO, MASK)
+
+
+def column_bytes(rows):
+    """Bytes of one stored weight column of a ``rows``-row tile: its trits, 5 per byte."""
+    if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 1:
+        raise ValueError(f"rows must be a positive integer, not {rows!r}")
+    return packed_length(rows)
+
+
+def pack_columns(weights, rows):
+    """Store ternary weights column-major per row tile, each column on its own bytes.
+
+    Parameters
+    ----------
+    weights : array_like, (N_out, N_in)
+        Ternary weights; ``N_out`` a multiple of ``rows``.
+    rows : int
+        Rows of a tile (the engine's M).
+
+    Returns
+    -------
+    numpy.ndarray of uint8, (N_out / rows, N_in, column_bytes(rows))
+        ``[tile, column]`` holds rows ``tile * rows ..`` of that column, row 0 first,
+        padded with zero weights to whole bytes.
+    """
+    w = check_ternary(weights)
+    if w.ndim != 2:
+        raise ValueError(f"weights must be 2-D (N_out, N_in), not shape {w.shape}")
+    width = column_bytes(rows)
+    if w.shape[0] % rows:
+        raise ValueError(f"out_features {w.shape[0]} is not a multiple of rows ({rows})")
+    tiles, n_in = w.shape[0] // rows, w.shape[1]
+    cols = w.reshape(tiles, rows, n_in).transpose(0, 2, 1)           # (tile, col, row)
+    cols = np.pad(cols, ((0, 0), (0, 0), (0, width * TRITS_PER_BYTE - rows)))
+    return pack_trits(cols.reshape(-1)).reshape(tiles, n_in, width)
+
+
+def kept_columns(activations, schedule=NONZERO, mask=None):
+    """The columns each token keeps, ascending.
+
+    Parameters
+    ----------
+    activations : array_like of int, (T, N_in)
+        Quantized activations.
+    schedule : str
+        ``"nonzero"``: the nonzero activations; ``"mask"``: the True entries of ``mask``.
+    mask : array_like of bool, (T, N_in), optional
+        With ``"mask"``: the columns kept (every activation outside it must be zero,
+        or the result would not be the dense one).
+
+    Returns
+    -------
+    list of numpy.ndarray of int64
+        One array of column indices per token.
+
+    Raises
+    ------
+    ValueError
+        On a bad schedule, a mask of the wrong shape or with a nonzero activation
+        outside it, or a mask given with ``"nonzero"``.
+    """
+    x = np.asarray(activations)
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"activations must be a 2-D integer array (T, N_in), not "
+                         f"{x.dtype} of shape {x.shape}")
+    if schedule == NONZERO:
+        if mask is not None:
+            raise ValueError("a mask goes with schedule='mask'")
+        keep = x != 0
+    elif schedule == MASK:
+        if mask is None:
+            raise ValueError("schedule='mask' needs the mask of kept columns")
+        keep = np.asarray(mask)
+        if keep.shape != x.shape or keep.dtype != bool:
+            raise ValueError(f"mask must be a boolean array of shape {x.shape}, not "
+                             f"{keep.dtype} of shape {keep.shape}")
+        outside = (x != 0) & ~keep
+        if np.any(outside):
+            t, c = (int(v) for v in np.argwhere(outside)[0])
+            raise ValueError(f"token {t} has a nonzero activation at column {c}, "
+                             f"outside the mask")
+    else:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
+    return [np.flatnonzero(row).astype(np.int64) for row in keep]
+
+
+def sparse_beats(kept, lanes):
+    """Beats of one token's dot product: ``ceil(kept / lanes)``, at least 1."""
+    return max(1, -(-int(kept) // lanes))
+
+
+@dataclass(frozen=True)
+class SparseTiling:
+    """One ``out_features x in_features`` BitLinear on the sparse dataflow of an engine of
+    ``lanes`` x ``rows``: for each token (``kept`` columns each), for each row tile, the
+    token's compacted beats.
+
+    Attributes
+    ----------
+    kept : tuple of int
+        Columns kept per token (0..in_features).
+
+    Raises
+    ------
+    ValueError
+        If the layer does not tile onto the engine or a count is out of range.
+    """
+
+    out_features: int
+    in_features: int
+    kept: tuple
+    lanes: int = DEFAULT_LANES
+    rows: int = DEFAULT_ROWS
+
+    def __post_init__(self):
+        for name in ("lanes", "rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        # A token's beats, not the dense dot product's, must fit the accumulator: the
+        # engine's mapping checks them against max_beats.
+        check_layer_shape(self.out_features, self.in_features, lanes=self.lanes,
+                          rows=self.rows)
+        kept = tuple(self.kept)
+        if not kept:
+            raise ValueError("kept must have one count per token (at least one token)")
+        for count in kept:
+            if isinstance(count, bool) or not isinstance(count, (int, np.integer)) \
+                    or not 0 <= count <= self.in_features:
+                raise ValueError(f"kept columns per token must be integers in "
+                                 f"0..{self.in_features}, not {count!r}")
+        object.__setattr__(self, "kept", tuple(int(c) for c in kept))
+
+    @property
+    def tokens(self):
+        return len(self.kept)
+
+    @property
+    def row_tiles(self):
+        return self.out_features // self.rows
+
+    @property
+    def dense_col_beats(self):
+        """Beats of one dense dot product, for comparison."""
+        return self.in_features // self.lanes
+
+    @property
+    def token_beats(self):
+        """Beats of each token's dot product (one tile): :func:`sparse_beats`."""
+        return tuple(sparse_beats(c, self.lanes) for c in self.kept)
+
+    @property
+    def beats(self):
+        """Beats streamed for the whole layer: each token's beats for every tile."""
+        return self.row_tiles * sum(self.token_beats)
+
+    @property
+    def result_words(self):
+        return self.tokens * self.row_tiles
+
+    @property
+    def density(self):
+        """Kept columns over all columns, over the tokens."""
+        return sum(self.kept) / (self.tokens * self.in_features)
+
+    @property
+    def column_bytes(self):
+        return column_bytes(self.rows)
+
+    @property
+    def weight_bytes_per_beat(self):
+        """Bytes of one weight beat on the engine's port: ``lanes`` columns."""
+        return self.lanes * self.column_bytes
+
+    @property
+    def weight_bytes(self):
+        """Weight bytes fetched from memory: every kept column of every tile, once per
+        token (the padding lanes are zeros the fetcher makes up, no memory read)."""
+        return self.row_tiles * sum(self.kept) * self.column_bytes
+
+    @property
+    def port_bytes(self):
+        """Bytes across the engine's weight port, padding lanes included."""
+        return self.beats * self.weight_bytes_per_beat
+
+    @property
+    def index_bits(self):
+        """Bits of one column index: ``ceil(log2(in_features))``, at least 1."""
+        return max(1, (self.in_features - 1).bit_length())
+
+    @property
+    def index_bytes(self):
+        """Column indices fetched: each kept column's index once per tile (the fetcher
+        walks the token's index list for every tile)."""
+        return self.row_tiles * sum(self.kept) * self.index_bits / 8
+
+    @property
+    def activation_bytes(self):
+        """Compacted activation bytes streamed (a token's beats once per row tile)."""
+        return self.beats * self.lanes * ACT_WIDTH // 8
