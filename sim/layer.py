@@ -61,12 +61,14 @@ class EngineConfig:
     max_beats: int = 256
     levels_per_stage: int = 1
     output_stage: bool = True
+    weight_order: str = "rows"
 
     @property
     def name(self):
         stage = "" if self.output_stage else "_acc"
+        order = "" if self.weight_order == "rows" else f"_{self.weight_order}"
         return (f"engine_k{self.lanes}_m{self.rows}_b{self.max_beats}"
-                f"_l{self.levels_per_stage}{stage}")
+                f"_l{self.levels_per_stage}{stage}{order}")
 
     def build(self):
         from hw.engine import LayerEngine
@@ -79,8 +81,8 @@ class EngineConfig:
 
     @property
     def bytes_per_beat(self):
-        from hw.engine import bytes_per_beat
-        return bytes_per_beat(self.lanes, self.rows)
+        from hw.engine import weight_beat_bytes
+        return weight_beat_bytes(self.lanes, self.rows, self.weight_order)
 
     @property
     def res_width(self):
@@ -230,6 +232,9 @@ def plan_layer(weights, activations, scale=None, shift=None, config=None):
     """
     from hw.matmul import act_layout
     config = EngineConfig() if config is None else config
+    if config.weight_order != "rows":
+        raise ValueError(f"this engine takes weight beats in {config.weight_order!r} order "
+                         f"(the sparse dataflow): plan with sim.sparse.plan_sparse")
     w, x, scale, shift = check_layer_inputs(weights, activations, scale, shift, config)
     mapping = config.mapping(w.shape[0], w.shape[1], x.shape[0])
     m, k = config.rows, config.lanes
@@ -309,10 +314,11 @@ class HarnessConfig:
         return f"h{self.act_depth}_{self.wgt_depth}_{self.res_depth}"
 
     def check(self, plan):
-        """Raise ``ValueError`` unless ``plan`` (a :class:`LayerPlan`) fits."""
+        """Raise ``ValueError`` unless ``plan`` (a :class:`LayerPlan`, or a
+        :class:`sim.sparse.SparsePlan`) fits: its stored words and its results."""
         mapping = plan.mapping
-        needs = (("act_depth", "activation beats", plan.tokens * mapping.col_beats),
-                 ("wgt_depth", "weight beats", mapping.row_tiles * mapping.col_beats),
+        needs = (("act_depth", "activation beats", len(plan.token_words)),
+                 ("wgt_depth", "weight beats", len(plan.weight_bytes)),
                  ("res_depth", "results", plan.tiles))
         for field, what, count in needs:
             if count > getattr(self, field):
@@ -555,7 +561,19 @@ class EngineSession:
         EngineResult
         """
         single = np.ndim(activations) == 1
-        plan = plan_layer(weights, activations, scale, shift, self.config)
+        result = self.run_plan(plan_layer(weights, activations, scale, shift, self.config))
+        if single:
+            result.outputs = result.outputs[0]
+        return result
+
+    def run_plan(self, plan):
+        """Run a planned layer (:func:`plan_layer`, :func:`sim.sparse.plan_sparse`).
+
+        Returns
+        -------
+        EngineResult
+            Outputs (tokens, out_features).
+        """
         if self.harness is not None:
             self.harness.check(plan)
         if self._conn is None:
@@ -573,7 +591,7 @@ class EngineSession:
         if "exception" in reply:
             raise RuntimeError(f"the engine simulation failed: {reply['exception']}")
         outputs = reply["outputs"].reshape(plan.tokens, plan.out_features)
-        return EngineResult(outputs[0] if single else outputs, reply["cycles"],
+        return EngineResult(outputs, reply["cycles"],
                             plan.mapping.cycles, reply["error"], time.monotonic() - started,
                             reply["timing"])
 
