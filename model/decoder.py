@@ -38,19 +38,56 @@ Numerics (float32 throughout unless stated):
   numerics") to check the accelerator against a given runtime.
 * BitLinear output: ``acc * (weight_scale / s)``, the factor in float64, the product
   rounded once to float32.
+
+Activation modes (``shared/reference/a48-qsparse.md``; :class:`Decoder` parameters):
+
+* ``activations="a8"`` (default): every BitLinear input int8 absmax, as above.
+* ``activations="a4.8"`` (BitNet a4.8): q/k/v and gate/up inputs INT4 absmean
+  (:func:`model.quant.quantize_activations_int4`); the o input Top-K 50 % per token
+  (``k = D // 2``, mask from the unquantized |x|) then int8 absmax; the down input int8
+  absmax. Gate first: ``up`` is only needed where ``relu(gate)^2 != 0``; the core still
+  computes every output of up (the engine has no output skipping), the others are
+  zeroed, which changes nothing (their product with the gate is 0), and the ledger
+  counts the needed ones. The int4 values travel to the core as int8 in -8..7.
+* ``topk=r`` (Q-Sparse): every BitLinear input keeps its ``int((1 - r) D)`` largest |x|
+  per token (:func:`model.quant.topk_count`); ``block_topk=(N, M)`` keeps N of every M
+  consecutive channels instead. The mask is taken on the full-precision input and
+  applied *before* the projection's quantizer (for int8 absmax the order does not
+  matter: the token's max survives; for INT4 absmean beta is the mean of the masked
+  row). When masks combine (a4.8's o Top-K and a Q-Sparse mask) an entry survives only
+  if every mask keeps it; for two Top-K masks that is the smaller K.
+* ``kv_bits=3|4``: the KV cache holds keys (after RoPE) and values quantized
+  (:func:`model.quant.quantize_kv`, per head and position); the cache arrays hold the
+  dequantized codes, exactly what an unpacking read would give. With 3 bits position 0
+  (the BOS token of a prompt that starts with one) stays at 4 bits unless
+  ``kv_bos_4bit=False``.
 """
 
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import numpy as np
 
 from .arith import matmul_int
-from .quant import ACT_QUANT_PATHS, FLOAT64, quantize_activations_as
+from .quant import (ACT_QUANT_PATHS, FLOAT64, KV_BITS, block_topk_mask, dequantize_kv,
+                    quantize_activations_as, quantize_activations_int4, quantize_kv,
+                    topk_count, topk_mask)
 from .weights import PROJECTIONS
 
 __all__ = ["GoldenCore", "KVCache", "Decoder", "Generation", "generate", "rms_norm",
            "matvec_head",
-           "rope_tables", "apply_rope", "rotate_half"]
+           "rope_tables", "apply_rope", "rotate_half",
+           "A8", "A4_8", "ACTIVATION_MODES", "A48_INT4_INPUTS", "A48_TOPK_INPUTS"]
+
+#: Every BitLinear input int8 absmax (BitNet b1.58).
+A8 = "a8"
+#: BitNet a4.8: INT4 absmean, Top-K 50 % + int8, int8 by projection.
+A4_8 = "a4.8"
+ACTIVATION_MODES = (A8, A4_8)
+#: The projections whose input a4.8 quantizes to INT4 absmean.
+A48_INT4_INPUTS = ("q", "k", "v", "gate", "up")
+#: The projections whose input a4.8 sparsifies with Top-K 50 % before int8 absmax.
+A48_TOPK_INPUTS = ("o",)
 
 
 class GoldenCore:
@@ -154,13 +191,65 @@ class Decoder:
     ledger : optional
         Told of every operation as it runs (``ledger.record(kind, layer=, name=,
         **sizes)``, :class:`model.accounting.Ledger`): the decoder's own account of a
-        forward pass, from which the performance and energy figures are derived.
+        forward pass, from which the performance and energy figures are derived. A
+        ``"bitlinear"`` record has ``tokens``, ``out_features``, ``in_features`` and
+        ``act_bits`` (4 or 8); with ``count_nonzero`` also the data-dependent counts.
+    activations : str
+        ``"a8"`` (default, BitNet b1.58) or ``"a4.8"`` (:data:`ACTIVATION_MODES`; the
+        module docstring says what each quantizes how). ``act_quant`` applies to the
+        int8 quantizers only; the INT4 quantizer is float64.
+    topk : float, optional
+        Q-Sparse sparsity ratio r, 0 <= r < 1: every BitLinear input keeps
+        ``int((1 - r) D)`` entries per token.
+    block_topk : (int, int), optional
+        Block Q-Sparse N:M (e.g. ``(16, 32)``) on every BitLinear input; M must divide
+        the hidden and FFN widths. Exclusive with ``topk``.
+    kv_bits : int, optional
+        3 or 4: the KV cache holds quantized keys and values (default: float32).
+    kv_bos_4bit : bool
+        With ``kv_bits=3``, keep position 0 at 4 bits (a4.8's BOS rule; default True).
+    gate_first : bool
+        In a4.8, zero the up outputs where ``relu(gate)^2`` is 0 and count the needed
+        ones (default True; exact, the result is the same as without).
+    count_nonzero : bool
+        Add data-dependent counts to the ``"bitlinear"`` records: ``nonzero``, the
+        nonzero quantized activations over the call's tokens, and for a4.8's gate-first
+        up ``needed_outputs``, the (token, output) pairs whose gate is nonzero. Off by
+        default: a shape-only counting pass (:func:`model.accounting.account`) has no
+        meaningful data, and its records must equal a real pass's.
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``act_quant`` or ``activations``, a ratio outside [0, 1), an
+        invalid N:M or one whose M does not divide the widths, both ``topk`` and
+        ``block_topk``, or ``kv_bits`` not 3 or 4.
     """
 
     def __init__(self, weights, *, core=None, act_quant=FLOAT64, cache_layers=True,
-                 head=None, ledger=None):
+                 head=None, ledger=None, activations=A8, topk=None, block_topk=None,
+                 kv_bits=None, kv_bos_4bit=True, gate_first=True, count_nonzero=False):
         if act_quant not in ACT_QUANT_PATHS:
             raise ValueError(f"act_quant must be one of {ACT_QUANT_PATHS}, not {act_quant!r}")
+        if activations not in ACTIVATION_MODES:
+            raise ValueError(f"activations must be one of {ACTIVATION_MODES}, not "
+                             f"{activations!r}")
+        if topk is not None and block_topk is not None:
+            raise ValueError("topk and block_topk are mutually exclusive: give one "
+                             "Q-Sparse mask")
+        if topk is not None:
+            topk_count(1, topk)                 # checks the ratio (ValueError)
+        if block_topk is not None:
+            block_topk = self._check_block(block_topk, weights.config)
+        if kv_bits is not None and (isinstance(kv_bits, bool) or kv_bits not in KV_BITS):
+            raise ValueError(f"kv_bits must be one of {KV_BITS} or None, not {kv_bits!r}")
+        self.activations = activations
+        self.topk = topk
+        self.block_topk = block_topk
+        self.kv_bits = kv_bits
+        self.kv_bos_4bit = bool(kv_bos_4bit)
+        self.gate_first = bool(gate_first)
+        self.count_nonzero = bool(count_nonzero)
         self.weights = weights
         self.config = weights.config
         self.core = GoldenCore() if core is None else core
@@ -208,13 +297,62 @@ class Decoder:
         if self.ledger is not None:
             self.ledger.record(kind, layer=layer, name=name, **sizes)
 
+    @staticmethod
+    def _check_block(block, config):
+        try:
+            n, m = block
+        except (TypeError, ValueError):
+            raise ValueError(f"block_topk must be a pair (N, M), not {block!r}") from None
+        for v in (n, m):
+            if isinstance(v, bool) or not isinstance(v, Integral):
+                raise ValueError(f"block_topk N:M must be integers, not {block!r}")
+        if not 0 < n <= m:
+            raise ValueError(f"block_topk N:M needs 0 < N <= M, not {n}:{m}")
+        for what, width in (("hidden", config.hidden), ("ffn", config.ffn)):
+            if width % m:
+                raise ValueError(f"block_topk M = {m} must divide the {what} width "
+                                 f"({width})")
+        return int(n), int(m)
+
+    def act_bits(self, name):
+        """Bits of the quantized input of projection ``name``: 4 or 8."""
+        return 4 if self.activations == A4_8 and name in A48_INT4_INPUTS else 8
+
+    def sparsity_mask(self, x, name):
+        """The Top-K mask(s) of projection ``name``'s input ``x`` (T, D), combined (an
+        entry kept only if every mask keeps it), or None when the input stays dense."""
+        width = x.shape[1]
+        ks = []
+        if self.activations == A4_8 and name in A48_TOPK_INPUTS:
+            ks.append(width // 2)                           # a4.8: Top-K 50 %
+        if self.topk is not None:
+            ks.append(topk_count(width, self.topk))
+        mask = topk_mask(x, min(ks)) if ks else None        # nested: the smaller K wins
+        if self.block_topk is not None:
+            block = block_topk_mask(x, *self.block_topk)
+            mask = block if mask is None else mask & block
+        return mask
+
     def _norm(self, x, weight, layer, name):
         self._record("rms_norm", layer, name, tokens=x.shape[0], width=x.shape[-1])
         return rms_norm(x, weight, self.config.rms_norm_eps)
 
     # -- the linear layer ----------------------------------------------------------------
-    def bit_linear(self, x, projection, *, layer, name):
-        """One BitLinear: per-token int8 quantization, the integer core, the rescale.
+    def quantize_input(self, x, name):
+        """Projection ``name``'s input ``x`` (T, D) as the core receives it: the
+        sparsity mask (:meth:`sparsity_mask`) applied to the full-precision ``x``, then
+        the mode's quantizer (:meth:`act_bits`). Returns
+        :class:`model.quant.QuantizedActivations` (int8 values; -8..7 for INT4)."""
+        mask = self.sparsity_mask(x, name)
+        if mask is not None:
+            x = np.where(mask, x, np.float32(0))
+        if self.act_bits(name) == 4:
+            return quantize_activations_int4(x)
+        return quantize_activations_as(x, self.act_quant)
+
+    def bit_linear(self, x, projection, *, layer, name, needed=None):
+        """One BitLinear: per-token quantization (int8, or a4.8's INT4 / Top-K, Q-Sparse
+        masks: :meth:`quantize_input`), the integer core, the rescale.
 
         Parameters
         ----------
@@ -223,22 +361,41 @@ class Decoder:
         layer : int
         name : str
             ``"q"`` ... ``"down"``.
+        needed : numpy.ndarray of bool, (T, out_features), optional
+            The outputs that will be used (gate-first up); the others are returned as 0.
 
         Returns
         -------
         numpy.ndarray, (T, out_features) float32
         """
         self._record("act_quant", layer, name, tokens=x.shape[0], width=x.shape[1])
+        q = self.quantize_input(x, name)
+        counts = {}
+        if self.count_nonzero:
+            counts["nonzero"] = int(np.count_nonzero(q.values))
+            if needed is not None:
+                counts["needed_outputs"] = int(np.count_nonzero(needed))
         self._record("bitlinear", layer, name, tokens=x.shape[0],
-                     out_features=projection.shape[0], in_features=projection.shape[1])
-        q = quantize_activations_as(x, self.act_quant)
+                     out_features=projection.shape[0], in_features=projection.shape[1],
+                     act_bits=self.act_bits(name), **counts)
         acc = np.asarray(self.core(projection.values, q.values, layer=layer, name=name))
         expected = (x.shape[0], projection.shape[0])
         if acc.shape != expected:
             raise ValueError(f"core returned shape {acc.shape} for {name} of layer {layer}, "
                              f"expected {expected}")
+        if needed is not None:
+            acc = np.where(needed, acc, 0)
         factor = projection.scale / q.scale                 # float64, per token
         return (acc * factor[:, None]).astype(np.float32)
+
+    def kv_store(self, x, start):
+        """Keys or values (kv_heads, T, head_dim) of positions ``start ..`` as the cache
+        holds them with ``kv_bits``: quantized per head and position, dequantized
+        (position 0 at 4 bits under the 3-bit BOS rule)."""
+        out = dequantize_kv(quantize_kv(x, self.kv_bits))
+        if self.kv_bits == 3 and self.kv_bos_4bit and start == 0:
+            out[:, :1] = dequantize_kv(quantize_kv(x[:, :1], 4))
+        return out
 
     # -- the model -----------------------------------------------------------------------
     def new_cache(self):
@@ -303,6 +460,8 @@ class Decoder:
         self._record("rope", index, tokens=t, heads=c.heads + c.kv_heads,
                      head_dim=c.head_dim)
         self._record("kv_write", index, tokens=t, width=2 * c.kv_heads * c.head_dim)
+        if self.kv_bits is not None:
+            k, v = self.kv_store(k, start), self.kv_store(v, start)
         if index not in cache.keys:
             cache.keys[index] = k
             cache.values[index] = v
@@ -316,8 +475,11 @@ class Decoder:
         h = self._norm(x, w.norms["post_attention_layernorm"], index,
                        "post_attention_layernorm")
         gate = self.bit_linear(h, w.projections["gate"], layer=index, name="gate")
-        up = self.bit_linear(h, w.projections["up"], layer=index, name="up")
-        f = np.square(np.maximum(gate, np.float32(0))) * up
+        relu2 = np.square(np.maximum(gate, np.float32(0)))
+        # a4.8 gate first: up is needed only where relu(gate)^2 != 0 (0 * up elsewhere).
+        needed = relu2 != 0 if self.activations == A4_8 and self.gate_first else None
+        up = self.bit_linear(h, w.projections["up"], layer=index, name="up", needed=needed)
+        f = relu2 * up
         self._record("relu2", index, tokens=t, width=c.ffn)
         f = self._norm(f, w.norms["ffn_sub_norm"], index, "ffn_sub_norm")
         x = x + self.bit_linear(f, w.projections["down"], layer=index, name="down")
