@@ -14,8 +14,8 @@ import numpy as np
 
 from .checkpoint import (CheckpointError, format_inspect, inspect_checkpoint,
                          load_checkpoint, make_tiny)
-from .decoder import Decoder, generate
-from .quant import ACT_QUANT_PATHS, FLOAT64
+from .decoder import A8, ACTIVATION_MODES, Decoder, generate
+from .quant import ACT_QUANT_PATHS, FLOAT64, KV_BITS
 
 
 def _positive_int(text):
@@ -37,6 +37,28 @@ def _token_ids(text):
     if not ids:
         raise argparse.ArgumentTypeError("no token ids given")
     return ids
+
+
+def _sparsity_ratio(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a sparsity ratio in [0, 1), not {text}")
+    return value
+
+
+def _n_of_m(text):
+    parts = text.split(":")
+    try:
+        n, m = (int(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be N:M with integers N and M (e.g. 16:32), "
+                                         f"not {text!r}") from None
+    if not 0 < n <= m:
+        raise argparse.ArgumentTypeError(f"N:M needs 0 < N <= M, not {text}")
+    return n, m
 
 
 def build_parser():
@@ -86,12 +108,31 @@ def build_parser():
                    help="write prompt_ids, generated_ids and logits (float32, one row per "
                         "processed position) to an .npz file")
     p.add_argument("--act-quant", choices=ACT_QUANT_PATHS, default=FLOAT64,
-                   help="how the activation quantizer is evaluated: the project's float64 "
-                        "(default) or as PyTorch / bitnet.cpp evaluate it in float32")
+                   help="how the int8 activation quantizer is evaluated: the project's "
+                        "float64 (default) or as PyTorch / bitnet.cpp evaluate it in float32")
+    sparse = p.add_argument_group(
+        "activations", "BitNet a4.8 and Q-Sparse activations (model.decoder's docstring "
+                       "says what each option quantizes how).")
+    sparse.add_argument("--activations", choices=ACTIVATION_MODES, default=A8,
+                        help="a8: every BitLinear input int8 absmax (BitNet b1.58, the "
+                             "default); a4.8: q/k/v and gate/up inputs INT4 absmean, o "
+                             "input Top-K 50%% then int8, down input int8")
+    mask = sparse.add_mutually_exclusive_group()
+    mask.add_argument("--topk", type=_sparsity_ratio, metavar="RATIO",
+                      help="Q-Sparse: every BitLinear input keeps its int((1 - RATIO) D) "
+                           "largest |x| per token (0 <= RATIO < 1)")
+    mask.add_argument("--block-topk", type=_n_of_m, metavar="N:M",
+                      help="Block Q-Sparse: every BitLinear input keeps N of every M "
+                           "consecutive channels (e.g. 16:32)")
+    sparse.add_argument("--kv-bits", type=int, choices=KV_BITS,
+                        help="KV cache quantized to 3 or 4 bits (3: position 0 stays at "
+                             "4 bits); default float32")
     rtl = p.add_argument_group(
         "RTL", "--rtl runs every BitLinear on the layer engine under Verilator (the rest "
-               "in the golden model). Tiny models only: the simulation runs about 7,000 "
-               "engine cycles per second, 4 M cycles per token for 2B4T.")
+               "in the golden model), the int8 engine in every activation mode (INT4 "
+               "values are int8 values). Tiny models only: the simulation runs about "
+               "100,000 engine cycles per second, about 40 s for the 4 M cycles of one "
+               "2B4T token's linear layers.")
     rtl.add_argument("--rtl", action="store_true",
                      help="every BitLinear on the layer engine's RTL, bit-exact check")
     rtl.add_argument("--lanes", type=_positive_int, default=32,
@@ -142,6 +183,12 @@ def cmd_generate(parser, args):
     if len(prompt) + args.max_new_tokens > config.max_position_embeddings:
         parser.error(f"prompt ({len(prompt)}) + --max-new-tokens ({args.max_new_tokens}) "
                      f"exceed max_position_embeddings ({config.max_position_embeddings})")
+    options = dict(act_quant=args.act_quant, activations=args.activations,
+                   topk=args.topk, block_topk=args.block_topk, kv_bits=args.kv_bits)
+    try:
+        Decoder(checkpoint, **options)            # the options' errors before a build
+    except ValueError as error:
+        parser.error(str(error))
     session = core = None
     if args.rtl:
         from sim.layer import EngineConfig, EngineCore, EngineSession
@@ -162,7 +209,7 @@ def cmd_generate(parser, args):
         core = EngineCore(session)
     started = time.monotonic()
     try:
-        decoder = Decoder(checkpoint, core=core, act_quant=args.act_quant)
+        decoder = Decoder(checkpoint, core=core, **options)
         print(f"prompt: {' '.join(map(str, prompt))}", flush=True)
         run = generate(decoder, prompt, args.max_new_tokens, stop_at_eos=args.stop_at_eos,
                        on_token=lambda t: print(f"token {t}", file=sys.stderr, flush=True))

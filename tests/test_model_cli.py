@@ -114,3 +114,58 @@ def test_bench_block_on_a_checkpoint_layer(tiny):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all steps bit-exact" in result.stdout
     assert result.stdout.count("| yes |") == 3
+
+
+def run_in_process(capsys, *args):
+    """``python -m model`` in this process (fast for flag checks): (exit code, out, err)."""
+    from model.__main__ import main
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_activation_modes(tiny, tmp_path, capsys):
+    logits = {}
+    for label, flags in [("default", []), ("a8", ["--activations", "a8"]),
+                         ("a4.8", ["--activations", "a4.8", "--topk", "0.5",
+                                   "--kv-bits", "3"]),
+                         ("block", ["--block-topk", "16:32", "--kv-bits", "4"])]:
+        out = tmp_path / f"{label}.npz"
+        code, stdout, err = run_in_process(capsys, "generate", tiny / "packed", "--prompt-ids",
+                                           "1 5 9", "--max-new-tokens", "2",
+                                           "--logits-out", out, *flags)
+        assert code == 0, err
+        assert stdout.strip().splitlines()[-1].startswith("generated: ")
+        logits[label] = np.load(out)["logits"]
+    assert np.array_equal(logits["default"], logits["a8"])
+    assert not np.array_equal(logits["default"], logits["a4.8"])
+    assert not np.array_equal(logits["default"], logits["block"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--activations", "a4"], "invalid choice"),
+    (["--topk", "1"], "sparsity ratio in [0, 1)"),
+    (["--topk", "-0.2"], "sparsity ratio in [0, 1)"),
+    (["--topk", "half"], "not a number"),
+    (["--block-topk", "16"], "must be N:M"),
+    (["--block-topk", "16:32:2"], "must be N:M"),
+    (["--block-topk", "a:b"], "must be N:M"),
+    (["--block-topk", "0:32"], "0 < N <= M"),
+    (["--block-topk", "33:32"], "0 < N <= M"),
+    (["--block-topk", "16:48"], "must divide the hidden width"),
+    (["--topk", "0.5", "--block-topk", "16:32"], "not allowed with argument"),
+    (["--kv-bits", "8"], "invalid choice"),
+    (["--kv-bits", "x"], "invalid int value"),
+])
+def test_bad_activation_flags_exit_2(tiny, capsys, flags, message):
+    code, _, err = run_in_process(capsys, "generate", tiny / "packed", "--prompt-ids", "1",
+                                  *flags)
+    assert code == 2 and message in err
+
+
+def test_rtl_help_states_the_simulation_speed(capsys):
+    code, out, _ = run_in_process(capsys, "generate", "--help")
+    assert code == 0 and "100,000" in out and "7,000" not in out
