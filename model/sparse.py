@@ -41,7 +41,7 @@ from .mapping import DEFAULT_LANES, DEFAULT_ROWS, check_layer_shape
 from .quant import ACT_WIDTH
 
 __all__ = ["NONZERO", "MASK", "SCHEDULES", "column_bytes", "pack_columns", "kept_columns",
-           "sparse_beats", "SparseTiling"]
+           "sparse_beats", "burst_bytes", "SparseTiling"]
 
 #: Kept columns: the nonzero activations (data dependent) or a mask's (static).
 NONZERO, MASK = "nonzero", "mask"
@@ -135,6 +135,30 @@ def kept_columns(activations, schedule=NONZERO, mask=None):
 def sparse_beats(kept, lanes):
     """Beats of one token's dot product: ``ceil(kept / lanes)``, at least 1."""
     return max(1, -(-int(kept) // lanes))
+
+
+def burst_bytes(columns, in_features, rows, burst):
+    """Bytes a memory that reads whole ``burst``-byte bursts delivers for one token's
+    kept ``columns`` of one row tile stored by :func:`pack_columns` (its
+    ``in_features`` columns contiguous from a burst boundary): every burst that holds a
+    byte of a kept column is read whole.
+
+    At 4 bytes a column (16 rows) and 64-byte bursts a burst holds 16 columns, so at
+    84 % zeros 94 % of the bursts are still needed (``1 - 0.84**16``): the column
+    layout saves bytes on a memory read at column granularity (on-chip SRAM), hardly on
+    DRAM bursts.
+    """
+    width = column_bytes(rows)
+    if isinstance(burst, bool) or not isinstance(burst, (int, np.integer)) or burst < 1:
+        raise ValueError(f"burst must be a positive number of bytes, not {burst!r}")
+    c = np.asarray(columns, dtype=np.int64)
+    if c.size and (c.min() < 0 or c.max() >= in_features):
+        raise ValueError(f"columns must be in 0..{in_features - 1}")
+    first, last = (c * width) // burst, (c * width + width - 1) // burst
+    touched = np.unique(np.concatenate([np.arange(f, l + 1) for f, l in zip(first, last)])
+                        if c.size else np.zeros(0, dtype=np.int64))
+    region = -(-in_features * width // burst)          # the tile's bursts
+    return int(min(touched.size, region)) * burst
 
 
 @dataclass(frozen=True)
