@@ -58,6 +58,11 @@ def test_sim_cli_errors():
     ("sim.bench_sim", ["--bench", "fast"], "invalid choice: 'fast'"),
     ("sim.bench_sim", ["--lanes", "7"], "not a multiple of the engine's lanes (7)"),
     ("sim.bench_block", ["--bench", "fast"], "invalid choice: 'fast'"),
+    ("sim.bench_sparse", ["--gate-zeros", "1"], "must be in [0, 1)"),
+    ("sim.bench_sparse", ["--down-zeros", "x"], "not a number: 'x'"),
+    ("sim.bench_sparse", ["--tokens", "0"], "must be a positive integer"),
+    ("sim.bench_sparse", ["--only", "sparse"], "invalid choice: 'sparse'"),
+    ("sim.bench_sparse", ["--rows", "7"], "not a multiple of the engine's rows (7)"),
 ])
 def test_bench_flags_are_checked_before_anything_is_built(module, args, message):
     result = run("-m", module, *args)
