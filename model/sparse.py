@@ -19,6 +19,18 @@ has to come from the dataflow (``shared/reference/a48-qsparse.md``):
    ones. The sum over the kept columns equals the dense sum whenever every dropped
    activation is zero, so the results are bit-exact to the dense golden model.
 
+Two loop orders (``order``):
+
+* ``"tiles"`` (tile-major, output stationary, the dense engine's order): for each row
+  tile, the token's beats; the unit's ``rows`` accumulator registers hold one tile.
+  A tile's stored columns are contiguous (``[tile][column]``), so a kept column is a
+  :func:`column_bytes` read on its own: cheap from on-chip SRAM, but from DRAM every
+  burst holding a kept column is read whole (:func:`burst_bytes`).
+* ``"beats"`` (beat-major, activation stationary): for each beat, every row tile; the
+  unit keeps every tile's partial sums in an accumulator bank (``acc_tiles`` deep), and
+  the weights are stored ``[column][tile]``, so a kept column of the whole layer is
+  ``row_tiles * column_bytes`` contiguous bytes: read in whole bursts, every byte used.
+
 Two schedules choose the kept columns:
 
 * ``"nonzero"`` (data dependent: TopK, squared-ReLU zeros): the token's nonzero
@@ -40,12 +52,24 @@ from .encoding import TRITS_PER_BYTE, check_ternary, pack_trits, packed_length
 from .mapping import DEFAULT_LANES, DEFAULT_ROWS, check_layer_shape
 from .quant import ACT_WIDTH
 
-__all__ = ["NONZERO", "MASK", "SCHEDULES", "column_bytes", "pack_columns", "kept_columns",
-           "sparse_beats", "burst_bytes", "SparseTiling"]
+__all__ = ["NONZERO", "MASK", "SCHEDULES", "TILE_MAJOR", "BEAT_MAJOR", "ORDERS",
+           "check_order", "column_bytes", "pack_columns", "kept_columns", "sparse_beats",
+           "burst_bytes", "SparseTiling"]
 
 #: Kept columns: the nonzero activations (data dependent) or a mask's (static).
 NONZERO, MASK = "nonzero", "mask"
 SCHEDULES = (NONZERO, MASK)
+#: Loop orders: each tile's beats (output stationary), or each beat's tiles
+#: (activation stationary, an accumulator bank over the tiles).
+TILE_MAJOR, BEAT_MAJOR = "tiles", "beats"
+ORDERS = (TILE_MAJOR, BEAT_MAJOR)
+
+
+def check_order(order):
+    """Return ``order`` if it is one of :data:`ORDERS`."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
+    return order
 
 
 def column_bytes(rows):
@@ -137,40 +161,46 @@ def sparse_beats(kept, lanes):
     return max(1, -(-int(kept) // lanes))
 
 
-def burst_bytes(columns, in_features, rows, burst):
-    """Bytes a memory that reads whole ``burst``-byte bursts delivers for one token's
-    kept ``columns`` of one row tile stored by :func:`pack_columns` (its
-    ``in_features`` columns contiguous from a burst boundary): every burst that holds a
-    byte of a kept column is read whole.
+def burst_bytes(columns, in_features, rows, burst, *, order=TILE_MAJOR, row_tiles=1):
+    """Bytes a memory read in whole ``burst``-byte bursts delivers for one token's kept
+    ``columns``, every tile's.
 
-    At 4 bytes a column (16 rows) and 64-byte bursts a burst holds 16 columns, so at
-    84 % zeros 94 % of the bursts are still needed (``1 - 0.84**16``): the column
-    layout saves bytes on a memory read at column granularity (on-chip SRAM), hardly on
-    DRAM bursts.
+    ``order="tiles"``: each tile's ``in_features`` stored columns are contiguous from a
+    burst boundary, and every burst that holds a byte of a kept column is read whole. At
+    4 bytes a column (16 rows) a 64-byte burst holds 16 columns, so at 84 % zeros 94 %
+    of the bursts are still needed (``1 - 0.84**16``).
+    ``order="beats"``: each column of the layer (``row_tiles * column_bytes`` bytes) is
+    contiguous from a burst boundary: a kept column costs its bursts, nothing else.
     """
     width = column_bytes(rows)
-    if isinstance(burst, bool) or not isinstance(burst, (int, np.integer)) or burst < 1:
-        raise ValueError(f"burst must be a positive number of bytes, not {burst!r}")
+    check_order(order)
+    for name, value in (("burst", burst), ("row_tiles", row_tiles)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, not {value!r}")
     c = np.asarray(columns, dtype=np.int64)
     if c.size and (c.min() < 0 or c.max() >= in_features):
         raise ValueError(f"columns must be in 0..{in_features - 1}")
+    if order == BEAT_MAJOR:
+        return int(c.size) * -(-row_tiles * width // burst) * burst
     first, last = (c * width) // burst, (c * width + width - 1) // burst
     touched = np.unique(np.concatenate([np.arange(f, l + 1) for f, l in zip(first, last)])
                         if c.size else np.zeros(0, dtype=np.int64))
-    region = -(-in_features * width // burst)          # the tile's bursts
-    return int(min(touched.size, region)) * burst
+    return int(touched.size) * burst * row_tiles
 
 
 @dataclass(frozen=True)
 class SparseTiling:
     """One ``out_features x in_features`` BitLinear on the sparse dataflow of an engine of
-    ``lanes`` x ``rows``: for each token (``kept`` columns each), for each row tile, the
-    token's compacted beats.
+    ``lanes`` x ``rows``: for each token (``kept`` columns each), its compacted beats for
+    every row tile, in the loop ``order``.
 
     Attributes
     ----------
     kept : tuple of int
         Columns kept per token (0..in_features).
+    order : str
+        ``"tiles"`` or ``"beats"`` (:data:`ORDERS`): the beats and bytes are the same;
+        ``"beats"`` needs an accumulator for every output (:attr:`accumulators`).
 
     Raises
     ------
@@ -183,8 +213,10 @@ class SparseTiling:
     kept: tuple
     lanes: int = DEFAULT_LANES
     rows: int = DEFAULT_ROWS
+    order: str = TILE_MAJOR
 
     def __post_init__(self):
+        check_order(self.order)
         for name in ("lanes", "rows"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -234,6 +266,11 @@ class SparseTiling:
     def density(self):
         """Kept columns over all columns, over the tokens."""
         return sum(self.kept) / (self.tokens * self.in_features)
+
+    @property
+    def accumulators(self):
+        """Accumulators the order needs: a tile's ``rows``, or every output."""
+        return self.rows if self.order == TILE_MAJOR else self.out_features
 
     @property
     def column_bytes(self):

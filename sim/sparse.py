@@ -114,9 +114,10 @@ def plan_sparse(stored, activations, columns, scale, shift, config):
     from hw.matmul import act_layout
     tiles, n_in, width = stored.shape
     k, m = config.lanes, config.rows
-    mapping = SparseLayerMapping(tiles * m, n_in, (len(columns),), k, m,
-                                 config.levels_per_stage, config.output_stage,
-                                 config.max_beats)
+    mapping = SparseLayerMapping(tiles * m, n_in, (len(columns),), lanes=k, rows=m,
+                                 levels_per_stage=config.levels_per_stage,
+                                 output_stage=config.output_stage,
+                                 max_beats=config.max_beats)
     beats = mapping.token_beats[0]
     slots = beats * k
     # Activation beats: the kept values, the spare lanes zero, the last beat marked.
@@ -201,8 +202,10 @@ def run_sparse(session, weights, activations, scale=None, shift=None, *, schedul
         mask = np.asarray(mask)[None, :]
     kept = kept_columns(x, schedule, mask)
     mapping = SparseLayerMapping(w.shape[0], w.shape[1], tuple(len(c) for c in kept),
-                                 config.lanes, config.rows, config.levels_per_stage,
-                                 config.output_stage, config.max_beats)
+                                 lanes=config.lanes, rows=config.rows,
+                                 levels_per_stage=config.levels_per_stage,
+                                 output_stage=config.output_stage,
+                                 max_beats=config.max_beats)
     stored = pack_columns(w, config.rows)
     assert stored.shape[2] == column_bytes(config.rows)
     outputs, cycles, predicted, error, timing = [], 0, 0, 0, {}

@@ -85,11 +85,11 @@ def test_sparse_tiling_by_hand():
 
 
 def test_sparse_mapping_cycles_and_max_beats():
-    m = SparseLayerMapping(32, 64, (10, 0), 8, 4, max_beats=8)
+    m = SparseLayerMapping(32, 64, (10, 0), lanes=8, rows=4, max_beats=8)
     assert m.cycles == m.beats + m.latency == 8 * 3 + m.latency
     assert m.token_cycles(0) == 8 * 2 + m.latency
     with pytest.raises(ValueError, match="max_beats"):
-        SparseLayerMapping(32, 64, (64,), 8, 4, max_beats=4)
+        SparseLayerMapping(32, 64, (64,), lanes=8, rows=4, max_beats=4)
     assert weight_beat_bytes(32, 16, "columns") == 32 * 4
     assert weight_beat_bytes(32, 16) == 103
     with pytest.raises(ValueError, match="weight_order must be one of"):
