@@ -5,10 +5,15 @@ To add a process node or a data type, add an entry to :data:`OP_ENERGY_PJ` (and 
 """
 
 __all__ = ["OP_ENERGY_PJ", "MEMORY_PJ_PER_64BIT", "op_energy", "memory_pj_per_bit",
-           "NODES", "DTYPES"]
+           "NODES", "DTYPES", "INT4_ADD_SCALE"]
 
 _HOROWITZ = "Horowitz, 'Computing's energy problem', ISSCC 2014 (45 nm)"
 _POKEBNN = "Zhang, Zhang & Lew, 'PokeBNN', CVPR 2022 (7 nm), as quoted by BitNet"
+#: No source gives an INT4 add; it is derived from the INT8 add of the same node.
+INT4_ADD_SCALE = 4 / 8
+_INT4 = ("derived, not sourced: the INT8 add x 4/8 (an adder's energy taken as linear "
+         "in its width; Horowitz's 8/16/32-bit adds, 0.03/0.05/0.1 pJ, are about linear); "
+         "BitNet a4.8's INT4 activations")
 
 #: Energy of one operation in picojoules: ``{node: {dtype: {"add", "mul", "source"}}}``.
 OP_ENERGY_PJ = {
@@ -18,11 +23,13 @@ OP_ENERGY_PJ = {
         "int32": {"add": 0.1, "mul": 3.1, "source": _HOROWITZ},
         "int16": {"add": 0.05, "mul": None, "source": _HOROWITZ},
         "int8": {"add": 0.03, "mul": 0.2, "source": _HOROWITZ},
+        "int4": {"add": 0.03 * INT4_ADD_SCALE, "mul": None, "source": _INT4},
     },
     "7nm": {
         "fp32": {"add": 0.38, "mul": 1.31, "source": _POKEBNN},
         "fp16": {"add": 0.16, "mul": 0.34, "source": _POKEBNN},
         "int8": {"add": 0.007, "mul": 0.07, "source": _POKEBNN},
+        "int4": {"add": 0.007 * INT4_ADD_SCALE, "mul": None, "source": _INT4},
     },
 }
 

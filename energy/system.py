@@ -8,13 +8,17 @@ bit and every on-chip byte at an SRAM's. Static power, clocks, I/O and the host 
 counted: these are dynamic energies of the datapath and the memories.
 
 The FP16 reference is the same pass with every BitLinear an FP16 matrix product (one
-FP16 multiply and one add per weight and token, FP16 weights streamed per token);
-everything else is unchanged.
+FP16 multiply and one add per weight and token, FP16 weights streamed per token, dense);
+everything else is unchanged. For a pass charged for another activation scheme than
+BitNet b1.58 (``model.schemes``), take the reference of its b1.58 charging
+(``accounting.with_scheme("b1.58")``): the reference has no 4-bit, sparse or KV-cache
+savings of its own.
 """
 
 from dataclasses import dataclass, replace
 
 from model.accounting import DRAM, MEMORIES, SRAM, OpCost
+from model.mapping import LayerTiling
 
 from .ops import memory_pj_per_bit, op_energy
 
@@ -84,14 +88,16 @@ def fp16_reference(accounting):
     """The same pass with FP16 BitLinears: an :class:`~model.accounting.Accounting`
     whose BitLinears do one FP16 multiply and add per weight and token and stream FP16
     weights (2 bytes each) per token, with FP16 activations (2 bytes) instead of int8,
-    streamed per row tile as the engine streams them."""
+    streamed per row tile as the engine's dense dataflow streams them."""
     costs = []
     for cost in accounting.costs:
         if cost.kind == "bitlinear":
             s = cost.sizes
             t, m, k = s["tokens"], s["out_features"], s["in_features"]
             macs = t * m * k
-            streamed = cost.bytes["activations"] - 4 * t * m    # int8 rows, per tile
+            # int8 rows, once per row tile
+            streamed = LayerTiling(m, k, t, accounting.lanes,
+                                   accounting.rows).activation_bytes
             cost = OpCost(cost.kind, cost.layer, cost.name, cost.unit, dict(s),
                           {("fp16", "mul"): macs, ("fp16", "add"): macs},
                           {"ternary_weights": 2 * t * m * k,

@@ -26,21 +26,47 @@ Choices (the papers leave them open; each is a field of :class:`Precisions`):
   KV cache at ``kv_bits`` (each pass writes its tokens' keys and values and reads the
   positions cached before it once; its own keys and values are used on chip), the embedding rows and the norm weights (bf16) from DRAM;
   activations between operations on chip (SRAM).
+
+Activation schemes (:mod:`model.schemes`; ``account(..., scheme=)``, default BitNet
+b1.58, which gives the figures above):
+
+* A BitLinear whose input has 4-bit activations does INT4 adds (``("int4", "add")``),
+  otherwise INT8 adds; its activation bytes scale with the bits.
+* A sparse input (density < 1) keeps ``scheme.kept(name, in_features)`` columns per
+  token. On the sparse dataflow (:class:`model.sparse.SparseTiling`) the BitLinear does
+  ``kept x out_features`` adds per token, fetches the kept columns' weights
+  (``SparseTiling.weight_bytes``) and streams ``SparseTiling.beats`` beats; the column
+  indices are on-chip bytes (``"column_indices"``). On the dense dataflow it does every
+  add (the zeros included) and streams the dense tiling.
+* Which dataflow a sparse projection uses (``dataflow=``): ``"auto"`` (default) the one
+  that fetches fewer weight bytes, since weights are stored in one layout per
+  projection and decode is memory-bound. A column-major tile column is
+  ``ceil(rows / 5)`` bytes against ``ceil(rows * lanes / 5) / lanes`` per column in the
+  dense beat, so the sparse layout pays off only below a density of 0.80 on the 16 x 32
+  engine (0.91 on 32 x 64, 0.98 on 64 x 64). ``"sparse"`` or ``"dense"`` force one.
+  Dense inputs always use the dense dataflow.
+* The KV cache at the scheme's ``kv_bits`` (and position 0 at ``kv_bos_bits``), when it
+  gives them.
+* Not charged: the Top-K selection and the compaction (vector-unit work of a few
+  compares per element, like the quantizer's), the KV quantizer's scales.
 """
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from .config import ModelConfig
 from .decoder import Decoder, KVCache
 from .mapping import DEFAULT_LANES, DEFAULT_ROWS, LayerTiling
+from .quant import ACT_WIDTH
+from .schemes import B158, ActivationScheme, get_scheme
+from .sparse import SparseTiling
 from .weights import NORMS, LayerWeights, TernaryProjection
 
 __all__ = ["Precisions", "Ledger", "OP_RULES", "UNITS", "MEMORIES", "OpCost", "Accounting",
            "account", "batched", "SHARED_PER_PASS", "ENGINE", "VECTOR", "ATTENTION", "HEAD",
-           "DRAM", "SRAM"]
+           "DRAM", "SRAM", "DATAFLOWS", "AUTO", "DENSE", "SPARSE", "Pass"]
 
 #: The units that execute the operations. Only the layer engine exists as RTL.
 ENGINE, VECTOR, ATTENTION, HEAD = "engine", "vector", "attention", "head"
@@ -54,7 +80,11 @@ UNITS = {
 DRAM, SRAM = "dram", "sram"
 #: Byte kinds and their memory.
 MEMORIES = {"ternary_weights": DRAM, "head_weights": DRAM, "embedding": DRAM,
-            "norm_weights": DRAM, "kv_cache": DRAM, "activations": SRAM}
+            "norm_weights": DRAM, "kv_cache": DRAM, "activations": SRAM,
+            "column_indices": SRAM}
+#: How a sparse BitLinear runs: the dataflow with fewer weight bytes, or one forced.
+AUTO, DENSE, SPARSE = "auto", "dense", "sparse"
+DATAFLOWS = (AUTO, DENSE, SPARSE)
 
 
 @dataclass(frozen=True)
@@ -106,6 +136,9 @@ class OpCost:
         Engine beats (BitLinears only; 0 otherwise).
     sizes : dict
         The sizes the decoder recorded (tokens, widths, ...).
+    kept : tuple of int or None
+        A BitLinear on the sparse dataflow: the columns each token keeps
+        (:class:`model.sparse.SparseTiling`); None on the dense dataflow.
     """
 
     kind: str
@@ -117,13 +150,41 @@ class OpCost:
     bytes: dict = field(default_factory=dict)
     macs: int = 0
     beats: int = 0
+    kept: tuple = None
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What the rules need to know of the pass beyond a record's sizes: the engine
+    (``lanes`` x ``rows``), the activation ``scheme``, the ``dataflow`` policy, the
+    cached positions before the pass (``context``) and the KV cache's bits."""
+
+    lanes: int = DEFAULT_LANES
+    rows: int = DEFAULT_ROWS
+    scheme: ActivationScheme = B158
+    dataflow: str = AUTO
+    context: int = 0
+    kv_bits: int = 16
+
+    def tiling(self, name, out_features, in_features, tokens):
+        """The BitLinear ``name``'s tiling: a :class:`LayerTiling` (dense dataflow) or a
+        :class:`SparseTiling` (sparse), per :data:`DATAFLOWS`."""
+        dense = LayerTiling(out_features, in_features, tokens, self.lanes, self.rows)
+        if self.scheme.density_of(name) == 1 or self.dataflow == DENSE:
+            return dense
+        kept = self.scheme.kept(name, in_features)
+        sparse = SparseTiling(out_features, in_features, (kept,) * tokens, self.lanes,
+                              self.rows)
+        if self.dataflow == SPARSE or sparse.weight_bytes < dense.weight_bytes:
+            return sparse
+        return dense
 
 
 def _elementwise(unit, add=0, mul=0, special=0, per_row_special=0, on_chip=2):
     """Rule of an element-wise operation at the vector precision: per element ``add``,
     ``mul`` and ``special`` operations, ``per_row_special`` per token, and ``on_chip``
     fp32 reads and writes of activations per element."""
-    def rule(sizes, p, tiling):
+    def rule(sizes, p, run, name):
         n = sizes["tokens"] * sizes["width"]
         ops = {(p.vector, "add"): add * n, (p.vector, "mul"): mul * n,
                (p.vector, "special"): special * n + per_row_special * sizes["tokens"]}
@@ -131,62 +192,73 @@ def _elementwise(unit, add=0, mul=0, special=0, per_row_special=0, on_chip=2):
     return rule
 
 
-def _rms_norm(sizes, p, tiling):
+def _rms_norm(sizes, p, run, name):
     # x*x, the sum, x*inv, w*: 3 multiplies and 1 add an element; rsqrt once a row.
     unit, ops, moved, _, _ = _elementwise(VECTOR, add=1, mul=3, per_row_special=1)(
-        sizes, p, tiling)
+        sizes, p, run, name)
     moved["norm_weights"] = sizes["width"] * p.norm_bits // 8
     return unit, ops, moved, 0, 0
 
 
-def _bitlinear(sizes, p, tiling):
+def _bitlinear(sizes, p, run, name):
     t, m, k = sizes["tokens"], sizes["out_features"], sizes["in_features"]
-    mapping = tiling(m, k, t)
-    ops = {("int8", "add"): t * m * k, ("fp32", "mul"): t * m}
+    mapping = run.tiling(name, m, k, t)
+    bits = run.scheme.act_bits(name)
+    sparse = isinstance(mapping, SparseTiling)
+    adds = m * sum(mapping.kept) if sparse else t * m * k
+    ops = {("int4" if bits == 4 else "int8", "add"): adds, ("fp32", "mul"): t * m}
     moved = {"ternary_weights": mapping.weight_bytes,
-             "activations": mapping.activation_bytes + t * m * 4}
-    return ENGINE, ops, moved, t * m * k, mapping.beats
+             "activations": mapping.activation_bytes * bits // ACT_WIDTH + t * m * 4}
+    if sparse:
+        moved["column_indices"] = mapping.index_bytes
+    return ENGINE, ops, moved, adds, mapping.beats
 
 
-def _rope(sizes, p, tiling):
+def _rope(sizes, p, run, name):
     n = sizes["tokens"] * sizes["heads"] * sizes["head_dim"]
     return VECTOR, {(p.vector, "mul"): 2 * n, (p.vector, "add"): n}, \
         {"activations": 2 * 4 * n}, 0, 0
 
 
 def _kv(sizes_key):
-    def rule(sizes, p, tiling):
+    def rule(sizes, p, run, name):
         n = sizes[sizes_key] * sizes["width"]
-        return ATTENTION, {}, {"kv_cache": n * p.kv_bits // 8}, 0, 0
+        bits = n * run.kv_bits
+        # Position 0 (BOS) at its own bits: read by every pass after the first, written
+        # by a pass that starts at 0.
+        has_bos = sizes["positions"] > 0 if sizes_key == "positions" else run.context == 0
+        if run.scheme.kv_bos_bits is not None and has_bos and n:
+            bits += sizes["width"] * (run.scheme.kv_bos_bits - run.kv_bits)
+        return ATTENTION, {}, {"kv_cache": bits // 8}, 0, 0
     return rule
 
 
-def _attention_product(sizes, p, tiling):
+def _attention_product(sizes, p, run, name):
     macs = sizes["pairs"] * sizes["heads"] * sizes["head_dim"]
     return ATTENTION, {(p.attention, "mul"): macs, (p.attention, "add"): macs}, {}, macs, 0
 
 
-def _softmax(sizes, p, tiling):
+def _softmax(sizes, p, run, name):
     # the 1/sqrt(d) scale, minus the max, exp, the sum, the normalising multiply
     n = sizes["pairs"] * sizes["heads"]
     return ATTENTION, {(p.vector, "mul"): 2 * n, (p.vector, "add"): 2 * n,
                        (p.vector, "special"): n}, {"activations": 2 * 4 * n}, 0, 0
 
 
-def _embedding(sizes, p, tiling):
+def _embedding(sizes, p, run, name):
     return VECTOR, {}, {"embedding": sizes["tokens"] * sizes["width"] * p.head_bits // 8,
                         "activations": sizes["tokens"] * sizes["width"] * 4}, 0, 0
 
 
-def _lm_head(sizes, p, tiling):
+def _lm_head(sizes, p, run, name):
     macs = sizes["tokens"] * sizes["vocab"] * sizes["width"]
     return HEAD, {(p.head, "mul"): macs, (p.head, "add"): macs}, \
         {"head_weights": sizes["vocab"] * sizes["width"] * p.head_bits // 8,
          "activations": sizes["tokens"] * (sizes["width"] + sizes["vocab"]) * 4}, macs, 0
 
 
-#: What one recorded operation costs, by kind: ``rule(sizes, precisions, tiling) ->
-#: (unit, ops, bytes, macs, beats)``.
+#: What one recorded operation costs, by kind: ``rule(sizes, precisions, run, name) ->
+#: (unit, ops, bytes, macs, beats)`` (``run`` a :class:`Pass`, ``name`` the record's).
 OP_RULES = {
     "embedding": _embedding,
     "rms_norm": _rms_norm,
@@ -218,6 +290,12 @@ class Accounting:
         The engine whose tiling gave the ternary weight bytes.
     precisions : Precisions
     costs : list of OpCost
+    scheme : ActivationScheme
+        The activations the BitLinears and the KV cache were charged for.
+    dataflow : str
+        The dataflow policy of sparse BitLinears (:data:`DATAFLOWS`).
+    batch : int
+        Sequences of the pass (:func:`batched`).
     """
 
     config: ModelConfig
@@ -227,6 +305,28 @@ class Accounting:
     rows: int
     precisions: Precisions
     costs: list
+    scheme: ActivationScheme = B158
+    dataflow: str = AUTO
+    batch: int = 1
+
+    def with_scheme(self, scheme, dataflow=None):
+        """The same pass charged for another activation ``scheme`` (an
+        :class:`~model.schemes.ActivationScheme` or a preset's name) and ``dataflow``
+        (default: this one's): the decoder's records re-costed, without running it
+        again.
+
+        Raises
+        ------
+        ValueError
+            On a batched accounting (re-cost before :func:`batched`), an unknown scheme
+            or dataflow.
+        """
+        if self.batch != 1:
+            raise ValueError("re-cost a pass before batching it")
+        records = [(c.kind, c.layer, c.name, c.sizes) for c in self.costs]
+        return _costed(self.config, self.tokens, self.context, self.lanes, self.rows,
+                       self.precisions, records, scheme,
+                       self.dataflow if dataflow is None else dataflow)
 
     def ops(self, unit=None):
         """``{(precision, op): count}`` summed over the pass (or one unit's operations)."""
@@ -271,7 +371,8 @@ class Accounting:
     def to_dict(self):
         return {"model": self.config.shape.name, "tokens": self.tokens,
                 "context": self.context, "lanes": self.lanes, "rows": self.rows,
-                "precisions": asdict(self.precisions),
+                "precisions": asdict(self.precisions), "scheme": self.scheme.to_dict(),
+                "dataflow": self.dataflow, "batch": self.batch,
                 "ops": [{"precision": p, "op": o, "count": n}
                         for (p, o), n in sorted(self.ops().items())],
                 "bytes": self.bytes()}
@@ -318,7 +419,7 @@ def _positive(name, value, minimum=1):
 
 
 def account(config, *, tokens=1, context=0, lanes=DEFAULT_LANES, rows=DEFAULT_ROWS,
-            precisions=Precisions()):
+            precisions=Precisions(), scheme=B158, dataflow=AUTO):
     """Run the decoder over ``tokens`` new tokens after ``context`` cached positions
     (a prompt: ``tokens=T, context=0``; a decode step at context L: ``tokens=1,
     context=L``), counting instead of computing, and cost every operation.
@@ -330,6 +431,13 @@ def account(config, *, tokens=1, context=0, lanes=DEFAULT_LANES, rows=DEFAULT_RO
     lanes, rows : int
         The engine the BitLinears are tiled onto (their weight bytes and beats).
     precisions : Precisions
+        The scheme's ``kv_bits``, when it gives them, replace ``precisions.kv_bits``.
+    scheme : ActivationScheme or str
+        The activations (:mod:`model.schemes`; a preset's name gives its defaults).
+        Default BitNet b1.58: int8, dense.
+    dataflow : str
+        Sparse BitLinears on the dataflow with fewer weight bytes (``"auto"``), or on
+        ``"sparse"`` or ``"dense"`` (:data:`DATAFLOWS`).
 
     Returns
     -------
@@ -339,12 +447,14 @@ def account(config, *, tokens=1, context=0, lanes=DEFAULT_LANES, rows=DEFAULT_RO
     ------
     ValueError
         On a non-positive ``tokens``, a negative ``context``, a sequence longer than
-        ``max_position_embeddings``, or projections that do not tile onto the engine.
+        ``max_position_embeddings``, projections that do not tile onto the engine, an
+        unknown scheme or dataflow.
     """
     if not isinstance(config, ModelConfig):
         raise TypeError(f"config must be a ModelConfig, not {type(config).__name__}")
     _positive("tokens", tokens)
     _positive("context", context, minimum=0)
+    scheme = _checked_scheme(scheme, dataflow)
     for p in config.shape.projections():        # a clear error before the run
         LayerTiling(p.out_features, p.in_features, 1, lanes, rows)
     ledger = Ledger()
@@ -358,16 +468,40 @@ def account(config, *, tokens=1, context=0, lanes=DEFAULT_LANES, rows=DEFAULT_RO
                         {i: empty for i in range(config.layers)}, context)
     decoder.forward(np.zeros(tokens, dtype=np.int64), cache, logits="last")
 
-    def tiling(out_features, in_features, t):
-        return LayerTiling(out_features, in_features, t, lanes, rows)
+    return _costed(config, tokens, context, lanes, rows, precisions, ledger.records,
+                   scheme, dataflow)
 
+
+def _checked_scheme(scheme, dataflow):
+    if isinstance(scheme, str):
+        scheme = get_scheme(scheme)
+    if not isinstance(scheme, ActivationScheme):
+        raise ValueError(f"scheme must be an ActivationScheme or a preset's name, not "
+                         f"{scheme!r}")
+    if dataflow not in DATAFLOWS:
+        raise ValueError(f"dataflow must be one of {', '.join(DATAFLOWS)}, not "
+                         f"{dataflow!r}")
+    return scheme
+
+
+def _costed(config, tokens, context, lanes, rows, precisions, records, scheme, dataflow):
+    """The :class:`Accounting` of the decoder's ``records`` of a pass."""
+    scheme = _checked_scheme(scheme, dataflow)
+    kv_bits = precisions.kv_bits if scheme.kv_bits is None else scheme.kv_bits
+    run = Pass(lanes, rows, scheme, dataflow, context, kv_bits)
     costs = []
-    for kind, layer, name, sizes in ledger.records:
-        unit, ops, moved, macs, beats = OP_RULES[kind](sizes, precisions, tiling)
+    for kind, layer, name, sizes in records:
+        unit, ops, moved, macs, beats = OP_RULES[kind](sizes, precisions, run, name)
+        kept = None
+        if kind == "bitlinear":
+            tiling = run.tiling(name, sizes["out_features"], sizes["in_features"],
+                                sizes["tokens"])
+            kept = tiling.kept if isinstance(tiling, SparseTiling) else None
         costs.append(OpCost(kind, layer, name, unit, dict(sizes),
                             {k: v for k, v in ops.items() if v},
-                            {k: v for k, v in moved.items() if v}, macs, beats))
-    return Accounting(config, tokens, context, lanes, rows, precisions, costs)
+                            {k: v for k, v in moved.items() if v}, macs, beats, kept))
+    return Accounting(config, tokens, context, lanes, rows, precisions, costs, scheme,
+                      dataflow)
 
 
 #: Byte kinds read once per pass however many sequences it carries.
@@ -391,6 +525,7 @@ def batched(accounting, batch):
                             {k: v * batch for k, v in cost.ops.items()},
                             {k: v if k in SHARED_PER_PASS else v * batch
                              for k, v in cost.bytes.items()},
-                            cost.macs * batch, cost.beats * batch))
-    return Accounting(accounting.config, accounting.tokens * batch, accounting.context,
-                      accounting.lanes, accounting.rows, accounting.precisions, costs)
+                            cost.macs * batch, cost.beats * batch,
+                            None if cost.kept is None else cost.kept * batch))
+    return replace(accounting, tokens=accounting.tokens * batch, costs=costs,
+                   batch=accounting.batch * batch)
