@@ -2,8 +2,10 @@
 time to first token, bytes and joules per token, per operation kind.
 
 The operations and bytes are the decoder's own account of a pass
-(:func:`model.accounting.account`); the BitLinears' cycles are the engine's cycle model
-(:class:`hw.engine.LayerMapping`, equal to the RTL simulation); the other units have no
+(:func:`model.accounting.account`, for an activation scheme of :mod:`model.schemes`);
+the BitLinears' cycles are the engine's cycle model (:class:`hw.engine.LayerMapping`,
+equal to the RTL simulation, or :class:`hw.engine.SparseLayerMapping` for a BitLinear on
+the sparse dataflow); the other units have no
 RTL and run at the platform's assumed throughput. Each operation takes
 ``max(compute, memory)`` (its own compute and DRAM traffic overlap), operations run one
 after the other, and the DRAM delivers its peak bandwidth: a projection, and a bound the
@@ -17,11 +19,13 @@ from energy.system import fp16_reference, pass_energy
 from model.accounting import ATTENTION, DRAM, ENGINE, HEAD, MEMORIES, SRAM, UNITS, \
     account, batched
 from model.config import model_config
+from model.schemes import B158
 
-from .engine import LayerMapping
+from .engine import LayerMapping, SparseLayerMapping
 from .platforms import PEERS, REPORTS
 
-__all__ = ["KernelTime", "PhaseReport", "phase_report", "model_report", "NODES"]
+__all__ = ["KernelTime", "PhaseReport", "phase_report", "model_report", "scheme_rows",
+           "NODES"]
 
 #: Process nodes of the arithmetic energies.
 NODES = ("45nm", "7nm")
@@ -66,6 +70,9 @@ class KernelTime:
 def _cycles(cost, platform):
     if cost.unit == ENGINE:
         s = cost.sizes
+        if cost.kept is not None:
+            return SparseLayerMapping(s["out_features"], s["in_features"], cost.kept,
+                                      platform.lanes, platform.rows).cycles
         return LayerMapping(s["out_features"], s["in_features"], s["tokens"],
                             platform.lanes, platform.rows).cycles
     per_cycle = {ATTENTION: platform.attention_macs_per_cycle,
@@ -98,8 +105,10 @@ class PhaseReport:
                 "kernels": [k.to_dict() for k in self.kernels]}
 
 
-def phase_report(accounting, platform, clock_mhz, phase):
-    """Time and energy of the pass ``accounting`` on ``platform`` at ``clock_mhz``."""
+def phase_report(accounting, platform, clock_mhz, phase, reference=None):
+    """Time and energy of the pass ``accounting`` on ``platform`` at ``clock_mhz``; the
+    FP16 reference is that of ``reference`` (default: ``accounting``; for a pass of
+    another scheme than b1.58, its b1.58 charging)."""
     hz, bandwidth = clock_mhz * 1e6, platform.bandwidth_gbs * 1e9
     kernels = {}
     for cost in accounting.costs:
@@ -124,7 +133,7 @@ def phase_report(accounting, platform, clock_mhz, phase):
     dram_pj = platform.dram_pj_per_bit
     energy = {node: pass_energy(accounting, node=node, dram_pj_per_bit=dram_pj).per_token()
               for node in NODES}
-    reference = fp16_reference(accounting)
+    reference = fp16_reference(accounting if reference is None else reference)
     fp16 = {node: pass_energy(reference, node=node, dram_pj_per_bit=dram_pj).per_token()
             for node in NODES}
     return PhaseReport(phase, accounting.tokens, accounting.context, rows,
@@ -133,7 +142,7 @@ def phase_report(accounting, platform, clock_mhz, phase):
 
 
 def model_report(model, platform, *, prompt=128, context=None, batch=1, clock_mhz=None,
-                 bandwidth_gbs=None, reports=REPORTS):
+                 bandwidth_gbs=None, reports=REPORTS, scheme=B158):
     """The report of ``model`` (a name of :data:`model.shapes.MODELS`) on ``platform``
     (:class:`hw.platforms.Platform`).
 
@@ -148,6 +157,9 @@ def model_report(model, platform, *, prompt=128, context=None, batch=1, clock_mh
         Sequences decoded together.
     clock_mhz, bandwidth_gbs : float, optional
         Override the platform's clock and bandwidth.
+    scheme : model.schemes.ActivationScheme or str
+        The activations (default BitNet b1.58); the FP16 reference is always the dense
+        one.
 
     Returns
     -------
@@ -160,7 +172,8 @@ def model_report(model, platform, *, prompt=128, context=None, batch=1, clock_mh
     ------
     ValueError
         On an unknown model, a model the decoder cannot run or that does not tile onto
-        the platform's engine, or a bad prompt, context, batch, clock or bandwidth.
+        the platform's engine, a bad prompt, context, batch, clock or bandwidth, or an
+        unknown scheme.
     """
     config = model_config(model)
     context = prompt if context is None else context
@@ -175,16 +188,20 @@ def model_report(model, platform, *, prompt=128, context=None, batch=1, clock_mh
         clock_source = "given"
     shape = dict(lanes=platform.lanes, rows=platform.rows)
     try:
-        prefill = account(config, tokens=prompt, context=0, **shape)
-        decode = batched(account(config, tokens=1, context=context, **shape), batch)
+        dense_prefill = account(config, tokens=prompt, context=0, **shape)
+        dense_decode = account(config, tokens=1, context=context, **shape)
+        prefill = dense_prefill.with_scheme(scheme)
+        decode = batched(dense_decode.with_scheme(scheme), batch)
     except ValueError as error:
         raise ValueError(f"{model} on {platform.name} (K={platform.lanes}, "
                          f"M={platform.rows}): {error}") from None
-    pre = phase_report(prefill, platform, clock_mhz, "prefill")
-    dec = phase_report(decode, platform, clock_mhz, "decode")
+    pre = phase_report(prefill, platform, clock_mhz, "prefill", dense_prefill)
+    dec = phase_report(decode, platform, clock_mhz, "decode",
+                       batched(dense_decode, batch))
     bytes_per_token = dec.dram_bytes / dec.tokens
     report = {
-        "model": model, "platform": platform.to_dict(), "clock_mhz": clock_mhz,
+        "model": model, "scheme": prefill.scheme.to_dict(),
+        "platform": platform.to_dict(), "clock_mhz": clock_mhz,
         "clock_source": clock_source, "prompt": prompt, "context": context, "batch": batch,
         "decode_tokens_per_s": dec.tokens / dec.seconds,
         "prefill_tokens_per_s": pre.tokens / pre.seconds,
@@ -218,3 +235,71 @@ def peer_rows(model, preset, decode):
                      "like_for_like": peer.preset == preset, "source": peer.source,
                      "note": peer.note})
     return rows
+
+
+def scheme_rows(models, schemes, *, context=128, platforms=None, reports=REPORTS):
+    """BitNet b1.58 vs a4.8 vs Q-Sparse (:mod:`model.schemes`): per model and scheme, a
+    decode step at ``context`` charged for each scheme: the BitLinears' adds and their
+    arithmetic energy (adds and rescales, 45 and 7 nm), the ternary weight, KV-cache and
+    DRAM bytes per token on the default engine (16 x 32, the ``ecp5-ddr3`` engine), and
+    decode tokens/s on each platform (its own engine and clock; None where the model
+    does not tile onto it).
+
+    Returns
+    -------
+    (list of dict, dict)
+        The rows, and ``{model: reason}`` for the models left out (those that do not
+        tile onto the default engine or that the decoder cannot run).
+    """
+    from energy.system import arithmetic_joules
+    from model.mapping import DEFAULT_LANES, DEFAULT_ROWS
+
+    from .platforms import PLATFORMS
+
+    platforms = list(PLATFORMS.values()) if platforms is None else list(platforms)
+    rows, skipped = [], {}
+    for model in models:
+        try:
+            config = model_config(model)
+            base = account(config, tokens=1, context=context, lanes=DEFAULT_LANES,
+                           rows=DEFAULT_ROWS)
+        except ValueError as error:
+            skipped[model] = str(error)
+            continue
+        on = {}
+        for platform in platforms:
+            try:
+                on[platform.name] = (platform, account(config, tokens=1, context=context,
+                                                       lanes=platform.lanes,
+                                                       rows=platform.rows))
+            except ValueError:
+                on[platform.name] = (platform, None)
+        for scheme in schemes:
+            a = base.with_scheme(scheme)
+            engine_ops = a.ops(ENGINE)
+            moved = a.bytes()
+            row = {"model": model, "scheme": a.scheme.name,
+                   "description": a.scheme.description,
+                   "bitlinear_adds": sum(n for (p, o), n in engine_ops.items()
+                                         if o == "add"),
+                   "int4_adds": engine_ops.get(("int4", "add"), 0),
+                   "sparse_projections": sorted({c.name for c in a.costs
+                                                 if c.kept is not None},
+                                                key=[p.name for p in
+                                                     config.shape.projections()].index),
+                   "ternary_weight_bytes": moved["ternary_weights"],
+                   "kv_cache_bytes": moved.get("kv_cache", 0),
+                   "dram_bytes": a.dram_bytes,
+                   "tokens_per_s": {}}
+            for node in NODES:
+                row[f"bitlinear_joules_{node}"] = arithmetic_joules(engine_ops, node)
+            for name, (platform, counted) in on.items():
+                if counted is None:
+                    row["tokens_per_s"][name] = None
+                    continue
+                clock_mhz, _ = platform.clock(reports)
+                phase = phase_report(counted.with_scheme(scheme), platform, clock_mhz,
+                                     "decode")
+                row["tokens_per_s"][name] = phase.tokens / phase.seconds
+            rows.append(row)
+    return rows, skipped
