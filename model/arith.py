@@ -2,8 +2,10 @@
 
 Everything the RTL computes is defined here, bit for bit:
 
-* :func:`acc_width` sizes an accumulator for K terms of magnitude <= 128 so that no
-  input can overflow it.
+* :func:`acc_width` sizes an accumulator for K terms of magnitude <= 128 (int8
+  activations; 8 for the int4 activations of BitNet a4.8, ``act_width=4``) so that no
+  input can overflow it. :data:`ACT_WIDTHS` are the activation widths the hardware
+  is built for, checked by :func:`check_act_width`; :func:`act_range` gives each range.
 * :func:`matmul_int` is the exact add-only product ``acc = x_q @ W_q.T``.
 * :func:`round_fixed` is the output stage: ``acc * S`` shifted right by ``shift`` with
   round-half-up (ties toward +inf), then saturated to :data:`OUT_WIDTH` signed bits.
@@ -15,10 +17,11 @@ Everything the RTL computes is defined here, bit for bit:
 import numpy as np
 
 from .encoding import check_binary, check_ternary
-from .quant import ACT_MAX, ACT_MIN, BINARY, INT8, TERNARY, WEIGHT_MODES
+from .quant import ACT_MIN, ACT_WIDTH, ACT_WIDTHS, BINARY, INT8, TERNARY, WEIGHT_MODES
 
 __all__ = [
     "TERM_MAGNITUDE", "SCALE_WIDTH", "SHIFT_WIDTH", "SHIFT_MAX", "OUT_WIDTH",
+    "ACT_WIDTHS", "check_act_width", "act_range",
     "acc_width", "term_magnitude", "signed_range", "wrap_signed",
     "check_activations", "check_weights", "matmul_int",
     "round_fixed", "scale_to_fixed", "fixed_error_bound",
@@ -26,6 +29,29 @@ __all__ = [
 
 #: Largest magnitude of one product term: |w * x| <= |-128| for w in {-1, 0, +1}.
 TERM_MAGNITUDE = -ACT_MIN
+
+def check_act_width(act_width):
+    """Return ``act_width`` if it is one of :data:`model.quant.ACT_WIDTHS`: 4 (BitNet
+    a4.8's int4 q/k/v/gate/up inputs, two per byte on the stream) or 8 (the default).
+
+    Raises
+    ------
+    TypeError
+        If it is not an integer (``bool`` is refused too).
+    ValueError
+        If it is not in :data:`ACT_WIDTHS`.
+    """
+    if isinstance(act_width, bool) or not isinstance(act_width, (int, np.integer)):
+        raise TypeError(f"act_width must be an integer, not {act_width!r}")
+    if act_width not in ACT_WIDTHS:
+        raise ValueError(f"act_width must be one of {', '.join(map(str, ACT_WIDTHS))}, "
+                         f"not {act_width!r}")
+    return int(act_width)
+
+
+def act_range(act_width=ACT_WIDTH):
+    """``(min, max)`` of an activation of ``act_width`` bits: -128..127, or -8..7."""
+    return signed_range(check_act_width(act_width))
 
 #: Bits of the unsigned output-stage multiplier ``S``.
 SCALE_WIDTH = 16
@@ -36,25 +62,28 @@ SHIFT_MAX = (1 << SHIFT_WIDTH) - 1
 OUT_WIDTH = 16
 
 
-def term_magnitude(mode=TERNARY):
-    """Largest |w * x| of one lane: 128 for ternary/binary, 128 * 128 for int8 weights."""
-    return TERM_MAGNITUDE * (-ACT_MIN if mode == INT8 else 1)
+def term_magnitude(mode=TERNARY, act_width=ACT_WIDTH):
+    """Largest |w * x| of one lane: ``2**(act_width - 1)`` for ternary/binary (128 for
+    int8 activations, 8 for int4), times 128 for the int8 weights of the baseline."""
+    return -act_range(act_width)[0] * (-ACT_MIN if mode == INT8 else 1)
 
 
-def acc_width(terms, mode=TERNARY):
+def acc_width(terms, mode=TERNARY, act_width=ACT_WIDTH):
     """Signed width that holds any sum of ``terms`` products of ``mode``'s lanes.
 
-    ``ceil(log2(terms * 128 + 1)) + 1`` for ternary and binary weights, computed
-    exactly with integers (``128 * 128`` per term for the int8 baseline).
+    ``ceil(log2(terms * 2**(act_width - 1) + 1)) + 1`` for ternary and binary weights
+    (``terms * 128`` for int8 activations, ``terms * 8`` for int4), computed exactly
+    with integers (``128 * 2**(act_width - 1)`` per term for the int8 baseline).
 
     Raises
     ------
     ValueError
-        If ``terms`` is not a positive integer.
+        If ``terms`` is not a positive integer or ``act_width`` not in
+        :data:`ACT_WIDTHS`.
     """
     if isinstance(terms, bool) or not isinstance(terms, (int, np.integer)) or terms < 1:
         raise ValueError(f"terms must be a positive integer, not {terms!r}")
-    return int(terms * term_magnitude(mode)).bit_length() + 1
+    return int(terms * term_magnitude(mode, act_width)).bit_length() + 1
 
 
 def signed_range(width):
@@ -69,20 +98,22 @@ def wrap_signed(values, width):
     return ((v + half) & ((1 << width) - 1)) - half
 
 
-def check_activations(activations, name="activations"):
-    """Return integer activations as ``int64`` after checking they are int8-ranged.
+def check_activations(activations, name="activations", act_width=ACT_WIDTH):
+    """Return integer activations as ``int64`` after checking they are in the range of
+    ``act_width`` bits (int8: -128..127; int4: -8..7).
 
     Raises
     ------
     ValueError
-        On a non-integer dtype or a value outside -128..127.
+        On a non-integer dtype, a value out of range, or a bad ``act_width``.
     """
+    lo, hi = act_range(act_width)
     a = np.asarray(activations)
     if not (np.issubdtype(a.dtype, np.integer)):
         raise ValueError(f"{name} must be an integer array, not dtype {a.dtype}")
     a = a.astype(np.int64)
-    if np.any((a < ACT_MIN) | (a > ACT_MAX)):
-        raise ValueError(f"{name} must be int8 ({ACT_MIN}..{ACT_MAX})")
+    if np.any((a < lo) | (a > hi)):
+        raise ValueError(f"{name} must be int{act_width} ({lo}..{hi})")
     return a
 
 
@@ -95,7 +126,7 @@ def check_weights(weights, mode=TERNARY, name="weights"):
     raise ValueError(f"weight mode must be one of {WEIGHT_MODES}, not {mode!r}")
 
 
-def matmul_int(weights, activations, mode=TERNARY):
+def matmul_int(weights, activations, mode=TERNARY, act_width=ACT_WIDTH):
     """Exact integer BitLinear core: ``acc[t, m] = sum_k W[m, k] * x[t, k]``.
 
     Parameters
@@ -103,14 +134,18 @@ def matmul_int(weights, activations, mode=TERNARY):
     weights : array_like of int, shape (M, K)
         Ternary (or binary, with ``mode=BINARY``) weights.
     activations : array_like of int, shape (T, K) or (K,)
-        int8 activations, one row per token.
+        int8 (or, with ``act_width=4``, int4) activations, one row per token.
     mode : str
         :data:`TERNARY` or :data:`BINARY`.
+    act_width : int
+        Bits of an activation, one of :data:`ACT_WIDTHS`; the activations are checked
+        against its range.
 
     Returns
     -------
     numpy.ndarray of int64, shape (T, M) or (M,)
-        The accumulators. They always fit in ``acc_width(K)`` signed bits.
+        The accumulators. They always fit in ``acc_width(K, mode, act_width)`` signed
+        bits.
 
     Raises
     ------
@@ -118,7 +153,7 @@ def matmul_int(weights, activations, mode=TERNARY):
         On non-ternary/binary weights, out-of-range activations or mismatched shapes.
     """
     w = check_weights(weights, mode)
-    x = check_activations(activations)
+    x = check_activations(activations, act_width=act_width)
     if w.ndim != 2:
         raise ValueError(f"weights must be 2-D (M, K), not shape {w.shape}")
     if x.ndim not in (1, 2):

@@ -26,11 +26,18 @@ Packed storage
 --------------
 Five trits per byte, ``byte = sum_i t_i * 3**i`` with ``t_i = w_i + 1`` in {0, 1, 2},
 so valid bytes are 0..242 and 243..255 are invalid. 1.6 bits per weight.
+
+int4 activations
+----------------
+BitNet a4.8's int4 activations (-8..7) travel two per byte: the even-indexed value in
+the low nibble, the odd one in the high nibble, each a 4-bit two's complement
+(:func:`pack_int4`). That is also the bit order of the hardware's activation beat
+(``ArrayLayout(signed(4), lanes)``, lane 0 in the lowest bits).
 """
 
 import numpy as np
 
-from .quant import ACT_WIDTH, BINARY, HW_WEIGHT_MODES, INT8, TERNARY
+from .quant import ACT_WIDTH, BINARY, HW_WEIGHT_MODES, INT4_MAX, INT4_MIN, INT8, TERNARY
 
 __all__ = [
     "TERNARY_CODE_WIDTH", "BINARY_CODE_WIDTH",
@@ -43,6 +50,8 @@ __all__ = [
     "pack_trits", "unpack_trits", "packed_length", "code_width", "unpack_byte_mulshift",
     "UNPACK_MULTIPLIER", "UNPACK_OFFSET", "UNPACK_SHIFT",
     "HF_CODES_PER_BYTE", "pack_hf_2bit", "unpack_hf_2bit",
+    "INT4_PER_BYTE", "int4_packed_length", "pack_int4",
+    "unpack_int4",
 ]
 
 #: Bits of one ternary lane code.
@@ -376,3 +385,77 @@ def unpack_hf_2bit(packed, out_features=None, *, name="weights"):
         row, column = (int(i) for i in np.argwhere(invalid)[0])
         raise ValueError(f"{name}: packed code 3 at row {row}, column {column}")
     return codes.astype(np.int8) - 1
+
+
+#: int4 activations per byte of the stream.
+INT4_PER_BYTE = 2
+
+
+def int4_packed_length(count):
+    """Number of bytes that hold ``count`` int4 values."""
+    return -(-int(count) // INT4_PER_BYTE)
+
+
+def pack_int4(values):
+    """Pack int4 values (-8..7) two per byte: value ``2i`` in the low nibble of byte
+    ``i``, value ``2i + 1`` in its high nibble, two's complement nibbles.
+
+    Parameters
+    ----------
+    values : array_like of int
+        Any shape; packed in C order. An odd count leaves the last high nibble 0.
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shape (ceil(count / 2),)
+
+    Raises
+    ------
+    ValueError
+        On a non-integer value or one outside -8..7 (the message names the first).
+    """
+    v = _as_integer_array(values, "int4 values").reshape(-1)
+    bad = (v < INT4_MIN) | (v > INT4_MAX)
+    if np.any(bad):
+        index = int(np.argmax(bad))
+        raise ValueError(f"int4 values must be in {INT4_MIN}..{INT4_MAX}: value "
+                         f"{int(v[index])} at index {index}")
+    nibbles = (v & 0xF).astype(np.uint8)
+    if nibbles.size % INT4_PER_BYTE:
+        nibbles = np.append(nibbles, np.uint8(0))
+    return nibbles[0::2] | (nibbles[1::2] << 4)
+
+
+def unpack_int4(packed, count):
+    """Unpack ``count`` int4 values from bytes (inverse of :func:`pack_int4`).
+
+    Parameters
+    ----------
+    packed : array_like of int, shape (n,)
+        Bytes 0..255; ``n`` must be ``ceil(count / 2)``.
+    count : int
+        Number of values.
+
+    Returns
+    -------
+    numpy.ndarray of int8, shape (count,)
+
+    Raises
+    ------
+    ValueError
+        On a byte outside 0..255, a byte count that does not match ``count``, or (odd
+        ``count``) a nonzero padding nibble.
+    """
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise ValueError(f"count must be a non-negative integer, not {count!r}")
+    p = _as_integer_array(packed, "packed int4 bytes").reshape(-1)
+    if np.any((p < 0) | (p > 255)):
+        raise ValueError("packed int4 bytes must be in 0..255")
+    if p.size != int4_packed_length(count):
+        raise ValueError(f"{count} int4 values take {int4_packed_length(count)} bytes, "
+                         f"not {p.size}")
+    nibbles = np.stack([p & 0xF, p >> 4], axis=1).reshape(-1)
+    if nibbles.size > count and nibbles[-1] != 0:
+        raise ValueError("the padding nibble of an odd count must be 0")
+    values = nibbles[:count]
+    return (values - ((values & 0x8) << 1)).astype(np.int8)
