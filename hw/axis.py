@@ -8,7 +8,8 @@ to whole bytes; the padding bits are ignored on inputs and zero on outputs.
 =====================  =====  ===============================================
 port                   dir    meaning
 =====================  =====  ===============================================
-``s_axis_act_tdata``   in     K int8 activations, lane 0 in bits [7:0]
+``s_axis_act_tdata``   in     K int8 activations, lane 0 in bits [7:0] (``act_width=4``:
+                              K int4, two per byte, lane 0 in bits [3:0])
 ``s_axis_act_tuser``   in     output stage only: ``scale`` (low 16 bits), then ``shift``
 ``s_axis_act_tlast``   in     last beat of a dot product
 ``s_axis_wgt_tdata``   in     M x K lane codes, row-major, row 0 lane 0 in the low bits

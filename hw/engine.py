@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 from model.encoding import TRITS_PER_BYTE
 from model.mapping import (DEFAULT_LANES, DEFAULT_ROWS, LayerTiling, bytes_per_beat,
                            check_layer_shape)
-from model.quant import TERNARY
+from model.quant import ACT_WIDTH, TERNARY
 from model.sparse import SparseTiling, column_bytes
 
 from .lanes import GENERIC
@@ -137,6 +137,9 @@ class LayerEngine(wiring.Component):
         As for :class:`MatmulUnit`.
     fabric : str
         As for :class:`MatmulUnit` (``"ecp5"``: the Fmax of the FPGA reports).
+    act_width : int
+        As for :class:`MatmulUnit`: 8 (the default) or 4 (BitNet a4.8's int4 inputs,
+        two per byte on ``act``).
     weight_order : str
         ``"rows"`` (the default): a beat's ``rows x lanes`` codes row-major, packed 5 per
         byte across the beat; ``"columns"``: ``lanes`` columns of ``packed_length(rows)``
@@ -166,12 +169,14 @@ class LayerEngine(wiring.Component):
     """
 
     def __init__(self, *, lanes, rows, max_beats=1024, levels_per_stage=1, fabric=GENERIC,
-                 decoder=ROM, output_stage=True, weight_order=ROWS_ORDER):
+                 decoder=ROM, output_stage=True, weight_order=ROWS_ORDER,
+                 act_width=ACT_WIDTH):
         self._beat_bytes = weight_beat_bytes(lanes, rows, weight_order)
         self._weight_order = weight_order
         self._unit = MatmulUnit(lanes=lanes, rows=rows, weight_mode=TERNARY,
                                 output_stage=output_stage, max_beats=max_beats,
-                                levels_per_stage=levels_per_stage, fabric=fabric)
+                                levels_per_stage=levels_per_stage, fabric=fabric,
+                                act_width=act_width)
         self._unpacker = TritUnpacker(bytes_per_beat=self._beat_bytes, decoder=decoder)
         super().__init__({
             "act": In(stream.Signature(self._unit.act_layout)),
@@ -195,6 +200,10 @@ class LayerEngine(wiring.Component):
     @property
     def weight_order(self):
         return self._weight_order
+
+    @property
+    def act_width(self):
+        return self._unit.act_width
 
     @property
     def weight_beat_bytes(self):

@@ -1,4 +1,4 @@
-"""The ternary (or binary) dot-product lane group: K int8 activations, K weight codes,
+"""The ternary (or binary) dot-product lane group: K int8 (or int4) activations, K weight codes,
 one exact sum, with no multiplier: each lane selects +a, -a or 0, and a pipelined adder
 tree adds the lanes.
 
@@ -13,14 +13,15 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from model.arith import acc_width
+from model.arith import acc_width, act_range
+from model.arith import check_act_width as check_act_width_value
 from model.encoding import NEGATIVE_BIT, NONZERO_BIT, code_width
 from model.quant import ACT_WIDTH, BINARY, INT8, TERNARY
 
 from .params import check_bool, check_positive_int, check_weight_mode
 
 __all__ = ["DotProduct", "lane_term", "add_with_carry", "invalid_code", "tree_levels",
-           "tree_latency", "FABRICS", "GENERIC", "ECP5", "check_fabric"]
+           "tree_latency", "FABRICS", "GENERIC", "ECP5", "check_fabric", "check_act_width"]
 
 
 #: Fabrics a lane group can be built for: portable Verilog, or Lattice ECP5 carry cells.
@@ -38,6 +39,17 @@ def check_fabric(value):
     return value
 
 
+def check_act_width(value, weight_mode):
+    """Return ``value`` if it is an activation width (:data:`model.quant.ACT_WIDTHS`)
+    that ``weight_mode`` is built for: ternary and binary lanes take 4 or 8, the int8
+    multiplier baseline only 8 (it is the int8 x int8 comparison point)."""
+    value = check_act_width_value(value)
+    if weight_mode == INT8 and value != ACT_WIDTH:
+        raise ValueError(f"act_width {value} is for ternary and binary weights; the int8 "
+                         f"baseline multiplies int8 x int8 (act_width {ACT_WIDTH})")
+    return value
+
+
 def tree_levels(lanes):
     """Adder levels of a balanced tree over ``lanes`` leaves: ``ceil(log2(lanes))``."""
     return (lanes - 1).bit_length()
@@ -52,18 +64,19 @@ def lane_term(activation, code, weight_mode):
     """One lane's product ``w * a`` as ``(term, correction)`` with ``w * a = term +
     correction``, and no adder.
 
-    Ternary: ``nonzero ? (a ^ negative) : 0`` with correction ``nonzero & negative``
-    (``~a + 1 = -a``); the unused code ``0b10`` (negative without nonzero) gives 0.
+    Ternary: ``(nonzero ? a : 0) ^ negative`` with correction ``negative``
+    (``~a + 1 = -a``); the unused code ``0b10`` (negative without nonzero) gives
+    ``~0 + 1 = 0``. The correction is the code's own bit, so it costs no LUT.
     Binary: ``code ? a : ~a`` with correction ``~code``. The "int8" baseline
-    multiplies (correction 0). Terms are ``acc_width(1)`` bits so ``-(-128)`` is exact.
+    multiplies (correction 0). Terms are ``acc_width(1, mode, act_width)`` bits (the
+    activation's width + 1) so ``-(-128)`` (``-(-8)`` for int4) is exact.
     """
-    width = acc_width(1, weight_mode)
+    width = acc_width(1, weight_mode, len(activation))
     wide = activation.as_signed()
     if weight_mode == TERNARY:
-        nonzero = code[NONZERO_BIT]
-        negate = nonzero & code[NEGATIVE_BIT]
+        nonzero, negate = code[NONZERO_BIT], code[NEGATIVE_BIT]
         mask = negate.replicate(width).as_signed()
-        return Mux(nonzero, wide ^ mask, Const(0, signed(width))), negate
+        return Mux(nonzero, wide, Const(0, signed(width))) ^ mask, negate
     if weight_mode == BINARY:
         negate = ~code[0]
         return wide ^ negate.replicate(width).as_signed(), negate
@@ -86,7 +99,8 @@ def invalid_code(code, weight_mode):
 
 
 class DotProduct(wiring.Component):
-    """Pipelined dot product of ``lanes`` int8 activations with ternary/binary weights.
+    """Pipelined dot product of ``lanes`` int8 (or int4) activations with ternary/binary
+    weights.
 
     Each lane turns its code into a term and a correction bit (:func:`lane_term`); a
     balanced adder tree sums the terms, each adder absorbing one correction as its
@@ -113,10 +127,14 @@ class DotProduct(wiring.Component):
         registers and latency, built from Lattice ``CCU2C`` carry cells with every other
         lane folded into the first adder level (:mod:`hw.fpga.ecp5`) and node widths
         trimmed to their exact range. Ignored for the int8 baseline.
+    act_width : int
+        Bits of an activation: 8 (the default) or 4 (BitNet a4.8's int4 inputs, -8..7;
+        every tree node is then 4 bits narrower). Not with the int8 baseline, which is
+        an int8 x int8 multiplier.
 
     Attributes
     ----------
-    activations : Signal(ArrayLayout(signed(8), lanes)), in
+    activations : Signal(ArrayLayout(signed(act_width), lanes)), in
         The activations of one beat.
     codes : Signal(ArrayLayout(unsigned(code_width), lanes)), in
         The weight codes of one beat.
@@ -124,7 +142,7 @@ class DotProduct(wiring.Component):
         Advance the pipeline.
     invalid : Signal, out
         Combinational: some lane of the current input carries the unused code.
-    sum : Signal(signed(acc_width(lanes))), out
+    sum : Signal(signed(acc_width(lanes, weight_mode, act_width))), out
         The dot product of the input seen ``latency`` enabled cycles earlier (less
         ``carry`` with ``carry_out``).
     carry : Signal, out
@@ -133,22 +151,24 @@ class DotProduct(wiring.Component):
     Raises
     ------
     TypeError, ValueError
-        On a parameter of the wrong type or out of range.
+        On a parameter of the wrong type or out of range, or ``act_width=4`` with the
+        int8 baseline.
     """
 
     def __init__(self, *, lanes, weight_mode=TERNARY, levels_per_stage=1, carry_out=False,
-                 fabric=GENERIC):
+                 fabric=GENERIC, act_width=ACT_WIDTH):
         self._lanes = check_positive_int("lanes", lanes)
         self._weight_mode = check_weight_mode(weight_mode)
         self._levels_per_stage = check_positive_int("levels_per_stage", levels_per_stage)
         self._carry_out = check_bool("carry_out", carry_out)
         self._fabric = check_fabric(fabric)
+        self._act_width = check_act_width(act_width, weight_mode)
         super().__init__({
-            "activations": In(data.ArrayLayout(signed(ACT_WIDTH), lanes)),
+            "activations": In(data.ArrayLayout(signed(act_width), lanes)),
             "codes": In(data.ArrayLayout(unsigned(code_width(weight_mode)), lanes)),
             "en": In(1),
             "invalid": Out(1),
-            "sum": Out(signed(acc_width(lanes, weight_mode))),
+            "sum": Out(signed(acc_width(lanes, weight_mode, act_width))),
             "carry": Out(1),
         })
 
@@ -173,6 +193,10 @@ class DotProduct(wiring.Component):
         return self._fabric
 
     @property
+    def act_width(self):
+        return self._act_width
+
+    @property
     def levels(self):
         """Adder levels of the tree: ``ceil(log2(lanes))``."""
         return tree_levels(self._lanes)
@@ -191,7 +215,7 @@ class DotProduct(wiring.Component):
 
     @property
     def sum_width(self):
-        return acc_width(self._lanes, self._weight_mode)
+        return acc_width(self._lanes, self._weight_mode, self._act_width)
 
     def _reduce(self, nodes, add, register_node):
         """Walk the balanced tree over ``nodes`` (LSB lane first), level by level:
@@ -221,7 +245,7 @@ class DotProduct(wiring.Component):
         if self._fabric == ECP5 and self.has_correction:
             return self._elaborate_ecp5()
         m = Module()
-        mode = self._weight_mode
+        mode, act_width = self._weight_mode, self._act_width
 
         invalid = Const(0, 1)
         for lane in range(self._lanes):
@@ -232,7 +256,7 @@ class DotProduct(wiring.Component):
         nodes = []
         for lane in range(self._lanes):
             value, correction = lane_term(self.activations[lane], self.codes[lane], mode)
-            term = Signal(signed(acc_width(1, mode)), name=f"term{lane}")
+            term = Signal(signed(acc_width(1, mode, act_width)), name=f"term{lane}")
             m.d.comb += term.eq(value)
             pending = []
             if correction is not None:
@@ -249,7 +273,7 @@ class DotProduct(wiring.Component):
 
         def register_node(node, name):
             value, leaves, pending = node
-            return (register(value, signed(acc_width(leaves, mode)), name), leaves,
+            return (register(value, signed(acc_width(leaves, mode, act_width)), name), leaves,
                     [register(bit, 1, f"{name}_correction{i}")
                      for i, bit in enumerate(pending)])
 
@@ -257,7 +281,7 @@ class DotProduct(wiring.Component):
             (a, la, pa), (b, lb, pb) = a_node, b_node
             leaves, pending = la + lb, pa + pb
             carry_in = pending.pop(0) if pending else None
-            value = Signal(signed(acc_width(leaves, mode)), name=name)
+            value = Signal(signed(acc_width(leaves, mode, act_width)), name=name)
             m.d.comb += value.eq(add_with_carry(a, b, carry_in))
             return (value, leaves, pending)
 
@@ -276,7 +300,8 @@ class DotProduct(wiring.Component):
         lane ``2i`` (one LUT4 per bit) to lane ``2i + 1`` folded into the chain, so half
         the lanes need no select LUT; each chain absorbs one correction as its carry-in.
         Nodes are as wide as their exact range (ones' complement terms are in
-        ``[-128, 127]``), one bit narrower than ``acc_width(leaves)``."""
+        ``[-128, 127]``, ``[-8, 7]`` for int4), one bit narrower than
+        ``acc_width(leaves)``."""
         from .fpga.ecp5 import carry_chain, fold_half, plain_half, signed_bits
 
         m = Module()
@@ -286,7 +311,8 @@ class DotProduct(wiring.Component):
             invalid = invalid | invalid_code(self.codes[lane], mode)
         m.d.comb += self.invalid.eq(invalid)
 
-        lo_term, hi_term = -(1 << (ACT_WIDTH - 1)), (1 << (ACT_WIDTH - 1)) - 1
+        act_width = self._act_width
+        lo_term, hi_term = act_range(act_width)  # a ones' complement term: ~a or a
 
         def materialize(node):
             """A raw lane's term and correction, through one LUT4 per bit."""
@@ -294,7 +320,7 @@ class DotProduct(wiring.Component):
                 return node
             lane = node["raw"]
             value, correction = lane_term(self.activations[lane], self.codes[lane], mode)
-            term = Signal(signed(ACT_WIDTH), name=f"term{lane}")
+            term = Signal(signed(act_width), name=f"term{lane}")
             bit = Signal(name=f"term{lane}_correction")
             m.d.comb += [term.eq(value), bit.eq(correction)]
             return {"raw": None, "value": term, "range": (lo_term, hi_term),

@@ -10,7 +10,8 @@ from model.encoding import code_width
 from model.quant import ACT_WIDTH, TERNARY
 
 from .buffer import RESULT_BUFFER_LATENCY, ResultBuffer
-from .lanes import GENERIC, DotProduct, add_with_carry, check_fabric, invalid_code, tree_latency
+from .lanes import (GENERIC, DotProduct, add_with_carry, check_act_width, check_fabric,
+                    invalid_code, tree_latency)
 from .params import check_bool, check_positive_int, check_weight_mode
 
 __all__ = ["MatmulUnit", "ErrorLayout", "act_layout", "wgt_layout", "res_layout",
@@ -18,11 +19,13 @@ __all__ = ["MatmulUnit", "ErrorLayout", "act_layout", "wgt_layout", "res_layout"
            "code_flag_latency"]
 
 
-def act_layout(lanes, output_stage):
-    """Payload of the activation stream: ``data`` (K x int8), ``last``, and with the
-    output stage the ``scale`` (unsigned ``SCALE_WIDTH``) and ``shift``
-    (unsigned ``SHIFT_WIDTH``) of the token."""
-    fields = {"data": data.ArrayLayout(signed(ACT_WIDTH), lanes), "last": 1}
+def act_layout(lanes, output_stage, act_width=ACT_WIDTH):
+    """Payload of the activation stream: ``data`` (K x int8, or K x int4 with
+    ``act_width=4``: two activations per byte, lane 0 in the low nibble, as
+    :func:`model.encoding.pack_int4`), ``last``, and with the output stage the
+    ``scale`` (unsigned ``SCALE_WIDTH``) and ``shift`` (unsigned ``SHIFT_WIDTH``) of
+    the token."""
+    fields = {"data": data.ArrayLayout(signed(act_width), lanes), "last": 1}
     if output_stage:
         fields["scale"] = unsigned(SCALE_WIDTH)
         fields["shift"] = unsigned(SHIFT_WIDTH)
@@ -35,10 +38,11 @@ def wgt_layout(lanes, rows, weight_mode):
     return data.ArrayLayout(codes, rows)
 
 
-def result_width(lanes, max_beats, output_stage, weight_mode=TERNARY):
+def result_width(lanes, max_beats, output_stage, weight_mode=TERNARY, act_width=ACT_WIDTH):
     """Bits of one result: ``OUT_WIDTH`` with the output stage, else the accumulator's
-    ``acc_width(lanes * max_beats)``."""
-    return OUT_WIDTH if output_stage else acc_width(lanes * max_beats, weight_mode)
+    ``acc_width(lanes * max_beats, weight_mode, act_width)``."""
+    return (OUT_WIDTH if output_stage else
+            acc_width(lanes * max_beats, weight_mode, act_width))
 
 
 #: Inputs of each OR of the invalid-code flag tree (one LUT4).
@@ -138,12 +142,16 @@ class MatmulUnit(wiring.Component):
         ``"generic"`` (portable Verilog) or ``"ecp5"``: lane groups built from Lattice
         ``CCU2C`` carry cells (see :class:`hw.lanes.DotProduct`); same behaviour and
         latency, fewer LUTs on ECP5, and the Verilog then needs the Lattice cell library.
+    act_width : int
+        Bits of an activation: 8 (the default) or 4 (BitNet a4.8's int4 inputs,
+        -8..7, two per byte on ``act``); lane groups and accumulators narrow to the
+        int4 range. Ternary and binary weights only.
 
     Attributes
     ----------
     act : stream, in
-        Payload :meth:`act_layout`: ``data`` (K x int8), ``last``, and with the output
-        stage ``scale`` and ``shift``.
+        Payload :meth:`act_layout`: ``data`` (K x int8, or K x int4), ``last``, and
+        with the output stage ``scale`` and ``shift``.
     wgt : stream, in
         Payload :meth:`wgt_layout`: M x K weight codes, row-major.
     res : stream, out
@@ -159,7 +167,7 @@ class MatmulUnit(wiring.Component):
     """
 
     def __init__(self, *, lanes, rows, weight_mode=TERNARY, output_stage=False,
-                 max_beats=1024, levels_per_stage=1, fabric=GENERIC):
+                 max_beats=1024, levels_per_stage=1, fabric=GENERIC, act_width=ACT_WIDTH):
         self._lanes = check_positive_int("lanes", lanes)
         self._rows = check_positive_int("rows", rows)
         self._weight_mode = check_weight_mode(weight_mode)
@@ -167,6 +175,7 @@ class MatmulUnit(wiring.Component):
         self._max_beats = check_positive_int("max_beats", max_beats)
         self._levels_per_stage = check_positive_int("levels_per_stage", levels_per_stage)
         self._fabric = check_fabric(fabric)
+        self._act_width = check_act_width(act_width, self._weight_mode)
         super().__init__({
             "act": In(stream.Signature(self.act_layout)),
             "wgt": In(stream.Signature(self.wgt_layout)),
@@ -204,22 +213,26 @@ class MatmulUnit(wiring.Component):
     def fabric(self):
         return self._fabric
 
+    @property
+    def act_width(self):
+        return self._act_width
+
     # Derived widths and layouts: the single place the sim side reads them from.
 
     @property
     def acc_width(self):
-        """Accumulator width: ``acc_width(lanes * max_beats)``."""
-        return acc_width(self._lanes * self._max_beats, self._weight_mode)
+        """Accumulator width: ``acc_width(lanes * max_beats, weight_mode, act_width)``."""
+        return acc_width(self._lanes * self._max_beats, self._weight_mode, self._act_width)
 
     @property
     def res_width(self):
         """Width of one result: ``OUT_WIDTH`` with the output stage, else ``acc_width``."""
         return result_width(self._lanes, self._max_beats, self._output_stage,
-                            self._weight_mode)
+                            self._weight_mode, self._act_width)
 
     @property
     def act_layout(self):
-        return act_layout(self._lanes, self._output_stage)
+        return act_layout(self._lanes, self._output_stage, self._act_width)
 
     @property
     def wgt_layout(self):
@@ -272,7 +285,7 @@ class MatmulUnit(wiring.Component):
         for row in range(rows):
             group = DotProduct(lanes=lanes, weight_mode=self._weight_mode,
                                levels_per_stage=self._levels_per_stage, carry_out=True,
-                               fabric=self._fabric)
+                               fabric=self._fabric, act_width=self._act_width)
             m.submodules[f"row{row}"] = group
             groups.append(group)
             m.d.comb += [

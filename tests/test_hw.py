@@ -7,7 +7,7 @@ from amaranth.sim import Simulator
 
 from hw.lanes import DotProduct
 from hw.matmul import MatmulUnit
-from model.arith import acc_width, matmul_int, round_fixed
+from model.arith import acc_width, act_range, matmul_int, round_fixed
 from model.encoding import (CODE_INVALID, CODE_POS, decode_lane_codes, encode_binary_codes,
                             encode_lane_codes)
 from model.quant import BINARY, TERNARY
@@ -123,18 +123,21 @@ def test_dot_product_exact(lanes, weight_mode, levels_per_stage, carry_out):
 
 
 @pytest.mark.parametrize("output_stage", [False, True])
-def test_matmul_unit_streams(output_stage):
+@pytest.mark.parametrize("act_width", [8, 4])
+def test_matmul_unit_streams(output_stage, act_width):
     """Random valid/ready on all three streams; results in order and exact."""
     lanes, rows = 4, 3
-    dut = MatmulUnit(lanes=lanes, rows=rows, output_stage=output_stage, max_beats=4)
+    dut = MatmulUnit(lanes=lanes, rows=rows, output_stage=output_stage, max_beats=4,
+                     act_width=act_width)
     rng = np.random.default_rng(9)
+    lo, hi = act_range(act_width)
     vectors = []
     for _ in range(12):
         beats = int(rng.integers(1, 5))
-        acts = rng.integers(-128, 128, size=(beats, lanes))
+        acts = rng.integers(lo, hi + 1, size=(beats, lanes))
         weights = rng.integers(-1, 2, size=(beats, rows, lanes))
         scale, shift = int(rng.integers(0, 1 << 16)), int(rng.integers(8, 20))
-        acc = sum(matmul_int(weights[b], acts[b]) for b in range(beats))
+        acc = sum(matmul_int(weights[b], acts[b], act_width=act_width) for b in range(beats))
         want = round_fixed(acc, scale, shift) if output_stage else acc
         vectors.append((acts, encode_lane_codes(weights), scale, shift, want.tolist()))
     got = []

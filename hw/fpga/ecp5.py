@@ -1,11 +1,11 @@
 """ECP5 carry chains built from ``CCU2C`` primitives, with a lane folded into the adder.
 
 Yosys maps every ``+`` to ``CCU2C`` cells whose LUT4s compute only ``A ^ B``; the lane's
-select (``nz ? a ^ neg : 0``) then sits in one more LUT4 per bit in front of the chain.
+select (``(nz ? a : 0) ^ neg``) then sits in one more LUT4 per bit in front of the chain.
 A ``CCU2C`` half has a full LUT4, though: its propagate is ``LUT4(A, B, C, D)`` and its
 generate is ``INIT[3:0](A, B)``. With ``A`` = the other operand's bit, ``B`` = the
 activation bit and ``C``, ``D`` = the lane's code, one half adds a raw ternary lane:
-``P = A ^ (C & (B ^ D))``, ``G = A`` (when ``P = 0`` both operands equal ``A``). That
+``P = A ^ D ^ (B & C)``, ``G = A`` (when ``P = 0`` both operands equal ``A``). That
 removes the select LUTs of half the lanes.
 
 The chains also avoid the two extra cells a Yosys chain often costs: the most significant
@@ -74,9 +74,10 @@ _PLAIN = lut_init(lambda a, b, c, d: a ^ b if d else a)
 
 
 def _ternary_fold(a, b, c, d):
-    # A = other operand, B = activation bit, C = nonzero, D = negative; the unused code
-    # (negative without nonzero) is weight 0. C = D = 0 gives P = G = A.
-    return a ^ (c & (b ^ d))
+    # A = other operand, B = activation bit, C = nonzero, D = negative: the term
+    # (nonzero ? a : 0) ^ negative of hw.lanes.lane_term, whose correction is D itself
+    # (the unused code, negative without nonzero, is ~0 + 1 = 0). C = D = 0 gives P = G = A.
+    return a ^ d ^ (b & c)
 
 
 def _binary_fold(a, b, c, d):
@@ -94,7 +95,7 @@ def plain_half(x, y, index):
 
 def fold_half(x, activation, code, weight_mode, index):
     """Bit ``index`` of ``x + term`` where ``term`` is the lane's ones' complement product
-    (``nz ? a ^ neg : 0``, or ``code ? a : ~a``), both sign-extended."""
+    (``(nz ? a : 0) ^ neg``, or ``code ? a : ~a``), both sign-extended."""
     if weight_mode == TERNARY:
         controls = (code[NONZERO_BIT], code[NEGATIVE_BIT])
     else:
