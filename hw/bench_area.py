@@ -3,8 +3,10 @@
 Lane groups alone (K = 8, 16, 32, 64) and whole units (M x K), ternary, built with the
 ECP5 carry-cell lane groups (``fabric="ecp5"``); the portable generic design for two of
 them; beside them the int8 baseline of the same unit with real multipliers (DSP blocks,
-and LUTs only), through the same open flow. Ends with the ternary / baseline ratios and
-the LFE5U-85F projection.
+and LUTs only), through the same open flow; and the int4 activations of BitNet a4.8
+(``act_width=4``, rows named ``..._a4``) for lane groups and a unit. Ends with the
+ternary / baseline ratios, the int4 / int8 activation ratios and the LFE5U-85F
+projection.
 """
 
 import argparse
@@ -20,6 +22,7 @@ from .engine import LayerEngine
 from .lanes import ECP5, DotProduct
 from .matmul import MatmulUnit
 from .synth import SynthResult, ToolError, run_flow
+from .cli import act_width_suffix
 from .synth_cmd import lut4_equivalent, write_report
 from .unpack import DECODERS, TritUnpacker
 from .verilog_cmd import unit_params
@@ -46,6 +49,11 @@ ENGINES = ((16, 32),)
 UNPACKER_BYTES = 8
 QUICK_LANE_GROUPS = (8,)
 QUICK_UNITS = ((4, 16),)
+#: int4 activations (``act_width=4``), ECP5 fabric, beside the int8 rows of the same K.
+INT4_WIDTH_SWEPT = 4
+INT4_LANE_GROUPS = (8, 16, 32)
+INT4_UNITS = ((16, 32),)
+QUICK_INT4_LANE_GROUPS = (8,)
 
 
 def main(argv=None):
@@ -80,6 +88,11 @@ def main(argv=None):
     for lanes in (QUICK_LANE_GROUPS if quick else LANE_GROUPS):
         jobs.append((f"lanes{lanes}", lambda k=lanes: DotProduct(lanes=k, fabric=ECP5),
                      lanes, False))
+    for lanes in (QUICK_INT4_LANE_GROUPS if quick else INT4_LANE_GROUPS):
+        jobs.append((f"lanes{lanes}{act_width_suffix(INT4_WIDTH_SWEPT)}",
+                     lambda k=lanes: DotProduct(lanes=k, fabric=ECP5,
+                                                act_width=INT4_WIDTH_SWEPT),
+                     lanes, False))
     for lanes in (() if quick else GENERIC_LANE_GROUPS):
         jobs.append((f"lanes{lanes}_generic", lambda k=lanes: DotProduct(lanes=k),
                      lanes, False))
@@ -90,6 +103,8 @@ def main(argv=None):
                  rows * lanes, nodsp) for rows, lanes in shapes]
 
     jobs += units("unit", "", QUICK_UNITS if quick else UNITS, False, fabric=ECP5)
+    jobs += units("unit", act_width_suffix(INT4_WIDTH_SWEPT), () if quick else INT4_UNITS,
+                  False, fabric=ECP5, act_width=INT4_WIDTH_SWEPT)
     jobs += units("unit", "_generic", () if quick else GENERIC_UNITS, False)
     jobs += units("int8_unit", "_dsp", () if quick else BASELINE_DSP, False,
                   weight_mode=INT8)
@@ -130,7 +145,8 @@ def main(argv=None):
 
 def report_extra(results):
     """What follows the sweep table: ratios, projection, unpacker comparison."""
-    return ratios(results) + projection(results) + unpacker_table(results)
+    return (ratios(results) + act_width_ratios(results) + projection(results) +
+            unpacker_table(results))
 
 
 def load_results(path):
@@ -151,7 +167,8 @@ def design_config(design):
     if isinstance(design, DotProduct):
         return {"component": "DotProduct", "lanes": design.lanes,
                 "weight_mode": design.weight_mode, "carry_out": design.carry_out,
-                "levels_per_stage": design.levels_per_stage, "fabric": design.fabric}
+                "levels_per_stage": design.levels_per_stage, "fabric": design.fabric,
+                "act_width": design.act_width}
     return {"component": "MatmulUnit", **unit_params(design)}
 
 
@@ -181,6 +198,22 @@ def ratios(results):
         lines.append(f"| {rows} x {lanes} | {t:.1f} | {lut_cell} | {ratio} | {dsp_cell} | "
                      f"{speed} |")
     return "\n".join(lines) + "\n"
+
+
+def act_width_ratios(results):
+    """int4 / int8 activations for every design measured both ways (``X`` and ``X_a4``)."""
+    named = _by_name(results)
+    suffix = act_width_suffix(INT4_WIDTH_SWEPT)
+    lines = ["", "| design (ternary, ECP5 fabric) | int8 activations: LUT4 eq./MAC, MHz | "
+             "int4 activations: LUT4 eq./MAC, MHz | int4 / int8 LUT4 eq. |", "|---|---|---|---|"]
+    for r4 in results:
+        r8 = named.get(r4.design[:-len(suffix)]) if r4.design.endswith(suffix) else None
+        if r8 is None or not r4.macs:
+            continue
+        e8, e4 = lut4_equivalent(r8) / r8.macs, lut4_equivalent(r4) / r4.macs
+        lines.append(f"| {r8.design} | {e8:.1f}, {r8.fmax_mhz:.1f} | {e4:.1f}, "
+                     f"{r4.fmax_mhz:.1f} | {e4 / e8:.2f} |")
+    return "\n".join(lines) + "\n" if len(lines) > 3 else ""
 
 
 def projection(results, goal_mhz=200.0, utilisation=0.85):

@@ -9,7 +9,7 @@ import importlib
 import sys
 
 __all__ = ["main", "add_unit_arguments", "unit_kwargs", "unit_from_args",
-           "SUBCOMMAND_MODULES"]
+           "engine_from_args", "act_width_suffix", "SUBCOMMAND_MODULES"]
 
 #: Modules that contribute subcommands, in ``--help`` order.
 SUBCOMMAND_MODULES = (
@@ -42,13 +42,20 @@ def add_unit_arguments(parser):
                         help="generic Verilog, or lane groups built from Lattice ECP5 "
                              "CCU2C carry cells (needs the Lattice cell library; "
                              "default: %(default)s)")
+    from model.quant import ACT_WIDTH, ACT_WIDTHS
+    parser.add_argument("--act-width", type=int, choices=ACT_WIDTHS, default=ACT_WIDTH,
+                        metavar="{" + ",".join(map(str, ACT_WIDTHS)) + "}",
+                        help="bits of an activation: 8, or 4 for BitNet a4.8's int4 inputs "
+                             "(two per byte; ternary and binary weights; "
+                             "default: %(default)s)")
 
 
 def unit_kwargs(args):
     """The :class:`hw.matmul.MatmulUnit` parameters given by ``args``."""
     return {"lanes": args.lanes, "rows": args.rows, "weight_mode": args.weight_mode,
             "output_stage": args.output_stage, "max_beats": args.max_beats,
-            "levels_per_stage": args.levels_per_stage, "fabric": args.fabric}
+            "levels_per_stage": args.levels_per_stage, "fabric": args.fabric,
+            "act_width": args.act_width}
 
 
 def unit_from_args(parser, args, component=None):
@@ -60,6 +67,29 @@ def unit_from_args(parser, args, component=None):
         return component(**unit_kwargs(args))
     except (TypeError, ValueError) as error:
         parser.error(str(error))
+
+
+def engine_from_args(parser, args):
+    """Build the :class:`hw.engine.LayerEngine` of ``args`` (ternary weights only);
+    parameter errors become usage errors."""
+    from model.quant import TERNARY
+    from .engine import LayerEngine
+    if args.weight_mode != TERNARY:
+        parser.error(f"--engine takes ternary weights (base-3 packed), not "
+                     f"--weight-mode {args.weight_mode}")
+    kwargs = unit_kwargs(args)
+    del kwargs["weight_mode"]
+    try:
+        return LayerEngine(**kwargs)
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
+
+
+def act_width_suffix(act_width):
+    """``""`` for int8 activations (the default), ``"_a4"`` for int4: keeps report and
+    build names of the two widths apart."""
+    from model.quant import ACT_WIDTH
+    return "" if act_width == ACT_WIDTH else f"_a{act_width}"
 
 
 def build_parser():

@@ -66,6 +66,9 @@ def add_parser(subparsers):
                              "ice40 = iCE40 UP5K sg48 (default: %(default)s)")
     parser.add_argument("--lane-group", action="store_true",
                         help="the lane group (one DotProduct of --lanes) instead of the unit")
+    parser.add_argument("--engine", action="store_true",
+                        help="the layer engine (trit unpacker + unit; ternary) instead of "
+                             "the unit")
     parser.add_argument("--nodsp", action="store_true", help="no DSP blocks (ECP5)")
     parser.add_argument("--seed", type=int, default=1, help="P&R seed (default: 1)")
     parser.add_argument("--freq", type=float, default=250.0, metavar="MHZ",
@@ -78,31 +81,40 @@ def add_parser(subparsers):
 
 
 def run(parser, args):
-    from .cli import unit_from_args, unit_kwargs
+    from .cli import act_width_suffix, engine_from_args, unit_from_args, unit_kwargs
     from .lanes import GENERIC, DotProduct
     if args.freq <= 0:
         parser.error(f"--freq must be positive, not {args.freq}")
     if args.fabric != GENERIC and TARGETS[args.target].family != args.fabric:
         parser.error(f"--fabric {args.fabric} builds {args.fabric} cells; it cannot be "
                      f"synthesized for --target {args.target}")
+    if args.lane_group and args.engine:
+        parser.error("--lane-group and --engine exclude each other")
     if args.lane_group:
         try:
             design = DotProduct(lanes=args.lanes, weight_mode=args.weight_mode,
-                                levels_per_stage=args.levels_per_stage, fabric=args.fabric)
+                                levels_per_stage=args.levels_per_stage, fabric=args.fabric,
+                                act_width=args.act_width)
         except (TypeError, ValueError) as error:
             parser.error(str(error))
         name, macs = f"lanes{args.lanes}_{args.weight_mode}", args.lanes
+    elif args.engine:
+        design = engine_from_args(parser, args)
+        name, macs = f"engine{args.rows}x{args.lanes}", args.rows * args.lanes
     else:
         design = unit_from_args(parser, args)
         name = f"unit{args.rows}x{args.lanes}_{args.weight_mode}"
         macs = args.rows * args.lanes
+    name += act_width_suffix(args.act_width)
     name += "_nodsp" if args.nodsp else ""
     name += f"_{args.fabric}" if args.fabric != GENERIC else ""
     try:
         result = run_flow(design, design=name, workdir=Path("build/synth") / name,
                           target=args.target, seed=args.seed, freq_mhz=args.freq,
                           nodsp=args.nodsp, place=not args.synth_only, macs=macs,
-                          config=unit_kwargs(args),
+                          config={"component": "DotProduct" if args.lane_group else
+                                  "LayerEngine" if args.engine else "MatmulUnit",
+                                  **unit_kwargs(args)},
                           log=lambda message: print(message, file=sys.stderr, flush=True))
     except ToolError as error:
         print(f"python -m hw synth: {error}", file=sys.stderr)

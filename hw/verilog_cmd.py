@@ -21,7 +21,8 @@ def unit_params(unit):
     """The constructor parameters of ``unit``."""
     return {"lanes": unit.lanes, "rows": unit.rows, "weight_mode": unit.weight_mode,
             "output_stage": unit.output_stage, "max_beats": unit.max_beats,
-            "levels_per_stage": unit.levels_per_stage, "fabric": unit.fabric}
+            "levels_per_stage": unit.levels_per_stage, "fabric": unit.fabric,
+            "act_width": unit.act_width}
 
 
 def generate(unit, name=DEFAULT_NAME):
@@ -47,7 +48,9 @@ def sidecar(top, unit, name, *, axis):
     return {
         "module": name,
         "axis": axis,
+        "component": type(top).__name__,
         "config": unit_params(unit),
+        "act_width": unit.act_width,
         "acc_width": unit.acc_width,
         "result_width": unit.res_width,
         "latency_cycles": unit.latency,
@@ -68,6 +71,9 @@ def add_parser(subparsers):
     add_unit_arguments(parser)
     parser.add_argument("--name", default=DEFAULT_NAME,
                         help="top-level module name (default: %(default)s)")
+    parser.add_argument("--engine", action="store_true",
+                        help="the layer engine (base-3 packed weights through the trit "
+                             "unpacker, then the unit; ternary) instead of the unit")
     parser.add_argument("--axis", action="store_true",
                         help="AXI4-Stream port names (s_axis_act_*, s_axis_wgt_*, "
                              "m_axis_out_*, aclk, aresetn) for vendor block designs")
@@ -82,7 +88,13 @@ def run(parser, args):
     from .cli import unit_from_args
     if not args.name.isidentifier():
         parser.error(f"--name must be a Verilog identifier, not {args.name!r}")
-    if args.axis:
+    if args.engine:
+        from .cli import engine_from_args
+        if args.axis:
+            parser.error("--axis wraps the unit; it does not apply to --engine")
+        top = engine_from_args(parser, args)
+        unit = top.unit
+    elif args.axis:
         from .axis import AxisMatmul
         top = unit_from_args(parser, args, AxisMatmul)
         unit = top.unit
@@ -102,6 +114,7 @@ def run(parser, args):
               file=sys.stderr)
         return 1
     print(f"wrote {args.output} (module {args.name}: K={unit.lanes} M={unit.rows} "
-          f"{unit.weight_mode}, acc {unit.acc_width} bits, latency {unit.latency})",
+          f"{unit.weight_mode}, int{unit.act_width} activations, acc {unit.acc_width} bits, "
+          f"latency {unit.latency})",
           file=sys.stderr)
     return 0

@@ -29,10 +29,13 @@ CONFIGS = [
     [],                                                         # the default 16 x 8 unit
     ["--lanes", "4", "--rows", "1", "--weight-mode", "binary", "--output-stage"],
     ["--lanes", "64", "--rows", "4", "--output-stage", "--axis"],
+    ["--lanes", "8", "--rows", "2", "--output-stage", "--act-width", "4", "--axis"],
+    ["--lanes", "8", "--rows", "2", "--act-width", "4", "--engine"],
 ]
 
 
-@pytest.mark.parametrize("flags", CONFIGS, ids=["default", "k4_m1_binary_os", "k64_m4_axis"])
+@pytest.mark.parametrize("flags", CONFIGS, ids=["default", "k4_m1_binary_os", "k64_m4_axis",
+                                                "k8_m2_a4_axis", "k8_m2_a4_engine"])
 def test_verilog_lints_and_sidecar_matches(tmp_path, flags):
     out = tmp_path / "unit.v"
     result = hw_cli("verilog", *flags, "-o", str(out))
@@ -43,11 +46,16 @@ def test_verilog_lints_and_sidecar_matches(tmp_path, flags):
     declared = top_ports(out.read_text(), "matmul_unit")
     assert {p["name"]: (p["direction"], p["width"]) for p in side["ports"]} == declared
     assert side["latency_cycles"] > 0
+    act_width = int(flags[flags.index("--act-width") + 1]) if "--act-width" in flags else 8
+    assert side["act_width"] == side["config"]["act_width"] == act_width
     if "--axis" in flags:
         for name in ("s_axis_act_tdata", "s_axis_act_tlast", "s_axis_act_tuser",
                      "s_axis_wgt_tvalid", "m_axis_out_tready", "aclk", "aresetn"):
             assert name in declared
         assert declared["s_axis_act_tdata"][1] % 8 == 0
+        assert declared["s_axis_act_tdata"][1] >= int(flags[1]) * act_width
+    if "--engine" in flags:
+        assert side["component"] == "LayerEngine" and "wgt__payload" in declared
 
 
 @pytest.mark.parametrize("args, message", [
@@ -56,11 +64,33 @@ def test_verilog_lints_and_sidecar_matches(tmp_path, flags):
     (["synth", "--lanes", "0", "--synth-only"], "lanes must be at least 1"),
     (["synth", "--lane-group", "--levels-per-stage", "0"], "levels_per_stage"),
     (["synth", "--target", "ice40", "--fabric", "ecp5"], "cannot be synthesized"),
+    (["synth", "--act-width", "5"], "invalid choice: 5 (choose from 4, 8)"),
+    (["synth", "--act-width", "four"], "invalid int value"),
+    (["synth", "--act-width", "4", "--weight-mode", "int8"], "the int8 baseline multiplies"),
+    (["synth", "--lane-group", "--engine"], "exclude each other"),
+    (["synth", "--engine", "--weight-mode", "binary"], "--engine takes ternary weights"),
+    (["verilog", "--act-width", "16"], "invalid choice"),
+    (["verilog", "--engine", "--axis"], "does not apply to --engine"),
 ])
 def test_synth_cli_errors(args, message):
     result = hw_cli(*args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_int4_lane_group_synthesis_smoke(tmp_path):
+    """An int4 lane group through Yosys: its report name carries the width, and it is
+    narrower than the int8 one."""
+    def synth(*flags):
+        result = hw_cli("synth", "--lane-group", "--lanes", "4", "--synth-only",
+                        "--fabric", "ecp5", "--outdir", str(tmp_path), *flags)
+        assert result.returncode == 0, result.stderr
+    synth("--act-width", "4")
+    synth()
+    int4 = json.loads((tmp_path / "lanes4_ternary_a4_ecp5.json").read_text())["results"][0]
+    int8 = json.loads((tmp_path / "lanes4_ternary_ecp5.json").read_text())["results"][0]
+    assert int4["config"]["act_width"] == 4 and int4["config"]["component"] == "DotProduct"
+    assert 0 < int4["lut4"] < int8["lut4"] and 0 < int4["carry"] < int8["carry"]
 
 
 @pytest.mark.parametrize("fabric", ["generic", "ecp5"])
@@ -83,6 +113,9 @@ EQUIV_CASES = [
     dict(lanes=4, carry_out=True),                     # as inside the unit
     dict(lanes=6, weight_mode="binary", levels_per_stage=2),
     dict(lanes=1),
+    dict(lanes=5, act_width=4),                        # int4: nodes 4 bits narrower
+    dict(lanes=4, carry_out=True, act_width=4),
+    dict(lanes=3, weight_mode="binary", act_width=4),
 ]
 
 
@@ -158,7 +191,9 @@ def test_bench_area_report_from_json(tmp_path):
     results = [row("unit4x16", 640, 320, 220.0, 64),        # 20 LUT4 eq./MAC
                row("unit16x32", 5120, 2560, 150.0, 512),     # 20 LUT4 eq./MAC
                row("int8_unit4x16_dsp", 640, 0, 180.0, 64, dsp=64),
-               row("int8_unit4x16_lut", 10240, 0, 100.0, 64, nodsp=True)]  # 160 / MAC
+               row("int8_unit4x16_lut", 10240, 0, 100.0, 64, nodsp=True),  # 160 / MAC
+               row("lanes32", 160, 160, 230.0, 32),          # 15 LUT4 eq./MAC
+               row("lanes32_a4", 96, 96, 240.0, 32)]         # 9 LUT4 eq./MAC
     source = tmp_path / "in.json"
     source.write_text(json.dumps({"results": results}))
     result = bench_area("--from-json", str(source), "--outdir", str(tmp_path / "out"))
@@ -169,6 +204,7 @@ def test_bench_area_report_from_json(tmp_path):
     assert "about 3554 ternary MACs" in text and "(below 200 MHz)" in text
     assert "55 x unit4x16 (3520 MACs) at 220 MHz: 774 GMAC/s" in text
     assert "156 MULT18X18D blocks" in text and "28 GMAC/s" in text
+    assert "| lanes32 | 15.0, 230.0 | 9.0, 240.0 | 0.60 |" in text
     assert (tmp_path / "out" / "bench_area.md").read_text().startswith("Tools:")
 
 
