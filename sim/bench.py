@@ -55,7 +55,7 @@ class Vector:
     Attributes
     ----------
     activations : numpy.ndarray, (beats, lanes)
-        int8 activations.
+        int8 activations (int4 on an ``act_width=4`` unit).
     codes : numpy.ndarray, (beats, rows, lanes)
         Lane codes (may include the invalid ternary code on purpose).
     scale, shift : int
@@ -166,7 +166,7 @@ class MatmulModel:
         acc = np.zeros(self.config.rows, dtype=np.int64)
         for beat in range(vector.beats):
             acc += matmul_int(self.weights(vector.codes[beat]), vector.activations[beat],
-                              self.config.weight_mode)
+                              self.config.weight_mode, self.config.act_width)
         acc = wrap_signed(acc, self.config.acc_width)
         if self.config.output_stage:
             return round_fixed(acc, vector.scale, vector.shift)

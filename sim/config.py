@@ -3,8 +3,8 @@
 import json
 from dataclasses import asdict, dataclass
 
-from model.arith import acc_width
-from model.quant import BINARY, TERNARY
+from model.arith import acc_width, act_range
+from model.quant import ACT_WIDTH, BINARY, TERNARY
 
 from hw.lanes import ECP5, GENERIC
 
@@ -25,22 +25,30 @@ class UnitConfig:
     max_beats: int = 8
     levels_per_stage: int = 1
     fabric: str = GENERIC
+    act_width: int = ACT_WIDTH
 
     @property
     def name(self):
         stage = "os" if self.output_stage else "raw"
         fabric = "" if self.fabric == GENERIC else f"_{self.fabric}"
+        acts = "" if self.act_width == ACT_WIDTH else f"_a{self.act_width}"
         return (f"k{self.lanes}_m{self.rows}_{self.weight_mode}_{stage}"
-                f"_b{self.max_beats}_l{self.levels_per_stage}{fabric}")
+                f"_b{self.max_beats}_l{self.levels_per_stage}{fabric}{acts}")
 
     @property
     def acc_width(self):
-        return acc_width(self.lanes * self.max_beats)
+        return acc_width(self.lanes * self.max_beats, self.weight_mode, self.act_width)
+
+    @property
+    def act_range(self):
+        """``(min, max)`` of one activation: -128..127, or -8..7 for int4."""
+        return act_range(self.act_width)
 
     @property
     def res_width(self):
         from hw.matmul import result_width
-        return result_width(self.lanes, self.max_beats, self.output_stage)
+        return result_width(self.lanes, self.max_beats, self.output_stage,
+                            self.weight_mode, self.act_width)
 
     @property
     def latency(self):
@@ -50,7 +58,7 @@ class UnitConfig:
     @property
     def act_layout(self):
         from hw.matmul import act_layout
-        return act_layout(self.lanes, self.output_stage)
+        return act_layout(self.lanes, self.output_stage, self.act_width)
 
     def unit_kwargs(self):
         return asdict(self)
@@ -69,7 +77,9 @@ class UnitConfig:
 
 #: The regression: (K, M) in {(4, 1), (16, 8), (64, 4)} x {ternary, binary} x output
 #: stage {off, on}, and two builds of the ECP5-fabric lane groups, simulated with the
-#: Lattice cell models. max_beats is small so the overflow test is quick.
+#: Lattice cell models; then the int4 activations of BitNet a4.8 (``act_width=4``): a
+#: generic ternary unit with the output stage and an ECP5-fabric one raw. max_beats is
+#: small so the overflow test is quick.
 REGRESSION_CONFIGS = tuple(
     UnitConfig(lanes=k, rows=m, weight_mode=mode, output_stage=stage)
     for (k, m) in ((4, 1), (16, 8), (64, 4))
@@ -78,4 +88,6 @@ REGRESSION_CONFIGS = tuple(
 ) + (
     UnitConfig(lanes=8, rows=2, weight_mode=TERNARY, fabric=ECP5),
     UnitConfig(lanes=5, rows=1, weight_mode=BINARY, output_stage=True, fabric=ECP5),
+    UnitConfig(lanes=16, rows=4, weight_mode=TERNARY, output_stage=True, act_width=4),
+    UnitConfig(lanes=8, rows=2, weight_mode=TERNARY, fabric=ECP5, act_width=4),
 )

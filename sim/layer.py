@@ -32,6 +32,7 @@ from hw.engine import DEFAULT_LANES, DEFAULT_ROWS, LayerMapping
 from model.arith import SCALE_WIDTH, SHIFT_MAX, check_activations
 from model.bitlinear import bitlinear_fixed
 from model.encoding import TRITS_PER_BYTE, check_ternary, pack_trits
+from model.quant import ACT_WIDTH
 
 from .packing import pack_struct
 from .verilator import retry_text_busy
@@ -62,13 +63,15 @@ class EngineConfig:
     levels_per_stage: int = 1
     output_stage: bool = True
     weight_order: str = "rows"
+    act_width: int = ACT_WIDTH
 
     @property
     def name(self):
         stage = "" if self.output_stage else "_acc"
         order = "" if self.weight_order == "rows" else f"_{self.weight_order}"
         return (f"engine_k{self.lanes}_m{self.rows}_b{self.max_beats}"
-                f"_l{self.levels_per_stage}{stage}{order}")
+                f"_l{self.levels_per_stage}{stage}{order}"
+                f"{'' if self.act_width == ACT_WIDTH else f'_a{self.act_width}'}")
 
     def build(self):
         from hw.engine import LayerEngine
@@ -87,7 +90,8 @@ class EngineConfig:
     @property
     def res_width(self):
         from hw.matmul import result_width
-        return result_width(self.lanes, self.max_beats, self.output_stage)
+        return result_width(self.lanes, self.max_beats, self.output_stage,
+                            act_width=self.act_width)
 
     def mapping(self, out_features, in_features, tokens=1):
         """The :class:`hw.engine.LayerMapping` of a layer on this engine."""
@@ -113,7 +117,7 @@ def check_layer_inputs(weights, activations, scale, shift, config):
     weights : array_like, (N_out, N_in)
         Ternary weights (-1, 0, +1).
     activations : array_like, (T, N_in) or (N_in,)
-        int8 activations; a 1-D vector is one token.
+        int8 activations (int4 with ``config.act_width=4``); a 1-D vector is one token.
     scale, shift : int or array_like (T,), or None
         The output stage's ``S`` and shift per token; required with the output stage,
         refused without it.
@@ -126,13 +130,13 @@ def check_layer_inputs(weights, activations, scale, shift, config):
     Raises
     ------
     ValueError
-        On non-ternary weights, activations outside -128..127, mismatched shapes,
+        On non-ternary weights, activations outside -128..127 (-8..7), mismatched shapes,
         a shape that does not tile onto the engine, or bad ``scale``/``shift``.
     """
     w = check_ternary(weights)
     if w.ndim != 2:
         raise ValueError(f"weights must be 2-D (N_out, N_in), not shape {w.shape}")
-    x = check_activations(activations)
+    x = check_activations(activations, act_width=config.act_width)
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2 or x.shape[0] == 0:
@@ -251,7 +255,7 @@ def plan_layer(weights, activations, scale=None, shift=None, config=None):
     fields = {"data": x.reshape(-1, k), "last": last}
     if config.output_stage:
         fields.update(scale=np.repeat(scale, beats_c), shift=np.repeat(shift, beats_c))
-    token_words = pack_struct(act_layout(k, config.output_stage), **fields)
+    token_words = pack_struct(act_layout(k, config.output_stage, config.act_width), **fields)
     return LayerPlan(mapping, token_words, packed)
 
 

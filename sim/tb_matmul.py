@@ -11,9 +11,10 @@ import cocotb
 from cocotb.triggers import ClockCycles
 
 from model.arith import SHIFT_MAX, SCALE_WIDTH, OUT_WIDTH
-from model.bitlinear import bitlinear_fixed, bitlinear_reference
+from model.bitlinear import BitLinearResult, bitlinear_fixed, bitlinear_reference
 from model.encoding import CODE_INVALID
-from model.quant import ACT_MAX, ACT_MIN, TERNARY
+from model.arith import matmul_int
+from model.quant import ACT_WIDTH, TERNARY, quantize_activations_int4, quantize_weights
 
 from .bench import MatmulBench, Vector, codes_for
 from .config import UnitConfig
@@ -41,15 +42,17 @@ def random_weights(rng, config, beats):
 
 
 def random_activations(rng, config, beats):
-    """(beats, lanes) int8 activations, -128 and 127 always present when lanes >= 2."""
-    x = rng.integers(ACT_MIN, ACT_MAX + 1, size=(beats, config.lanes))
+    """(beats, lanes) activations of the configured width (int8, or int4), its minimum
+    (-128, -8) and maximum (127, 7) always present when lanes >= 2."""
+    act_min, act_max = config.act_range
+    x = rng.integers(act_min, act_max + 1, size=(beats, config.lanes))
     corner = rng.random(size=x.shape)
-    x[corner < 0.1] = ACT_MIN
-    x[corner > 0.9] = ACT_MAX
-    x.flat[0] = ACT_MIN
-    x.flat[-1] = ACT_MAX
+    x[corner < 0.1] = act_min
+    x[corner > 0.9] = act_max
+    x.flat[0] = act_min
+    x.flat[-1] = act_max
     if rng.random() < 0.1:
-        x[:] = rng.choice((ACT_MIN, ACT_MAX, 0))
+        x[:] = rng.choice((act_min, act_max, 0))
     return x
 
 
@@ -77,11 +80,12 @@ def random_vectors(rng, config, count, max_beats=None):
 
 
 def extreme_vectors(config):
-    """Accumulator extremes: max_beats beats of -128 against all -1 (largest sum,
-    +128 * K * max_beats) and all +1 (most negative), plus 127 against each."""
+    """Accumulator extremes: max_beats beats of the minimum activation (-128; -8 for
+    int4) against all -1 (largest sum, 128 * K * max_beats) and all +1 (most negative),
+    plus the maximum (127; 7) against each."""
     vectors = []
     beats, rows, lanes = config.max_beats, config.rows, config.lanes
-    for x in (ACT_MIN, ACT_MAX):
+    for x in config.act_range:
         for w in (-1, 1):
             acts = np.full((beats, lanes), x)
             weights = np.full((beats, rows, lanes), w)
@@ -89,10 +93,41 @@ def extreme_vectors(config):
     return vectors
 
 
+def corner_vectors(config):
+    """Activation patterns: all minimum, all maximum, minimum and maximum alternating
+    (both phases), each against random weights and whole rows of +1 / -1, one to
+    max_beats beats."""
+    rng = np.random.default_rng(99)
+    act_min, act_max = config.act_range
+    lanes = config.lanes
+    alternating = np.where(np.arange(lanes) % 2 == 0, act_min, act_max)
+    patterns = (np.full(lanes, act_min), np.full(lanes, act_max), alternating,
+                act_min + act_max - alternating)
+    vectors = []
+    for beats in sorted({1, config.max_beats}):
+        for pattern in patterns:
+            acts = np.tile(pattern, (beats, 1))
+            w = random_weights(rng, config, beats)
+            w[:, 0, :] = 1
+            w[:, -1, :] = -1  # (one row: all -1)
+            vectors.append(Vector(acts, codes_for(w, config.weight_mode),
+                                  *random_scale(rng, config)))
+    return vectors
+
+
 async def make_bench(dut, **traffic):
     bench = MatmulBench(dut, CONFIG, **traffic)
     await bench.start()
     return bench
+
+
+def int4_reference(weights, activations, config):
+    """:func:`bitlinear_reference` with the a4.8 INT4 absmean activation quantizer."""
+    qw = quantize_weights(weights, config.weight_mode)
+    qx = quantize_activations_int4(activations)
+    acc = matmul_int(qw.values, qx.values, config.weight_mode, config.act_width)
+    return BitLinearResult(qw.values, qx.values, qw.beta, qx.scale, acc,
+                           acc / qx.scale[:, None] * qw.beta)
 
 
 @cocotb.test()
@@ -106,7 +141,8 @@ async def test_random_traffic(dut):
     for seed, idle, backpressure in TRAFFIC:
         rng = np.random.default_rng(seed)
         bench.set_traffic(seed, idle=idle, backpressure=backpressure)
-        vectors = extreme_vectors(CONFIG) + random_vectors(rng, CONFIG, 250)
+        vectors = (extreme_vectors(CONFIG) + corner_vectors(CONFIG) +
+                   random_vectors(rng, CONFIG, 250))
         rng.shuffle(vectors)
         bench.send(vectors)
         await bench.wait_done()
@@ -212,7 +248,7 @@ async def test_overflow_flag(dut):
     bench.send(extreme_vectors(CONFIG))
     await bench.wait_done()
     assert bench.error_flags()["overflow"] == 0
-    acts = np.full((CONFIG.max_beats + 1, CONFIG.lanes), ACT_MIN)
+    acts = np.full((CONFIG.max_beats + 1, CONFIG.lanes), CONFIG.act_range[0])
     weights = np.full((CONFIG.max_beats + 1, CONFIG.rows, CONFIG.lanes), -1)
     bench.send([Vector(acts, codes_for(weights, CONFIG.weight_mode), 1, 0)])
     await bench.wait_done()
@@ -226,7 +262,10 @@ async def test_overflow_flag(dut):
 async def test_bitlinear_end_to_end(dut):
     """Float weights and activations, quantized by model/, through the RTL: equal bit
     for bit to the integer model, and within the documented bound of the float
-    reference (output stage) or exactly its accumulators (bypass)."""
+    reference (output stage) or exactly its accumulators (bypass).
+
+    With int4 activations the activations go through BitNet a4.8's INT4 absmean
+    quantizer (:func:`model.quant.quantize_activations_int4`)."""
     bench = await make_bench(dut)
     bench.set_traffic(21, idle=0.2, backpressure=0.2)
     rng = np.random.default_rng(21)
@@ -235,7 +274,10 @@ async def test_bitlinear_end_to_end(dut):
     tokens = 8
     weights = rng.normal(size=(CONFIG.rows, in_features))
     activations = rng.normal(size=(tokens, in_features)) * rng.uniform(0.5, 4, (tokens, 1))
-    ref = bitlinear_reference(weights, activations, CONFIG.weight_mode)
+    if CONFIG.act_width == ACT_WIDTH:
+        ref = bitlinear_reference(weights, activations, CONFIG.weight_mode)
+    else:
+        ref = int4_reference(weights, activations, CONFIG)
     fixed = None
     if CONFIG.output_stage:
         # As many fractional bits as keep every output clear of saturation.
