@@ -24,7 +24,7 @@ from model.encoding import TRITS_PER_BYTE
 from model.mapping import (DEFAULT_LANES, DEFAULT_ROWS, LayerTiling, bytes_per_beat,
                            check_layer_shape)
 from model.quant import ACT_WIDTH, TERNARY
-from model.sparse import SparseTiling, column_bytes
+from model.sparse import BEAT_MAJOR, SparseTiling, column_bytes
 
 from .lanes import GENERIC
 from .matmul import ErrorLayout, MatmulUnit
@@ -94,6 +94,7 @@ class SparseLayerMapping(SparseTiling):
     levels_per_stage: int = 1
     output_stage: bool = True
     max_beats: int = None
+    acc_tiles: int = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -101,6 +102,11 @@ class SparseLayerMapping(SparseTiling):
             raise ValueError(f"a token keeps {max(self.kept)} columns, "
                              f"{max(self.token_beats)} beats, more than the engine's "
                              f"max_beats ({self.max_beats})")
+        if self.order == BEAT_MAJOR and (self.acc_tiles is None
+                                         or self.acc_tiles < self.row_tiles):
+            raise ValueError(f"the beat-major order of a layer of {self.row_tiles} row "
+                             f"tiles needs an engine with an accumulator bank of at least "
+                             f"{self.row_tiles} tiles (acc_tiles={self.acc_tiles})")
 
     @property
     def latency(self):
@@ -151,6 +157,10 @@ class LayerEngine(wiring.Component):
         Rescale each result to ``OUT_WIDTH`` bits with the token's ``(scale, shift)``
         (the default), or emit the raw accumulators (``acc_width(lanes * max_beats)``
         bits; ``act`` then has no ``scale``/``shift``).
+    acc_tiles : int, optional
+        The unit's accumulator bank (:class:`MatmulUnit`): up to ``acc_tiles`` row tiles
+        interleaved beat by beat (the beat-major order of :mod:`model.sparse`), with
+        the ``tiles`` port.
 
     Attributes
     ----------
@@ -166,24 +176,29 @@ class LayerEngine(wiring.Component):
     error : Signal(ErrorLayout), out
         ``code``: an invalid packed byte (243..255) was received; ``overflow`` as in
         the unit.
+    tiles : Signal, in
+        With ``acc_tiles``: as the unit's ``tiles``.
     """
 
     def __init__(self, *, lanes, rows, max_beats=1024, levels_per_stage=1, fabric=GENERIC,
                  decoder=ROM, output_stage=True, weight_order=ROWS_ORDER,
-                 act_width=ACT_WIDTH):
+                 act_width=ACT_WIDTH, acc_tiles=None):
         self._beat_bytes = weight_beat_bytes(lanes, rows, weight_order)
         self._weight_order = weight_order
         self._unit = MatmulUnit(lanes=lanes, rows=rows, weight_mode=TERNARY,
                                 output_stage=output_stage, max_beats=max_beats,
                                 levels_per_stage=levels_per_stage, fabric=fabric,
-                                act_width=act_width)
+                                act_width=act_width, acc_tiles=acc_tiles)
         self._unpacker = TritUnpacker(bytes_per_beat=self._beat_bytes, decoder=decoder)
-        super().__init__({
+        ports = {
             "act": In(stream.Signature(self._unit.act_layout)),
             "wgt": In(stream.Signature(data.ArrayLayout(unsigned(8), self._beat_bytes))),
             "res": Out(stream.Signature(self._unit.res_layout)),
             "error": Out(ErrorLayout),
-        })
+        }
+        if acc_tiles is not None:
+            ports["tiles"] = In(range(acc_tiles + 1))
+        super().__init__(ports)
 
     @property
     def unit(self):
@@ -216,6 +231,8 @@ class LayerEngine(wiring.Component):
         wiring.connect(m, wiring.flipped(self.act), unit.act)
         wiring.connect(m, wiring.flipped(self.res), unit.res)
         wiring.connect(m, wiring.flipped(self.wgt), unpacker.i)
+        if self._unit.acc_tiles is not None:
+            m.d.comb += unit.tiles.eq(self.tiles)
         codes = unit.rows * unit.lanes
         if self._weight_order == ROWS_ORDER:
             m.d.comb += unit.wgt.payload.as_value().eq(

@@ -3,6 +3,7 @@ multi-beat accumulation, an optional fixed-point output stage, and stream interf
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from model.arith import OUT_WIDTH, SCALE_WIDTH, SHIFT_WIDTH, acc_width, signed_range
@@ -138,6 +139,16 @@ class MatmulUnit(wiring.Component):
         (``acc_width(lanes * max_beats)`` bits). Longer ones raise ``error.overflow``.
     levels_per_stage : int
         Adder levels per pipeline register in the lane groups.
+    acc_tiles : int, optional
+        Keep the partial sums of up to ``acc_tiles`` row tiles in an accumulator bank
+        (per row a memory ``acc_tiles`` deep, read and written back every beat) instead
+        of one register per row. The stream then interleaves the dot products of
+        ``tiles`` tiles (the beat-major order of :mod:`model.sparse`): beat ``n`` adds
+        into tile ``n mod tiles``, and the ``tiles`` beats after a round's first one
+        that carry ``last`` end their tiles' dot products, one result each, in tile
+        order. With ``tiles = 1`` the bank behaves as the registers. A dot product's
+        first round ignores what the bank holds, so a reset mid-stream leaves nothing
+        stale. ``max_beats`` counts rounds.
     fabric : str
         ``"generic"`` (portable Verilog) or ``"ecp5"``: lane groups built from Lattice
         ``CCU2C`` carry cells (see :class:`hw.lanes.DotProduct`); same behaviour and
@@ -159,6 +170,9 @@ class MatmulUnit(wiring.Component):
     error : Signal(ErrorLayout), out
         Sticky error flags; ``code`` rises :attr:`code_flag_latency` cycles after the
         beat that carried an invalid code.
+    tiles : Signal(range(acc_tiles + 1)), in
+        With ``acc_tiles``: the row tiles the stream interleaves (held for the whole
+        layer; 0 counts as 1).
 
     Raises
     ------
@@ -167,7 +181,8 @@ class MatmulUnit(wiring.Component):
     """
 
     def __init__(self, *, lanes, rows, weight_mode=TERNARY, output_stage=False,
-                 max_beats=1024, levels_per_stage=1, fabric=GENERIC, act_width=ACT_WIDTH):
+                 max_beats=1024, levels_per_stage=1, fabric=GENERIC, act_width=ACT_WIDTH,
+                 acc_tiles=None):
         self._lanes = check_positive_int("lanes", lanes)
         self._rows = check_positive_int("rows", rows)
         self._weight_mode = check_weight_mode(weight_mode)
@@ -176,12 +191,17 @@ class MatmulUnit(wiring.Component):
         self._levels_per_stage = check_positive_int("levels_per_stage", levels_per_stage)
         self._fabric = check_fabric(fabric)
         self._act_width = check_act_width(act_width, self._weight_mode)
-        super().__init__({
+        self._acc_tiles = None if acc_tiles is None else check_positive_int("acc_tiles",
+                                                                            acc_tiles)
+        ports = {
             "act": In(stream.Signature(self.act_layout)),
             "wgt": In(stream.Signature(self.wgt_layout)),
             "res": Out(stream.Signature(self.res_layout)),
             "error": Out(ErrorLayout),
-        })
+        }
+        if self._acc_tiles is not None:
+            ports["tiles"] = In(range(self._acc_tiles + 1))
+        super().__init__(ports)
 
     # Parameters, read-only.
 
@@ -216,6 +236,10 @@ class MatmulUnit(wiring.Component):
     @property
     def act_width(self):
         return self._act_width
+
+    @property
+    def acc_tiles(self):
+        return self._acc_tiles
 
     # Derived widths and layouts: the single place the sim side reads them from.
 
@@ -324,21 +348,34 @@ class MatmulUnit(wiring.Component):
         with m.If(flags[0] & flag_fire):
             m.d.sync += self.error.code.eq(1)
 
-        # Beat tags (valid, last, scale, shift) travel beside the adder trees.
+        # Beat tags (valid, last, scale, shift; with the bank the beat's tile and whether
+        # it ends a round) travel beside the adder trees.
+        bank = self._acc_tiles is not None
         tag_layout = data.StructLayout({
             "valid": 1, "last": 1,
             **({"scale": unsigned(SCALE_WIDTH), "shift": unsigned(SHIFT_WIDTH)}
                if self._output_stage else {}),
+            **({"tile": range(self._acc_tiles), "wrap": 1} if bank else {}),
         })
         tag = Signal(tag_layout, name="tag_in")
         m.d.comb += [tag.valid.eq(fire), tag.last.eq(self.act.payload.last)]
         if self._output_stage:
             m.d.comb += [tag.scale.eq(self.act.payload.scale),
                          tag.shift.eq(self.act.payload.shift)]
+        if bank:
+            # beat n is tile n mod tiles (tiles = 0 counts as 1)
+            tile = Signal(range(self._acc_tiles), name="tile")
+            wrap = Signal(name="tile_wrap")
+            m.d.comb += [wrap.eq(tile + 1 >= self.tiles), tag.tile.eq(tile),
+                         tag.wrap.eq(wrap)]
+            with m.If(fire):
+                m.d.sync += tile.eq(Mux(wrap, 0, tile + 1))
+        tags = [tag]
         for stage in range(self.tree_latency):
             next_tag = Signal(tag_layout, name=f"stage{stage}_tag")
-            m.d.sync += next_tag.eq(tag)
-            tag = next_tag
+            m.d.sync += next_tag.eq(tags[-1])
+            tags.append(next_tag)
+        tag = tags[-1]
 
         # Accumulate stage.
         width = self.acc_width
@@ -347,17 +384,40 @@ class MatmulUnit(wiring.Component):
         done = Signal(data.ArrayLayout(signed(width), rows), name="done")
         done_tag = Signal(tag_layout, name="done_tag")
         m.d.sync += [done_tag.eq(tag), done_tag.valid.eq(tag.valid & tag.last)]
+        # beats counts the rounds of the current dot products (with the registers a
+        # round is one beat)
         with m.If(tag.valid):
             with m.If(beats == self._max_beats):
                 m.d.sync += self.error.overflow.eq(1)
-            with m.If(tag.last):
-                m.d.sync += beats.eq(0)
-            with m.Elif(beats != self._max_beats):
-                m.d.sync += beats.eq(beats + 1)
-            for row, (acc, group) in enumerate(zip(accs, groups)):
-                # the lane group's last correction rides in as the carry-in; the sum
-                # wraps only past max_beats (flagged)
-                carry = group.carry if group.has_correction else None
+            with m.If(tag.wrap if bank else Const(1)):
+                with m.If(tag.last):
+                    m.d.sync += beats.eq(0)
+                with m.Elif(beats != self._max_beats):
+                    m.d.sync += beats.eq(beats + 1)
+        for row, (acc, group) in enumerate(zip(accs, groups)):
+            # the lane group's last correction rides in as the carry-in; the sum
+            # wraps only past max_beats (flagged)
+            carry = group.carry if group.has_correction else None
+            if bank:
+                # read a cycle ahead (the tag one stage earlier), write back the sum;
+                # transparent, so a tile read right after its write sees the new sum
+                memory = Memory(shape=signed(width), depth=self._acc_tiles, init=[])
+                m.submodules[f"bank{row}"] = memory
+                write = memory.write_port()
+                read = memory.read_port(transparent_for=(write,))
+                stored = Mux(beats == 0, 0, read.data)
+                total = Signal(signed(width), name=f"total{row}")
+                m.d.comb += [
+                    read.addr.eq(tags[-2].tile),
+                    total.eq(add_with_carry(stored, group.sum, carry)[:width]),
+                    write.addr.eq(tag.tile),
+                    write.data.eq(total),
+                    write.en.eq(tag.valid),
+                ]
+                with m.If(tag.valid & tag.last):
+                    m.d.sync += done[row].eq(total)
+                continue
+            with m.If(tag.valid):
                 total = add_with_carry(acc, group.sum, carry)[:width].as_signed()
                 with m.If(tag.last):
                     m.d.sync += [done[row].eq(total), acc.eq(0)]

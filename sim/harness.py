@@ -463,6 +463,8 @@ class EngineHarness(wiring.Component):
         last result out of it: the run took ``last - first + 1`` cycles.
     error : Signal(ErrorLayout), out
         The engine's sticky flags.
+    tiles : Signal, in
+        With an engine of ``acc_tiles``: its ``tiles``.
     """
 
     def __init__(self, *, act_depth, wgt_depth, res_depth, storage=VERILOG, **engine):
@@ -494,6 +496,8 @@ class EngineHarness(wiring.Component):
             "first": Out(CYCLE_WIDTH), "last": Out(CYCLE_WIDTH),
             "error": Out(ErrorLayout),
         })
+        if "tiles" in self._engine.signature.members:
+            ports["tiles"] = In(self._engine.signature.members["tiles"].shape)
         super().__init__(ports)
 
     @property
@@ -533,6 +537,8 @@ class EngineHarness(wiring.Component):
             self.count.eq(res.count),
             self.error.eq(engine.error),
         ]
+        if "tiles" in engine.signature.members:
+            m.d.comb += engine.tiles.eq(self.tiles)
 
         now = Signal(CYCLE_WIDTH)
         started = Signal()

@@ -64,13 +64,15 @@ class EngineConfig:
     output_stage: bool = True
     weight_order: str = "rows"
     act_width: int = ACT_WIDTH
+    acc_tiles: int = None
 
     @property
     def name(self):
         stage = "" if self.output_stage else "_acc"
         order = "" if self.weight_order == "rows" else f"_{self.weight_order}"
+        bank = "" if self.acc_tiles is None else f"_t{self.acc_tiles}"
         return (f"engine_k{self.lanes}_m{self.rows}_b{self.max_beats}"
-                f"_l{self.levels_per_stage}{stage}{order}"
+                f"_l{self.levels_per_stage}{stage}{order}{bank}"
                 f"{'' if self.act_width == ACT_WIDTH else f'_a{self.act_width}'}")
 
     def build(self):

@@ -10,6 +10,11 @@ gather is the driver's (a model of the fetcher, which reads only the kept column
 RTL proves that the engine accumulates the compacted beats bit-exact to the dense golden
 model in the cycles of :class:`hw.engine.SparseLayerMapping`.
 
+Both loop orders of :mod:`model.sparse` run: ``"tiles"`` (each tile's beats, the
+unit's registers) and, on an engine with an accumulator bank (``acc_tiles``), ``"beats"``
+(each beat for every tile: the token's activation beat is replayed ``row_tiles`` times
+in a row, the weights follow in (beat, tile) order, the bank holds every tile's sums).
+
 Each token is one run of the engine (its beats differ from the next token's), so a
 layer's cycles are the sum of its tokens' (:meth:`hw.engine.SparseLayerMapping.token_cycles`:
 each pays the unit's latency once).
@@ -22,7 +27,8 @@ import numpy as np
 
 from hw.engine import COLUMNS_ORDER, SparseLayerMapping
 from model.encoding import pack_trits
-from model.sparse import NONZERO, column_bytes, kept_columns, pack_columns
+from model.sparse import (BEAT_MAJOR, NONZERO, TILE_MAJOR, check_order, column_bytes,
+                          kept_columns, pack_columns)
 
 from .layer import EngineConfig, check_layer_inputs
 from .packing import pack_struct
@@ -47,7 +53,8 @@ class SparsePlan:
     token_words : list of int
         The token's compacted activation beats.
     weight_bytes : numpy.ndarray of uint8, (row_tiles * beats, lanes * column_bytes)
-        The gathered weight beats, (tile, beat) order.
+        The gathered weight beats in stream order: (tile, beat), or (beat, tile) in the
+        beat-major order.
     columns : numpy.ndarray of int64
         The kept columns, ascending.
     """
@@ -56,6 +63,15 @@ class SparsePlan:
     token_words: list
     weight_bytes: np.ndarray
     columns: np.ndarray
+
+    @property
+    def order(self):
+        return self.mapping.order
+
+    @property
+    def bank_tiles(self):
+        """The tiles the engine's accumulator bank interleaves (its ``tiles`` port)."""
+        return self.mapping.row_tiles if self.order == BEAT_MAJOR else 1
 
     @property
     def tiles(self):
@@ -75,23 +91,29 @@ class SparsePlan:
 
     @property
     def act_words(self):
-        """Activation payload words in stream order (tile, beat)."""
-        return self.token_words * self.mapping.row_tiles
+        """Activation payload words in stream order."""
+        tiles = self.mapping.row_tiles
+        if self.order == BEAT_MAJOR:
+            return [word for word in self.token_words for _ in range(tiles)]
+        return self.token_words * tiles
 
     @property
     def wgt_words(self):
-        """Weight payload words in stream order (tile, beat)."""
+        """Weight payload words in stream order."""
         return [int.from_bytes(row.tobytes(), "little") for row in self.weight_bytes]
 
     @property
     def descriptors(self):
         """Loop nests over the stored words (``sim.harness``): the activation beats
-        replayed for every row tile, the weight beats played once."""
+        replayed for every row tile (the token's beats per tile, or each beat
+        ``row_tiles`` times in a row), the weight beats played once."""
         beats, tiles = self.beats, self.mapping.row_tiles
+        if self.order == BEAT_MAJOR:
+            return {"act": (1, tiles, beats, 0, 1), "wgt": (tiles * beats, 1, 1, 0, 0)}
         return {"act": (beats, tiles, 1, 0, beats), "wgt": (beats, tiles, 1, beats, 0)}
 
 
-def plan_sparse(stored, activations, columns, scale, shift, config):
+def plan_sparse(stored, activations, columns, scale, shift, config, order=TILE_MAJOR):
     """Compact one token and gather its weight columns.
 
     Parameters
@@ -106,6 +128,8 @@ def plan_sparse(stored, activations, columns, scale, shift, config):
         The token's output-stage factor (None without the output stage).
     config : sim.layer.EngineConfig
         An engine with ``weight_order="columns"``.
+    order : str
+        ``"tiles"`` or ``"beats"`` (an engine with ``acc_tiles`` >= the row tiles).
 
     Returns
     -------
@@ -115,9 +139,9 @@ def plan_sparse(stored, activations, columns, scale, shift, config):
     tiles, n_in, width = stored.shape
     k, m = config.lanes, config.rows
     mapping = SparseLayerMapping(tiles * m, n_in, (len(columns),), lanes=k, rows=m,
-                                 levels_per_stage=config.levels_per_stage,
+                                 order=order, levels_per_stage=config.levels_per_stage,
                                  output_stage=config.output_stage,
-                                 max_beats=config.max_beats)
+                                 max_beats=config.max_beats, acc_tiles=config.acc_tiles)
     beats = mapping.token_beats[0]
     slots = beats * k
     # Activation beats: the kept values, the spare lanes zero, the last beat marked.
@@ -133,7 +157,10 @@ def plan_sparse(stored, activations, columns, scale, shift, config):
     gathered = np.empty((tiles, slots, width), dtype=np.uint8)
     gathered[:, :len(columns)] = stored[:, columns]
     gathered[:, len(columns):] = pack_trits(np.zeros(m, dtype=np.int8))
-    return SparsePlan(mapping, words, gathered.reshape(tiles * beats, k * width),
+    gathered = gathered.reshape(tiles, beats, k * width)
+    if order == BEAT_MAJOR:
+        gathered = gathered.transpose(1, 0, 2)
+    return SparsePlan(mapping, words, np.ascontiguousarray(gathered).reshape(-1, k * width),
                       np.asarray(columns, dtype=np.int64))
 
 
@@ -167,7 +194,7 @@ class SparseResult:
 
 
 def run_sparse(session, weights, activations, scale=None, shift=None, *, schedule=NONZERO,
-               mask=None):
+               mask=None, order=None):
     """Run a quantized layer on the sparse dataflow of ``session``'s engine.
 
     Parameters
@@ -180,6 +207,9 @@ def run_sparse(session, weights, activations, scale=None, shift=None, *, schedul
     schedule, mask
         The kept columns (:func:`model.sparse.kept_columns`): ``"nonzero"``, or
         ``"mask"`` with a Block Q-Sparse mask (T, N_in).
+    order : str, optional
+        ``"tiles"`` or ``"beats"``; by default ``"beats"`` on an engine with an
+        accumulator bank, else ``"tiles"``.
 
     Returns
     -------
@@ -195,6 +225,7 @@ def run_sparse(session, weights, activations, scale=None, shift=None, *, schedul
     if config.weight_order != COLUMNS_ORDER:
         raise ValueError(f"the sparse dataflow needs an engine with "
                          f"weight_order='{COLUMNS_ORDER}', not {config.weight_order!r}")
+    order = check_order(order or (BEAT_MAJOR if config.acc_tiles else TILE_MAJOR))
     started = time.monotonic()
     single = np.ndim(activations) == 1
     w, x, scale, shift = check_layer_inputs(weights, activations, scale, shift, config)
@@ -202,17 +233,17 @@ def run_sparse(session, weights, activations, scale=None, shift=None, *, schedul
         mask = np.asarray(mask)[None, :]
     kept = kept_columns(x, schedule, mask)
     mapping = SparseLayerMapping(w.shape[0], w.shape[1], tuple(len(c) for c in kept),
-                                 lanes=config.lanes, rows=config.rows,
+                                 lanes=config.lanes, rows=config.rows, order=order,
                                  levels_per_stage=config.levels_per_stage,
                                  output_stage=config.output_stage,
-                                 max_beats=config.max_beats)
+                                 max_beats=config.max_beats, acc_tiles=config.acc_tiles)
     stored = pack_columns(w, config.rows)
     assert stored.shape[2] == column_bytes(config.rows)
     outputs, cycles, predicted, error, timing = [], 0, 0, 0, {}
     for t, columns in enumerate(kept):
         plan = plan_sparse(stored, x[t], columns,
                            None if scale is None else int(scale[t]),
-                           None if shift is None else int(shift[t]), config)
+                           None if shift is None else int(shift[t]), config, order)
         result = session.run_plan(plan)
         outputs.append(result.outputs[0])
         cycles += result.cycles

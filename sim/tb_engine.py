@@ -48,6 +48,8 @@ async def stream(dut, plan, config, traffic):
     idle, backpressure = traffic.get("idle", 0.0), traffic.get("backpressure", 0.0)
     act_words, wgt_words = plan.act_words, plan.wgt_words   # expanded once
     count = len(act_words)
+    if hasattr(dut, "tiles"):            # an accumulator bank: the tiles interleaved
+        dut.tiles.value = getattr(plan, "bank_tiles", 1)
     # Pause patterns drawn up front: True = do not offer / not ready this cycle.
     horizon = int(count * (1 + 4 * max(idle, backpressure)) + 10 * config.latency + 1000)
     act_pause = rng.random(horizon) < idle

@@ -89,6 +89,8 @@ async def run(dut, results, widths, plan, traffic, cycle_limit):
     dut.act_seed.value, dut.wgt_seed.value, dut.res_seed.value = (
         (seed * 2654435761 + n * 40503) % (1 << 32) or 1 for n in range(3))
     dut.expected.value = plan.tiles
+    if hasattr(dut, "tiles"):            # an accumulator bank: the tiles interleaved
+        dut.tiles.value = getattr(plan, "bank_tiles", 1)
     dut.start.value = 1
     await RisingEdge(dut.clk)
     dut.start.value = 0

@@ -8,16 +8,19 @@ import pytest
 from hw.engine import SparseLayerMapping, weight_beat_bytes
 from model.arith import matmul_int, round_fixed
 from model.encoding import unpack_trits
-from model.sparse import (MASK, NONZERO, SparseTiling, column_bytes, kept_columns,
-                          pack_columns, sparse_beats)
+from model.sparse import (BEAT_MAJOR, MASK, NONZERO, ORDERS, TILE_MAJOR, SparseTiling,
+                          burst_bytes, column_bytes, kept_columns, pack_columns,
+                          sparse_beats)
 from sim.layer import EngineConfig, EngineSession, plan_layer
 from sim.sparse import plan_sparse, run_sparse, sparse_config
 
 # One Verilator build serves the RTL tests here: one xdist worker.
 pytestmark = pytest.mark.xdist_group("sparse")
 
-#: A small sparse engine for make test: K = 8 lanes, M = 4 rows, output stage.
-SPARSE = sparse_config(lanes=8, rows=4, max_beats=8)
+#: A small sparse engine for make test: K = 8 lanes, M = 4 rows, output stage, an
+#: accumulator bank of 8 tiles (so both loop orders run on it; the tile-major order
+#: sets its tiles port to 1).
+SPARSE = sparse_config(lanes=8, rows=4, max_beats=8, acc_tiles=8)
 
 
 def test_pack_columns_by_hand():
@@ -84,12 +87,32 @@ def test_sparse_tiling_by_hand():
         SparseTiling(30, 64, (1,), lanes=8, rows=4)
 
 
+def test_burst_bytes_by_hand():
+    # 16 rows: 4 bytes a column, 16 columns a 64-byte burst
+    assert burst_bytes([0, 1, 2, 15], 64, 16, 64) == 64           # one burst
+    assert burst_bytes([0, 16, 63], 64, 16, 64, row_tiles=3) == 3 * 3 * 64
+    assert burst_bytes([], 64, 16, 64) == 0
+    # 8 rows: 2 bytes a column; a column of 5 tiles is 10 bytes, one 16-byte burst
+    assert burst_bytes([3, 7], 64, 8, 16, order=BEAT_MAJOR, row_tiles=5) == 2 * 16
+    assert burst_bytes([3], 64, 8, 4, order=BEAT_MAJOR, row_tiles=5) == 12
+    with pytest.raises(ValueError, match="columns must be in 0..63"):
+        burst_bytes([64], 64, 16, 64)
+    with pytest.raises(ValueError, match="burst must be a positive integer"):
+        burst_bytes([1], 64, 16, 0)
+    with pytest.raises(ValueError, match="order must be one of"):
+        burst_bytes([1], 64, 16, 64, order="rows")
+    assert SparseTiling(32, 64, (3,), 8, 4).accumulators == 4
+    assert SparseTiling(32, 64, (3,), 8, 4, BEAT_MAJOR).accumulators == 32
+
+
 def test_sparse_mapping_cycles_and_max_beats():
     m = SparseLayerMapping(32, 64, (10, 0), lanes=8, rows=4, max_beats=8)
     assert m.cycles == m.beats + m.latency == 8 * 3 + m.latency
     assert m.token_cycles(0) == 8 * 2 + m.latency
     with pytest.raises(ValueError, match="max_beats"):
         SparseLayerMapping(32, 64, (64,), lanes=8, rows=4, max_beats=4)
+    with pytest.raises(ValueError, match="accumulator bank of at least 8 tiles"):
+        SparseLayerMapping(32, 64, (64,), lanes=8, rows=4, order=BEAT_MAJOR, acc_tiles=4)
     assert weight_beat_bytes(32, 16, "columns") == 32 * 4
     assert weight_beat_bytes(32, 16) == 103
     with pytest.raises(ValueError, match="weight_order must be one of"):
@@ -123,25 +146,28 @@ def full_speed():
         yield s
 
 
-def test_random_sparse_tokens_exact_with_stalls(session):
+@pytest.mark.parametrize("order", ORDERS)
+def test_random_sparse_tokens_exact_with_stalls(session, order):
     """80 % zeros, an all-zero token, a fully dense one, all -128: every output word."""
     w, x, scale, shift = sparse_layer(16, 64, 5, 0.2, seed=1)
     x[1] = 0
     x[2] = np.random.default_rng(2).integers(-128, 128, 64)
     x[2, x[2] == 0] = 1
     x[3] = -128
-    result = run_sparse(session, w, x, scale, shift)
+    result = run_sparse(session, w, x, scale, shift, order=order)
     assert result.error == 0
     assert np.array_equal(result.outputs, expected(w, x, scale, shift))
     assert result.mapping.kept[1:4] == (0, 64, 64)
+    assert result.mapping.order == order
     assert result.cycles > result.predicted          # the stalls cost cycles
 
 
+@pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("n_out, n_in, tokens, density", [
     (4, 8, 1, 0.5), (16, 64, 3, 0.2), (32, 64, 2, 0.9)])
-def test_cycle_model_matches_simulation(full_speed, n_out, n_in, tokens, density):
+def test_cycle_model_matches_simulation(full_speed, n_out, n_in, tokens, density, order):
     w, x, scale, shift = sparse_layer(n_out, n_in, tokens, density, seed=n_out)
-    result = run_sparse(full_speed, w, x, scale, shift)
+    result = run_sparse(full_speed, w, x, scale, shift, order=order)
     assert np.array_equal(result.outputs, expected(w, x, scale, shift))
     assert result.cycles == result.predicted
 
@@ -157,6 +183,7 @@ def test_block_sparse_static_schedule(session):
     x = np.where(mask, x, 0)
     x[0, np.flatnonzero(mask[0])[:3]] = 0           # kept positions that are zero
     result = run_sparse(session, w, x, scale, shift, schedule=MASK, mask=mask)
+    assert result.mapping.order == BEAT_MAJOR        # the bank engine's default
     assert result.mapping.kept == (32, 32, 32)
     assert result.mapping.token_beats == (4, 4, 4)
     assert np.array_equal(result.outputs, expected(w, x, scale, shift))
@@ -194,3 +221,8 @@ def test_wrong_engine_or_inputs():
         run_sparse(columns, w, x * 4, scale, shift)
     with pytest.raises(ValueError, match="needs the mask"):
         run_sparse(columns, w, x, scale, shift, schedule=MASK)
+    wide = np.zeros((40, 16), dtype=np.int8)             # 10 tiles, the bank holds 8
+    with pytest.raises(ValueError, match="accumulator bank of at least 10 tiles"):
+        run_sparse(columns, wide, x, 1, 0)
+    with pytest.raises(ValueError, match="order must be one of"):
+        run_sparse(columns, w, x, scale, shift, order="rows")
