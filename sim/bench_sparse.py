@@ -18,8 +18,12 @@ their 67.5 % quantile (``--gate-zeros``). The scenarios:
 * ``block``: Block Q-Sparse 16:32 on the FFN sub-norm's output (the static schedule:
   every token keeps half its columns, Gaussian gate).
 
-Weight bytes are those fetched from memory per token (:class:`model.sparse.SparseTiling`,
-:class:`model.mapping.LayerTiling`); the gather of the kept columns is the driver's
+Every sparse scenario runs in both loop orders of :mod:`model.sparse` on one engine
+with an accumulator bank for the layer's row tiles: tile-major (each tile's beats) and
+beat-major (each beat for every tile). Weight bytes are those fetched from memory per
+token (:class:`model.sparse.SparseTiling`, :class:`model.mapping.LayerTiling`), at
+column granularity and at whole DRAM bursts of the order's layout
+(:func:`model.sparse.burst_bytes`); the gather of the kept columns is the driver's
 (:mod:`sim.sparse`), the RTL proves the engine's part: the compacted beats, bit-exact,
 in the modelled cycles.
 """
@@ -35,7 +39,7 @@ from model.decoder import rms_norm
 from model.mapping import LayerTiling
 from model.quant import block_topk_mask, quantize_activations, quantize_activations_int4
 from model.shapes import get_model
-from model.sparse import MASK, NONZERO, burst_bytes, kept_columns
+from model.sparse import BEAT_MAJOR, MASK, NONZERO, ORDERS, burst_bytes, kept_columns
 
 from .layer import EngineConfig, EngineSession
 from .sparse import run_sparse, sparse_config
@@ -176,7 +180,8 @@ def main(argv=None):
         for name in scenarios:
             sparse = name != "dense"
             if sparse not in sessions:
-                config = sparse_config(**common) if sparse else EngineConfig(**common)
+                config = sparse_config(**common, acc_tiles=n_out // args.rows) if sparse \
+                    else EngineConfig(**common)
                 sessions[sparse] = EngineSession(config, build_root=args.build_dir)
                 sessions[sparse].start()
                 phases = sessions[sparse].build_phases
@@ -190,30 +195,34 @@ def main(argv=None):
             scale, shift = scale_to_fixed(1.0 / q.scale, frac_bits_for(acc / q.scale[:, None]))
             golden = round_fixed(acc, scale[:, None], shift[:, None])
             zeros = float(np.mean(q.values == 0))
-            started = time.monotonic()
-            burst = None
-            if sparse:
-                mask = block_mask if name == "block" else None
-                kept = kept_columns(q.values, MASK if mask is not None else NONZERO, mask)
-                burst = sum(burst_bytes(c, n_in, args.rows, args.burst) for c in kept) \
-                    * (n_out // args.rows) / args.tokens
-                result = run_sparse(session, weights, q.values, scale, shift,
-                                    schedule=MASK if mask is not None else NONZERO, mask=mask)
-                tiling = result.mapping
-                token_beats = sum(tiling.token_beats) / args.tokens
-            else:
-                result = session.run(weights, q.values, scale, shift)
-                tiling = dense_tiling
-                token_beats = dense_tiling.col_beats
-            wall = time.monotonic() - started
-            exact = bool(np.array_equal(result.outputs, golden)) and result.error == 0
-            rows.append(dict(name=name, zeros=zeros, beats=token_beats,
-                             cycles=result.cycles, predicted=result.predicted,
-                             bytes=tiling.weight_bytes / args.tokens, exact=exact,
-                             burst=burst,
-                             simulate=result.timing.get("simulate", 0.0), wall=wall))
-            print(f"  {name}: {result.cycles:,} cycles, exact={exact}, {wall:.1f} s",
-                  flush=True)
+            mask = block_mask if name == "block" else None
+            schedule = MASK if mask is not None else NONZERO
+            for order in (ORDERS if sparse else ("tiles",)):
+                started = time.monotonic()
+                burst = None
+                if sparse:
+                    result = run_sparse(session, weights, q.values, scale, shift,
+                                        schedule=schedule, mask=mask, order=order)
+                    tiling = result.mapping
+                    token_beats = sum(tiling.token_beats) / args.tokens
+                    kept = kept_columns(q.values, schedule, mask)
+                    burst = sum(burst_bytes(c, n_in, args.rows, args.burst, order=order,
+                                            row_tiles=n_out // args.rows)
+                                for c in kept) / args.tokens
+                else:
+                    result = session.run(weights, q.values, scale, shift)
+                    tiling = dense_tiling
+                    token_beats = dense_tiling.col_beats
+                wall = time.monotonic() - started
+                exact = bool(np.array_equal(result.outputs, golden)) and result.error == 0
+                rows.append(dict(name=name, order=order if sparse else "dense", zeros=zeros,
+                                 beats=token_beats, cycles=result.cycles,
+                                 predicted=result.predicted,
+                                 bytes=tiling.weight_bytes / args.tokens, exact=exact,
+                                 burst=burst,
+                                 simulate=result.timing.get("simulate", 0.0), wall=wall))
+                print(f"  {name} ({rows[-1]['order']}): {result.cycles:,} cycles, "
+                      f"exact={exact}, {wall:.1f} s", flush=True)
     finally:
         for session in sessions.values():
             session.close()
@@ -221,23 +230,25 @@ def main(argv=None):
     dense_cycles = LayerTiling(n_out, n_in, 1, args.lanes, args.rows).beats
     dense_bytes = dense_tiling.weight_bytes_per_token
     print()
-    print(f"| scenario | zero inputs | beats per tile | cycles (sim) | cycles (model) | "
-          f"weight bytes per token | fewer cycles | fewer weight bytes | "
+    print(f"| scenario | order | zero inputs | beats per tile | cycles (sim) | "
+          f"cycles (model) | weight bytes per token | fewer cycles | fewer weight bytes | "
           f"bytes at {args.burst} B bursts | fewer (bursts) | bit-exact | simulate s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         per_token = r["cycles"] / args.tokens
         burst = dense_bytes if r["burst"] is None else r["burst"]
-        print(f"| {r['name']} | {r['zeros']:.1%} | {r['beats']:.1f} | {r['cycles']:,} | "
-              f"{r['predicted']:,} | {r['bytes']:,.0f} | {dense_cycles / per_token:.2f}x | "
-              f"{dense_bytes / r['bytes']:.2f}x | {burst:,.0f} | {dense_bytes / burst:.2f}x | "
+        print(f"| {r['name']} | {r['order']} | {r['zeros']:.1%} | {r['beats']:.1f} | "
+              f"{r['cycles']:,} | {r['predicted']:,} | {r['bytes']:,.0f} | "
+              f"{dense_cycles / per_token:.2f}x | {dense_bytes / r['bytes']:.2f}x | "
+              f"{burst:,.0f} | {dense_bytes / burst:.2f}x | "
               f"{'yes' if r['exact'] else 'NO'} | {r['simulate']:.2f} |")
     print(f"\nfewer cycles: the dense beats of one token ({dense_cycles:,}) over the "
           f"scenario's simulated cycles per token (each sparse token pays the unit's "
           f"latency once). Weight bytes: fetched per token at column granularity "
-          f"({args.rows} trits, {dense_tiling.rows and -(-args.rows // 5)} bytes a column; "
-          f"dense {dense_bytes:,}), and at whole {args.burst}-byte bursts of each tile's "
-          f"column-major region.")
+          f"({args.rows} trits, {-(-args.rows // 5)} bytes a column of a tile; dense "
+          f"{dense_bytes:,}), and at whole {args.burst}-byte bursts: tile-major stores each "
+          f"tile's columns together (a burst holds several columns of one tile), "
+          f"beat-major each layer column's tiles together (a kept column is whole bursts).")
     ok = all(r["exact"] and r["cycles"] == r["predicted"] for r in rows)
     return 0 if ok else 1
 
