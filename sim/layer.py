@@ -648,7 +648,9 @@ def run_bitlinear(result, *, frac_bits=None, config=None, **kwargs):
 class EngineCore:
     """The integer core of :class:`model.decoder.Decoder` on the RTL: every BitLinear
     runs on an :class:`EngineSession` built without the output stage, which returns the
-    exact accumulators.
+    exact accumulators; on an engine with ``weight_order="columns"`` through the sparse
+    dataflow (:func:`sim.sparse.run_sparse`: only each token's nonzero activations and
+    their weight columns; ``kept`` in the call records).
 
     Attributes
     ----------
@@ -668,14 +670,20 @@ class EngineCore:
                              "with output_stage=False")
 
     def __call__(self, weights, activations, *, layer=None, name=None):
-        result = self.session.run(weights, activations)
+        sparse = self.session.config.weight_order == "columns"
+        if sparse:       # the sparse dataflow (sim.sparse): only the nonzero activations
+            from .sparse import run_sparse
+            result = run_sparse(self.session, weights, activations)
+        else:
+            result = self.session.run(weights, activations)
         if result.error:
             raise RuntimeError(f"engine error flags {result.error:#x} on {name} of "
                                f"layer {layer}")
         self.calls.append({"layer": layer, "name": name, "tokens": len(activations),
                            "cycles": result.cycles, "predicted": result.predicted,
                            "wall_seconds": result.wall_seconds,
-                           "simulate_seconds": result.timing.get("simulate", 0.0)})
+                           "simulate_seconds": result.timing.get("simulate", 0.0),
+                           **({"kept": sum(result.mapping.kept)} if sparse else {})})
         return result.outputs
 
 

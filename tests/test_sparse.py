@@ -11,16 +11,20 @@ from model.encoding import unpack_trits
 from model.sparse import (BEAT_MAJOR, MASK, NONZERO, ORDERS, TILE_MAJOR, SparseTiling,
                           burst_bytes, column_bytes, kept_columns, pack_columns,
                           sparse_beats)
-from sim.layer import EngineConfig, EngineSession, plan_layer
+from model.config import TINY
+from model.decoder import Decoder, generate
+from model.weights import MasterWeights, random_master_weights
+from sim.layer import EngineConfig, EngineCore, EngineSession, plan_layer
 from sim.sparse import plan_sparse, run_sparse, sparse_config
 
 # One Verilator build serves the RTL tests here: one xdist worker.
 pytestmark = pytest.mark.xdist_group("sparse")
 
-#: A small sparse engine for make test: K = 8 lanes, M = 4 rows, output stage, an
-#: accumulator bank of 8 tiles (so both loop orders run on it; the tile-major order
-#: sets its tiles port to 1).
-SPARSE = sparse_config(lanes=8, rows=4, max_beats=8, acc_tiles=8)
+#: A small sparse engine for make test: K = 8 lanes, M = 4 rows, raw accumulators (every
+#: bit of the sums compared; the output stage is the unit's, tested elsewhere), an
+#: accumulator bank of 32 tiles (both loop orders run on it: the tile-major order sets
+#: its tiles port to 1), long enough for the tiny decoder's layers.
+SPARSE = sparse_config(lanes=8, rows=4, max_beats=16, acc_tiles=32, output_stage=False)
 
 
 def test_pack_columns_by_hand():
@@ -124,12 +128,13 @@ def sparse_layer(n_out, n_in, tokens, density, seed):
     w = rng.integers(-1, 2, (n_out, n_in)).astype(np.int8)
     x = rng.integers(-128, 128, (tokens, n_in))
     x[rng.random(x.shape) >= density] = 0
-    scale = rng.integers(1, 1 << 16, tokens)
-    shift = rng.integers(0, 24, tokens)
-    return w, x, scale, shift
+    return w, x, None, None                  # no output stage: no scale or shift
 
 
-def expected(w, x, scale, shift):
+def expected(w, x, scale=None, shift=None):
+    """The dense golden model: accumulators, or through the output stage."""
+    if scale is None:
+        return matmul_int(w, x)
     return np.stack([round_fixed(matmul_int(w, x[t]), int(scale[t]), int(shift[t]))
                      for t in range(len(x))])
 
@@ -191,7 +196,7 @@ def test_block_sparse_static_schedule(session):
 
 def test_one_token_vector(full_speed):
     w, x, scale, shift = sparse_layer(8, 16, 1, 0.3, seed=5)
-    result = run_sparse(full_speed, w, x[0], int(scale[0]), int(shift[0]))
+    result = run_sparse(full_speed, w, x[0])
     assert result.outputs.shape == (8,)
     assert np.array_equal(result.outputs, expected(w, x, scale, shift)[0])
 
@@ -199,8 +204,7 @@ def test_one_token_vector(full_speed):
 def test_invalid_byte_is_flagged_and_decoded_as_zero_weights(full_speed):
     w, x, scale, shift = sparse_layer(8, 16, 1, 1.0, seed=6)
     columns = kept_columns(x)[0]
-    plan = plan_sparse(pack_columns(w, 4), x[0], columns, int(scale[0]), int(shift[0]),
-                       SPARSE)
+    plan = plan_sparse(pack_columns(w, 4), x[0], columns, None, None, SPARSE)
     plan.weight_bytes[0, 0] = 255                   # tile 0, beat 0, lane 0's column
     result = full_speed.run_plan(plan)
     assert result.error & 1
@@ -221,8 +225,28 @@ def test_wrong_engine_or_inputs():
         run_sparse(columns, w, x * 4, scale, shift)
     with pytest.raises(ValueError, match="needs the mask"):
         run_sparse(columns, w, x, scale, shift, schedule=MASK)
-    wide = np.zeros((40, 16), dtype=np.int8)             # 10 tiles, the bank holds 8
-    with pytest.raises(ValueError, match="accumulator bank of at least 10 tiles"):
-        run_sparse(columns, wide, x, 1, 0)
+    wide = np.zeros((132, 16), dtype=np.int8)           # 33 tiles, the bank holds 32
+    with pytest.raises(ValueError, match="accumulator bank of at least 33 tiles"):
+        run_sparse(columns, wide, x)
+    with pytest.raises(ValueError, match="scale and shift need an engine with the output"):
+        run_sparse(columns, w, x, 1, 0)
     with pytest.raises(ValueError, match="order must be one of"):
         run_sparse(columns, w, x, scale, shift, order="rows")
+
+
+def test_a48_decoder_on_the_sparse_dataflow(session):
+    """BitNet a4.8 with Q-Sparse Top-K on the tiny model, every BitLinear through the
+    sparse RTL (random stalls): the same tokens and bit-identical logits as the golden
+    model, and fewer columns than the dense dataflow streams."""
+    weights = MasterWeights(TINY, random_master_weights(TINY, seed=3))
+    options = dict(activations="a4.8", topk=0.5)
+    golden = generate(Decoder(weights, **options), [5, 9, 200], 2)
+    core = EngineCore(session)
+    rtl = generate(Decoder(weights, core=core, **options), [5, 9, 200], 2)
+    assert rtl.generated_ids == golden.generated_ids
+    assert np.array_equal(rtl.logits, golden.logits)
+    assert len(core.calls) == 7 * TINY.layers * 3        # prefill + 2 decode steps
+    kept = sum(c["kept"] for c in core.calls)
+    columns = sum(c["tokens"] * (TINY.ffn if c["name"] == "down" else TINY.hidden)
+                  for c in core.calls)
+    assert kept <= 0.5 * columns
