@@ -20,6 +20,7 @@ from model.accounting import ATTENTION, DRAM, ENGINE, HEAD, MEMORIES, SRAM, UNIT
     account, batched
 from model.config import model_config
 from model.schemes import B158
+from model.sparse import BEAT_MAJOR
 
 from .engine import LayerMapping, SparseLayerMapping
 from .platforms import PEERS, REPORTS
@@ -71,8 +72,11 @@ def _cycles(cost, platform):
     if cost.unit == ENGINE:
         s = cost.sizes
         if cost.kept is not None:
+            # the beat-major order, on an accumulator bank of the layer's row tiles
             return SparseLayerMapping(s["out_features"], s["in_features"], cost.kept,
-                                      platform.lanes, platform.rows).cycles
+                                      lanes=platform.lanes, rows=platform.rows,
+                                      order=BEAT_MAJOR,
+                                      acc_tiles=s["out_features"] // platform.rows).cycles
         return LayerMapping(s["out_features"], s["in_features"], s["tokens"],
                             platform.lanes, platform.rows).cycles
     per_cycle = {ATTENTION: platform.attention_macs_per_cycle,

@@ -36,7 +36,11 @@ b1.58, which gives the figures above):
   token. On the sparse dataflow (:class:`model.sparse.SparseTiling`) the BitLinear does
   ``kept x out_features`` adds per token, fetches the kept columns' weights
   (``SparseTiling.weight_bytes``) and streams ``SparseTiling.beats`` beats; the column
-  indices are on-chip bytes (``"column_indices"``). On the dense dataflow it does every
+  indices are on-chip bytes (``"column_indices"``). The loop order is beat-major (the
+  engine's accumulator bank holds every row tile, ``acc_tiles >= out_features / rows``),
+  whose layer-column layout DRAM reads in whole bursts, so the kept columns' bytes are
+  the bytes read; the tile-major order would read every burst holding a kept column
+  (:func:`model.sparse.burst_bytes`: about all of them at 80 % zeros). On the dense dataflow it does every
   add (the zeros included) and streams the dense tiling.
 * Which dataflow a sparse projection uses (``dataflow=``): ``"auto"`` (default) the one
   that fetches fewer weight bytes, since weights are stored in one layout per
@@ -61,7 +65,7 @@ from .decoder import Decoder, KVCache
 from .mapping import DEFAULT_LANES, DEFAULT_ROWS, LayerTiling
 from .quant import ACT_WIDTH
 from .schemes import B158, ActivationScheme, get_scheme
-from .sparse import SparseTiling
+from .sparse import BEAT_MAJOR, SparseTiling
 from .weights import NORMS, LayerWeights, TernaryProjection
 
 __all__ = ["Precisions", "Ledger", "OP_RULES", "UNITS", "MEMORIES", "OpCost", "Accounting",
@@ -174,7 +178,7 @@ class Pass:
             return dense
         kept = self.scheme.kept(name, in_features)
         sparse = SparseTiling(out_features, in_features, (kept,) * tokens, self.lanes,
-                              self.rows)
+                              self.rows, BEAT_MAJOR)
         if self.dataflow == SPARSE or sparse.weight_bytes < dense.weight_bytes:
             return sparse
         return dense
