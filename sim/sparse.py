@@ -152,7 +152,7 @@ def plan_sparse(stored, activations, columns, scale, shift, config, order=TILE_M
     fields = {"data": values.reshape(beats, k), "last": last}
     if config.output_stage:
         fields.update(scale=np.full(beats, scale), shift=np.full(beats, shift))
-    words = pack_struct(act_layout(k, config.output_stage), **fields)
+    words = pack_struct(act_layout(k, config.output_stage, config.act_width), **fields)
     # Weight beats: the kept columns of every tile, the spare lanes zero columns.
     gathered = np.empty((tiles, slots, width), dtype=np.uint8)
     gathered[:, :len(columns)] = stored[:, columns]

@@ -110,7 +110,7 @@ async def run(dut, results, widths, plan, traffic, cycle_limit):
 async def serve(dut):
     config = EngineConfig(**json.loads(os.environ["TB_ENGINE"]))
     results = Results(dut.res, config.rows * config.res_width)
-    widths = {"act": act_layout(config.lanes, config.output_stage).size,
+    widths = {"act": act_layout(config.lanes, config.output_stage, config.act_width).size,
               "wgt": 8 * config.bytes_per_beat}
 
     async def job(plan, traffic):

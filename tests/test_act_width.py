@@ -244,3 +244,25 @@ def test_engine_config_int4_inputs():
     with pytest.raises(ValueError, match=r"int4 \(-8\.\.7\)"):
         plan_layer(weights, np.full((2, 16), 8), config=config)
     assert EngineConfig().act_width == 8 and not EngineConfig().name.endswith("_a4")
+
+
+@pytest.mark.xdist_group("engine_a4")
+def test_int4_engine_on_the_memory_bench():
+    """An int4 layer engine under Verilator, streams played from memories with random
+    stalls: every accumulator equals the golden model's, at the corners (all -8, all 7,
+    alternating) and on random int4 tokens; without stalls the cycles are the model's."""
+    from sim.layer import EngineConfig, EngineSession
+    config = EngineConfig(lanes=8, rows=4, act_width=4, max_beats=8, output_stage=False)
+    rng = np.random.default_rng(11)
+    weights = rng.integers(-1, 2, size=(12, 64)).astype(np.int8)
+    weights[0], weights[1] = 1, -1              # the accumulator extremes: +-8 * 64
+    tokens = np.concatenate([np.full((1, 64), -8), np.full((1, 64), 7),
+                             np.tile([-8, 7], (1, 32)), rng.integers(-8, 8, size=(3, 64))])
+    golden = matmul_int(weights, tokens, act_width=4)
+    assert golden[0, 0] == -512 and golden[0, 1] == 512 and golden[1, 0] == 448
+    with EngineSession(config, idle=0.2, backpressure=0.2, seed=3) as session:
+        result = session.run(weights, tokens)
+    assert result.error == 0 and np.array_equal(result.outputs, golden)
+    with EngineSession(config) as session:
+        result = session.run(weights, tokens)
+    assert np.array_equal(result.outputs, golden) and result.cycles == result.predicted
