@@ -45,6 +45,9 @@ GENERIC_UNITS = ((16, 32),)
 #: Layer engines: unpacker (ROM decoder) + unit with the output stage (its M rescale
 #: multipliers may use DSP blocks).
 ENGINES = ((16, 32),)
+#: The sparse dataflow's engine (column-order weight beats, an accumulator bank for the
+#: beat-major order) deep enough for every 2B4T projection on 16 rows: 6912 / 16 tiles.
+SPARSE_ENGINES = ((16, 32, 432),)
 #: Packed bytes per beat of the trit unpackers compared (results are quoted per byte).
 UNPACKER_BYTES = 8
 QUICK_LANE_GROUPS = (8,)
@@ -114,6 +117,11 @@ def main(argv=None):
         jobs.append((f"engine{rows}x{lanes}",
                      lambda m=rows, k=lanes: LayerEngine(lanes=k, rows=m, fabric=ECP5),
                      rows * lanes, False))
+    for rows, lanes, tiles in (() if quick else SPARSE_ENGINES):
+        jobs.append((f"engine{rows}x{lanes}_sparse_t{tiles}",
+                     lambda m=rows, k=lanes, t=tiles: LayerEngine(
+                         lanes=k, rows=m, fabric=ECP5, weight_order="columns", acc_tiles=t),
+                     rows * lanes, False))
     unpackers = [(f"unpack_{decoder}",
                   lambda d=decoder: TritUnpacker(bytes_per_beat=UNPACKER_BYTES, decoder=d))
                  for decoder in DECODERS]
@@ -160,7 +168,7 @@ def design_config(design):
     """The exact constructor parameters of a swept design, for the report."""
     if isinstance(design, LayerEngine):
         return {"component": "LayerEngine", **unit_params(design.unit),
-                "decoder": design.unpacker.decoder}
+                "decoder": design.unpacker.decoder, "weight_order": design.weight_order}
     if isinstance(design, TritUnpacker):
         return {"component": "TritUnpacker", "bytes_per_beat": design.bytes_per_beat,
                 "decoder": design.decoder}

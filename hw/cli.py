@@ -8,8 +8,9 @@ import argparse
 import importlib
 import sys
 
-__all__ = ["main", "add_unit_arguments", "unit_kwargs", "unit_from_args",
-           "engine_from_args", "act_width_suffix", "SUBCOMMAND_MODULES"]
+__all__ = ["main", "add_unit_arguments", "add_engine_arguments", "unit_kwargs",
+           "unit_from_args", "engine_from_args", "engine_suffix", "act_width_suffix",
+           "SUBCOMMAND_MODULES"]
 
 #: Modules that contribute subcommands, in ``--help`` order.
 SUBCOMMAND_MODULES = (
@@ -50,6 +51,24 @@ def add_unit_arguments(parser):
                              "default: %(default)s)")
 
 
+def add_engine_arguments(parser):
+    """Add the :class:`hw.engine.LayerEngine`-only parameters (with ``--engine``)."""
+    from .engine import ROWS_ORDER, WEIGHT_ORDERS
+    parser.add_argument("--weight-order", choices=WEIGHT_ORDERS, default=ROWS_ORDER,
+                        help="with --engine: weight beats packed row-major (the dense "
+                             "dataflow) or as stored columns (the sparse dataflow of "
+                             "model.sparse; default: %(default)s)")
+    parser.add_argument("--acc-tiles", type=int, default=None, metavar="N",
+                        help="with --engine: an accumulator bank of N row tiles (the "
+                             "sparse dataflow's beat-major order; default: none)")
+
+
+def engine_suffix(args):
+    """Report-name suffix of the engine-only flags: ``_columns``, ``_tN``."""
+    return (("" if args.weight_order == "rows" else f"_{args.weight_order}") +
+            ("" if args.acc_tiles is None else f"_t{args.acc_tiles}"))
+
+
 def unit_kwargs(args):
     """The :class:`hw.matmul.MatmulUnit` parameters given by ``args``."""
     return {"lanes": args.lanes, "rows": args.rows, "weight_mode": args.weight_mode,
@@ -61,6 +80,9 @@ def unit_kwargs(args):
 def unit_from_args(parser, args, component=None):
     """Build ``component`` (default :class:`hw.matmul.MatmulUnit`) from ``args``;
     parameter errors become usage errors."""
+    if getattr(args, "weight_order", "rows") != "rows" or \
+            getattr(args, "acc_tiles", None) is not None:
+        parser.error("--weight-order and --acc-tiles are engine parameters: add --engine")
     if component is None:
         from .matmul import MatmulUnit as component
     try:
@@ -80,7 +102,8 @@ def engine_from_args(parser, args):
     kwargs = unit_kwargs(args)
     del kwargs["weight_mode"]
     try:
-        return LayerEngine(**kwargs)
+        return LayerEngine(**kwargs, weight_order=args.weight_order,
+                           acc_tiles=args.acc_tiles)
     except (TypeError, ValueError) as error:
         parser.error(str(error))
 

@@ -54,7 +54,7 @@ def write_report(results, outdir, stem, extra=""):
 
 
 def add_parser(subparsers):
-    from .cli import add_unit_arguments
+    from .cli import add_engine_arguments, add_unit_arguments
     parser = subparsers.add_parser(
         "synth", help="synthesize and place-and-route a configuration (YoWASP tools)",
         description="Yosys synthesis and nextpnr place-and-route of one matmul unit (or "
@@ -69,6 +69,7 @@ def add_parser(subparsers):
     parser.add_argument("--engine", action="store_true",
                         help="the layer engine (trit unpacker + unit; ternary) instead of "
                              "the unit")
+    add_engine_arguments(parser)
     parser.add_argument("--nodsp", action="store_true", help="no DSP blocks (ECP5)")
     parser.add_argument("--seed", type=int, default=1, help="P&R seed (default: 1)")
     parser.add_argument("--freq", type=float, default=250.0, metavar="MHZ",
@@ -81,7 +82,8 @@ def add_parser(subparsers):
 
 
 def run(parser, args):
-    from .cli import act_width_suffix, engine_from_args, unit_from_args, unit_kwargs
+    from .cli import (act_width_suffix, engine_from_args, engine_suffix,
+                      unit_from_args, unit_kwargs)
     from .lanes import GENERIC, DotProduct
     if args.freq <= 0:
         parser.error(f"--freq must be positive, not {args.freq}")
@@ -90,6 +92,8 @@ def run(parser, args):
                      f"synthesized for --target {args.target}")
     if args.lane_group and args.engine:
         parser.error("--lane-group and --engine exclude each other")
+    if not args.engine and (args.weight_order != "rows" or args.acc_tiles is not None):
+        parser.error("--weight-order and --acc-tiles are engine parameters: add --engine")
     if args.lane_group:
         try:
             design = DotProduct(lanes=args.lanes, weight_mode=args.weight_mode,
@@ -100,7 +104,8 @@ def run(parser, args):
         name, macs = f"lanes{args.lanes}_{args.weight_mode}", args.lanes
     elif args.engine:
         design = engine_from_args(parser, args)
-        name, macs = f"engine{args.rows}x{args.lanes}", args.rows * args.lanes
+        name = f"engine{args.rows}x{args.lanes}{engine_suffix(args)}"
+        macs = args.rows * args.lanes
     else:
         design = unit_from_args(parser, args)
         name = f"unit{args.rows}x{args.lanes}_{args.weight_mode}"
@@ -114,7 +119,9 @@ def run(parser, args):
                           nodsp=args.nodsp, place=not args.synth_only, macs=macs,
                           config={"component": "DotProduct" if args.lane_group else
                                   "LayerEngine" if args.engine else "MatmulUnit",
-                                  **unit_kwargs(args)},
+                                  **unit_kwargs(args),
+                                  **({"weight_order": args.weight_order,
+                                      "acc_tiles": args.acc_tiles} if args.engine else {})},
                           log=lambda message: print(message, file=sys.stderr, flush=True))
     except ToolError as error:
         print(f"python -m hw synth: {error}", file=sys.stderr)

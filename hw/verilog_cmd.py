@@ -22,7 +22,7 @@ def unit_params(unit):
     return {"lanes": unit.lanes, "rows": unit.rows, "weight_mode": unit.weight_mode,
             "output_stage": unit.output_stage, "max_beats": unit.max_beats,
             "levels_per_stage": unit.levels_per_stage, "fabric": unit.fabric,
-            "act_width": unit.act_width}
+            "act_width": unit.act_width, "acc_tiles": unit.acc_tiles}
 
 
 def generate(unit, name=DEFAULT_NAME):
@@ -50,6 +50,7 @@ def sidecar(top, unit, name, *, axis):
         "axis": axis,
         "component": type(top).__name__,
         "config": unit_params(unit),
+        **({"weight_order": top.weight_order} if hasattr(top, "weight_order") else {}),
         "act_width": unit.act_width,
         "acc_width": unit.acc_width,
         "result_width": unit.res_width,
@@ -64,7 +65,7 @@ def sidecar(top, unit, name, *, axis):
 
 
 def add_parser(subparsers):
-    from .cli import add_unit_arguments
+    from .cli import add_engine_arguments, add_unit_arguments
     parser = subparsers.add_parser(
         "verilog", help="write the Verilog of a matmul unit",
         description="Generate self-contained Verilog for one matmul unit configuration.")
@@ -74,6 +75,7 @@ def add_parser(subparsers):
     parser.add_argument("--engine", action="store_true",
                         help="the layer engine (base-3 packed weights through the trit "
                              "unpacker, then the unit; ternary) instead of the unit")
+    add_engine_arguments(parser)
     parser.add_argument("--axis", action="store_true",
                         help="AXI4-Stream port names (s_axis_act_*, s_axis_wgt_*, "
                              "m_axis_out_*, aclk, aresetn) for vendor block designs")

@@ -1,5 +1,6 @@
 """Command-line behaviour of ``python -m hw`` and ``python -m sim``."""
 
+import json
 import subprocess
 import sys
 
@@ -34,6 +35,11 @@ def test_verilog_to_stdout_and_name():
     (["verilog", "--name", "1bad"], "Verilog identifier"),
     (["frobnicate"], "invalid choice"),
     ([], "required"),
+    (["verilog", "--acc-tiles", "4"], "engine parameters: add --engine"),
+    (["verilog", "--weight-order", "columns", "--axis"], "engine parameters"),
+    (["synth", "--lane-group", "--acc-tiles", "4"], "engine parameters: add --engine"),
+    (["verilog", "--engine", "--acc-tiles", "0"], "acc_tiles must be at least 1"),
+    (["verilog", "--engine", "--weight-order", "diagonal"], "invalid choice"),
 ])
 def test_hw_cli_errors(args, message):
     result = run("-m", "hw", *args)
@@ -68,3 +74,18 @@ def test_bench_flags_are_checked_before_anything_is_built(module, args, message)
     result = run("-m", module, *args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_sparse_engine_verilog_and_sidecar(tmp_path):
+    """The sparse dataflow's engine from the CLI: column-order beats, a bank, the tiles
+    port in the sidecar."""
+    out = tmp_path / "sparse.v"
+    result = run("-m", "hw", "verilog", "--engine", "--lanes", "8", "--rows", "4",
+                 "--weight-order", "columns", "--acc-tiles", "16", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["component"] == "LayerEngine"
+    assert sidecar["weight_order"] == "columns" and sidecar["config"]["acc_tiles"] == 16
+    ports = {p["name"]: p for p in sidecar["ports"]}
+    assert ports["tiles"]["width"] == 5 and ports["tiles"]["direction"] == "input"
+    assert ports["wgt__payload"]["width"] == 8 * 8        # 8 columns of one byte
