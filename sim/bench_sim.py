@@ -48,14 +48,22 @@ WEIGHTS = {"gaussian": gaussian_layer, "ternary": ternary_layer}
 
 
 def probability(text):
-    value = float(text)
+    """argparse type of a probability or share in [0, 1) (the benches' flags)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), not {text}")
     return value
 
 
 def positive(text):
-    value = int(text)
+    """argparse type of a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
     return value

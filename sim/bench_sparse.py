@@ -41,6 +41,7 @@ from model.quant import block_topk_mask, quantize_activations, quantize_activati
 from model.shapes import get_model
 from model.sparse import BEAT_MAJOR, MASK, NONZERO, ORDERS, burst_bytes, kept_columns
 
+from .bench_sim import positive, probability as fraction
 from .layer import EngineConfig, EngineSession
 from .sparse import run_sparse, sparse_config
 
@@ -54,26 +55,6 @@ A48_DOWN_ZEROS = 0.842
 BURST = 64
 #: Block Q-Sparse: keep 16 of every 32 consecutive channels.
 BLOCK_N, BLOCK_M = 16, 32
-
-
-def positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
-    return value
-
-
-def fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {text}")
-    return value
 
 
 def ternary(rng, n_out, n_in):
