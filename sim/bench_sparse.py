@@ -39,7 +39,7 @@ from model.decoder import rms_norm
 from model.mapping import LayerTiling
 from model.quant import block_topk_mask, quantize_activations, quantize_activations_int4
 from model.shapes import get_model
-from model.sparse import BEAT_MAJOR, MASK, NONZERO, ORDERS, burst_bytes, kept_columns
+from model.sparse import MASK, NONZERO, ORDERS, burst_bytes, kept_columns
 
 from .bench_sim import positive, probability as fraction
 from .layer import EngineConfig, EngineSession

@@ -8,9 +8,8 @@ import pytest
 from hw.engine import SparseLayerMapping, weight_beat_bytes
 from model.arith import matmul_int, round_fixed
 from model.encoding import unpack_trits
-from model.sparse import (BEAT_MAJOR, MASK, NONZERO, ORDERS, TILE_MAJOR, SparseTiling,
-                          burst_bytes, column_bytes, kept_columns, pack_columns,
-                          sparse_beats)
+from model.sparse import (BEAT_MAJOR, MASK, NONZERO, ORDERS, SparseTiling, burst_bytes,
+                          column_bytes, kept_columns, pack_columns, sparse_beats)
 from model.config import TINY
 from model.decoder import Decoder, generate
 from model.weights import MasterWeights, random_master_weights
