@@ -21,8 +21,8 @@ from cocotb.triggers import First, RisingEdge, Timer
 
 from hw.matmul import act_layout
 
-from .harness import (ACT_FILE, MEMORY_NAME, PERIOD_NS, WGT_FILE, join_parts, memory_image,
-                      parts_per_word, stall_threshold)
+from .harness import (ACT_FILE, MEMORY_NAME, PART_BITS, PERIOD_NS, WGT_FILE, join_parts,
+                      memory_image, parts_per_word, stall_threshold)
 from .layer import EngineConfig
 from .packing import unpack_array
 from .tb_engine import serve_jobs
@@ -46,13 +46,40 @@ class Results:
                           self.width)
 
 
+#: Loads of a memory before its words are declared not loaded.
+LOAD_ATTEMPTS = 3
+
+
 async def load(dut, stream, words, width):
-    """Write ``words`` to the player ``stream``'s file and load them."""
-    Path(ACT_FILE if stream == "act" else WGT_FILE).write_bytes(memory_image(words, width))
+    """Write ``words`` to the player ``stream``'s file and load them; then check three
+    stored parts (first, middle, last) through VPI and strobe again if they differ.
+
+    Raises
+    ------
+    AssertionError
+        If the memory still does not hold the words after :data:`LOAD_ATTEMPTS` loads.
+    """
+    image = memory_image(words, width)
+    Path(ACT_FILE if stream == "act" else WGT_FILE).write_bytes(image)
+    part = PART_BITS // 8
+    count = len(image) // part
+    probes = sorted({0, count // 2, count - 1})
+    expected = [int.from_bytes(image[i * part:(i + 1) * part], "big") for i in probes]
+    array = getattr(getattr(getattr(dut, stream), MEMORY_NAME), "words")._handle
     strobe = getattr(dut, f"{stream}_load")
-    strobe.value = 1
-    await RisingEdge(dut.clk)
-    strobe.value = 0
+    for attempt in range(1, LOAD_ATTEMPTS + 1):
+        strobe.value = 1
+        await RisingEdge(dut.clk)
+        strobe.value = 0
+        await RisingEdge(dut.clk)
+        stored = [int(array.get_handle_by_index(i).get_signal_val_binstr(), 2)
+                  for i in probes]
+        if stored == expected:
+            return
+        dut._log.warning(f"{stream} memory: load {attempt} of {count} parts not seen "
+                         f"(parts {probes} hold {stored}, expected {expected})")
+    raise AssertionError(f"the {stream} memory did not load its {count} parts in "
+                         f"{LOAD_ATTEMPTS} attempts")
 
 
 async def reset(dut):
