@@ -19,7 +19,9 @@ The public calls:
 import json
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -485,9 +487,11 @@ class EngineSession:
         self.build_seconds = None
         self.build_phases = {}
         self.build_dir = None
+        self.run_dir = None
         self._conn = None
         self._thread = None
         self._failure = None
+        self._failed = False
         self._jobs = 0
 
     def __enter__(self):
@@ -499,8 +503,8 @@ class EngineSession:
 
     @property
     def log(self):
-        """The simulator's log file."""
-        return self.build_dir / "session.log" if self.build_dir else None
+        """The simulator's log file (in the session's own run folder)."""
+        return self.run_dir / "session.log" if self.run_dir else None
 
     def start(self):
         """Build the engine (cached) and start the simulator."""
@@ -519,13 +523,17 @@ class EngineSession:
                "PYTHONPATH": os.pathsep.join(
                    [str(Path(__file__).resolve().parent.parent)] +
                    ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
-        results = self.build_dir / "session.xml"
+        # Each session runs in a folder of its own inside the build: the memory images
+        # it loads, its log and results, so that sessions of one build side by side
+        # (two processes, or two pytest workers) never read each other's files.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="session-", dir=self.build_dir))
+        results = self.run_dir / "session.xml"
 
         def simulate():
             try:
                 retry_text_busy(lambda: runner.test(
                     test_module=module, hdl_toplevel=top,
-                    build_dir=self.build_dir, test_dir=self.build_dir,
+                    build_dir=self.build_dir, test_dir=self.run_dir,
                     results_xml=str(results), extra_env=env, log_file=self.log))
             except SystemExit:
                 pass
@@ -595,7 +603,9 @@ class EngineSession:
                 raise RuntimeError(f"no result within {RESULT_TIMEOUT} s (log: {self.log})")
         reply = self._conn.recv()
         if "exception" in reply:
-            raise RuntimeError(f"the engine simulation failed: {reply['exception']}")
+            self._failed = True
+            raise RuntimeError(f"the engine simulation failed: {reply['exception']} "
+                               f"(log: {self.log})")
         outputs = reply["outputs"].reshape(plan.tokens, plan.out_features)
         return EngineResult(outputs, reply["cycles"],
                             plan.mapping.cycles, reply["error"], time.monotonic() - started,
@@ -612,7 +622,11 @@ class EngineSession:
             self._conn = None
         if self._thread is not None:
             self._thread.join(timeout=60)
+            stopped = not self._thread.is_alive()
             self._thread = None
+            # a clean session leaves nothing behind; a failed one keeps its log
+            if stopped and not self._failed and self._failure is None and self.run_dir:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def run_on_engine(weights, activations, *, scale=None, shift=None, config=None,
