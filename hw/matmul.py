@@ -379,7 +379,9 @@ class MatmulUnit(wiring.Component):
 
         # Accumulate stage.
         width = self.acc_width
-        accs = [Signal(signed(width), name=f"acc{row}") for row in range(rows)]
+        # one accumulator register per row, or none with the bank (its memories)
+        accs = [None if bank else Signal(signed(width), name=f"acc{row}")
+                for row in range(rows)]
         beats = Signal(range(self._max_beats + 1))
         done = Signal(data.ArrayLayout(signed(width), rows), name="done")
         done_tag = Signal(tag_layout, name="done_tag")
