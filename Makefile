@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 # Design parameters of `make verilog`.
 LANES ?= 16
 ROWS ?= 8
+# Extra flags of `make dse`, e.g. DSE_ARGS="--jobs 2 --device 45f,85f".
+DSE_ARGS ?=
 
-.PHONY: all sim test verilog synth energy bench bench-area bench-sim bench-token bench-block bench-sparse perf clean distclean help
+.PHONY: all sim test verilog synth energy bench bench-area bench-sim bench-token bench-block bench-sparse perf dse clean distclean help
 
 all: test
 
@@ -24,6 +26,8 @@ help:
 	@echo "make bench-block - one 2B4T decoder layer (prompt + decode steps) through the RTL"
 	@echo "make bench-sparse - 2B4T down_proj: dense engine vs the sparse dataflow, RTL"
 	@echo "make perf     - 2B4T tokens/s, time to first token, J/token per board preset, rooflines"
+	@echo "make dse      - engine design-space sweep on ECP5: area, Fmax, 2B4T tokens/s, Pareto plot"
+	@echo "                under build/dse/ (flags via DSE_ARGS=\"--lanes 16,32 --jobs 2 ...\")"
 	@echo "make clean    - remove build/"
 
 # (Re)create the virtual environment when it is missing or older than pyproject.toml.
@@ -68,6 +72,9 @@ perf: $(STAMP)
 	@for p in ecp5-ddr3 kv260 hbm2; do \
 		$(PY) -m hw perf --platform $$p --roofline build/perf/roofline-$$p.png || exit 1; \
 		echo; done
+
+dse: $(STAMP)
+	$(PY) -m hw.dse $(DSE_ARGS)
 
 energy: $(STAMP)
 	$(PY) -m energy report --outdir build/energy

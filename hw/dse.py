@@ -1,0 +1,777 @@
+"""``python -m hw.dse`` (``make dse``): design-space exploration of the layer engine.
+
+A sweep over the engine's parameters (lanes, rows, tokens T sharing each weight beat,
+weight-port width and packing) and the ECP5 device: each point is a
+:class:`hw.engine.LayerEngine` (``fabric="ecp5"``) through the open flow
+(:func:`hw.synth.run_flow`); its area and Fmax are combined with the engine's cycle model
+(:class:`hw.engine.LayerMapping`) on the BitLinears of BitNet b1.58 2B4T into decode and
+prefill tokens/s. Writes a table (Markdown and JSON) and a Pareto plot under
+``--outdir``.
+
+Points run in a local process pool (``--jobs``) or on a Dask distributed cluster
+(``--scheduler``); a job is :func:`run_point`, a point dict in, a plain dict out. Each
+result is cached as ``cache/<key>.json``, the key hashing the point, the flow options,
+the tool versions and the point's Verilog, so a re-run runs only what changed.
+"""
+
+import argparse
+import concurrent.futures
+import functools
+import hashlib
+import inspect
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from model.shapes import get_model
+
+from .engine import LayerEngine, LayerMapping
+from .lanes import ECP5
+from .synth import TARGETS, RegisteredHarness, ToolError, run_flow, tool_versions
+from .synth_cmd import lut4_equivalent
+
+try:
+    from model.mapping import BASE3, PACKINGS
+except ImportError:
+    # model.mapping before the weight port landed: base-3 across the beat only.
+    BASE3, PACKINGS = "base3", ("base3",)
+
+__all__ = ["main", "run_point", "make_points", "bitlinear_throughput", "pareto_front",
+           "write_table", "write_plot", "DEVICES", "BEAT_PORT", "MODEL"]
+
+#: The model whose BitLinears the throughput columns project.
+MODEL = "b1.58-2b4t"
+#: ``--device`` names: the ECP5 targets of :data:`hw.synth.TARGETS` by their part's size
+#: (``45f`` = LFE5U-45F, ``85f`` = LFE5U-85F).
+DEVICES = {t.device.split("-")[-1].lower(): name for name, t in TARGETS.items()
+           if t.family == "ecp5"}
+#: ``--port-bits`` value of a port one whole beat wide (the engine's ``weight_port_bits``
+#: left at None: today's engine).
+BEAT_PORT = "beat"
+
+#: The default sweep: 2 x 1 x 3 x 2 x 2 x 1 = 24 points (see the estimate it prints).
+DEFAULT_LANES = (16, 32)
+DEFAULT_ROWS = (8,)
+DEFAULT_TOKENS = (1, 4, 16)
+DEFAULT_PORT_BITS = (64, 128)
+DEFAULT_PACKINGS = (BASE3, "2bit")
+DEFAULT_DEVICES = ("45f",)
+DEFAULT_FREQ_MHZ = 300.0      # the P&R target of make bench-area (Fmax is what it reaches)
+DEFAULT_BANDWIDTH_GBS = 3.2   # DDR3-1600 x16, a typical ECP5 board
+DEFAULT_PROMPT = 128
+
+#: The engine keywords a point sets beyond lanes and rows, with the value that is
+#: today's engine (no reuse, a beat-wide port, base-3): an installed LayerEngine without
+#: the keyword is built without it at that value, and fails the point at any other.
+NEUTRAL = {"tokens": 1, "weight_port_bits": None, "packing": BASE3}
+#: The same parameters' names in the cycle model (:class:`hw.engine.LayerMapping`).
+MAPPING_NAMES = {"tokens": "batch", "weight_port_bits": "port_bits", "packing": "packing"}
+#: Bumped when what a cache entry holds changes.
+CACHE_VERSION = 1
+#: Seconds to wait for a ``--scheduler`` before calling it unreachable.
+SCHEDULER_TIMEOUT = 10
+#: Flow seconds of a point, ``a + b * MACs``, with P&R and synthesis only: fitted to
+#: today's engine on the project's 2-core machines (engine16x32 1209 s, engine4x8 90 s,
+#: engine2x4 38 s through P&R; 6 and 11 s synthesis only for 1 x 2 and 2 x 4). Rescaled
+#: by the cached results of earlier runs when there are some.
+PNR_SECONDS = (25.0, 2.3)
+SYNTH_SECONDS = (5.0, 0.6)
+
+OK, FAILED = "ok", "failed"
+
+
+# --- points -----------------------------------------------------------------------------
+
+def design_name(engine):
+    """``engine{rows}x{lanes}_t{T}_p{bits|beat}_{packing}``."""
+    port = engine.get("weight_port_bits")
+    return (f"engine{engine['rows']}x{engine['lanes']}_t{engine.get('tokens', 1)}"
+            f"_p{BEAT_PORT if port is None else port}_{engine.get('packing', BASE3)}")
+
+
+def make_points(*, lanes, rows, tokens, port_bits, packings, devices, seed=1,
+                freq_mhz=DEFAULT_FREQ_MHZ, place=True, workdir="build/dse/work"):
+    """The sweep: one point per combination, as plain dicts.
+
+    A point's ``engine`` is the :class:`hw.engine.LayerEngine` keyword arguments; its
+    ``max_beats`` is the fewest beats that hold the model's widest input (6912 / lanes for
+    2B4T), which sizes the accumulators for the model and no more.
+    """
+    widest = max(p.in_features for p in get_model(MODEL).projections())
+    points = []
+    for k, m, t, port, packing, device in itertools.product(lanes, rows, tokens, port_bits,
+                                                             packings, devices):
+        engine = {"lanes": k, "rows": m, "tokens": t,
+                  "weight_port_bits": None if port == BEAT_PORT else port,
+                  "packing": packing, "max_beats": -(-widest // k), "fabric": ECP5}
+        name = design_name(engine)
+        points.append({"design": name, "device": device, "target": DEVICES[device],
+                       "engine": engine,
+                       "flow": {"seed": seed, "freq_mhz": freq_mhz, "place": place,
+                                "nodsp": False},
+                       "workdir": str(Path(workdir) / f"{name}_{device}")})
+    return points
+
+
+def _supported(callable_, kwargs, what):
+    """``kwargs`` less the :data:`NEUTRAL`-valued ones ``callable_`` does not take.
+
+    Raises
+    ------
+    ValueError
+        For a keyword ``callable_`` does not take at a value other than today's.
+    """
+    accepted = inspect.signature(callable_).parameters
+    neutral = {MAPPING_NAMES.get(k, k) if what == "LayerMapping" else k: v
+               for k, v in NEUTRAL.items()}
+    out = {}
+    for name, value in kwargs.items():
+        if name in accepted:
+            out[name] = value
+        elif not (name in neutral and value == neutral[name]):
+            raise ValueError(f"the installed {what} takes no {name}= (this point needs "
+                             f"{name}={value!r}); it takes {', '.join(accepted)}")
+    return out
+
+
+def build_engine(engine):
+    """The :class:`LayerEngine` of a point's ``engine`` keywords.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For a keyword the installed engine lacks, or values it refuses.
+    """
+    return LayerEngine(**_supported(LayerEngine, engine, "LayerEngine"))
+
+
+def mapping_params(engine):
+    """The :class:`LayerMapping` keywords (besides the layer and its tokens) of a point's
+    ``engine`` keywords; the pipeline's are the engine's defaults unless the point sets
+    them."""
+    defaults = inspect.signature(LayerEngine).parameters
+    params = {"lanes": engine["lanes"], "rows": engine["rows"]}
+    for name in ("levels_per_stage", "output_stage", "max_beats"):
+        params[name] = engine[name] if name in engine else defaults[name].default
+    params.update({MAPPING_NAMES[k]: v for k, v in engine.items() if k in MAPPING_NAMES})
+    if "output_rows" in engine:
+        params["output_rows"] = engine["output_rows"]
+    return params
+
+
+# --- the cycle model --------------------------------------------------------------------
+
+def bitlinear_throughput(params, fmax_mhz, *, bandwidth_gbs, prompt, projections=None,
+                         layers=None):
+    """Decode and prefill tokens/s of the model's BitLinears on an engine.
+
+    Each layer takes ``max(cycles / Fmax, weight bytes / bandwidth)`` (its compute and
+    weight stream overlap), the layers one after the other; cycles and bytes are
+    :class:`hw.engine.LayerMapping`'s. Decode: one token (the weights read once for it);
+    prefill: ``prompt`` tokens, the weights read once per batch of the engine's T.
+
+    Parameters
+    ----------
+    params : dict
+        :class:`LayerMapping` keywords besides the layer's shape and tokens (lanes, rows,
+        pipeline, ``batch``, ``port_bits``, ``packing``), as :func:`mapping_params`.
+    fmax_mhz : float
+    bandwidth_gbs : float
+        DRAM bandwidth, GB/s.
+    projections : list of (out_features, in_features), optional
+        One block's BitLinears (default: the model's seven).
+    layers : int, optional
+        Blocks (default: the model's 30).
+
+    Returns
+    -------
+    dict
+        ``decode_tokens_per_s``, ``prefill_tokens_per_s``.
+
+    Raises
+    ------
+    ValueError
+        If a layer does not tile onto the engine.
+    """
+    shape = get_model(MODEL)
+    if projections is None:
+        projections = [(p.out_features, p.in_features) for p in shape.projections()]
+    layers = shape.layers if layers is None else layers
+    hz, bytes_per_s = fmax_mhz * 1e6, bandwidth_gbs * 1e9
+    kwargs = _supported(LayerMapping, params, "LayerMapping")
+
+    def seconds(tokens):
+        total = 0.0
+        for out_features, in_features in projections:
+            m = LayerMapping(out_features, in_features, tokens, **kwargs)
+            total += max(m.cycles / hz, m.weight_bytes / bytes_per_s)
+        return layers * total
+
+    return {"decode_tokens_per_s": 1 / seconds(1),
+            "prefill_tokens_per_s": prompt / seconds(prompt)}
+
+
+# --- the job ----------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _tools():
+    return tool_versions()
+
+
+def verilog_text(built):
+    """The Verilog :func:`hw.synth.run_flow` synthesizes for ``built``."""
+    from amaranth.back import verilog
+    return verilog.convert(RegisteredHarness(built), name="top", emit_src=False)
+
+
+def cache_key(point, text, tools):
+    """Hash of what decides a point's result: its target and engine keywords, the flow
+    options, the tool versions and its Verilog."""
+    blob = json.dumps({"version": CACHE_VERSION, "target": point["target"],
+                       "engine": point["engine"], "flow": point["flow"], "tools": tools,
+                       "verilog": hashlib.sha256(text.encode()).hexdigest()},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _reason(error):
+    lines = str(error).strip().splitlines() or [""]
+    text = lines[0] if isinstance(error, (ToolError, ValueError, TypeError)) else \
+        f"{type(error).__name__}: {lines[0]}"
+    return text[:300]
+
+
+def run_point(point):
+    """The job of one point: build its engine, key it, run the flow unless the key is in
+    ``point["cached_keys"]``.
+
+    Returns
+    -------
+    dict
+        ``design``, ``device``, ``key``, ``status`` (``"ok"``, ``"cached"`` or
+        ``"failed"``), ``reason`` (one line, when failed), ``synth`` (the
+        :class:`hw.synth.SynthResult` as a dict with ``lut4_equivalent``, when run) and
+        ``seconds``.
+    """
+    started = time.monotonic()
+    out = {"design": point["design"], "device": point["device"], "key": None,
+           "status": FAILED, "reason": None, "synth": None, "seconds": 0.0}
+    try:
+        engine = point["engine"]
+        out["key"] = key = cache_key(point, verilog_text(build_engine(engine)), _tools())
+        if key in point.get("cached_keys", ()):
+            out["status"] = "cached"
+        else:
+            flow = point["flow"]
+            result = run_flow(build_engine(engine), design=point["design"],
+                              workdir=point["workdir"], target=point["target"],
+                              seed=flow["seed"], freq_mhz=flow["freq_mhz"],
+                              nodsp=flow["nodsp"], place=flow["place"],
+                              macs=engine["lanes"] * engine["rows"],
+                              config={"component": "LayerEngine", **engine})
+            result.tools = _tools()
+            out["synth"] = dict(result.to_dict(), lut4_equivalent=lut4_equivalent(result))
+            out["status"] = OK
+    except Exception as error:        # a failed point is a row of the table, not a crash
+        out["reason"] = _reason(error)
+    out["seconds"] = round(time.monotonic() - started, 1)
+    return out
+
+
+# --- running the points -----------------------------------------------------------------
+
+def _local(points, jobs):
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(run_point, p): i for i, p in enumerate(points)}
+        for future in concurrent.futures.as_completed(futures):
+            yield futures[future], future
+
+
+def _dask(points, client):
+    from distributed import as_completed
+    futures = {client.submit(run_point, p, pure=False): i for i, p in enumerate(points)}
+    for future in as_completed(futures):
+        yield futures[future], future
+
+
+def _outcome(point, future):
+    try:
+        return future.result()
+    except Exception as error:        # the worker died or the pool broke
+        return {"design": point["design"], "device": point["device"], "key": None,
+                "status": FAILED, "reason": f"job lost: {_reason(error)}", "synth": None,
+                "seconds": 0.0}
+
+
+def load_cache(cache_dir):
+    """``{key: entry}`` of the readable entries under ``cache_dir``."""
+    entries = {}
+    for path in sorted(Path(cache_dir).glob("*.json")):
+        try:
+            entry = json.loads(path.read_text())
+            if entry.get("version") == CACHE_VERSION and entry.get("key") == path.stem:
+                entries[path.stem] = entry
+        except (OSError, ValueError, AttributeError):
+            continue
+    return entries
+
+
+def store(cache_dir, point, outcome):
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    entry = {"version": CACHE_VERSION, "key": outcome["key"], "design": point["design"],
+             "device": point["device"], "target": point["target"],
+             "engine": point["engine"], "flow": point["flow"], "synth": outcome["synth"],
+             "seconds": outcome["seconds"]}
+    tmp = cache_dir / f".{outcome['key']}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(entry, indent=2) + "\n")
+    tmp.replace(cache_dir / f"{outcome['key']}.json")
+    return entry
+
+
+def estimate_seconds(points, jobs, cache=()):
+    """Wall-clock estimate of running ``points`` on ``jobs`` workers, none cached: each
+    point ``a + b * MACs`` (:data:`PNR_SECONDS`, :data:`SYNTH_SECONDS`), rescaled by the
+    cached results of the same kind, then placed longest first on the least loaded
+    worker."""
+    def model(place, macs):
+        a, b = PNR_SECONDS if place else SYNTH_SECONDS
+        return a + b * macs
+
+    def macs(engine):
+        return engine["lanes"] * engine["rows"]
+
+    scale, seen = 1.0, [e for e in cache if e.get("synth")]
+    if seen:
+        predicted = sum(model(e["flow"]["place"], macs(e["engine"])) for e in seen)
+        scale = sum(e["seconds"] for e in seen) / predicted
+    loads = [0.0] * max(1, min(jobs, len(points)))
+    for seconds in sorted((scale * model(p["flow"]["place"], macs(p["engine"]))
+                           for p in points), reverse=True):
+        loads[loads.index(min(loads))] += seconds
+    return max(loads), len(seen)
+
+
+# --- the table and the plot -------------------------------------------------------------
+
+def _figure(value):
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else \
+        f"{value:.2f}"
+
+
+COLUMNS = ("design", "device", "lanes", "rows", "T", "port bits", "packing", "LUT4",
+           "LUT4 eq.", "LUT4 eq./MAC", "FF", "DSP", "BRAM", "Fmax MHz", "decode tokens/s",
+           "prefill tokens/s", "status")
+
+
+def table_row(row):
+    """One Markdown row (:data:`COLUMNS`) of a result row."""
+    ok = row["status"] == OK
+    port = BEAT_PORT if row["port_bits"] is None else str(row["port_bits"])
+    head = [row["design"], row["device"], str(row["lanes"]), str(row["rows"]),
+            str(row["tokens"]), port, row["packing"]]
+    if ok:
+        fmax = row["fmax_mhz"]
+        figures = [str(row["lut4"]), str(row["lut4_equivalent"]),
+                   f"{row['lut4_equivalent'] / row['macs']:.1f}", str(row["ff"]),
+                   str(row["dsp"]), str(row["bram"]), f"{fmax:.1f}" if fmax else "-",
+                   _figure(row["decode_tokens_per_s"]), _figure(row["prefill_tokens_per_s"]),
+                   OK]
+    else:
+        figures = ["-"] * 9 + [f"failed: {row['reason']}".replace("|", "/")]
+    return "| " + " | ".join(head + figures) + " |"
+
+
+def caption(options):
+    """What the table's figures are."""
+    return (f"Throughput columns: projections of the BitLinear layers only (the seven "
+            f"projections of all {get_model(MODEL).layers} blocks of BitNet b1.58 2B4T; "
+            "attention and the LM head not counted), from the engine's cycle model "
+            "(hw.engine.LayerMapping) at the measured Fmax and "
+            f"{options['bandwidth_gbs']:g} GB/s of DRAM bandwidth: each layer takes "
+            "max(cycles / Fmax, weight bytes / bandwidth). Decode: one token, batch 1 "
+            "(the weights read once per token). Prefill: a prompt of "
+            f"{options['prompt']} tokens, the weights read once per T tokens. "
+            "Synth-only points have no Fmax and hence no throughput.")
+
+
+def header(options, tools):
+    flow = ("synthesis only (no P&R)" if options["synth_only"] else
+            f"out-of-context P&R, seed {options['seed']}, target {options['freq_mhz']:g} MHz")
+    return (f"Tools: {', '.join(f'{k} {v}' for k, v in tools.items())}. "
+            f"LayerEngine (fabric ecp5), {flow}; every port registered (harness FFs "
+            "subtracted). LUT4 eq. = LUT4 + 2 per carry cell (CCU2C).")
+
+
+def markdown_table(rows, options, tools):
+    lines = [header(options, tools), "", caption(options), "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += [table_row(r) for r in rows]
+    return "\n".join(lines)
+
+
+def write_table(rows, outdir, options, tools):
+    """Write ``dse.md`` and ``dse.json`` under ``outdir``; return the Markdown."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    markdown = markdown_table(rows, options, tools)
+    (outdir / "dse.md").write_text(markdown + "\n")
+    (outdir / "dse.json").write_text(json.dumps(
+        {"model": MODEL, "options": options, "tools": tools, "caption": caption(options),
+         "rows": rows}, indent=2) + "\n")
+    return markdown
+
+
+def pareto_front(points):
+    """Indices of the points ``(cost, value)`` that no other point dominates (as cheap or
+    cheaper and as good or better, strictly one of the two), in input order."""
+    front = []
+    for i, (cost, value) in enumerate(points):
+        if not any(c <= cost and v >= value and (c < cost or v > value)
+                   for j, (c, v) in enumerate(points) if j != i):
+            front.append(i)
+    return front
+
+
+#: The plot's panels: (result field, axis label).
+PANELS = (("prefill_tokens_per_s", "prefill tokens/s"),
+          ("decode_tokens_per_s", "decode tokens/s"))
+MARKERS = "os^Dv"
+
+
+def short_label(row):
+    port = BEAT_PORT if row["port_bits"] is None else row["port_bits"]
+    return f"{row['rows']}x{row['lanes']} T{row['tokens']} p{port} {row['packing']}"
+
+
+def fronts(rows):
+    """``{field: [row indices on the front]}`` over the rows with throughput figures."""
+    out = {}
+    for field, _ in PANELS:
+        placed = [i for i, r in enumerate(rows) if r.get(field)]
+        front = pareto_front([(rows[i]["lut4_equivalent"], rows[i][field]) for i in placed])
+        out[field] = [placed[i] for i in front]
+    return out
+
+
+def write_plot(rows, path, options):
+    """LUT4 eq. vs prefill and vs decode tokens/s, one marker per device, the Pareto
+    front highlighted and labelled."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    on_front = fronts(rows)
+    devices = sorted({r["device"] for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    for ax, (field, label) in zip(axes, PANELS):
+        placed = [i for i, r in enumerate(rows) if r.get(field)]
+        if not placed:
+            ax.text(0.5, 0.5, "no placed points\n(synth-only: no Fmax, no throughput)",
+                    ha="center", va="center", transform=ax.transAxes)
+        front = on_front[field]
+        for d, device in enumerate(devices):
+            marker = MARKERS[d % len(MARKERS)]
+            mine = [i for i in placed if rows[i]["device"] == device]
+            rest = [i for i in mine if i not in front]
+            best = [i for i in mine if i in front]
+            ax.scatter([rows[i]["lut4_equivalent"] for i in rest],
+                       [rows[i][field] for i in rest], marker=marker, color="0.6",
+                       label=f"{device}")
+            ax.scatter([rows[i]["lut4_equivalent"] for i in best],
+                       [rows[i][field] for i in best], marker=marker, color="C3",
+                       edgecolors="black", s=60, zorder=3,
+                       label=f"{device}, Pareto front")
+        if front:
+            ordered = sorted(front, key=lambda i: rows[i]["lut4_equivalent"])
+            ax.step([rows[i]["lut4_equivalent"] for i in ordered],
+                    [rows[i][field] for i in ordered], where="post", color="C3", lw=1,
+                    alpha=0.6)
+            for i in ordered:
+                ax.annotate(f"{short_label(rows[i])} ({rows[i]['device']})",
+                            (rows[i]["lut4_equivalent"], rows[i][field]), fontsize=7,
+                            xytext=(4, 4), textcoords="offset points")
+        ax.set_xlabel("LUT4 eq. (LUT4 + 2 per CCU2C)")
+        ax.set_ylabel(f"{label} (BitLinears of 2B4T)")
+        ax.set_title(f"LUT4 eq. vs {label}")
+        ax.grid(alpha=0.3)
+        if placed:
+            ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"Layer engine design space on ECP5: {options['bandwidth_gbs']:g} GB/s DRAM,"
+                 f" prompt {options['prompt']}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --- the CLI ----------------------------------------------------------------------------
+
+def _list(convert):
+    def parse(text):
+        items = [item.strip() for item in text.split(",")]
+        if not items or any(not item for item in items):
+            raise argparse.ArgumentTypeError(f"expected a comma list, not {text!r}")
+        return list(dict.fromkeys(convert(item) for item in items))
+    return parse
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
+
+
+def _port_bits(text):
+    if text == BEAT_PORT:
+        return BEAT_PORT
+    value = _positive_int(text)
+    if value % 8:
+        raise argparse.ArgumentTypeError(f"a port width must be a multiple of 8 bits, "
+                                         f"not {value}")
+    return value
+
+
+def _choice(choices, what):
+    def parse(text):
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"unknown {what} {text!r} (one of "
+                                             f"{', '.join(choices)})")
+        return text
+    return parse
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be non-negative, not {value}")
+    return value
+
+
+def _joined(values):
+    return ",".join(map(str, values))
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="python -m hw.dse",
+        description="Design-space exploration of the layer engine on ECP5: every "
+                    "combination of the comma lists below is a LayerEngine (fabric ecp5) "
+                    "through Yosys and nextpnr; its LUT4s and Fmax, with the engine's "
+                    "cycle model on the BitLinears of BitNet b1.58 2B4T, give decode and "
+                    "prefill tokens/s. Writes dse.md, dse.json and pareto.png under "
+                    "--outdir and caches each point's result under --outdir/cache.",
+        epilog="Exit status: 0 when every point ran, 1 when a point failed (its row says "
+               "why), 2 on a usage error.")
+    p.add_argument("--lanes", type=_list(_positive_int), default=list(DEFAULT_LANES),
+                   metavar="K,..", help=f"lanes (default: {_joined(DEFAULT_LANES)})")
+    p.add_argument("--rows", type=_list(_positive_int), default=list(DEFAULT_ROWS),
+                   metavar="M,..", help=f"rows (default: {_joined(DEFAULT_ROWS)})")
+    p.add_argument("--tokens", type=_list(_positive_int), default=list(DEFAULT_TOKENS),
+                   metavar="T,..", help="tokens sharing each weight beat, the engine's "
+                   f"weight reuse (default: {_joined(DEFAULT_TOKENS)})")
+    p.add_argument("--port-bits", type=_list(_port_bits), default=list(DEFAULT_PORT_BITS),
+                   metavar="P,..", help="weight-port width in bits, a multiple of 8, or "
+                   f"'{BEAT_PORT}' for one whole beat per word (default: "
+                   f"{_joined(DEFAULT_PORT_BITS)})")
+    p.add_argument("--packing", type=_list(_choice(PACKINGS, "packing")),
+                   default=list(DEFAULT_PACKINGS), metavar="NAME,..",
+                   help=f"weight packings, of {', '.join(PACKINGS)} (default: "
+                   f"{_joined(DEFAULT_PACKINGS)})")
+    p.add_argument("--device", type=_list(_choice(tuple(DEVICES), "device")),
+                   default=list(DEFAULT_DEVICES), metavar="NAME,..",
+                   help=", ".join(f"{k} = {TARGETS[v].device}" for k, v in DEVICES.items())
+                   + f" (default: {_joined(DEFAULT_DEVICES)})")
+    p.add_argument("--synth-only", action="store_true",
+                   help="synthesis only: no P&R, so no Fmax and no throughput")
+    p.add_argument("--seed", type=_seed, default=1, help="P&R seed (default: %(default)s)")
+    p.add_argument("--freq", type=_positive_float, default=DEFAULT_FREQ_MHZ, metavar="MHZ",
+                   help="P&R target frequency (default: %(default)s)")
+    p.add_argument("--bandwidth", type=_positive_float, default=DEFAULT_BANDWIDTH_GBS,
+                   metavar="GBPS", help="DRAM bandwidth of the throughput figures, GB/s "
+                   "(default: %(default)s)")
+    p.add_argument("--prompt", type=_positive_int, default=DEFAULT_PROMPT, metavar="N",
+                   help="prefill length in tokens (default: %(default)s)")
+    p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                   help="points run at once in a local process pool (default: the core "
+                   f"count, {os.cpu_count()})")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the points on this Dask distributed scheduler (e.g. "
+                   "tcp://host:8786) instead of a local pool")
+    p.add_argument("--outdir", type=Path, default=Path("build/dse"),
+                   help="table, plot, cache and work folders (default: %(default)s)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="run every point, ignoring the cache (results are still stored)")
+    return p
+
+
+def _connect(p, address):
+    try:
+        from distributed import Client
+    except ImportError as error:
+        p.error(f"--scheduler needs dask[distributed]: {error}")
+    try:
+        return Client(address, timeout=SCHEDULER_TIMEOUT)
+    except Exception as error:       # OSError, TimeoutError, ValueError on a bad address
+        p.error(f"cannot reach the Dask scheduler {address!r}: {_reason(error)}")
+
+
+def _elapsed(seconds):
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+
+
+def result_row(point, outcome, synth, options):
+    """The table's row of a point: its parameters, area, Fmax and throughput."""
+    engine = point["engine"]
+    row = {"design": point["design"], "device": point["device"], "target": point["target"],
+           "lanes": engine["lanes"], "rows": engine["rows"], "tokens": engine["tokens"],
+           "port_bits": engine["weight_port_bits"], "packing": engine["packing"],
+           "engine": engine, "macs": engine["lanes"] * engine["rows"],
+           "status": outcome["status"] if outcome["status"] == FAILED else OK,
+           "reason": outcome["reason"], "cached": outcome["status"] == "cached",
+           "key": outcome["key"], "seconds": outcome["seconds"]}
+    for name in ("lut4", "carry", "lut4_equivalent", "ff", "dsp", "bram", "logic_cells",
+                 "fmax_mhz"):
+        row[name] = synth[name] if synth else None
+    row["decode_tokens_per_s"] = row["prefill_tokens_per_s"] = None
+    if synth and synth["fmax_mhz"]:
+        row.update(bitlinear_throughput(point["mapping"], synth["fmax_mhz"],
+                                        bandwidth_gbs=options["bandwidth_gbs"],
+                                        prompt=options["prompt"]))
+    return row
+
+
+def _progress(k, n, row, started):
+    if row["status"] == FAILED:
+        what = f"failed: {row['reason']}"
+    else:
+        what = (f"LUT4 eq. {row['lut4_equivalent']} ({row['lut4_equivalent'] / row['macs']:.1f}"
+                f"/MAC), FF {row['ff']}, DSP {row['dsp']}, BRAM {row['bram']}")
+        if row["fmax_mhz"]:
+            what += (f", {row['fmax_mhz']:.1f} MHz, decode "
+                     f"{_figure(row['decode_tokens_per_s'])} tokens/s, prefill "
+                     f"{_figure(row['prefill_tokens_per_s'])} tokens/s")
+        what += " [cached]" if row["cached"] else f" [{row['seconds']:.0f} s]"
+    print(f"[{k}/{n} {_elapsed(time.monotonic() - started)}] {row['design']} "
+          f"{row['device']}: {what}", file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    p = parser()
+    args = p.parse_args(argv)
+    if args.scheduler is not None and args.jobs is not None:
+        p.error("--jobs and --scheduler exclude each other (the cluster's workers set how "
+                "many points run at once)")
+    client = _connect(p, args.scheduler) if args.scheduler is not None else None
+    outdir = args.outdir.resolve()
+    options = {"synth_only": args.synth_only, "seed": args.seed, "freq_mhz": args.freq,
+               "bandwidth_gbs": args.bandwidth, "prompt": args.prompt}
+    points = make_points(lanes=args.lanes, rows=args.rows, tokens=args.tokens,
+                         port_bits=args.port_bits, packings=args.packing,
+                         devices=args.device, seed=args.seed, freq_mhz=args.freq,
+                         place=not args.synth_only, workdir=outdir / "work")
+    cache_dir = outdir / "cache"
+    cache = {} if args.no_cache else load_cache(cache_dir)
+    started = time.monotonic()
+
+    # Cheap checks first, without building anything: the engine's keywords and the
+    # model's layers on its cycle model; a point that fails them is a row and no job.
+    outcomes, runnable = {}, []
+    for i, point in enumerate(points):
+        try:
+            _supported(LayerEngine, point["engine"], "LayerEngine")
+            point["mapping"] = mapping_params(point["engine"])
+            bitlinear_throughput(point["mapping"], 1.0, bandwidth_gbs=args.bandwidth,
+                                 prompt=args.prompt)
+        except (TypeError, ValueError) as error:
+            outcomes[i] = {"design": point["design"], "device": point["device"],
+                           "key": None, "status": FAILED, "reason": _reason(error),
+                           "synth": None, "seconds": 0.0}
+            continue
+        runnable.append(i)
+    jobs = (sum(client.nthreads().values()) if client is not None else
+            args.jobs or os.cpu_count() or 1)
+    estimate, calibrated = estimate_seconds([points[i] for i in runnable], jobs,
+                                            cache.values())
+    where = (f"the Dask cluster at {args.scheduler}" if client is not None else
+             f"a local pool of {min(jobs, max(1, len(runnable)))}")
+    basis = (f"flow times scaled by {calibrated} cached results" if calibrated else
+             "flow times of today's engine")
+    print(f"{len(points)} points ({len(runnable)} to run, {len(points) - len(runnable)} "
+          f"refused up front) on {where}; estimate if none is cached: about "
+          f"{_elapsed(estimate)} ({basis})", file=sys.stderr, flush=True)
+
+    rows = [None] * len(points)
+    done = 0
+    for i in outcomes:
+        done += 1
+        rows[i] = result_row(points[i], outcomes[i], None, options)
+        _progress(done, len(points), rows[i], started)
+    known = sorted(cache)
+    submitted = [dict(points[i], cached_keys=known) for i in runnable]
+    run = _dask(submitted, client) if client is not None else \
+        _local(submitted, min(jobs, len(submitted)))
+    try:
+        for j, future in (run if submitted else ()):
+            i = runnable[j]
+            outcome = _outcome(points[i], future)
+            synth = None
+            if outcome["status"] == "cached":
+                synth = cache[outcome["key"]]["synth"]
+            elif outcome["status"] == OK:
+                synth = store(cache_dir, points[i], outcome)["synth"]
+            rows[i] = result_row(points[i], outcome, synth, options)
+            done += 1
+            _progress(done, len(points), rows[i], started)
+    finally:
+        if client is not None:
+            client.close()
+
+    tools = _tools()
+    print(write_table(rows, outdir, options, tools))
+    plot = write_plot(rows, outdir / "pareto.png", options)
+    for field, label in PANELS:
+        front = fronts(rows)[field]
+        print(f"\nPareto front, LUT4 eq. vs {label}: " +
+              ("; ".join(f"{rows[i]['design']} {rows[i]['device']} "
+                         f"({rows[i]['lut4_equivalent']} LUT4 eq., {_figure(rows[i][field])})"
+                         for i in sorted(front, key=lambda i: rows[i]["lut4_equivalent"]))
+               or "none (no placed points)"))
+    failed = sum(r["status"] == FAILED for r in rows)
+    cached = sum(r["cached"] for r in rows)
+    print(f"\n{len(rows)} points: {len(rows) - failed - cached} ran, {cached} from the "
+          f"cache, {failed} failed ({_elapsed(time.monotonic() - started)}); wrote "
+          f"{outdir / 'dse.md'}, dse.json and {plot.name}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    # Run as hw.dse, not __main__, so the jobs pickle as hw.dse.run_point for the
+    # process pool and the Dask workers.
+    from hw.dse import main as _main
+    sys.exit(_main())
