@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LANES ?= 16
 ROWS ?= 8
 
-.PHONY: all sim test verilog synth energy bench bench-area bench-sim bench-token bench-block bench-sparse perf clean distclean help
+.PHONY: all sim test verilog synth energy bench bench-area bench-sim bench-token bench-block bench-sparse bench-prefill perf clean distclean help
 
 all: test
 
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-sim  - a BitNet b1.58 2B4T block through the RTL, bit-exact, timed"
 	@echo "make bench-token - one 2B4T token's linear layers (30 blocks) through the RTL"
 	@echo "make bench-block - one 2B4T decoder layer (prompt + decode steps) through the RTL"
+	@echo "make bench-prefill - a 2B4T block, 16 tokens, weight reuse T=16, 128-bit weight port, RTL"
 	@echo "make bench-sparse - 2B4T down_proj: dense engine vs the sparse dataflow, RTL"
 	@echo "make perf     - 2B4T tokens/s, time to first token, J/token per board preset, rooflines"
 	@echo "make clean    - remove build/"
@@ -59,10 +60,13 @@ bench-token: $(STAMP)
 bench-block: $(STAMP)
 	$(PY) -m sim.bench_block
 
+bench-prefill: $(STAMP)
+	$(PY) -m sim.bench_sim --tokens 16 --reuse 16 --weight-port-bits 128 --weights ternary
+
 bench-sparse: $(STAMP)
 	$(PY) -m sim.bench_sparse
 
-bench: bench-area bench-sim bench-token bench-block bench-sparse
+bench: bench-area bench-sim bench-token bench-block bench-sparse bench-prefill
 
 perf: $(STAMP)
 	@for p in ecp5-ddr3 kv260 hbm2; do \
