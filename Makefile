@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LANES ?= 16
 ROWS ?= 8
 
-.PHONY: all sim test verilog synth energy bench bench-area bench-sim bench-token bench-block bench-sparse bench-prefill perf clean distclean help
+.PHONY: all sim test verilog synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill perf clean distclean help
 
 all: test
 
@@ -19,6 +19,7 @@ help:
 	@echo "make synth    - Yosys + nextpnr for one unit (LANES, ROWS), report under build/reports/"
 	@echo "make energy   - Table 1, model-size sweep and figure under build/energy/"
 	@echo "make bench-area - ECP5 area/Fmax sweep with the int8 baseline (about 45 min)"
+	@echo "make bench-packing - weight packings of the memory port (base3, 3in5, 2bit): bits/weight, decoder LUT4s, Fmax"
 	@echo "make bench-sim  - a BitNet b1.58 2B4T block through the RTL, bit-exact, timed"
 	@echo "make bench-token - one 2B4T token's linear layers (30 blocks) through the RTL"
 	@echo "make bench-block - one 2B4T decoder layer (prompt + decode steps) through the RTL"
@@ -51,6 +52,9 @@ synth: $(STAMP)
 bench-area: $(STAMP)
 	$(PY) -m hw.bench_area
 
+bench-packing: $(STAMP)
+	$(PY) -m hw.bench_packing
+
 bench-sim: $(STAMP)
 	$(PY) -m sim.bench_sim
 
@@ -66,7 +70,7 @@ bench-prefill: $(STAMP)
 bench-sparse: $(STAMP)
 	$(PY) -m sim.bench_sparse
 
-bench: bench-area bench-sim bench-token bench-block bench-sparse bench-prefill
+bench: bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill
 
 perf: $(STAMP)
 	@for p in ecp5-ddr3 kv260 hbm2; do \
