@@ -22,7 +22,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from model.encoding import TRITS_PER_BYTE
+from model.encoding import TRITS_PER_BYTE, check_packing
 from model.mapping import (BASE3, DEFAULT_LANES, DEFAULT_ROWS, PACKINGS, LayerTiling,
                            beat_port_bits, bytes_per_beat, check_layer_shape,
                            port_words_per_beat)
@@ -32,14 +32,7 @@ from model.sparse import BEAT_MAJOR, SparseTiling, column_bytes
 from .lanes import GENERIC
 from .matmul import ErrorLayout, MatmulUnit
 from .params import check_positive_int
-from .unpack import ROM, TritUnpacker
-
-try:                                            # TEMPORARY until the packings land
-    from .unpack import WordDecoder
-except ImportError:
-    def WordDecoder(*, packing, port_bits, decoder=ROM):
-        assert packing == "base3"
-        return TritUnpacker(bytes_per_beat=port_bits // 8, decoder=decoder)
+from .unpack import ROM, TritUnpacker, WordDecoder
 
 __all__ = ["LayerEngine", "LayerMapping", "SparseLayerMapping", "bytes_per_beat",
            "result_cycles", "MAX_TOKENS", "PACKINGS",
@@ -298,9 +291,7 @@ class LayerEngine(wiring.Component):
                  decoder=ROM, output_stage=True, weight_order=ROWS_ORDER,
                  act_width=ACT_WIDTH, acc_tiles=None, tokens=1, weight_port_bits=None,
                  packing=BASE3):
-        if packing not in PACKINGS:
-            raise ValueError(f"packing must be one of {', '.join(PACKINGS)}, "
-                             f"not {packing!r}")
+        check_packing(packing)
         self._tokens = check_positive_int("tokens", tokens)
         if self._tokens > MAX_TOKENS:
             raise ValueError(f"tokens must be at most {MAX_TOKENS}, not {tokens}")

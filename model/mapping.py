@@ -24,51 +24,28 @@ across the beat).
 
 from dataclasses import dataclass, field
 
-from .encoding import packed_length
+from .encoding import (BASE3, CODES2, PACKINGS, TRITS3_IN5, check_packing, check_port_bits,
+                       codes_per_word, packed_length)
 from .quant import ACT_WIDTH
 
 __all__ = ["DEFAULT_LANES", "DEFAULT_ROWS", "bytes_per_beat", "check_layer_shape",
            "LayerTiling", "PACKINGS", "BASE3", "TRITS3_IN5", "CODES2",
            "port_codes_per_word", "beat_port_bits", "port_words_per_beat"]
 
-#: Weight packings of the port (``model.encoding``): base-3 5 trits per byte, 3 trits
-#: in 5 bits, plain 2-bit lane codes.
-BASE3, TRITS3_IN5, CODES2 = "base3", "3in5", "2bit"
-PACKINGS = (BASE3, TRITS3_IN5, CODES2)
-
-
-def _check_packing(packing):
-    if packing not in PACKINGS:
-        raise ValueError(f"packing must be one of {', '.join(PACKINGS)}, not {packing!r}")
-    return packing
-
-
 def _check_port_bits(port_bits):
-    if port_bits is None:
-        return None
-    if isinstance(port_bits, bool) or not isinstance(port_bits, int) or port_bits < 8 \
-            or port_bits % 8:
-        raise ValueError(f"port_bits must be a positive multiple of 8, not {port_bits!r}")
-    return port_bits
+    return None if port_bits is None else check_port_bits(port_bits)
 
 
 def port_codes_per_word(packing, port_bits):
-    """Weight codes one ``port_bits``-bit word of the ``packing`` carries: 5 a byte
-    (base3), 3 per 5 bits (3in5; the ``port_bits % 5`` top bits unused), 1 per 2 bits
-    (2bit)."""
-    _check_packing(packing)
-    _check_port_bits(port_bits)
-    if packing == BASE3:
-        return 5 * (port_bits // 8)
-    if packing == TRITS3_IN5:
-        return 3 * (port_bits // 5)
-    return port_bits // 2
+    """Weight codes one ``port_bits``-bit word of the ``packing`` carries
+    (:func:`model.encoding.codes_per_word`)."""
+    return codes_per_word(packing, port_bits)
 
 
 def beat_port_bits(codes, packing):
     """The narrowest whole-byte word that holds a beat of ``codes`` codes (the port of an
     engine without a ``port_bits``: one word per beat)."""
-    _check_packing(packing)
+    check_packing(packing)
     if packing == BASE3:
         return 8 * packed_length(codes)
     if packing == TRITS3_IN5:
@@ -131,7 +108,7 @@ class LayerTiling:
     packing: str = field(default=BASE3, kw_only=True)
 
     def __post_init__(self):
-        _check_packing(self.packing)
+        check_packing(self.packing)
         _check_port_bits(self.port_bits)
         for name in ("tokens", "lanes", "rows", "batch"):
             value = getattr(self, name)

@@ -335,12 +335,7 @@ def _pack_port_beats(beats, mapping):
     """Each row of ``beats`` (a beat's row-major codes) as the beat's W port words,
     the last padded with zero weights: (beats * W, port bytes) uint8. Beats padded to
     whole words pack as one array."""
-    try:
-        from model.encoding import pack_words
-    except ImportError:                        # TEMPORARY until the packings land
-        def pack_words(weights, packing, port_bits):
-            assert packing == "base3"
-            return pack_trits(weights).reshape(-1, port_bits // 8)
+    from model.encoding import pack_words
     from model.mapping import port_codes_per_word
     port_bits = mapping.port_bits_used
     per_beat = mapping.port_words_per_beat * port_codes_per_word(mapping.packing, port_bits)

@@ -12,15 +12,21 @@ from amaranth.sim import Simulator
 
 from hw.engine import LayerEngine, LayerMapping, result_cycles
 from model.arith import round_fixed
-from model.mapping import port_codes_per_word
+from model.encoding import unpack_words
 from sim.layer import BatchedPlan, EngineConfig, EngineSession, plan_layer
 
-#: Two unit shapes with T = 4: 8 x 4 on a 16-bit port (a beat is 4 words: W = T) and
-#: 4 x 8 on a 64-bit port (a beat is 1 word).
+#: Two unit shapes with T = 4: 8 x 4 on a 16-bit base-3 port (a beat is 4 words:
+#: W = T) and 4 x 8 on a 64-bit 3-in-5 port (a beat is 1 word); and 4 x 8 with T = 2 on
+#: a 32-bit port of 2-bit codes (W = 2).
 REUSE_A = EngineConfig(lanes=8, rows=4, max_beats=16, tokens=4, weight_port_bits=16)
-REUSE_B = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=4, weight_port_bits=64)
-#: Bytes of a base-3 port word that decode as five zero weights and raise error.code.
-INVALID_BYTE = 255
+REUSE_B = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=4, weight_port_bits=64,
+                       packing="3in5")
+REUSE_C = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=2, weight_port_bits=32,
+                       packing="2bit")
+CONFIGS = {"8x4_p16_base3": REUSE_A, "4x8_p64_3in5": REUSE_B, "4x8_p32_2bit": REUSE_C}
+#: A byte of invalid codes in each packing: a base-3 byte of 255; in 3in5 the group
+#: inside the byte reads 31; four 2-bit codes 0b10.
+INVALID_BYTE = {"base3": 0xFF, "3in5": 0xFF, "2bit": 0xAA}
 
 
 def quantized(rng, n_out, n_in, tokens):
@@ -36,21 +42,19 @@ def golden(w, x, scale, shift):
 
 
 def corrupt(plan, config, w, word, byte):
-    """Make byte ``byte`` of stored port word ``word`` invalid in every run of ``plan``;
-    return the weights the engine then uses (that byte's codes as zeros)."""
+    """Make byte ``byte`` of stored port word ``word`` invalid (:data:`INVALID_BYTE`) in
+    every run of ``plan``; return the weights the engine then uses, from the golden
+    model's decoding of the words (invalid codes as zeros)."""
     mapping = plan.mapping
-    per_word = port_codes_per_word(mapping.packing, mapping.port_bits_used)
-    beat, slot = divmod(word, mapping.port_words_per_beat)
-    tile, col = divmod(beat, mapping.col_beats)
-    effective = w.copy()
-    for code in range(slot * per_word + 5 * byte, slot * per_word + 5 * byte + 5):
-        if code < mapping.codes_per_beat:
-            row, lane = divmod(code, config.lanes)
-            effective[tile * config.rows + row, col * config.lanes + lane] = 0
     for run in plan.runs:
         run.weight_bytes = run.weight_bytes.copy()
-        run.weight_bytes[word, byte] = INVALID_BYTE
-    return effective
+        run.weight_bytes[word, byte] = INVALID_BYTE[config.packing]
+    words = plan.runs[0].weight_bytes
+    codes = unpack_words(words, config.packing, mapping.port_bits_used, strict=False)
+    beats = codes.reshape(mapping.row_tiles * mapping.col_beats, -1)[
+        :, :mapping.codes_per_beat]
+    tiles = beats.reshape(mapping.row_tiles, mapping.col_beats, config.rows, config.lanes)
+    return tiles.transpose(0, 2, 1, 3).reshape(w.shape).astype(np.int64)
 
 
 # --- the cycle model --------------------------------------------------------------
@@ -179,7 +183,7 @@ def outputs(plan_runs, got):
     return np.concatenate([run.order_outputs(words) for run, words in zip(plan_runs, got)])
 
 
-@pytest.mark.parametrize("config", [REUSE_A, REUSE_B], ids=["8x4_p16", "4x8_p64"])
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
 def test_batches_exact_with_stalls_on_every_stream(config):
     """9 tokens (two batches of 4 and one of 1) of a 16 x 64 layer, every stream
     stalled at random: every result equals the golden model's, no flag raised."""
@@ -191,13 +195,14 @@ def test_batches_exact_with_stalls_on_every_stream(config):
     assert flags == {"code": 0, "overflow": 0}
 
 
-def test_invalid_port_bytes_decode_as_zeros_and_raise_the_flag():
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_invalid_port_bytes_decode_as_zeros_and_raise_the_flag(config):
     rng = np.random.default_rng(2)
     w, x, scale, shift = quantized(rng, 8, 32, 4)
-    plan = plan_layer(w, x, scale, shift, REUSE_A)
-    effective = corrupt(plan, REUSE_A, w, word=5, byte=1)
+    plan = plan_layer(w, x, scale, shift, config)
+    effective = corrupt(plan, config, w, word=1, byte=1)
     assert not np.array_equal(effective, w)
-    got, flags = simulate(REUSE_A, plan.runs)
+    got, flags = simulate(config, plan.runs)
     assert np.array_equal(outputs(plan.runs, got), golden(effective, x, scale, shift))
     assert flags["code"] == 1
 
@@ -219,7 +224,7 @@ def test_reset_mid_stream_leaves_nothing_stale():
 # --- the RTL under Verilator: the cycle model equals the simulation ------------------
 
 @pytest.mark.xdist_group("reuse")
-@pytest.mark.parametrize("config", [REUSE_A, REUSE_B], ids=["8x4_p16", "4x8_p64"])
+@pytest.mark.parametrize("config", [REUSE_A, REUSE_B], ids=["8x4_p16", "4x8_p64_3in5"])
 def test_cycle_model_matches_verilator(config):
     """Batches of 4, 2 and 1 tokens (port-bound when W > n), 3 layer shapes: outputs
     exact, simulated cycles equal the model's."""
