@@ -10,7 +10,7 @@ ROWS ?= 8
 # Extra flags of `make dse`, e.g. DSE_ARGS="--jobs 2 --device 45f,85f".
 DSE_ARGS ?=
 
-.PHONY: all sim test verilog synth energy bench bench-area bench-sim bench-token bench-block bench-sparse perf dse clean distclean help
+.PHONY: all sim test verilog synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill perf clean distclean help
 
 all: test
 
@@ -21,9 +21,11 @@ help:
 	@echo "make synth    - Yosys + nextpnr for one unit (LANES, ROWS), report under build/reports/"
 	@echo "make energy   - Table 1, model-size sweep and figure under build/energy/"
 	@echo "make bench-area - ECP5 area/Fmax sweep with the int8 baseline (about 45 min)"
+	@echo "make bench-packing - weight packings of the memory port (base3, 3in5, 2bit): bits/weight, decoder LUT4s, Fmax"
 	@echo "make bench-sim  - a BitNet b1.58 2B4T block through the RTL, bit-exact, timed"
 	@echo "make bench-token - one 2B4T token's linear layers (30 blocks) through the RTL"
 	@echo "make bench-block - one 2B4T decoder layer (prompt + decode steps) through the RTL"
+	@echo "make bench-prefill - a 2B4T block, 16 tokens, weight reuse T=16, 128-bit weight port, RTL"
 	@echo "make bench-sparse - 2B4T down_proj: dense engine vs the sparse dataflow, RTL"
 	@echo "make perf     - 2B4T tokens/s, time to first token, J/token per board preset, rooflines"
 	@echo "make dse      - engine design-space sweep on ECP5: area, Fmax, 2B4T tokens/s, Pareto plot"
@@ -54,6 +56,9 @@ synth: $(STAMP)
 bench-area: $(STAMP)
 	$(PY) -m hw.bench_area
 
+bench-packing: $(STAMP)
+	$(PY) -m hw.bench_packing
+
 bench-sim: $(STAMP)
 	$(PY) -m sim.bench_sim
 
@@ -63,10 +68,13 @@ bench-token: $(STAMP)
 bench-block: $(STAMP)
 	$(PY) -m sim.bench_block
 
+bench-prefill: $(STAMP)
+	$(PY) -m sim.bench_sim --tokens 16 --reuse 16 --weight-port-bits 128 --weights ternary
+
 bench-sparse: $(STAMP)
 	$(PY) -m sim.bench_sparse
 
-bench: bench-area bench-sim bench-token bench-block bench-sparse
+bench: bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill
 
 perf: $(STAMP)
 	@for p in ecp5-ddr3 kv260 hbm2; do \

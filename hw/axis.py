@@ -1,4 +1,5 @@
-"""AXI4-Stream top level of the matmul unit, for vendor block designs (Vivado, Quartus).
+"""AXI4-Stream top levels of the matmul unit and of the layer engine, for vendor block
+designs (Vivado, Quartus).
 
 Port names follow the AXI4-Stream convention so that the tools infer the interfaces:
 ``s_axis_act_*`` (activations), ``s_axis_wgt_*`` (weight codes), ``m_axis_out_*``
@@ -13,10 +14,13 @@ port                   dir    meaning
 ``s_axis_act_tuser``   in     output stage only: ``scale`` (low 16 bits), then ``shift``
 ``s_axis_act_tlast``   in     last beat of a dot product
 ``s_axis_wgt_tdata``   in     M x K lane codes, row-major, row 0 lane 0 in the low bits
+                              (the engine: a packed weight beat or port word, byte 0
+                              in the low bits)
 ``m_axis_out_tdata``   out    M results, row 0 in the low bits
 ``m_axis_out_tlast``   out    1: every result vector is a packet of one beat
 ``error_code``         out    sticky: an invalid ternary code was received
 ``error_overflow``     out    sticky: a dot product ran past ``max_beats``
+``tiles``, ``batch``   in     the engine's ``tiles`` / ``batch`` inputs, where it has them
 =====================  =====  ===============================================
 """
 
@@ -26,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from .matmul import MatmulUnit
 
-__all__ = ["AxisMatmul", "byte_padded"]
+__all__ = ["AxisMatmul", "AxisEngine", "byte_padded"]
 
 
 def byte_padded(bits):
@@ -44,8 +48,12 @@ class AxisMatmul(wiring.Component):
     """
 
     def __init__(self, **unit_params):
-        self._unit = MatmulUnit(**unit_params)
-        unit = self._unit
+        self._init(MatmulUnit(**unit_params))
+
+    def _init(self, core):
+        self._core = core
+        self._unit = core if isinstance(core, MatmulUnit) else core.unit
+        unit = self._core
         act_bits = len(unit.act.payload.data.as_value())
         wgt_bits = len(unit.wgt.payload.as_value())
         out_bits = len(unit.res.payload.as_value())
@@ -61,10 +69,13 @@ class AxisMatmul(wiring.Component):
             "m_axis_out_tlast": Out(1),
             "error_code": Out(1), "error_overflow": Out(1),
         }
-        if unit.output_stage:
+        if self._unit.output_stage:
             scale = unit.act.payload.scale
             shift = unit.act.payload.shift
             ports["s_axis_act_tuser"] = In(byte_padded(len(scale) + len(shift)))
+        self._extra = [name for name in ("tiles", "batch") if name in unit.signature.members]
+        for name in self._extra:
+            ports[name] = In(unit.signature.members[name].shape)
         super().__init__(ports)
 
     @property
@@ -76,7 +87,7 @@ class AxisMatmul(wiring.Component):
         m = Module()
         m.domains.sync = ClockDomain()
         m.d.comb += [ClockSignal().eq(self.aclk), ResetSignal().eq(~self.aresetn)]
-        m.submodules.unit = unit = self._unit
+        m.submodules.core = unit = self._core
         payload = unit.act.payload
         data = payload.data.as_value()
         m.d.comb += [
@@ -95,10 +106,32 @@ class AxisMatmul(wiring.Component):
             self.error_code.eq(unit.error.code),
             self.error_overflow.eq(unit.error.overflow),
         ]
-        if unit.output_stage:
+        for name in self._extra:
+            m.d.comb += getattr(unit, name).eq(getattr(self, name))
+        if self._unit.output_stage:
             scale = payload.scale
             m.d.comb += [
                 scale.eq(self.s_axis_act_tuser[:len(scale)]),
                 payload.shift.eq(self.s_axis_act_tuser[len(scale):]),
             ]
         return m
+
+
+class AxisEngine(AxisMatmul):
+    """A :class:`hw.engine.LayerEngine` with the AXI4-Stream port names of
+    :class:`AxisMatmul`.
+
+    Parameters
+    ----------
+    **engine_params
+        The :class:`hw.engine.LayerEngine` parameters.
+    """
+
+    def __init__(self, **engine_params):
+        from .engine import LayerEngine
+        self._init(LayerEngine(**engine_params))
+
+    @property
+    def engine(self):
+        """The wrapped :class:`hw.engine.LayerEngine`."""
+        return self._core

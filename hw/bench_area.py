@@ -48,6 +48,11 @@ ENGINES = ((16, 32),)
 #: The sparse dataflow's engine (column-order weight beats, an accumulator bank for the
 #: beat-major order) deep enough for every 2B4T projection on 16 rows: 6912 / 16 tiles.
 SPARSE_ENGINES = ((16, 32, 432),)
+#: Engines with weight reuse (T tokens a beat) and decoders sized to a 128-bit weight
+#: port, one per packing: (rows, lanes, LayerEngine parameters).
+BATCHED_ENGINES = tuple(
+    (16, 32, {"tokens": 16, "weight_port_bits": 128, "packing": packing})
+    for packing in ("base3", "3in5", "2bit"))
 #: Packed bytes per beat of the trit unpackers compared (results are quoted per byte).
 UNPACKER_BYTES = 8
 QUICK_LANE_GROUPS = (8,)
@@ -70,6 +75,9 @@ def main(argv=None):
     parser.add_argument("--reuse", action="store_true",
                         help="skip the tools for designs whose build/synth/NAME already "
                              "holds the same Verilog through the same commands")
+    parser.add_argument("--only", action="append", metavar="PATTERN",
+                        help="run only the designs whose name matches PATTERN (shell "
+                             "wildcards; repeatable)")
     parser.add_argument("--from-json", type=Path, metavar="FILE",
                         help="re-render the report of an earlier run (its bench_area.json) "
                              "without running the tools")
@@ -117,6 +125,11 @@ def main(argv=None):
         jobs.append((f"engine{rows}x{lanes}",
                      lambda m=rows, k=lanes: LayerEngine(lanes=k, rows=m, fabric=ECP5),
                      rows * lanes, False))
+    for rows, lanes, params in (() if quick else BATCHED_ENGINES):
+        jobs.append((batched_engine_name(rows, lanes, params),
+                     lambda m=rows, k=lanes, p=params: LayerEngine(lanes=k, rows=m,
+                                                                   fabric=ECP5, **p),
+                     rows * lanes, False))
     for rows, lanes, tiles in (() if quick else SPARSE_ENGINES):
         jobs.append((f"engine{rows}x{lanes}_sparse_t{tiles}",
                      lambda m=rows, k=lanes, t=tiles: LayerEngine(
@@ -129,6 +142,11 @@ def main(argv=None):
     # MULT18X18Ds (nine per byte), which no real engine could afford.
     jobs += [(name, build, 0, True) for name, build in unpackers]
 
+    if args.only:
+        from fnmatch import fnmatch
+        jobs = [job for job in jobs if any(fnmatch(job[0], p) for p in args.only)]
+        if not jobs:
+            parser.error(f"no design matches --only {' '.join(args.only)}")
     results = []
     started = time.monotonic()
     for index, (name, build, macs, nodsp) in enumerate(jobs, 1):
@@ -151,6 +169,16 @@ def main(argv=None):
     return 0
 
 
+def batched_engine_name(rows, lanes, params):
+    """``engine16x32_T16_p128_base3``: the shape, T, the port width, the packing (and
+    ``_oR`` for an output stage of R rows a cycle)."""
+    name = (f"engine{rows}x{lanes}_T{params['tokens']}_p{params['weight_port_bits']}"
+            f"_{params['packing']}")
+    if params.get("output_rows"):
+        name += f"_o{params['output_rows']}"
+    return name
+
+
 def report_extra(results):
     """What follows the sweep table: ratios, projection, unpacker comparison."""
     return (ratios(results) + act_width_ratios(results) + projection(results) +
@@ -168,7 +196,10 @@ def design_config(design):
     """The exact constructor parameters of a swept design, for the report."""
     if isinstance(design, LayerEngine):
         return {"component": "LayerEngine", **unit_params(design.unit),
-                "decoder": design.unpacker.decoder, "weight_order": design.weight_order}
+                "decoder": getattr(design.unpacker, "decoder", None),
+                "weight_order": design.weight_order, "tokens": design.tokens,
+                "weight_port_bits": design.weight_port_bits if design.assembled else None,
+                "packing": design.packing}
     if isinstance(design, TritUnpacker):
         return {"component": "TritUnpacker", "bytes_per_beat": design.bytes_per_beat,
                 "decoder": design.decoder}

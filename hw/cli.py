@@ -61,12 +61,33 @@ def add_engine_arguments(parser):
     parser.add_argument("--acc-tiles", type=int, default=None, metavar="N",
                         help="with --engine: an accumulator bank of N row tiles (the "
                              "sparse dataflow's beat-major order; default: none)")
+    from model.mapping import BASE3, PACKINGS
+    parser.add_argument("--tokens", type=int, default=1, metavar="T",
+                        help="with --engine: weight reuse, each weight beat applied to "
+                             "up to T tokens (default: %(default)s)")
+    parser.add_argument("--weight-port-bits", type=int, default=None, metavar="BITS",
+                        help="with --engine: width of the weight memory port, e.g. 64, "
+                             "128, 256 (default: a whole beat per cycle)")
+    parser.add_argument("--packing", choices=PACKINGS, default=BASE3,
+                        help="with --engine: packing of the weight port's words "
+                             "(default: %(default)s)")
 
 
 def engine_suffix(args):
-    """Report-name suffix of the engine-only flags: ``_columns``, ``_tN``."""
+    """Report-name suffix of the engine-only flags: ``_columns``, ``_tN`` (bank),
+    ``_TN`` (reuse), ``_pBITS`` (port), ``_PACKING``."""
     return (("" if args.weight_order == "rows" else f"_{args.weight_order}") +
-            ("" if args.acc_tiles is None else f"_t{args.acc_tiles}"))
+            ("" if args.acc_tiles is None else f"_t{args.acc_tiles}") +
+            ("" if args.tokens == 1 else f"_T{args.tokens}") +
+            ("" if args.weight_port_bits is None else f"_p{args.weight_port_bits}") +
+            ("" if args.packing == "base3" else f"_{args.packing}"))
+
+
+def engine_kwargs(args):
+    """The :class:`hw.engine.LayerEngine`-only parameters given by ``args``."""
+    return {"weight_order": args.weight_order, "acc_tiles": args.acc_tiles,
+            "tokens": args.tokens, "weight_port_bits": args.weight_port_bits,
+            "packing": args.packing}
 
 
 def unit_kwargs(args):
@@ -77,12 +98,21 @@ def unit_kwargs(args):
             "act_width": args.act_width}
 
 
+def engine_only_given(args):
+    """Whether ``args`` set any :class:`hw.engine.LayerEngine`-only parameter."""
+    return (getattr(args, "weight_order", "rows") != "rows" or
+            getattr(args, "acc_tiles", None) is not None or
+            getattr(args, "tokens", 1) != 1 or
+            getattr(args, "weight_port_bits", None) is not None or
+            getattr(args, "packing", "base3") != "base3")
+
+
 def unit_from_args(parser, args, component=None):
     """Build ``component`` (default :class:`hw.matmul.MatmulUnit`) from ``args``;
     parameter errors become usage errors."""
-    if getattr(args, "weight_order", "rows") != "rows" or \
-            getattr(args, "acc_tiles", None) is not None:
-        parser.error("--weight-order and --acc-tiles are engine parameters: add --engine")
+    if engine_only_given(args):
+        parser.error("--weight-order, --acc-tiles, --tokens, --weight-port-bits and "
+                     "--packing are engine parameters: add --engine")
     if component is None:
         from .matmul import MatmulUnit as component
     try:
@@ -91,19 +121,19 @@ def unit_from_args(parser, args, component=None):
         parser.error(str(error))
 
 
-def engine_from_args(parser, args):
+def engine_from_args(parser, args, component=None):
     """Build the :class:`hw.engine.LayerEngine` of ``args`` (ternary weights only);
     parameter errors become usage errors."""
     from model.quant import TERNARY
-    from .engine import LayerEngine
+    if component is None:
+        from .engine import LayerEngine as component
     if args.weight_mode != TERNARY:
         parser.error(f"--engine takes ternary weights (base-3 packed), not "
                      f"--weight-mode {args.weight_mode}")
     kwargs = unit_kwargs(args)
     del kwargs["weight_mode"]
     try:
-        return LayerEngine(**kwargs, weight_order=args.weight_order,
-                           acc_tiles=args.acc_tiles)
+        return component(**kwargs, **engine_kwargs(args))
     except (TypeError, ValueError) as error:
         parser.error(str(error))
 

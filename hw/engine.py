@@ -14,23 +14,28 @@ With ``weight_order="columns"`` the engine takes the sparse dataflow's beats
 compacted activations need can be fetched on its own; the unit is the same.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from amaranth.hdl import Module, unsigned
+import numpy as np
+
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from model.encoding import TRITS_PER_BYTE
-from model.mapping import (DEFAULT_LANES, DEFAULT_ROWS, LayerTiling, bytes_per_beat,
-                           check_layer_shape)
+from model.encoding import TRITS_PER_BYTE, check_packing
+from model.mapping import (BASE3, DEFAULT_LANES, DEFAULT_ROWS, PACKINGS, LayerTiling,
+                           beat_port_bits, bytes_per_beat, check_layer_shape,
+                           port_words_per_beat)
 from model.quant import ACT_WIDTH, TERNARY
 from model.sparse import BEAT_MAJOR, SparseTiling, column_bytes
 
 from .lanes import GENERIC
 from .matmul import ErrorLayout, MatmulUnit
-from .unpack import ROM, TritUnpacker
+from .params import check_positive_int
+from .unpack import ROM, TritUnpacker, WordDecoder
 
 __all__ = ["LayerEngine", "LayerMapping", "SparseLayerMapping", "bytes_per_beat",
+           "result_cycles", "MAX_TOKENS", "PACKINGS",
            "check_layer_shape", "layer_cycles", "weight_beat_bytes", "WEIGHT_ORDERS",
            "ROWS_ORDER", "COLUMNS_ORDER", "DEFAULT_LANES", "DEFAULT_ROWS"]
 
@@ -38,6 +43,8 @@ __all__ = ["LayerEngine", "LayerMapping", "SparseLayerMapping", "bytes_per_beat"
 #: (the dense dataflow), or ``lanes`` stored columns (the sparse dataflow).
 ROWS_ORDER, COLUMNS_ORDER = "rows", "columns"
 WEIGHT_ORDERS = (ROWS_ORDER, COLUMNS_ORDER)
+#: The most tokens that may share a weight beat (``LayerEngine(tokens=...)``).
+MAX_TOKENS = 256
 
 
 def weight_beat_bytes(lanes, rows, weight_order=ROWS_ORDER):
@@ -51,11 +58,25 @@ def weight_beat_bytes(lanes, rows, weight_order=ROWS_ORDER):
                      f"not {weight_order!r}")
 
 
+def result_cycles(arrivals, latency, interval=1):
+    """The cycle each result vector leaves the unit, given the cycle each one's last
+    beat transfers (``arrivals``, in order): ``C_n = max(A_n + latency, C_{n-1} +
+    interval)``, with ``interval`` the cycles the output stage takes per vector."""
+    a = np.asarray(arrivals, dtype=np.int64)
+    steps = np.arange(len(a), dtype=np.int64) * interval
+    return np.maximum.accumulate(a - steps) + steps + latency
+
+
 @dataclass(frozen=True)
 class LayerMapping(LayerTiling):
     """:class:`model.mapping.LayerTiling` (tiles, beats, bytes) on a built engine: with
     its pipeline (``levels_per_stage``, ``output_stage``) and ``max_beats``, the RTL's
     latency and the cycle model. The RTL driver, ``hw perf`` and the reports use it.
+
+    With weight reuse (``batch`` T > 1) or a weight port (``port_bits``) the engine
+    assembles each beat from its port words and applies it to the batch's tokens on
+    consecutive cycles (:class:`LayerEngine`); the tokens run in batches of T, and a
+    last smaller batch is a run of its own.
 
     Raises
     ------
@@ -66,6 +87,8 @@ class LayerMapping(LayerTiling):
     levels_per_stage: int = 1
     output_stage: bool = True
     max_beats: int = None
+    #: Rows the output stage rescales per cycle (None: all of them).
+    output_rows: int = field(default=None, kw_only=True)
 
     @property
     def latency(self):
@@ -73,10 +96,65 @@ class LayerMapping(LayerTiling):
         return unit_latency(self.lanes, self.levels_per_stage, self.output_stage)
 
     @property
+    def output_interval(self):
+        """Cycles of the output stage per result vector."""
+        if self.output_rows is None or not self.output_stage:
+            return 1
+        return self.rows // self.output_rows
+
+    @property
+    def assembled(self):
+        """Whether the engine assembles beats from port words (reuse or a port width)."""
+        return self.batch > 1 or self.port_bits is not None
+
+    @property
+    def beat_period(self):
+        """Cycles per weight beat of a batch of ``size`` tokens: max(W, size)."""
+        return max(self.port_words_per_beat, self.batch)
+
+    def run_arrivals(self, size, batches):
+        """Unstalled transfer cycles of the last beats of one run's result vectors
+        (``batches`` batches of ``size`` tokens; cycle 0 is the run's first transfer),
+        in result order: batch, tile, token.
+
+        Without reuse or a port the engine takes one beat per clock, tiles and tokens
+        back to back. With them, the beat register is loaded as the last port word of
+        a beat arrives: beat ``k``'s ``size`` uses are at ``W + k * max(W, size) + j``.
+        """
+        beats = self.col_beats
+        vectors = np.arange(batches * self.row_tiles, dtype=np.int64)
+        if not self.assembled:
+            return (vectors + 1) * beats - 1
+        words = self.port_words_per_beat
+        last_beats = (vectors + 1) * beats - 1
+        period = max(words, size)
+        return (words + last_beats[:, None] * period
+                + np.arange(size, dtype=np.int64)[None, :]).reshape(-1)
+
+    @property
+    def runs(self):
+        """``(size, batches)`` of each run: the full batches, then the remainder."""
+        if not self.assembled:
+            return ((self.tokens, 1),)
+        full, rest = divmod(self.tokens, self.batch)
+        return tuple(run for run in ((self.batch, full), (rest, 1)) if run[0] and run[1])
+
+    def run_cycles(self, size, batches):
+        """Cycles of one run, from its first transfer to its last result, no stall."""
+        if not self.assembled:
+            arrivals = self.run_arrivals(1, size)
+        else:
+            arrivals = self.run_arrivals(size, batches)
+        return int(result_cycles(arrivals, self.latency, self.output_interval)[-1]) + 1
+
+    @property
     def cycles(self):
-        """The cycle model: from the first beat to the last result, no stall. One beat
-        per clock; tile and token switches cost nothing; then the unit's latency."""
-        return self.beats + self.latency
+        """The cycle model: from the first transfer to the last result, no stall,
+        summed over the runs (:attr:`runs`). Without reuse or a port: one beat per
+        clock, tile and token switches free, then the unit's latency."""
+        if not self.assembled and self.output_interval == 1:
+            return self.beats + self.latency
+        return sum(self.run_cycles(size, batches) for size, batches in self.runs)
 
 
 @dataclass(frozen=True)
@@ -134,8 +212,23 @@ def layer_cycles(out_features, in_features, tokens, *, lanes, rows, levels_per_s
 
 
 class LayerEngine(wiring.Component):
-    """A :class:`TritUnpacker` in front of a ternary :class:`MatmulUnit` (with the
-    output stage by default).
+    """Weight decoders in front of a ternary :class:`MatmulUnit` (with the output stage
+    by default).
+
+    Two front ends:
+
+    * **Whole beats** (``tokens=1``, no ``weight_port_bits``: the default, today's
+      engine): a :class:`TritUnpacker` decodes a whole base-3 beat a cycle, straight
+      into the unit.
+    * **Assembled beats** (``tokens > 1`` or a ``weight_port_bits``): a
+      :class:`WordDecoder` sized to the port decodes one port word a cycle into a
+      staging register; the beat's last word loads the beat register (with the staged
+      words) when it is free, and the beat is applied to ``tokens`` activation beats on
+      consecutive cycles (the batch's tokens, interleaved on the unit's accumulator
+      bank of ``tokens`` x ``rows`` sums: :class:`MatmulUnit` ``acc_tiles``). Each
+      token's results leave through the output stage with its own ``(scale, shift)``.
+      Weights are read once per batch. A beat of W words needs ``max(W, n)`` cycles for
+      ``n`` tokens (:class:`LayerMapping`).
 
     Parameters
     ----------
@@ -149,9 +242,9 @@ class LayerEngine(wiring.Component):
     weight_order : str
         ``"rows"`` (the default): a beat's ``rows x lanes`` codes row-major, packed 5 per
         byte across the beat; ``"columns"``: ``lanes`` columns of ``packed_length(rows)``
-        bytes each (the sparse dataflow, :mod:`model.sparse`).
+        bytes each (the sparse dataflow, :mod:`model.sparse`; whole beats only).
     decoder : str
-        The unpacker's byte decoder (:class:`TritUnpacker`): ``"rom"`` (the default, the
+        The base-3 byte decoder (:class:`TritUnpacker`): ``"rom"`` (the default, the
         smaller and faster one in ``make bench-area``) or ``"mulshift"``.
     output_stage : bool
         Rescale each result to ``OUT_WIDTH`` bits with the token's ``(scale, shift)``
@@ -160,36 +253,82 @@ class LayerEngine(wiring.Component):
     acc_tiles : int, optional
         The unit's accumulator bank (:class:`MatmulUnit`): up to ``acc_tiles`` row tiles
         interleaved beat by beat (the beat-major order of :mod:`model.sparse`), with
-        the ``tiles`` port.
+        the ``tiles`` port. Whole beats only.
+    tokens : int
+        T, the most tokens that share each weight beat (1 to 256; default 1).
+    weight_port_bits : int, optional
+        Width of the weight port in bits (a multiple of 8, e.g. a 64-, 128- or 256-bit
+        memory bus); None: a whole beat per word.
+    packing : str
+        The port words' packing (:data:`model.mapping.PACKINGS`): ``"base3"`` (5 trits a
+        byte, the default), ``"3in5"`` (3 trits in 5 bits) or ``"2bit"`` (lane codes).
+        Assembled beats only, except ``"base3"``.
 
     Attributes
     ----------
     act : stream, in
         As :class:`MatmulUnit` ``act`` (with ``scale`` and ``shift`` when
-        ``output_stage``).
+        ``output_stage``). With reuse, for each beat the batch's tokens in order.
     wgt : stream, in
-        Payload ``ArrayLayout(unsigned(8), weight_beat_bytes(lanes, rows, weight_order))``:
-        the beat's codes packed by :func:`model.encoding.pack_trits`, row-major over the
-        beat, or column by column (:func:`model.sparse.pack_columns`).
+        Whole beats: payload ``ArrayLayout(unsigned(8), weight_beat_bytes(...))``, the
+        beat's codes packed by :func:`model.encoding.pack_trits`, row-major over the
+        beat, or column by column (:func:`model.sparse.pack_columns`). Assembled: one
+        port word of ``weight_port_bits // 8`` bytes (:func:`model.encoding.pack_words`
+        of the beat's row-major codes, W words a beat).
     res : stream, out
         ``rows`` results (``OUT_WIDTH`` bits, or accumulators without the output stage).
     error : Signal(ErrorLayout), out
-        ``code``: an invalid packed byte (243..255) was received; ``overflow`` as in
-        the unit.
+        ``code``: an invalid packed code was received (decoded as zero weights);
+        ``overflow`` as in the unit.
     tiles : Signal, in
         With ``acc_tiles``: as the unit's ``tiles``.
+    batch : Signal(range(tokens + 1)), in
+        With ``tokens > 1``: the tokens of the current batch, 1..T (0 counts as 1);
+        held for a whole run.
     """
 
     def __init__(self, *, lanes, rows, max_beats=1024, levels_per_stage=1, fabric=GENERIC,
                  decoder=ROM, output_stage=True, weight_order=ROWS_ORDER,
-                 act_width=ACT_WIDTH, acc_tiles=None):
-        self._beat_bytes = weight_beat_bytes(lanes, rows, weight_order)
+                 act_width=ACT_WIDTH, acc_tiles=None, tokens=1, weight_port_bits=None,
+                 packing=BASE3):
+        check_packing(packing)
+        self._tokens = check_positive_int("tokens", tokens)
+        if self._tokens > MAX_TOKENS:
+            raise ValueError(f"tokens must be at most {MAX_TOKENS}, not {tokens}")
+        port_words_per_beat(1, packing, weight_port_bits)    # checks the port width
+        self._port_bits = weight_port_bits
+        self._packing = packing
+        self._assembled = self._tokens > 1 or weight_port_bits is not None
+        if self._assembled:
+            if weight_order != ROWS_ORDER:
+                raise ValueError("weight_order='columns' (the sparse dataflow) takes whole "
+                                 "beats: no tokens > 1 or weight_port_bits")
+            if acc_tiles is not None:
+                raise ValueError("acc_tiles (the sparse dataflow's bank) and tokens > 1 or "
+                                 "weight_port_bits do not combine: the bank holds the "
+                                 "batch's tokens")
+        elif packing != BASE3:
+            raise ValueError(f"packing {packing!r} needs assembled beats: give "
+                             f"weight_port_bits (or tokens > 1)")
         self._weight_order = weight_order
+        bank = self._tokens if self._tokens > 1 else acc_tiles
         self._unit = MatmulUnit(lanes=lanes, rows=rows, weight_mode=TERNARY,
                                 output_stage=output_stage, max_beats=max_beats,
                                 levels_per_stage=levels_per_stage, fabric=fabric,
-                                act_width=act_width, acc_tiles=acc_tiles)
-        self._unpacker = TritUnpacker(bytes_per_beat=self._beat_bytes, decoder=decoder)
+                                act_width=act_width, acc_tiles=bank)
+        codes = self._unit.rows * self._unit.lanes
+        if self._assembled:
+            self._word_bits = (beat_port_bits(codes, packing) if weight_port_bits is None
+                               else weight_port_bits)
+            self._words = port_words_per_beat(codes, packing, weight_port_bits)
+            self._beat_bytes = self._word_bits // 8
+            self._unpacker = WordDecoder(packing=packing, port_bits=self._word_bits,
+                                         decoder=decoder)
+        else:
+            self._words = 1
+            self._beat_bytes = weight_beat_bytes(lanes, rows, weight_order)
+            self._word_bits = 8 * self._beat_bytes
+            self._unpacker = TritUnpacker(bytes_per_beat=self._beat_bytes, decoder=decoder)
         ports = {
             "act": In(stream.Signature(self._unit.act_layout)),
             "wgt": In(stream.Signature(data.ArrayLayout(unsigned(8), self._beat_bytes))),
@@ -198,6 +337,8 @@ class LayerEngine(wiring.Component):
         }
         if acc_tiles is not None:
             ports["tiles"] = In(range(acc_tiles + 1))
+        if self._tokens > 1:
+            ports["batch"] = In(range(self._tokens + 1))
         super().__init__(ports)
 
     @property
@@ -221,7 +362,30 @@ class LayerEngine(wiring.Component):
         return self._unit.act_width
 
     @property
+    def tokens(self):
+        """T: the most tokens that share a weight beat."""
+        return self._tokens
+
+    @property
+    def packing(self):
+        return self._packing
+
+    @property
+    def weight_port_bits(self):
+        """The port width in bits (the whole beat's word without ``weight_port_bits``)."""
+        return self._word_bits
+
+    @property
+    def port_words_per_beat(self):
+        return self._words
+
+    @property
+    def assembled(self):
+        return self._assembled
+
+    @property
     def weight_beat_bytes(self):
+        """Bytes of one word of the ``wgt`` stream (a whole beat, or a port word)."""
         return self._beat_bytes
 
     def elaborate(self, platform):
@@ -231,6 +395,10 @@ class LayerEngine(wiring.Component):
         wiring.connect(m, wiring.flipped(self.act), unit.act)
         wiring.connect(m, wiring.flipped(self.res), unit.res)
         wiring.connect(m, wiring.flipped(self.wgt), unpacker.i)
+        m.d.comb += self.error.overflow.eq(unit.error.overflow)
+        if self._assembled:
+            self._assemble(m, unit, unpacker)
+            return m
         if self._unit.acc_tiles is not None:
             m.d.comb += unit.tiles.eq(self.tiles)
         codes = unit.rows * unit.lanes
@@ -249,6 +417,51 @@ class LayerEngine(wiring.Component):
             unit.wgt.valid.eq(unpacker.o.valid),
             unpacker.o.ready.eq(unit.wgt.ready),
             self.error.code.eq(unit.error.code | unpacker.invalid),
-            self.error.overflow.eq(unit.error.overflow),
         ]
         return m
+
+    def _assemble(self, m, unit, decoder):
+        """Port words -> staging register -> beat register, held for the batch."""
+        codes = unit.rows * unit.lanes
+        words, per_word = self._words, len(decoder.o.payload)
+        word_width = 2 * per_word
+        staged = [Signal(word_width, name=f"staged{w}") for w in range(words - 1)]
+        slot = Signal(range(max(words, 2)), name="word_slot")
+        beat = Signal(2 * codes, name="beat")
+        full = Signal(name="beat_full")
+        uses = Signal(range(self._tokens + 1), name="beat_uses")
+        if self._tokens > 1:
+            batch = Signal(range(self._tokens + 1), name="batch_tokens")
+            m.d.comb += [batch.eq(Mux(self.batch == 0, 1, self.batch)),
+                         unit.tiles.eq(batch)]
+        else:
+            batch = 1
+        used = Signal(name="beat_used")       # the beat's last use transfers now
+        m.d.comb += used.eq(full & unit.wgt.ready & (uses + 1 >= batch))
+        last_word = slot == words - 1
+        m.d.comb += decoder.o.ready.eq(~last_word | ~full | used)
+        take = decoder.o.valid & decoder.o.ready
+        word = decoder.o.payload.as_value()
+        with m.If(take):
+            with m.If(last_word):
+                m.d.sync += [slot.eq(0), full.eq(1), uses.eq(0),
+                             beat.eq(Cat(*staged, word)[:2 * codes])]
+            with m.Else():
+                m.d.sync += slot.eq(slot + 1)
+                for w, register in enumerate(staged):
+                    with m.If(slot == w):
+                        m.d.sync += register.eq(word)
+        with m.If(~(take & last_word)):
+            with m.If(used):
+                m.d.sync += [full.eq(0), uses.eq(0)]
+            with m.Elif(full & unit.wgt.ready):
+                m.d.sync += uses.eq(uses + 1)
+        # a word with an invalid code: sticky, like the unit's flag
+        invalid = Signal(name="word_invalid")
+        with m.If(take & decoder.invalid):
+            m.d.sync += invalid.eq(1)
+        m.d.comb += [
+            unit.wgt.valid.eq(full),
+            unit.wgt.payload.as_value().eq(beat),
+            self.error.code.eq(unit.error.code | invalid),
+        ]

@@ -82,8 +82,8 @@ def add_parser(subparsers):
 
 
 def run(parser, args):
-    from .cli import (act_width_suffix, engine_from_args, engine_suffix,
-                      unit_from_args, unit_kwargs)
+    from .cli import (act_width_suffix, engine_from_args, engine_kwargs, engine_only_given,
+                      engine_suffix, unit_from_args, unit_kwargs)
     from .lanes import GENERIC, DotProduct
     if args.freq <= 0:
         parser.error(f"--freq must be positive, not {args.freq}")
@@ -92,8 +92,9 @@ def run(parser, args):
                      f"synthesized for --target {args.target}")
     if args.lane_group and args.engine:
         parser.error("--lane-group and --engine exclude each other")
-    if not args.engine and (args.weight_order != "rows" or args.acc_tiles is not None):
-        parser.error("--weight-order and --acc-tiles are engine parameters: add --engine")
+    if not args.engine and engine_only_given(args):
+        parser.error("--weight-order, --acc-tiles, --tokens, --weight-port-bits and "
+                     "--packing are engine parameters: add --engine")
     if args.lane_group:
         try:
             design = DotProduct(lanes=args.lanes, weight_mode=args.weight_mode,
@@ -120,8 +121,7 @@ def run(parser, args):
                           config={"component": "DotProduct" if args.lane_group else
                                   "LayerEngine" if args.engine else "MatmulUnit",
                                   **unit_kwargs(args),
-                                  **({"weight_order": args.weight_order,
-                                      "acc_tiles": args.acc_tiles} if args.engine else {})},
+                                  **(engine_kwargs(args) if args.engine else {})},
                           log=lambda message: print(message, file=sys.stderr, flush=True))
     except ToolError as error:
         print(f"python -m hw synth: {error}", file=sys.stderr)

@@ -25,6 +25,19 @@ def unit_params(unit):
             "act_width": unit.act_width, "acc_tiles": unit.acc_tiles}
 
 
+def _engine_description(top):
+    """The engine's own parameters and its weight port, for the sidecar (none for a
+    unit)."""
+    engine = getattr(top, "engine", top)
+    if not hasattr(engine, "weight_order"):
+        return {}
+    return {"weight_order": engine.weight_order, "tokens": engine.tokens,
+            "packing": engine.packing, "weight_port_bits": engine.weight_port_bits,
+            "weight_word_bytes": engine.weight_beat_bytes,
+            "port_words_per_beat": engine.port_words_per_beat,
+            "assembled_beats": engine.assembled}
+
+
 def generate(unit, name=DEFAULT_NAME):
     """Verilog text of ``unit`` with top-level module ``name``."""
     return verilog.convert(unit, name=name, emit_src=False)
@@ -50,7 +63,7 @@ def sidecar(top, unit, name, *, axis):
         "axis": axis,
         "component": type(top).__name__,
         "config": unit_params(unit),
-        **({"weight_order": top.weight_order} if hasattr(top, "weight_order") else {}),
+        **_engine_description(top),
         "act_width": unit.act_width,
         "acc_width": unit.acc_width,
         "result_width": unit.res_width,
@@ -93,8 +106,10 @@ def run(parser, args):
     if args.engine:
         from .cli import engine_from_args
         if args.axis:
-            parser.error("--axis wraps the unit; it does not apply to --engine")
-        top = engine_from_args(parser, args)
+            from .axis import AxisEngine
+            top = engine_from_args(parser, args, AxisEngine)
+        else:
+            top = engine_from_args(parser, args)
         unit = top.unit
     elif args.axis:
         from .axis import AxisMatmul

@@ -27,6 +27,30 @@ Packed storage
 Five trits per byte, ``byte = sum_i t_i * 3**i`` with ``t_i = w_i + 1`` in {0, 1, 2},
 so valid bytes are 0..242 and 243..255 are invalid. 1.6 bits per weight.
 
+Memory port words
+-----------------
+The weight memory port delivers words of ``port_bits`` bits (a multiple of 8), given as
+``port_bits // 8`` bytes, bit ``i`` of the word being bit ``i % 8`` of byte ``i // 8``.
+A word is a row of *groups*, group ``g`` at the bits ``[g * b, (g + 1) * b)``, each
+holding ``k`` lane codes (code ``c`` of the group is code ``g * k + c`` of the word).
+Three packings (:data:`PACKINGS`, compared by ``make bench-packing``):
+
+=========  ====  ===  ===========================================  ==============
+packing    b     k    group value                                  bits / weight
+=========  ====  ===  ===========================================  ==============
+``base3``  8     5    ``sum_i t_i * 3**i``, ``t_i = w_i + 1``      1.6
+``3in5``   5     3    ``t_0 + 3 t_1 + 9 t_2``, ``t_i = w_i + 1``   5/3
+``2bit``   2     1    the lane code itself                         2
+=========  ====  ===  ===========================================  ==============
+
+``base3`` is :func:`pack_trits` byte for byte; ``3in5`` keeps its digit order (trit 0
+least significant). Invalid groups: base3 values 243..255 and 3in5 values 27..31
+decode as zero weights and raise the word's invalid flag; a 2bit word passes
+:data:`CODE_INVALID` through unchanged (the matmul unit flags it) and has no flag of its
+own. The top ``port_bits % 5`` bits of a 3in5 word hold no group: :func:`pack_words`
+writes them 0 and every decoder ignores them. A word is filled from code 0 up; the last
+word of a vector is padded with zero weights.
+
 int4 activations
 ----------------
 BitNet a4.8's int4 activations (-8..7) travel two per byte: the even-indexed value in
@@ -52,6 +76,10 @@ __all__ = [
     "HF_CODES_PER_BYTE", "pack_hf_2bit", "unpack_hf_2bit",
     "INT4_PER_BYTE", "int4_packed_length", "pack_int4",
     "unpack_int4",
+    "BASE3", "TRITS3_IN5", "CODES2", "PACKINGS", "DEFAULT_PACKING",
+    "check_packing", "check_port_bits", "group_bits", "codes_per_group",
+    "codes_per_word", "bits_per_weight", "words_for",
+    "pack_words", "decode_words", "unpack_words",
 ]
 
 #: Bits of one ternary lane code.
@@ -459,3 +487,252 @@ def unpack_int4(packed, count):
         raise ValueError("the padding nibble of an odd count must be 0")
     values = nibbles[:count]
     return (values - ((values & 0x8) << 1)).astype(np.int8)
+
+
+# Memory port words (the module docstring's "Memory port words") -------------------------
+
+BASE3, TRITS3_IN5, CODES2 = "base3", "3in5", "2bit"
+#: Every packing of a memory port word.
+PACKINGS = (BASE3, TRITS3_IN5, CODES2)
+#: The engine's packing.
+DEFAULT_PACKING = BASE3
+
+#: (bits, lane codes) of one group of each packing.
+_GROUPS = {BASE3: (8, TRITS_PER_BYTE), TRITS3_IN5: (5, 3), CODES2: (TERNARY_CODE_WIDTH, 1)}
+
+
+def check_packing(packing):
+    """Return ``packing`` if it is one of :data:`PACKINGS`.
+
+    Raises
+    ------
+    ValueError
+        Otherwise; the message lists the packings.
+    """
+    if not isinstance(packing, str) or packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {', '.join(PACKINGS)}, not {packing!r}")
+    return packing
+
+
+def check_port_bits(port_bits):
+    """Return ``port_bits`` (as ``int``) if it is a positive multiple of 8.
+
+    Every packing fits a port of 8 bits or more (a 3in5 byte holds one group).
+
+    Raises
+    ------
+    TypeError
+        If ``port_bits`` is not an integer (``bool`` is refused too).
+    ValueError
+        If it is not a positive multiple of 8.
+    """
+    if isinstance(port_bits, bool) or not isinstance(port_bits, (int, np.integer)):
+        raise TypeError(f"port_bits must be a positive integer multiple of 8, not "
+                        f"{port_bits!r}")
+    if port_bits < 8 or port_bits % 8:
+        raise ValueError(f"port_bits must be a positive multiple of 8, not {port_bits}")
+    return int(port_bits)
+
+
+def group_bits(packing):
+    """Bits of one group of ``packing``: base3 8, 3in5 5, 2bit 2."""
+    return _GROUPS[check_packing(packing)][0]
+
+
+def codes_per_group(packing):
+    """Lane codes (weights) in one group of ``packing``: base3 5, 3in5 3, 2bit 1."""
+    return _GROUPS[check_packing(packing)][1]
+
+
+def codes_per_word(packing, port_bits):
+    """Lane codes in one ``port_bits``-bit word of ``packing``.
+
+    base3 ``5 * (port_bits // 8)``, 3in5 ``3 * (port_bits // 5)`` (the top
+    ``port_bits % 5`` bits unused), 2bit ``port_bits // 2``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`check_packing` and :func:`check_port_bits`.
+    """
+    return codes_per_group(packing) * (check_port_bits(port_bits) // group_bits(packing))
+
+
+def bits_per_weight(packing):
+    """Memory bits per weight of ``packing`` on an unbounded port (no unused bits, no
+    padding): base3 1.6, 3in5 5/3, 2bit 2.0."""
+    return group_bits(packing) / codes_per_group(packing)
+
+
+def words_for(count, packing, port_bits):
+    """Port words that hold ``count`` weights: ``ceil(count / codes_per_word)``.
+
+    Raises
+    ------
+    ValueError
+        If ``count`` is not a non-negative integer (or as :func:`codes_per_word`).
+    """
+    per_word = codes_per_word(packing, port_bits)
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise ValueError(f"count must be a non-negative integer, not {count!r}")
+    return -(-int(count) // per_word)
+
+
+def pack_words(weights, packing, port_bits):
+    """Pack ternary weights into memory port words.
+
+    Parameters
+    ----------
+    weights : array_like of int, 1-D
+        Weights in {-1, 0, +1}; weight ``n`` is code ``n % codes_per_word`` of word
+        ``n // codes_per_word``.
+    packing : str
+        One of :data:`PACKINGS`.
+    port_bits : int
+        Word width, a positive multiple of 8.
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shape (words_for(len(weights)), port_bits // 8)
+        The words, little-endian bytes. The last word is padded with zero weights; the
+        bits no group covers (3in5's top ``port_bits % 5``) are 0.
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` is not 1-D or not ternary, or on a bad ``packing``.
+    TypeError
+        On a ``port_bits`` that is not an integer.
+    """
+    per_word = codes_per_word(packing, port_bits)
+    w = check_ternary(weights)
+    if w.ndim != 1:
+        raise ValueError(f"weights must be 1-D, not shape {w.shape}")
+    bits, codes = _GROUPS[packing]
+    words = words_for(w.size, packing, port_bits)
+    w = np.concatenate([w, np.zeros(words * per_word - w.size, dtype=np.int8)])
+    groups = w.reshape(words, per_word // codes, codes)
+    if packing == CODES2:
+        values = encode_lane_codes(groups[..., 0]).astype(np.int64)
+    else:
+        values = ((groups.astype(np.int64) + 1) * 3 ** np.arange(codes)).sum(axis=-1)
+    used = values.shape[1] * bits
+    word_bits = np.zeros((words, port_bits), dtype=np.uint8)
+    word_bits[:, :used] = ((values[..., None] >> np.arange(bits)) & 1).reshape(words, used)
+    return np.packbits(word_bits, axis=1, bitorder="little")
+
+
+def _group_values(words, packing, port_bits):
+    """(words, groups) int64: the value of every group of every word."""
+    check_packing(packing)
+    port_bits = check_port_bits(port_bits)
+    b = _as_integer_array(words, "words")
+    width = port_bits // 8
+    if b.ndim != 2 or b.shape[1] != width:
+        raise ValueError(f"words of a {port_bits}-bit port must have shape (words, {width}), "
+                         f"not {b.shape}")
+    if np.any((b < 0) | (b > 255)):
+        raise ValueError("word bytes must be in 0..255")
+    bits = np.unpackbits(b.astype(np.uint8), axis=1, bitorder="little")
+    size = group_bits(packing)
+    groups = port_bits // size
+    fields = bits[:, :groups * size].reshape(len(b), groups, size).astype(np.int64)
+    return (fields << np.arange(size)).sum(axis=-1)
+
+
+def _decode_groups(values, packing):
+    """Lane codes (..., codes per group) and invalid mask (...) of group values, invalid
+    base-3 groups as zero codes, 2bit codes as stored."""
+    if packing == CODES2:
+        return values[..., None].astype(np.uint8), values == CODE_INVALID
+    codes = codes_per_group(packing)
+    invalid = values >= 3 ** codes
+    trits = (values[..., None] // 3 ** np.arange(codes)) % 3
+    return encode_lane_codes(np.where(invalid[..., None], 0, trits - 1)), invalid
+
+
+def decode_words(words, packing, port_bits):
+    """Lane codes and invalid flags of port words: what the RTL's word decoder emits
+    (:class:`hw.unpack.WordDecoder`).
+
+    Parameters
+    ----------
+    words : array_like of int, shape (words, port_bits // 8)
+        Bytes 0..255.
+    packing : str
+        One of :data:`PACKINGS`.
+    port_bits : int
+        Word width, a positive multiple of 8.
+
+    Returns
+    -------
+    codes : numpy.ndarray of uint8, shape (words, codes_per_word)
+        Lane codes. base3 and 3in5: an invalid group gives :data:`CODE_ZERO` codes.
+        2bit: the codes as stored, :data:`CODE_INVALID` included.
+    invalid : numpy.ndarray of bool, shape (words,)
+        base3 and 3in5: the word holds an invalid group. 2bit: always false (the matmul
+        unit flags :data:`CODE_INVALID` itself).
+
+    Raises
+    ------
+    ValueError
+        On a bad shape, a byte outside 0..255 or a bad ``packing``.
+    """
+    values = _group_values(words, packing, port_bits)
+    codes, invalid = _decode_groups(values, packing)
+    flag = invalid.any(axis=1) if packing != CODES2 else np.zeros(len(values), dtype=bool)
+    return codes.reshape(len(values), -1), flag
+
+
+def _invalid_message(packing, value, word, group):
+    bits, codes = _GROUPS[packing]
+    span = f"bits {group * bits}..{(group + 1) * bits - 1}"
+    if packing == CODES2:
+        return f"invalid lane code 0b10 at word {word}, code {group} ({span})"
+    name = "byte" if packing == BASE3 else "group"
+    first = group * codes
+    return (f"invalid {packing} {name} value {value} (valid: 0..{3 ** codes - 1}) at word "
+            f"{word}, {name} {group} ({span}, codes {first}..{first + codes - 1})")
+
+
+def unpack_words(words, packing, port_bits, count=None, *, strict=True):
+    """Unpack port words into ternary weights (inverse of :func:`pack_words`).
+
+    Parameters
+    ----------
+    words : array_like of int, shape (words, port_bits // 8)
+        Bytes 0..255.
+    packing : str
+        One of :data:`PACKINGS`.
+    port_bits : int
+        Word width, a positive multiple of 8.
+    count : int, optional
+        Weights to return (default: every code of every word).
+    strict : bool
+        If true, an invalid code anywhere in ``words`` (padding included) raises. If
+        false it decodes to zero weights, as the hardware does (a base3 or 3in5 invalid
+        group gives zero weights for all its codes).
+
+    Returns
+    -------
+    numpy.ndarray of int8, shape (count,)
+
+    Raises
+    ------
+    ValueError
+        On an invalid code when ``strict`` (the message names the first: its word, its
+        group or code and bits), a ``count`` the words cannot hold, or as
+        :func:`decode_words`.
+    """
+    values = _group_values(words, packing, port_bits)
+    codes, invalid = _decode_groups(values, packing)
+    total = codes.size
+    if count is None:
+        count = total
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or \
+            not 0 <= count <= total:
+        raise ValueError(f"count must be an integer in 0..{total}, not {count!r}")
+    if strict and np.any(invalid):
+        word, group = (int(i) for i in np.argwhere(invalid)[0])
+        raise ValueError(_invalid_message(packing, int(values[word, group]), word, group))
+    return decode_lane_codes(codes.reshape(-1)[:count], strict=False)

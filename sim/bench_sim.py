@@ -6,6 +6,13 @@ By default one block (its seven projections, one token) on the memory-played har
 (``--bench memory``, :mod:`sim.tb_harness`); ``--layers 30`` runs a whole token's
 linear layers, each layer with weights of its own; ``--bench cycle`` runs the per-cycle
 cocotb bench instead, for comparison. ``--idle``/``--backpressure`` add random stalls.
+
+Weight reuse (``--reuse T``, with ``--weight-port-bits`` and ``--packing``): the engine
+applies each weight beat to T tokens, so a prompt of ``--tokens`` tokens reads the
+weights ``ceil(tokens / T)`` times (``make bench-prefill``: 16 tokens, T = 16, a
+128-bit port). The summary then says whether the block is compute-bound at the
+memory bandwidth ``--bandwidth`` with the clock ``--fmax``: a projection from the
+simulated cycles, labelled as one.
 """
 
 import argparse
@@ -19,7 +26,10 @@ from model.bitlinear import BitLinearResult, bitlinear_reference
 from model.quant import quantize_activations
 from model.shapes import get_model
 
-from .layer import BENCHES, MEMORY_BENCH, EngineConfig, EngineSession, run_layer
+from model.mapping import BASE3, PACKINGS
+
+from .layer import (BENCHES, MEMORY_BENCH, EngineConfig, EngineSession, HarnessConfig,
+                    run_layer)
 
 
 def frac_bits_for(result):
@@ -94,7 +104,21 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--build-dir", default=None,
                         help="where the engine is built (default build/sim)")
+    parser.add_argument("--reuse", type=positive, default=1, metavar="T",
+                        help="the engine's weight reuse: each weight beat applied to up "
+                             "to T tokens (default 1)")
+    parser.add_argument("--weight-port-bits", type=positive, default=None, metavar="BITS",
+                        help="width of the engine's weight port (default: a whole beat)")
+    parser.add_argument("--packing", choices=PACKINGS, default=BASE3,
+                        help="packing of the port's words (default: %(default)s)")
+    parser.add_argument("--bandwidth", type=float, default=3.2, metavar="GBPS",
+                        help="DRAM bandwidth of the compute-bound check (default 3.2)")
+    parser.add_argument("--fmax", type=float, default=None, metavar="MHZ",
+                        help="engine clock of the compute-bound check (default: the "
+                             "ecp5-ddr3 preset's clock, hw.platforms)")
     args = parser.parse_args(argv)
+    if args.bandwidth <= 0 or (args.fmax is not None and args.fmax <= 0):
+        parser.error("--bandwidth and --fmax must be positive")
     try:
         shape = get_model(args.model)
     except ValueError as error:
@@ -107,22 +131,41 @@ def main(argv=None):
             parser.error(f"unknown projection {sorted(unknown)[0]!r}")
         projections = [p for p in projections if p.name in args.only]
     longest = max(p.in_features for p in projections)
-    config = EngineConfig(lanes=args.lanes, rows=args.rows,
-                          max_beats=max(1, -(-longest // args.lanes)))
-    for p in projections:
-        try:
+    try:
+        config = EngineConfig(lanes=args.lanes, rows=args.rows,
+                              max_beats=max(1, -(-longest // args.lanes)),
+                              tokens=args.reuse, weight_port_bits=args.weight_port_bits,
+                              packing=args.packing)
+        config.build()
+        for p in projections:
             config.mapping(p.out_features, p.in_features)
-        except ValueError as error:
-            parser.error(f"{p.name}: {error}")
+    except ValueError as error:
+        parser.error(str(error))
+    mappings = {p.name: config.mapping(p.out_features, p.in_features, args.tokens)
+                for p in projections}
+    # the memories hold the largest layer's streams (port words can outnumber beats)
+    largest = max(mappings.values(), key=lambda m: m.weight_beats)
+    words = largest.row_tiles * largest.col_beats * largest.port_words_per_beat
+    defaults = HarnessConfig()
+    harness = HarnessConfig(act_depth=max(defaults.act_depth,
+                                          args.tokens * max(m.col_beats
+                                                            for m in mappings.values())),
+                            wgt_depth=max(defaults.wgt_depth, 1 << (words - 1).bit_length()),
+                            res_depth=max(defaults.res_depth,
+                                          max(m.result_words for m in mappings.values())))
     stalls = (f", idle {args.idle:.0%}, backpressure {args.backpressure:.0%}"
               if args.idle or args.backpressure else "")
+    reuse = (f", weight reuse T={config.tokens}" if config.tokens > 1 else "") + \
+        (f", {config.weight_port_bits}-bit weight port ({config.packing})"
+         if config.weight_port_bits else "")
     print(f"engine K={config.lanes} M={config.rows} ({config.lanes * config.rows} MACs/cycle),"
-          f" latency {config.latency}; {shape.name}, {args.layers} block(s), "
+          f" latency {config.latency}{reuse}; {shape.name}, {args.layers} block(s), "
           f"{args.tokens} token(s), {args.bench} bench{stalls}", flush=True)
     started = time.monotonic()
     session = EngineSession(config, bench=args.bench, idle=args.idle,
                             backpressure=args.backpressure, seed=args.seed + 1,
-                            build_root=args.build_dir)
+                            build_root=args.build_dir,
+                            harness=harness if args.bench == MEMORY_BENCH else None)
     session.start()   # one simulator process serves every projection
     phases = session.build_phases
     print(f"build: {session.build_seconds:.1f} s (generate {phases['generate']:.1f} s, "
@@ -185,6 +228,19 @@ def main(argv=None):
         print(row(p.name, f"{p.out_features} x {p.in_features}", [t]))
     label = "**block**" if args.layers == 1 else f"**{args.layers} blocks**"
     print(row(label, "", list(totals.values())))
+    cycles = sum(t["cycles"] for t in totals.values())
+    if cycles:
+        from hw.platforms import get_platform
+        fmax = args.fmax or get_platform("ecp5-ddr3").fallback_clock_mhz
+        moved = args.layers * sum(m.weight_bytes for m in mappings.values())
+        passes = {m.batches for m in mappings.values()}.pop()
+        compute_s, memory_s = cycles / (fmax * 1e6), moved / (args.bandwidth * 1e9)
+        print(f"\nweights read {passes} time(s) for {args.tokens} token(s): "
+              f"{moved / 1e6:,.2f} MB ({moved / max(1, cycles):.2f} B/cycle); "
+              f"projection at {fmax:g} MHz and {args.bandwidth:g} GB/s: compute "
+              f"{compute_s * 1e3:.2f} ms, weight traffic {memory_s * 1e3:.2f} ms: "
+              f"{'compute' if compute_s >= memory_s else 'memory'}-bound, "
+              f"{args.tokens / max(compute_s, memory_s):,.1f} tokens/s for these layers")
     total = time.monotonic() - started
     print(f"\nwall time {total:.1f} s: build {session.build_seconds:.1f} s, making the "
           f"layers {make_seconds:.1f} s, the rest planning, loading, simulating, checking")

@@ -459,12 +459,14 @@ class EngineHarness(wiring.Component):
     count : Signal(COUNT_WIDTH), out
         Results recorded.
     first, last : Signal(CYCLE_WIDTH), out
-        Cycle (since ``start``) of the first input beat into the engine and of the
+        Cycle (since ``start``) of the first input transfer into the engine and of the
         last result out of it: the run took ``last - first + 1`` cycles.
     error : Signal(ErrorLayout), out
         The engine's sticky flags.
     tiles : Signal, in
         With an engine of ``acc_tiles``: its ``tiles``.
+    batch : Signal, in
+        With an engine of ``tokens > 1``: its ``batch``.
     """
 
     def __init__(self, *, act_depth, wgt_depth, res_depth, storage=VERILOG, **engine):
@@ -496,8 +498,9 @@ class EngineHarness(wiring.Component):
             "first": Out(CYCLE_WIDTH), "last": Out(CYCLE_WIDTH),
             "error": Out(ErrorLayout),
         })
-        if "tiles" in self._engine.signature.members:
-            ports["tiles"] = In(self._engine.signature.members["tiles"].shape)
+        for name in ("tiles", "batch"):
+            if name in self._engine.signature.members:
+                ports[name] = In(self._engine.signature.members[name].shape)
         super().__init__(ports)
 
     @property
@@ -537,12 +540,15 @@ class EngineHarness(wiring.Component):
             self.count.eq(res.count),
             self.error.eq(engine.error),
         ]
-        if "tiles" in engine.signature.members:
-            m.d.comb += engine.tiles.eq(self.tiles)
+        for name in ("tiles", "batch"):
+            if name in engine.signature.members:
+                m.d.comb += getattr(engine, name).eq(getattr(self, name))
 
         now = Signal(CYCLE_WIDTH)
         started = Signal()
-        beat = engine.act.valid & engine.act.ready
+        # the first transfer on either input (the first weight word of an engine that
+        # assembles its beats comes before any activation beat)
+        beat = (engine.act.valid & engine.act.ready) | (engine.wgt.valid & engine.wgt.ready)
         result = engine.res.valid & engine.res.ready
         with m.If(self.start):
             m.d.sync += [now.eq(0), started.eq(0), self.first.eq(0), self.last.eq(0),

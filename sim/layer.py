@@ -39,7 +39,7 @@ from model.quant import ACT_WIDTH
 from .packing import pack_struct
 from .verilator import retry_text_busy
 
-__all__ = ["EngineConfig", "LayerPlan", "plan_layer", "check_layer_inputs",
+__all__ = ["EngineConfig", "LayerPlan", "BatchedPlan", "plan_layer", "plan_batches", "check_layer_inputs",
            "predicted_cycles", "EngineResult", "EngineSession", "EngineCore",
            "run_on_engine", "run_bitlinear", "run_layer", "LayerRun", "build_engine",
            "HarnessConfig", "BENCHES", "MEMORY_BENCH", "CYCLE_BENCH",
@@ -67,15 +67,35 @@ class EngineConfig:
     weight_order: str = "rows"
     act_width: int = ACT_WIDTH
     acc_tiles: int = None
+    tokens: int = 1
+    weight_port_bits: int = None
+    packing: str = "base3"
 
     @property
     def name(self):
         stage = "" if self.output_stage else "_acc"
         order = "" if self.weight_order == "rows" else f"_{self.weight_order}"
         bank = "" if self.acc_tiles is None else f"_t{self.acc_tiles}"
+        reuse = "" if self.tokens == 1 else f"_T{self.tokens}"
+        port = "" if self.weight_port_bits is None else f"_p{self.weight_port_bits}"
+        packing = "" if self.packing == "base3" else f"_{self.packing}"
         return (f"engine_k{self.lanes}_m{self.rows}_b{self.max_beats}"
                 f"_l{self.levels_per_stage}{stage}{order}{bank}"
-                f"{'' if self.act_width == ACT_WIDTH else f'_a{self.act_width}'}")
+                f"{'' if self.act_width == ACT_WIDTH else f'_a{self.act_width}'}"
+                f"{reuse}{port}{packing}")
+
+    @property
+    def assembled(self):
+        """Beats assembled from port words (weight reuse or a port width)."""
+        return self.tokens > 1 or self.weight_port_bits is not None
+
+    @property
+    def wgt_word_bytes(self):
+        """Bytes of one word of the engine's ``wgt`` stream: a whole beat, or a port
+        word."""
+        if not self.assembled:
+            return self.bytes_per_beat
+        return self.mapping(self.rows, self.lanes).port_bits_used // 8
 
     def build(self):
         from hw.engine import LayerEngine
@@ -100,7 +120,9 @@ class EngineConfig:
     def mapping(self, out_features, in_features, tokens=1):
         """The :class:`hw.engine.LayerMapping` of a layer on this engine."""
         return LayerMapping(out_features, in_features, tokens, self.lanes, self.rows,
-                            self.levels_per_stage, self.output_stage, self.max_beats)
+                            self.levels_per_stage, self.output_stage, self.max_beats,
+                            batch=self.tokens, port_bits=self.weight_port_bits,
+                            packing=self.packing)
 
 
 def check_shape(out_features, in_features, config):
@@ -192,10 +214,26 @@ class LayerPlan:
     mapping: LayerMapping
     token_words: list
     weight_bytes: np.ndarray
+    #: With weight reuse: the tokens of each batch of this run (the engine's ``batch``
+    #: port); the stored words are then the batched streams (:func:`plan_batches`).
+    batch_size: int = None
 
     @property
     def tiles(self):
         return self.mapping.result_words
+
+    @property
+    def batches(self):
+        return 1 if self.batch_size is None else self.tokens // self.batch_size
+
+    def order_outputs(self, outputs):
+        """The recorded result vectors (stream order) as (tokens, out_features)."""
+        outputs = np.asarray(outputs)
+        if self.batch_size is None:
+            return outputs.reshape(self.tokens, self.out_features)
+        tiles, rows = self.mapping.row_tiles, self.mapping.rows
+        return (outputs.reshape(self.batches, tiles, self.batch_size, rows)
+                .transpose(0, 2, 1, 3).reshape(self.tokens, self.out_features))
 
     @property
     def tokens(self):
@@ -209,6 +247,11 @@ class LayerPlan:
     def act_words(self):
         """Activation payload words of every beat in stream order (token, tile, beat)."""
         beats = self.mapping.col_beats
+        if self.batch_size is not None:
+            per = beats * self.batch_size
+            return [word for q in range(self.batches)
+                    for word in self.token_words[q * per:(q + 1) * per]
+                    * self.mapping.row_tiles]
         return [word for t in range(self.tokens)
                 for word in self.token_words[t * beats:(t + 1) * beats]
                 * self.mapping.row_tiles]
@@ -217,16 +260,39 @@ class LayerPlan:
     def wgt_words(self):
         """Weight payload words of every beat in stream order (token, tile, beat)."""
         return [int.from_bytes(row.tobytes(), "little") for row in self.weight_bytes] \
-            * self.tokens
+            * (self.tokens if self.batch_size is None else self.batches)
 
     @property
     def descriptors(self):
         """The stream order as loop nests over the stored words (``sim.harness``):
         ``{stream: (inner, middle, outer, middle_stride, outer_stride)}`` for
-        ``act`` and ``wgt``: for each token, for each row tile, the tile's beats."""
+        ``act`` and ``wgt``: for each token, for each row tile, the tile's beats; with
+        weight reuse, for each batch, for each row tile, the tile's beats, each beat's
+        port words once and the batch's activation beats."""
         beats, tiles, tokens = self.mapping.col_beats, self.mapping.row_tiles, self.tokens
+        if self.batch_size is not None:
+            per = beats * self.batch_size
+            return {"act": (per, tiles, self.batches, 0, per),
+                    "wgt": (len(self.weight_bytes), 1, self.batches, 0, 0)}
         return {"act": (beats, tiles, tokens, 0, beats),
                 "wgt": (beats, tiles, tokens, beats, 0)}
+
+
+@dataclass
+class BatchedPlan:
+    """A layer on an engine with weight reuse: one :class:`LayerPlan` per run (the full
+    batches of T tokens, then the remainder), each with its ``batch_size``."""
+
+    mapping: LayerMapping
+    runs: list
+
+    @property
+    def tokens(self):
+        return self.mapping.tokens
+
+    @property
+    def out_features(self):
+        return self.mapping.out_features
 
 
 def plan_layer(weights, activations, scale=None, shift=None, config=None):
@@ -244,6 +310,8 @@ def plan_layer(weights, activations, scale=None, shift=None, config=None):
         raise ValueError(f"this engine takes weight beats in {config.weight_order!r} order "
                          f"(the sparse dataflow): plan with sim.sparse.plan_sparse")
     w, x, scale, shift = check_layer_inputs(weights, activations, scale, shift, config)
+    if config.assembled:
+        return plan_batches(w, x, scale, shift, config)
     mapping = config.mapping(w.shape[0], w.shape[1], x.shape[0])
     m, k = config.rows, config.lanes
     tiles_r, beats_c, tokens = mapping.row_tiles, mapping.col_beats, mapping.tokens
@@ -261,6 +329,49 @@ def plan_layer(weights, activations, scale=None, shift=None, config=None):
         fields.update(scale=np.repeat(scale, beats_c), shift=np.repeat(shift, beats_c))
     token_words = pack_struct(act_layout(k, config.output_stage, config.act_width), **fields)
     return LayerPlan(mapping, token_words, packed)
+
+
+def _pack_port_beats(beats, mapping):
+    """Each row of ``beats`` (a beat's row-major codes) as the beat's W port words,
+    the last padded with zero weights: (beats * W, port bytes) uint8. Beats padded to
+    whole words pack as one array."""
+    from model.encoding import pack_words
+    from model.mapping import port_codes_per_word
+    port_bits = mapping.port_bits_used
+    per_beat = mapping.port_words_per_beat * port_codes_per_word(mapping.packing, port_bits)
+    padded = np.pad(beats, ((0, 0), (0, per_beat - beats.shape[1])))
+    return np.asarray(pack_words(padded.reshape(-1), mapping.packing, port_bits),
+                      dtype=np.uint8).reshape(-1, port_bits // 8)
+
+
+def plan_batches(w, x, scale, shift, config):
+    """The batched streams of a checked layer (:func:`plan_layer` on an engine with
+    weight reuse or a weight port): the weights as port words, (tile, beat, word)
+    order, stored once and replayed per batch; each batch's activations in (beat,
+    token) order, replayed per tile."""
+    from hw.matmul import act_layout
+    mapping = config.mapping(w.shape[0], w.shape[1], x.shape[0])
+    m, k = config.rows, config.lanes
+    tiles_r, beats_c = mapping.row_tiles, mapping.col_beats
+    beats = w.reshape(tiles_r, m, beats_c, k).transpose(0, 2, 1, 3).reshape(-1, m * k)
+    words = _pack_port_beats(beats, mapping)
+    runs, start = [], 0
+    for size, batches in mapping.runs:
+        count = size * batches
+        xs = x[start:start + count].reshape(batches, size, beats_c, k)
+        last = np.zeros((batches, beats_c, size), dtype=np.int64)
+        last[:, -1, :] = 1
+        fields = {"data": xs.transpose(0, 2, 1, 3).reshape(-1, k), "last": last.reshape(-1)}
+        if config.output_stage:
+            for name, value in (("scale", scale), ("shift", shift)):
+                v = value[start:start + count].reshape(batches, 1, size)
+                fields[name] = np.broadcast_to(v, (batches, beats_c, size)).reshape(-1)
+        token_words = pack_struct(act_layout(k, config.output_stage, config.act_width),
+                                  **fields)
+        run_mapping = config.mapping(w.shape[0], w.shape[1], count)
+        runs.append(LayerPlan(run_mapping, token_words, words, batch_size=size))
+        start += count
+    return BatchedPlan(mapping, runs)
 
 
 @dataclass
@@ -588,8 +699,20 @@ class EngineSession:
         EngineResult
             Outputs (tokens, out_features).
         """
+        if isinstance(plan, BatchedPlan):
+            started = time.monotonic()
+            results = [self.run_plan(run) for run in plan.runs]
+            return EngineResult(np.concatenate([r.outputs for r in results]),
+                                sum(r.cycles for r in results), plan.mapping.cycles,
+                                int(np.bitwise_or.reduce([r.error for r in results])),
+                                time.monotonic() - started,
+                                {key: sum(r.timing.get(key, 0.0) for r in results)
+                                 for key in results[0].timing})
         if self.harness is not None:
             self.harness.check(plan)
+        if plan.batch_size is not None and self.bench != MEMORY_BENCH:
+            raise ValueError("the cycle bench drives act and wgt in lockstep: an engine "
+                             "with weight reuse or a weight port runs on bench='memory'")
         if self._conn is None:
             self.start()
         started = time.monotonic()
@@ -606,7 +729,8 @@ class EngineSession:
             self._failed = True
             raise RuntimeError(f"the engine simulation failed: {reply['exception']} "
                                f"(log: {self.log})")
-        outputs = reply["outputs"].reshape(plan.tokens, plan.out_features)
+        outputs = (plan.order_outputs(reply["outputs"]) if hasattr(plan, "order_outputs")
+                   else reply["outputs"].reshape(plan.tokens, plan.out_features))
         return EngineResult(outputs, reply["cycles"],
                             plan.mapping.cycles, reply["error"], time.monotonic() - started,
                             reply["timing"])

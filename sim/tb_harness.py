@@ -118,6 +118,8 @@ async def run(dut, results, widths, plan, traffic, cycle_limit):
     dut.expected.value = plan.tiles
     if hasattr(dut, "tiles"):            # an accumulator bank: the tiles interleaved
         dut.tiles.value = getattr(plan, "bank_tiles", 1)
+    if hasattr(dut, "batch"):            # weight reuse: the tokens of each batch
+        dut.batch.value = plan.batch_size
     dut.start.value = 1
     await RisingEdge(dut.clk)
     dut.start.value = 0
@@ -138,7 +140,7 @@ async def serve(dut):
     config = EngineConfig(**json.loads(os.environ["TB_ENGINE"]))
     results = Results(dut.res, config.rows * config.res_width)
     widths = {"act": act_layout(config.lanes, config.output_stage, config.act_width).size,
-              "wgt": 8 * config.bytes_per_beat}
+              "wgt": 8 * config.wgt_word_bytes}
 
     async def job(plan, traffic):
         stalls = max(traffic.get("idle", 0.0), traffic.get("backpressure", 0.0))

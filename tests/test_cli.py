@@ -40,6 +40,15 @@ def test_verilog_to_stdout_and_name():
     (["synth", "--lane-group", "--acc-tiles", "4"], "engine parameters: add --engine"),
     (["verilog", "--engine", "--acc-tiles", "0"], "acc_tiles must be at least 1"),
     (["verilog", "--engine", "--weight-order", "diagonal"], "invalid choice"),
+    (["verilog", "--tokens", "4"], "engine parameters: add --engine"),
+    (["synth", "--weight-port-bits", "128"], "engine parameters: add --engine"),
+    (["verilog", "--packing", "2bit"], "engine parameters: add --engine"),
+    (["verilog", "--engine", "--tokens", "0"], "tokens must be at least 1"),
+    (["verilog", "--engine", "--tokens", "300"], "tokens must be at most 256"),
+    (["verilog", "--engine", "--weight-port-bits", "100"], "multiple of 8"),
+    (["verilog", "--engine", "--packing", "base4"], "invalid choice"),
+    (["verilog", "--engine", "--packing", "2bit"], "needs assembled beats"),
+    (["verilog", "--engine", "--tokens", "2", "--acc-tiles", "4"], "do not combine"),
 ])
 def test_hw_cli_errors(args, message):
     result = run("-m", "hw", *args)
@@ -89,3 +98,28 @@ def test_sparse_engine_verilog_and_sidecar(tmp_path):
     ports = {p["name"]: p for p in sidecar["ports"]}
     assert ports["tiles"]["width"] == 5 and ports["tiles"]["direction"] == "input"
     assert ports["wgt__payload"]["width"] == 8 * 8        # 8 columns of one byte
+
+
+def test_batched_engine_verilog_sidecar_and_axis(tmp_path):
+    """The engine with weight reuse and a 64-bit port from the CLI: the sidecar names
+    its port and batch input; ``--axis`` gives the AXI4-Stream names around it."""
+    out = tmp_path / "reuse.v"
+    result = run("-m", "hw", "verilog", "--engine", "--lanes", "8", "--rows", "4",
+                 "--tokens", "4", "--weight-port-bits", "64", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert (sidecar["tokens"], sidecar["weight_port_bits"], sidecar["packing"]) == \
+        (4, 64, "base3")
+    assert sidecar["port_words_per_beat"] == 1 and sidecar["assembled_beats"]
+    ports = {p["name"]: p for p in sidecar["ports"]}
+    assert ports["wgt__payload"]["width"] == 64
+    assert ports["batch"]["width"] == 3 and ports["batch"]["direction"] == "input"
+    axis = tmp_path / "reuse_axis.v"
+    result = run("-m", "hw", "verilog", "--engine", "--axis", "--lanes", "8", "--rows",
+                 "4", "--tokens", "4", "--weight-port-bits", "64", "-o", str(axis))
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads(axis.with_suffix(".json").read_text())
+    ports = {p["name"]: p for p in sidecar["ports"]}
+    assert ports["s_axis_wgt_tdata"]["width"] == 64 and "batch" in ports
+    assert sidecar["component"] == "AxisEngine"
+    assert "module matmul_unit(" in axis.read_text()

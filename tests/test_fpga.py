@@ -70,7 +70,6 @@ def test_verilog_lints_and_sidecar_matches(tmp_path, flags):
     (["synth", "--lane-group", "--engine"], "exclude each other"),
     (["synth", "--engine", "--weight-mode", "binary"], "--engine takes ternary weights"),
     (["verilog", "--act-width", "16"], "invalid choice"),
-    (["verilog", "--engine", "--axis"], "does not apply to --engine"),
 ])
 def test_synth_cli_errors(args, message):
     result = hw_cli(*args)
