@@ -26,18 +26,13 @@ import sys
 import time
 from pathlib import Path
 
+from model.mapping import BASE3, CODES2, PACKINGS
 from model.shapes import get_model
 
 from .engine import LayerEngine, LayerMapping
 from .lanes import ECP5
 from .synth import TARGETS, RegisteredHarness, ToolError, run_flow, tool_versions
 from .synth_cmd import lut4_equivalent
-
-try:
-    from model.mapping import BASE3, PACKINGS
-except ImportError:
-    # model.mapping before the weight port landed: base-3 across the beat only.
-    BASE3, PACKINGS = "base3", ("base3",)
 
 __all__ = ["main", "run_point", "make_points", "bitlinear_throughput", "pareto_front",
            "write_table", "write_plot", "DEVICES", "BEAT_PORT", "MODEL"]
@@ -56,8 +51,8 @@ BEAT_PORT = "beat"
 DEFAULT_LANES = (16, 32)
 DEFAULT_ROWS = (8,)
 DEFAULT_TOKENS = (1, 4, 16)
-DEFAULT_PORT_BITS = (64, 128)
-DEFAULT_PACKINGS = (BASE3, "2bit")
+DEFAULT_PORT_BITS = (128, 256)
+DEFAULT_PACKINGS = (BASE3, CODES2)
 DEFAULT_DEVICES = ("45f",)
 DEFAULT_FREQ_MHZ = 300.0      # the P&R target of make bench-area (Fmax is what it reaches)
 DEFAULT_BANDWIDTH_GBS = 3.2   # DDR3-1600 x16, a typical ECP5 board
@@ -722,8 +717,9 @@ def main(argv=None):
              f"a local pool of {min(jobs, max(1, len(runnable)))}")
     basis = (f"flow times scaled by {calibrated} cached results" if calibrated else
              "flow times of today's engine")
-    print(f"{len(points)} points ({len(runnable)} to run, {len(points) - len(runnable)} "
-          f"refused up front) on {where}; estimate if none is cached: about "
+    print(f"{len(points)} points ({len(runnable)} to build and look up in the cache, "
+          f"{len(points) - len(runnable)} refused up front) on {where}; estimate if none "
+          f"is cached: about "
           f"{_elapsed(estimate)} ({basis})", file=sys.stderr, flush=True)
 
     rows = [None] * len(points)

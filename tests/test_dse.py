@@ -56,7 +56,7 @@ def local_run(tmp_path_factory):
 
 def test_local_pool_sweep(local_run):
     outdir, result = local_run
-    assert "2 points (2 to run" in result.stderr
+    assert "2 points (2 to build" in result.stderr
     assert "[1/2 " in result.stderr and "[2/2 " in result.stderr
     assert "2 ran, 0 from the cache, 0 failed" in result.stderr
     rows = json_rows(outdir)
@@ -167,6 +167,25 @@ def test_throughput_by_hand():
     assert slow["prefill_tokens_per_s"] == pytest.approx(3 / (2 * 48 / 1000))
 
 
+def test_throughput_with_weight_reuse_by_hand():
+    # the same layer with T = 2 and a 16-bit base-3 port (10 codes a word: one word a
+    # beat, 2 bytes); a prompt of 4 is 2 passes over the weights
+    params = {"lanes": 4, "rows": 2, "levels_per_stage": 1, "output_stage": True,
+              "max_beats": 2, "batch": 2, "port_bits": 16, "packing": "base3"}
+    latency = unit_latency(4, 1, True)
+    fast = dse.bitlinear_throughput(params, 1.0, bandwidth_gbs=1.0, prompt=4,
+                                    projections=[(8, 8)], layers=2)
+    # compute: one cycle for the first beat's word, then each beat on its tokens, one a
+    # cycle: decode 8 beats x 1 token, prefill 2 passes x 8 beats x 2 tokens
+    assert fast["decode_tokens_per_s"] == pytest.approx(1 / (2 * (1 + 8 + latency) * 1e-6))
+    assert fast["prefill_tokens_per_s"] == pytest.approx(4 / (2 * (1 + 32 + latency) * 1e-6))
+    # memory: 16 bytes a pass; decode 1 pass, prefill 2 (not 4: once per T tokens)
+    slow = dse.bitlinear_throughput(params, 1.0, bandwidth_gbs=1e-6, prompt=4,
+                                    projections=[(8, 8)], layers=2)
+    assert slow["decode_tokens_per_s"] == pytest.approx(1 / (2 * 16 / 1000))
+    assert slow["prefill_tokens_per_s"] == pytest.approx(4 / (2 * 32 / 1000))
+
+
 def test_plot_and_fronts_on_hand_made_rows(tmp_path):
     def row(design, device, lut4, prefill, decode):
         return {"design": design, "device": device, "lanes": 8, "rows": 4, "tokens": 1,
@@ -188,7 +207,7 @@ def closed_port():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--packing", "4bit"], "unknown packing '4bit'"),
+    (["--packing", "4bit"], "unknown packing '4bit' (one of base3, 3in5, 2bit)"),
     (["--lanes", "0"], "argument --lanes: must be a positive integer, not 0"),
     (["--rows", "x"], "argument --rows: not an integer: 'x'"),
     (["--tokens", "-4"], "argument --tokens: must be a positive integer, not -4"),
