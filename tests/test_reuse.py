@@ -18,7 +18,8 @@ from sim.layer import BatchedPlan, EngineConfig, EngineSession, plan_layer
 #: Two unit shapes with T = 4: 8 x 4 on a 16-bit base-3 port (a beat is 4 words:
 #: W = T) and 4 x 8 on a 64-bit 3-in-5 port (a beat is 1 word); and 4 x 8 with T = 2 on
 #: a 32-bit port of 2-bit codes (W = 2).
-REUSE_A = EngineConfig(lanes=8, rows=4, max_beats=16, tokens=4, weight_port_bits=16)
+REUSE_A = EngineConfig(lanes=8, rows=4, max_beats=16, tokens=4, weight_port_bits=16,
+                       packing="base3")
 REUSE_B = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=4, weight_port_bits=64,
                        packing="3in5")
 REUSE_C = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=2, weight_port_bits=32,
