@@ -61,16 +61,16 @@ def add_engine_arguments(parser):
     parser.add_argument("--acc-tiles", type=int, default=None, metavar="N",
                         help="with --engine: an accumulator bank of N row tiles (the "
                              "sparse dataflow's beat-major order; default: none)")
-    from model.mapping import BASE3, PACKINGS
+    from model.mapping import PACKINGS
     parser.add_argument("--tokens", type=int, default=1, metavar="T",
                         help="with --engine: weight reuse, each weight beat applied to "
                              "up to T tokens (default: %(default)s)")
     parser.add_argument("--weight-port-bits", type=int, default=None, metavar="BITS",
                         help="with --engine: width of the weight memory port, e.g. 64, "
                              "128, 256 (default: a whole beat per cycle)")
-    parser.add_argument("--packing", choices=PACKINGS, default=BASE3,
-                        help="with --engine: packing of the weight port's words "
-                             "(default: %(default)s)")
+    parser.add_argument("--packing", choices=PACKINGS, default=None,
+                        help="with --engine: packing of the weight port's words (default: "
+                             "3in5 with --tokens > 1 or --weight-port-bits, else base3)")
 
 
 def engine_suffix(args):
@@ -80,7 +80,7 @@ def engine_suffix(args):
             ("" if args.acc_tiles is None else f"_t{args.acc_tiles}") +
             ("" if args.tokens == 1 else f"_T{args.tokens}") +
             ("" if args.weight_port_bits is None else f"_p{args.weight_port_bits}") +
-            ("" if args.packing == "base3" else f"_{args.packing}"))
+            ("" if args.packing is None else f"_{args.packing}"))
 
 
 def engine_kwargs(args):
@@ -104,7 +104,7 @@ def engine_only_given(args):
             getattr(args, "acc_tiles", None) is not None or
             getattr(args, "tokens", 1) != 1 or
             getattr(args, "weight_port_bits", None) is not None or
-            getattr(args, "packing", "base3") != "base3")
+            getattr(args, "packing", None) is not None)
 
 
 def unit_from_args(parser, args, component=None):

@@ -23,7 +23,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from model.encoding import TRITS_PER_BYTE, check_packing
-from model.mapping import (BASE3, DEFAULT_LANES, DEFAULT_ROWS, PACKINGS, LayerTiling,
+from model.mapping import (BASE3, DEFAULT_LANES, default_packing, DEFAULT_ROWS, PACKINGS, LayerTiling,
                            beat_port_bits, bytes_per_beat, check_layer_shape,
                            port_words_per_beat)
 from model.quant import ACT_WIDTH, TERNARY
@@ -261,7 +261,9 @@ class LayerEngine(wiring.Component):
         memory bus); None: a whole beat per word.
     packing : str
         The port words' packing (:data:`model.mapping.PACKINGS`): ``"base3"`` (5 trits a
-        byte, the default), ``"3in5"`` (3 trits in 5 bits) or ``"2bit"`` (lane codes).
+        byte), ``"3in5"`` (3 trits in 5 bits) or ``"2bit"`` (lane codes); None (the
+        default): base3 for whole beats, ``model.encoding.DEFAULT_PACKING`` (3in5, the
+        measured best on a 128-bit port: ``make bench-packing``) for assembled beats.
         Assembled beats only, except ``"base3"``.
 
     Attributes
@@ -290,9 +292,11 @@ class LayerEngine(wiring.Component):
     def __init__(self, *, lanes, rows, max_beats=1024, levels_per_stage=1, fabric=GENERIC,
                  decoder=ROM, output_stage=True, weight_order=ROWS_ORDER,
                  act_width=ACT_WIDTH, acc_tiles=None, tokens=1, weight_port_bits=None,
-                 packing=BASE3):
-        check_packing(packing)
+                 packing=None):
         self._tokens = check_positive_int("tokens", tokens)
+        if packing is None:
+            packing = default_packing(self._tokens > 1 or weight_port_bits is not None)
+        check_packing(packing)
         if self._tokens > MAX_TOKENS:
             raise ValueError(f"tokens must be at most {MAX_TOKENS}, not {tokens}")
         port_words_per_beat(1, packing, weight_port_bits)    # checks the port width

@@ -78,7 +78,9 @@ def _cycles(cost, platform):
                                       order=BEAT_MAJOR,
                                       acc_tiles=s["out_features"] // platform.rows).cycles
         return LayerMapping(s["out_features"], s["in_features"], s["tokens"],
-                            platform.lanes, platform.rows).cycles
+                            platform.lanes, platform.rows, batch=platform.weight_reuse,
+                            port_bits=platform.weight_port_bits,
+                            packing=platform.packing).cycles
     per_cycle = {ATTENTION: platform.attention_macs_per_cycle,
                  HEAD: platform.head_macs_per_cycle}.get(cost.unit)
     if cost.macs and per_cycle:
@@ -190,7 +192,7 @@ def model_report(model, platform, *, prompt=128, context=None, batch=1, clock_mh
         clock_mhz, clock_source = platform.clock(reports)
     else:
         clock_source = "given"
-    shape = dict(lanes=platform.lanes, rows=platform.rows)
+    shape = dict(lanes=platform.lanes, rows=platform.rows, **platform.engine_port)
     try:
         dense_prefill = account(config, tokens=prompt, context=0, **shape)
         dense_decode = account(config, tokens=1, context=context, **shape)
@@ -275,7 +277,8 @@ def scheme_rows(models, schemes, *, context=128, platforms=None, reports=REPORTS
             try:
                 on[platform.name] = (platform, account(config, tokens=1, context=context,
                                                        lanes=platform.lanes,
-                                                       rows=platform.rows))
+                                                       rows=platform.rows,
+                                                       **platform.engine_port))
             except ValueError:
                 on[platform.name] = (platform, None)
         for scheme in schemes:

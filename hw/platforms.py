@@ -37,6 +37,10 @@ class Platform:
         Fmax is used first (None: no open flow for this board).
     vector_ops_per_cycle, attention_macs_per_cycle, head_macs_per_cycle : int
         Throughput of the units that have no RTL yet (assumed).
+    weight_reuse, weight_port_bits, packing
+        The layer engine's weight reuse T, weight port and packing
+        (:class:`hw.engine.LayerEngine` ``tokens``, ``weight_port_bits``, ``packing``;
+        default: no reuse, whole beats).
     """
 
     name: str
@@ -52,6 +56,15 @@ class Platform:
     vector_ops_per_cycle: int = 16
     attention_macs_per_cycle: int = 16
     head_macs_per_cycle: int = 64
+    weight_reuse: int = 1
+    weight_port_bits: int = None
+    packing: str = None
+
+    @property
+    def engine_port(self):
+        """The engine's reuse and port as :func:`model.accounting.account` takes them."""
+        return {"weight_reuse": self.weight_reuse, "port_bits": self.weight_port_bits,
+                "packing": self.packing}
 
     def __post_init__(self):
         for name in ("bandwidth_gbs", "dram_pj_per_bit", "fallback_clock_mhz"):

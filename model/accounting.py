@@ -169,11 +169,17 @@ class Pass:
     dataflow: str = AUTO
     context: int = 0
     kv_bits: int = 16
+    #: The engine's weight reuse (T) and weight port (:class:`model.mapping.LayerTiling`).
+    weight_reuse: int = 1
+    port_bits: int = None
+    packing: str = None
 
     def tiling(self, name, out_features, in_features, tokens):
         """The BitLinear ``name``'s tiling: a :class:`LayerTiling` (dense dataflow) or a
         :class:`SparseTiling` (sparse), per :data:`DATAFLOWS`."""
-        dense = LayerTiling(out_features, in_features, tokens, self.lanes, self.rows)
+        dense = LayerTiling(out_features, in_features, tokens, self.lanes, self.rows,
+                            batch=self.weight_reuse, port_bits=self.port_bits,
+                            packing=self.packing)
         if self.scheme.density_of(name) == 1 or self.dataflow == DENSE:
             return dense
         kept = self.scheme.kept(name, in_features)
@@ -312,6 +318,10 @@ class Accounting:
     scheme: ActivationScheme = B158
     dataflow: str = AUTO
     batch: int = 1
+    #: The engine's weight reuse, port width and packing (:func:`account`).
+    weight_reuse: int = 1
+    port_bits: int = None
+    packing: str = None
 
     def with_scheme(self, scheme, dataflow=None):
         """The same pass charged for another activation ``scheme`` (an
@@ -330,7 +340,14 @@ class Accounting:
         records = [(c.kind, c.layer, c.name, c.sizes) for c in self.costs]
         return _costed(self.config, self.tokens, self.context, self.lanes, self.rows,
                        self.precisions, records, scheme,
-                       self.dataflow if dataflow is None else dataflow)
+                       self.dataflow if dataflow is None else dataflow, self.engine_port)
+
+    @property
+    def engine_port(self):
+        """The engine's weight reuse, port width and packing, as :func:`account` takes
+        them."""
+        return {"weight_reuse": self.weight_reuse, "port_bits": self.port_bits,
+                "packing": self.packing}
 
     def ops(self, unit=None):
         """``{(precision, op): count}`` summed over the pass (or one unit's operations)."""
@@ -423,7 +440,8 @@ def _positive(name, value, minimum=1):
 
 
 def account(config, *, tokens=1, context=0, lanes=DEFAULT_LANES, rows=DEFAULT_ROWS,
-            precisions=Precisions(), scheme=B158, dataflow=AUTO):
+            precisions=Precisions(), scheme=B158, dataflow=AUTO, weight_reuse=1,
+            port_bits=None, packing=None):
     """Run the decoder over ``tokens`` new tokens after ``context`` cached positions
     (a prompt: ``tokens=T, context=0``; a decode step at context L: ``tokens=1,
     context=L``), counting instead of computing, and cost every operation.
@@ -442,6 +460,10 @@ def account(config, *, tokens=1, context=0, lanes=DEFAULT_LANES, rows=DEFAULT_RO
     dataflow : str
         Sparse BitLinears on the dataflow with fewer weight bytes (``"auto"``), or on
         ``"sparse"`` or ``"dense"`` (:data:`DATAFLOWS`).
+    weight_reuse, port_bits, packing
+        The engine's weight reuse T (a dense BitLinear's weights are read once per T
+        tokens), weight port and packing (:class:`model.mapping.LayerTiling`'s
+        ``batch``, ``port_bits`` and ``packing``).
 
     Returns
     -------
@@ -459,8 +481,10 @@ def account(config, *, tokens=1, context=0, lanes=DEFAULT_LANES, rows=DEFAULT_RO
     _positive("tokens", tokens)
     _positive("context", context, minimum=0)
     scheme = _checked_scheme(scheme, dataflow)
+    port = {"weight_reuse": weight_reuse, "port_bits": port_bits, "packing": packing}
     for p in config.shape.projections():        # a clear error before the run
-        LayerTiling(p.out_features, p.in_features, 1, lanes, rows)
+        LayerTiling(p.out_features, p.in_features, 1, lanes, rows, batch=weight_reuse,
+                    port_bits=port_bits, packing=packing)
     ledger = Ledger()
     decoder = Decoder(_ShapeOnlyWeights(config), core=_counting_core, head=_counting_head,
                       ledger=ledger)
@@ -473,7 +497,7 @@ def account(config, *, tokens=1, context=0, lanes=DEFAULT_LANES, rows=DEFAULT_RO
     decoder.forward(np.zeros(tokens, dtype=np.int64), cache, logits="last")
 
     return _costed(config, tokens, context, lanes, rows, precisions, ledger.records,
-                   scheme, dataflow)
+                   scheme, dataflow, port)
 
 
 def _checked_scheme(scheme, dataflow):
@@ -488,11 +512,14 @@ def _checked_scheme(scheme, dataflow):
     return scheme
 
 
-def _costed(config, tokens, context, lanes, rows, precisions, records, scheme, dataflow):
-    """The :class:`Accounting` of the decoder's ``records`` of a pass."""
+def _costed(config, tokens, context, lanes, rows, precisions, records, scheme, dataflow,
+            port=None):
+    """The :class:`Accounting` of the decoder's ``records`` of a pass (``port``: the
+    engine's ``weight_reuse``, ``port_bits``, ``packing``)."""
     scheme = _checked_scheme(scheme, dataflow)
     kv_bits = precisions.kv_bits if scheme.kv_bits is None else scheme.kv_bits
-    run = Pass(lanes, rows, scheme, dataflow, context, kv_bits)
+    port = port or {}
+    run = Pass(lanes, rows, scheme, dataflow, context, kv_bits, **port)
     costs = []
     for kind, layer, name, sizes in records:
         unit, ops, moved, macs, beats = OP_RULES[kind](sizes, precisions, run, name)
@@ -505,7 +532,7 @@ def _costed(config, tokens, context, lanes, rows, precisions, records, scheme, d
                             {k: v for k, v in ops.items() if v},
                             {k: v for k, v in moved.items() if v}, macs, beats, kept))
     return Accounting(config, tokens, context, lanes, rows, precisions, costs, scheme,
-                      dataflow)
+                      dataflow, **port)
 
 
 #: Byte kinds read once per pass however many sequences it carries.
@@ -515,8 +542,9 @@ SHARED_PER_PASS = ("head_weights", "norm_weights")
 def batched(accounting, batch):
     """``batch`` sequences decoded in one pass, each as ``accounting``'s pass: their work
     and their own bytes (KV cache, embedding rows, activations; ternary weights too,
-    since the engine streams its weights per token) times ``batch``, the bytes in
-    :data:`SHARED_PER_PASS` once. ``tokens`` becomes ``tokens * batch``."""
+    once per the engine's weight reuse ``weight_reuse`` tokens: with none, per token)
+    times ``batch``, the bytes in :data:`SHARED_PER_PASS` once. ``tokens`` becomes
+    ``tokens * batch``."""
     _positive("batch", batch)
     if batch == 1:
         return accounting
@@ -525,10 +553,15 @@ def batched(accounting, batch):
         sizes = dict(cost.sizes)
         if "tokens" in sizes:
             sizes["tokens"] *= batch
+        moved = {k: v if k in SHARED_PER_PASS else v * batch for k, v in cost.bytes.items()}
+        if cost.kind == "bitlinear" and cost.kept is None and "ternary_weights" in moved:
+            # the engine's weight reuse: the batch's tokens share each weight beat
+            moved["ternary_weights"] = LayerTiling(
+                sizes["out_features"], sizes["in_features"], sizes["tokens"],
+                accounting.lanes, accounting.rows, batch=accounting.weight_reuse,
+                port_bits=accounting.port_bits, packing=accounting.packing).weight_bytes
         costs.append(OpCost(cost.kind, cost.layer, cost.name, cost.unit, sizes,
-                            {k: v * batch for k, v in cost.ops.items()},
-                            {k: v if k in SHARED_PER_PASS else v * batch
-                             for k, v in cost.bytes.items()},
+                            {k: v * batch for k, v in cost.ops.items()}, moved,
                             cost.macs * batch, cost.beats * batch,
                             None if cost.kept is None else cost.kept * batch))
     return replace(accounting, tokens=accounting.tokens * batch, costs=costs,

@@ -24,13 +24,21 @@ across the beat).
 
 from dataclasses import dataclass, field
 
-from .encoding import (BASE3, CODES2, PACKINGS, TRITS3_IN5, check_packing, check_port_bits,
-                       codes_per_word, packed_length)
+from .encoding import (BASE3, CODES2, DEFAULT_PACKING, PACKINGS, TRITS3_IN5, check_packing,
+                       check_port_bits, codes_per_word, packed_length)
 from .quant import ACT_WIDTH
 
 __all__ = ["DEFAULT_LANES", "DEFAULT_ROWS", "bytes_per_beat", "check_layer_shape",
            "LayerTiling", "PACKINGS", "BASE3", "TRITS3_IN5", "CODES2",
-           "port_codes_per_word", "beat_port_bits", "port_words_per_beat"]
+           "port_codes_per_word", "beat_port_bits", "port_words_per_beat",
+           "default_packing"]
+
+def default_packing(assembled):
+    """The packing an engine takes when none is given: base3 for whole beats (no word
+    padding), :data:`model.encoding.DEFAULT_PACKING` for beats assembled from port
+    words."""
+    return DEFAULT_PACKING if assembled else BASE3
+
 
 def _check_port_bits(port_bits):
     return None if port_bits is None else check_port_bits(port_bits)
@@ -104,10 +112,14 @@ class LayerTiling:
     batch: int = field(default=1, kw_only=True)
     #: Width of the weight port in bits (None: one whole beat per word).
     port_bits: int = field(default=None, kw_only=True)
-    #: The packing of the port's words (:data:`PACKINGS`).
-    packing: str = field(default=BASE3, kw_only=True)
+    #: The packing of the port's words (:data:`PACKINGS`); None: base3 for whole beats,
+    #: else :data:`model.encoding.DEFAULT_PACKING`.
+    packing: str = field(default=None, kw_only=True)
 
     def __post_init__(self):
+        if self.packing is None:
+            object.__setattr__(self, "packing", default_packing(
+                getattr(self, "batch", 1) > 1 or self.port_bits is not None))
         check_packing(self.packing)
         _check_port_bits(self.port_bits)
         for name in ("tokens", "lanes", "rows", "batch"):

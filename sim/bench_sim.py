@@ -26,7 +26,7 @@ from model.bitlinear import BitLinearResult, bitlinear_reference
 from model.quant import quantize_activations
 from model.shapes import get_model
 
-from model.mapping import BASE3, PACKINGS
+from model.mapping import PACKINGS
 
 from .layer import (BENCHES, MEMORY_BENCH, EngineConfig, EngineSession, HarnessConfig,
                     run_layer)
@@ -109,8 +109,9 @@ def main(argv=None):
                              "to T tokens (default 1)")
     parser.add_argument("--weight-port-bits", type=positive, default=None, metavar="BITS",
                         help="width of the engine's weight port (default: a whole beat)")
-    parser.add_argument("--packing", choices=PACKINGS, default=BASE3,
-                        help="packing of the port's words (default: %(default)s)")
+    parser.add_argument("--packing", choices=PACKINGS, default=None,
+                        help="packing of the port's words (default: 3in5 on a port, "
+                             "base3 for whole beats)")
     parser.add_argument("--bandwidth", type=float, default=3.2, metavar="GBPS",
                         help="DRAM bandwidth of the compute-bound check (default 3.2)")
     parser.add_argument("--fmax", type=float, default=None, metavar="MHZ",

@@ -69,7 +69,7 @@ class EngineConfig:
     acc_tiles: int = None
     tokens: int = 1
     weight_port_bits: int = None
-    packing: str = "base3"
+    packing: str = None
 
     @property
     def name(self):
@@ -78,7 +78,7 @@ class EngineConfig:
         bank = "" if self.acc_tiles is None else f"_t{self.acc_tiles}"
         reuse = "" if self.tokens == 1 else f"_T{self.tokens}"
         port = "" if self.weight_port_bits is None else f"_p{self.weight_port_bits}"
-        packing = "" if self.packing == "base3" else f"_{self.packing}"
+        packing = "" if self.packing is None else f"_{self.packing}"
         return (f"engine_k{self.lanes}_m{self.rows}_b{self.max_beats}"
                 f"_l{self.levels_per_stage}{stage}{order}{bank}"
                 f"{'' if self.act_width == ACT_WIDTH else f'_a{self.act_width}'}"

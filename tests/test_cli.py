@@ -109,7 +109,7 @@ def test_batched_engine_verilog_sidecar_and_axis(tmp_path):
     assert result.returncode == 0, result.stderr
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert (sidecar["tokens"], sidecar["weight_port_bits"], sidecar["packing"]) == \
-        (4, 64, "base3")
+        (4, 64, "3in5")                   # the default packing of a port
     assert sidecar["port_words_per_beat"] == 1 and sidecar["assembled_beats"]
     ports = {p["name"]: p for p in sidecar["ports"]}
     assert ports["wgt__payload"]["width"] == 64

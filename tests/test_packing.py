@@ -75,7 +75,7 @@ def set_group(words, word, group, value, packing, port_bits):
 # NumPy model --------------------------------------------------------------------------
 
 def test_geometry():
-    assert PACKINGS == ("base3", "3in5", "2bit") and DEFAULT_PACKING == BASE3
+    assert PACKINGS == ("base3", "3in5", "2bit") and DEFAULT_PACKING == TRITS3_IN5
     assert [codes_per_word(p, 128) for p in PACKINGS] == [80, 75, 64]
     assert [codes_per_word(p, 8) for p in PACKINGS] == [5, 3, 4]
     assert [codes_per_word(p, 24) for p in PACKINGS] == [15, 12, 12]

@@ -18,7 +18,8 @@ from sim.layer import BatchedPlan, EngineConfig, EngineSession, plan_layer
 #: Two unit shapes with T = 4: 8 x 4 on a 16-bit base-3 port (a beat is 4 words:
 #: W = T) and 4 x 8 on a 64-bit 3-in-5 port (a beat is 1 word); and 4 x 8 with T = 2 on
 #: a 32-bit port of 2-bit codes (W = 2).
-REUSE_A = EngineConfig(lanes=8, rows=4, max_beats=16, tokens=4, weight_port_bits=16)
+REUSE_A = EngineConfig(lanes=8, rows=4, max_beats=16, tokens=4, weight_port_bits=16,
+                       packing="base3")
 REUSE_B = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=4, weight_port_bits=64,
                        packing="3in5")
 REUSE_C = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=2, weight_port_bits=32,
@@ -252,3 +253,40 @@ def test_verilator_stalls_and_invalid_bytes():
         bad = session.run_plan(plan)
         assert np.array_equal(bad.outputs, golden(effective, x, scale, shift))
         assert bad.error & 1
+
+
+# --- the whole-model account with weight reuse ------------------------------------
+
+def test_prefill_reads_the_weights_once_per_batch():
+    """A 2B4T prompt of 32 tokens on an engine with T = 16 and a 128-bit port: the
+    ternary weights are read twice, as the engine's mapping counts them; batched decode
+    of 4 sequences shares the beats too."""
+    from model.accounting import account, batched
+    from model.config import model_config
+    config = model_config("b1.58-2b4t")
+    plain = account(config, tokens=32)
+    reuse = account(config, tokens=32, weight_reuse=16, port_bits=128)
+    per_pass = sum(LayerMapping(p.out_features, p.in_features, 1, batch=16,
+                                port_bits=128).weight_bytes
+                   for p in config.shape.projections()) * config.layers
+    assert reuse.bytes()["ternary_weights"] == 2 * per_pass
+    # 16 tokens a pass, at 112 bytes a beat on the port (7 words) against 103 whole
+    plain_bytes = plain.bytes()["ternary_weights"]
+    assert plain_bytes * 112 == 16 * 103 * reuse.bytes()["ternary_weights"]
+    decode = account(config, tokens=1, context=8, weight_reuse=16, port_bits=128)
+    assert batched(decode, 4).bytes()["ternary_weights"] == per_pass
+    assert batched(account(config, tokens=1, context=8), 4).bytes()["ternary_weights"] == \
+        4 * account(config, tokens=1, context=8).bytes()["ternary_weights"]
+    # re-costing keeps the engine
+    assert reuse.with_scheme("a4.8").weight_reuse == 16
+
+
+def test_platform_with_reuse_has_a_shorter_time_to_first_token():
+    from dataclasses import replace
+    from hw.perf import model_report
+    from hw.platforms import get_platform
+    base = get_platform("ecp5-ddr3")
+    reuse = replace(base, weight_reuse=16, weight_port_bits=128)
+    plain = model_report("b1.58-2b4t", base, prompt=64, clock_mhz=100.0)
+    fast = model_report("b1.58-2b4t", reuse, prompt=64, clock_mhz=100.0)
+    assert fast["ttft_s"] < plain["ttft_s"] / 2
