@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from model.mapping import BASE3, CODES2, PACKINGS
+from model.mapping import BASE3, CODES2, PACKINGS, TRITS3_IN5
 from model.shapes import get_model
 
 from .engine import LayerEngine, LayerMapping
@@ -47,12 +47,13 @@ DEVICES = {t.device.split("-")[-1].lower(): name for name, t in TARGETS.items()
 #: left at None: today's engine).
 BEAT_PORT = "beat"
 
-#: The default sweep: 2 x 1 x 3 x 2 x 2 x 1 = 24 points (see the estimate it prints).
+#: The default sweep: 2 x 1 x 3 x 2 x 3 x 1 = 36 points, about 2.6 hours on two cores
+#: (the run prints its estimate).
 DEFAULT_LANES = (16, 32)
 DEFAULT_ROWS = (8,)
 DEFAULT_TOKENS = (1, 4, 16)
 DEFAULT_PORT_BITS = (128, 256)
-DEFAULT_PACKINGS = (BASE3, CODES2)
+DEFAULT_PACKINGS = (BASE3, TRITS3_IN5, CODES2)
 DEFAULT_DEVICES = ("45f",)
 DEFAULT_FREQ_MHZ = 300.0      # the P&R target of make bench-area (Fmax is what it reaches)
 DEFAULT_BANDWIDTH_GBS = 3.2   # DDR3-1600 x16, a typical ECP5 board
@@ -68,11 +69,12 @@ MAPPING_NAMES = {"tokens": "batch", "weight_port_bits": "port_bits", "packing": 
 CACHE_VERSION = 1
 #: Seconds to wait for a ``--scheduler`` before calling it unreachable.
 SCHEDULER_TIMEOUT = 10
-#: Flow seconds of a point, ``a + b * MACs``, with P&R and synthesis only: fitted to
-#: today's engine on the project's 2-core machines (engine16x32 1209 s, engine4x8 90 s,
-#: engine2x4 38 s through P&R; 6 and 11 s synthesis only for 1 x 2 and 2 x 4). Rescaled
-#: by the cached results of earlier runs when there are some.
-PNR_SECONDS = (25.0, 2.3)
+#: Flow seconds of a point, ``a + b * MACs``, with P&R and synthesis only, as measured
+#: on the project's 2-core machines with other work beside: engine16x32 1209 s and the
+#: batched engine4x8 (T = 4, 128-bit port) 180 s through P&R; engine8x16 75-110 s and
+#: engine1x2 6-12 s synthesis only. Rescaled by the cached results of earlier runs when
+#: there are some.
+PNR_SECONDS = (100.0, 2.2)
 SYNTH_SECONDS = (5.0, 0.6)
 
 OK, FAILED = "ok", "failed"
@@ -477,13 +479,15 @@ def write_plot(rows, path, options):
             mine = [i for i in placed if rows[i]["device"] == device]
             rest = [i for i in mine if i not in front]
             best = [i for i in mine if i in front]
-            ax.scatter([rows[i]["lut4_equivalent"] for i in rest],
-                       [rows[i][field] for i in rest], marker=marker, color="0.6",
-                       label=f"{device}")
-            ax.scatter([rows[i]["lut4_equivalent"] for i in best],
-                       [rows[i][field] for i in best], marker=marker, color="C3",
-                       edgecolors="black", s=60, zorder=3,
-                       label=f"{device}, Pareto front")
+            if rest:
+                ax.scatter([rows[i]["lut4_equivalent"] for i in rest],
+                           [rows[i][field] for i in rest], marker=marker, color="0.6",
+                           label=f"{device}")
+            if best:
+                ax.scatter([rows[i]["lut4_equivalent"] for i in best],
+                           [rows[i][field] for i in best], marker=marker, color="C3",
+                           edgecolors="black", s=60, zorder=3,
+                           label=f"{device}, Pareto front")
         if front:
             ordered = sorted(front, key=lambda i: rows[i]["lut4_equivalent"])
             ax.step([rows[i]["lut4_equivalent"] for i in ordered],
@@ -497,6 +501,7 @@ def write_plot(rows, path, options):
         ax.set_ylabel(f"{label} (BitLinears of 2B4T)")
         ax.set_title(f"LUT4 eq. vs {label}")
         ax.grid(alpha=0.3)
+        ax.margins(x=0.25, y=0.1)      # room for the labels of the points at the edges
         if placed:
             ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"Layer engine design space on ECP5: {options['bandwidth_gbs']:g} GB/s DRAM,"
