@@ -710,7 +710,7 @@ class EngineSession:
                                  for key in results[0].timing})
         if self.harness is not None:
             self.harness.check(plan)
-        if plan.batch_size is not None and self.bench != MEMORY_BENCH:
+        if getattr(plan, "batch_size", None) is not None and self.bench != MEMORY_BENCH:
             raise ValueError("the cycle bench drives act and wgt in lockstep: an engine "
                              "with weight reuse or a weight port runs on bench='memory'")
         if self._conn is None:

@@ -119,7 +119,7 @@ async def run(dut, results, widths, plan, traffic, cycle_limit):
     if hasattr(dut, "tiles"):            # an accumulator bank: the tiles interleaved
         dut.tiles.value = getattr(plan, "bank_tiles", 1)
     if hasattr(dut, "batch"):            # weight reuse: the tokens of each batch
-        dut.batch.value = plan.batch_size
+        dut.batch.value = getattr(plan, "batch_size", None) or 1
     dut.start.value = 1
     await RisingEdge(dut.clk)
     dut.start.value = 0
