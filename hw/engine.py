@@ -182,13 +182,13 @@ class LayerEngine(wiring.Component):
 
     def __init__(self, *, lanes, rows, max_beats=1024, levels_per_stage=1, fabric=GENERIC,
                  decoder=ROM, output_stage=True, weight_order=ROWS_ORDER,
-                 act_width=ACT_WIDTH, acc_tiles=None):
+                 act_width=ACT_WIDTH, acc_tiles=None, **pipeline):
         self._beat_bytes = weight_beat_bytes(lanes, rows, weight_order)
         self._weight_order = weight_order
         self._unit = MatmulUnit(lanes=lanes, rows=rows, weight_mode=TERNARY,
                                 output_stage=output_stage, max_beats=max_beats,
                                 levels_per_stage=levels_per_stage, fabric=fabric,
-                                act_width=act_width, acc_tiles=acc_tiles)
+                                act_width=act_width, acc_tiles=acc_tiles, **pipeline)
         self._unpacker = TritUnpacker(bytes_per_beat=self._beat_bytes, decoder=decoder)
         ports = {
             "act": In(stream.Signature(self._unit.act_layout)),

@@ -83,7 +83,7 @@ def add_parser(subparsers):
 
 def run(parser, args):
     from .cli import (act_width_suffix, engine_from_args, engine_suffix,
-                      unit_from_args, unit_kwargs)
+                      unit_from_args, unit_kwargs, variant_suffix)
     from .lanes import GENERIC, DotProduct
     if args.freq <= 0:
         parser.error(f"--freq must be positive, not {args.freq}")
@@ -111,6 +111,7 @@ def run(parser, args):
         name = f"unit{args.rows}x{args.lanes}_{args.weight_mode}"
         macs = args.rows * args.lanes
     name += act_width_suffix(args.act_width)
+    name += "" if args.lane_group else variant_suffix(args)
     name += "_nodsp" if args.nodsp else ""
     name += f"_{args.fabric}" if args.fabric != GENERIC else ""
     try:
