@@ -48,11 +48,16 @@ ENGINES = ((16, 32),)
 #: The sparse dataflow's engine (column-order weight beats, an accumulator bank for the
 #: beat-major order) deep enough for every 2B4T projection on 16 rows: 6912 / 16 tiles.
 SPARSE_ENGINES = ((16, 32, 432),)
-#: Engines with weight reuse (T tokens a beat) and decoders sized to a 128-bit weight
-#: port, one per packing: (rows, lanes, LayerEngine parameters).
+#: Engines with weight reuse (T tokens a beat), decoders sized to a 128-bit weight
+#: port and the pipelined output stage shared by the rows (one a cycle), one per
+#: packing; and the 3-in-5 engine with the stage parallel (16 rows a cycle): (rows,
+#: lanes, LayerEngine parameters).
 BATCHED_ENGINES = tuple(
-    (16, 32, {"tokens": 16, "weight_port_bits": 128, "packing": packing})
-    for packing in ("base3", "3in5", "2bit"))
+    (16, 32, {"tokens": 16, "weight_port_bits": 128, "packing": packing,
+              "output_rows": output_rows})
+    for packing, output_rows in (("base3", 1), ("3in5", 1), ("2bit", 1), ("3in5", 16)))
+#: The unit with its activation register replicated (act_copies), beside the plain one.
+ACT_COPIES_UNITS = ((16, 32, 2), (16, 32, 4))
 #: Packed bytes per beat of the trit unpackers compared (results are quoted per byte).
 UNPACKER_BYTES = 8
 QUICK_LANE_GROUPS = (8,)
@@ -114,6 +119,9 @@ def main(argv=None):
                  rows * lanes, nodsp) for rows, lanes in shapes]
 
     jobs += units("unit", "", QUICK_UNITS if quick else UNITS, False, fabric=ECP5)
+    for rows, lanes, copies in (() if quick else ACT_COPIES_UNITS):
+        jobs += units("unit", f"_ac{copies}", ((rows, lanes),), False, fabric=ECP5,
+                      act_copies=copies)
     jobs += units("unit", act_width_suffix(INT4_WIDTH_SWEPT), () if quick else INT4_UNITS,
                   False, fabric=ECP5, act_width=INT4_WIDTH_SWEPT)
     jobs += units("unit", "_generic", () if quick else GENERIC_UNITS, False)

@@ -10,7 +10,7 @@ import sys
 
 __all__ = ["main", "add_unit_arguments", "add_engine_arguments", "unit_kwargs",
            "unit_from_args", "engine_from_args", "engine_suffix", "act_width_suffix",
-           "SUBCOMMAND_MODULES"]
+           "variant_suffix", "SUBCOMMAND_MODULES"]
 
 #: Modules that contribute subcommands, in ``--help`` order.
 SUBCOMMAND_MODULES = (
@@ -49,6 +49,27 @@ def add_unit_arguments(parser):
                         help="bits of an activation: 8, or 4 for BitNet a4.8's int4 inputs "
                              "(two per byte; ternary and binary weights; "
                              "default: %(default)s)")
+    parser.add_argument("--output-rows", type=int, default=None, metavar="R",
+                        help="with the output stage: the pipelined stage (DSP multiply "
+                             "with --fabric ecp5), R rows a cycle; below --rows one stage "
+                             "is shared by the rows, a result vector every rows / R "
+                             "cycles (default: the two-register stage)")
+    from .matmul import DEFAULT_ACT_COPIES
+    parser.add_argument("--act-copies", type=_copies, default=DEFAULT_ACT_COPIES,
+                        metavar="N",
+                        help="register the beat once in front of the lane groups, the "
+                             "activations in N copies (each feeding rows / N rows); 'none' "
+                             "for no input register (default: %(default)s)")
+
+
+def _copies(text):
+    """``--act-copies`` value: a count, or ``none``."""
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count: {text!r} (an integer or 'none')")
 
 
 def add_engine_arguments(parser):
@@ -95,7 +116,8 @@ def unit_kwargs(args):
     return {"lanes": args.lanes, "rows": args.rows, "weight_mode": args.weight_mode,
             "output_stage": args.output_stage, "max_beats": args.max_beats,
             "levels_per_stage": args.levels_per_stage, "fabric": args.fabric,
-            "act_width": args.act_width}
+            "act_width": args.act_width, "output_rows": args.output_rows,
+            "act_copies": args.act_copies}
 
 
 def engine_only_given(args):
@@ -143,6 +165,19 @@ def act_width_suffix(act_width):
     build names of the two widths apart."""
     from model.quant import ACT_WIDTH
     return "" if act_width == ACT_WIDTH else f"_a{act_width}"
+
+
+def variant_suffix(args):
+    """Report-name suffix of the pipeline flags away from their defaults: ``_os`` (the
+    output stage), ``_oR`` (its rows a cycle), ``_acN`` / ``_acnone`` (activation
+    copies)."""
+    from .matmul import DEFAULT_ACT_COPIES
+    suffix = "_os" if args.output_stage else ""
+    if args.output_rows is not None:
+        suffix += f"_o{args.output_rows}"
+    if args.act_copies != DEFAULT_ACT_COPIES:
+        suffix += f"_ac{'none' if args.act_copies is None else args.act_copies}"
+    return suffix
 
 
 def build_parser():

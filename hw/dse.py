@@ -55,6 +55,9 @@ DEFAULT_TOKENS = (1, 4, 16)
 DEFAULT_PORT_BITS = (128, 256)
 DEFAULT_PACKINGS = (BASE3, TRITS3_IN5, CODES2)
 DEFAULT_DEVICES = ("45f",)
+#: Rows a cycle of the pipelined output stage: 1, one stage shared by the rows (every
+#: 2B4T BitLinear has at least rows beats a tile, so it never limits the engine).
+DEFAULT_OUTPUT_ROWS = (1,)
 DEFAULT_FREQ_MHZ = 300.0      # the P&R target of make bench-area (Fmax is what it reaches)
 DEFAULT_BANDWIDTH_GBS = 3.2   # DDR3-1600 x16, a typical ECP5 board
 DEFAULT_PROMPT = 128
@@ -83,27 +86,33 @@ OK, FAILED = "ok", "failed"
 # --- points -----------------------------------------------------------------------------
 
 def design_name(engine):
-    """``engine{rows}x{lanes}_t{T}_p{bits|beat}_{packing}``."""
+    """``engine{rows}x{lanes}_t{T}_p{bits|beat}_{packing}[_o{output_rows}]``."""
     port = engine.get("weight_port_bits")
+    stage = engine.get("output_rows")
     return (f"engine{engine['rows']}x{engine['lanes']}_t{engine.get('tokens', 1)}"
-            f"_p{BEAT_PORT if port is None else port}_{engine.get('packing', BASE3)}")
+            f"_p{BEAT_PORT if port is None else port}_{engine.get('packing', BASE3)}"
+            f"{'' if stage is None else f'_o{stage}'}")
 
 
 def make_points(*, lanes, rows, tokens, port_bits, packings, devices, seed=1,
-                freq_mhz=DEFAULT_FREQ_MHZ, place=True, workdir="build/dse/work"):
+                freq_mhz=DEFAULT_FREQ_MHZ, place=True, workdir="build/dse/work",
+                output_rows=(None,)):
     """The sweep: one point per combination, as plain dicts.
 
     A point's ``engine`` is the :class:`hw.engine.LayerEngine` keyword arguments; its
     ``max_beats`` is the fewest beats that hold the model's widest input (6912 / lanes for
-    2B4T), which sizes the accumulators for the model and no more.
+    2B4T), which sizes the accumulators for the model and no more; ``output_rows``
+    (None: the two-register output stage) sets the pipelined stage's rows a cycle.
     """
     widest = max(p.in_features for p in get_model(MODEL).projections())
     points = []
-    for k, m, t, port, packing, device in itertools.product(lanes, rows, tokens, port_bits,
-                                                             packings, devices):
+    for k, m, t, port, packing, device, stage in itertools.product(
+            lanes, rows, tokens, port_bits, packings, devices, output_rows):
         engine = {"lanes": k, "rows": m, "tokens": t,
                   "weight_port_bits": None if port == BEAT_PORT else port,
                   "packing": packing, "max_beats": -(-widest // k), "fabric": ECP5}
+        if stage is not None:
+            engine["output_rows"] = stage
         name = design_name(engine)
         points.append({"design": name, "device": device, "target": DEVICES[device],
                        "engine": engine,
@@ -402,7 +411,8 @@ def header(options, tools):
             f"out-of-context P&R, seed {options['seed']}, target {options['freq_mhz']:g} MHz")
     return (f"Tools: {', '.join(f'{k} {v}' for k, v in tools.items())}. "
             f"LayerEngine (fabric ecp5), {flow}; every port registered (harness FFs "
-            "subtracted). LUT4 eq. = LUT4 + 2 per carry cell (CCU2C).")
+            "subtracted). LUT4 eq. = LUT4 + 2 per carry cell (CCU2C) + 6 per LUT RAM block "
+            "(TRELLIS_DPR16X4).")
 
 
 def markdown_table(rows, options, tools):
@@ -602,6 +612,10 @@ def parser():
                    default=list(DEFAULT_PACKINGS), metavar="NAME,..",
                    help=f"weight packings, of {', '.join(PACKINGS)} (default: "
                    f"{_joined(DEFAULT_PACKINGS)})")
+    p.add_argument("--output-rows", type=_list(_positive_int),
+                   default=list(DEFAULT_OUTPUT_ROWS), metavar="R,..",
+                   help="rows a cycle of the pipelined output stage, dividing the rows "
+                   f"(default: {_joined(DEFAULT_OUTPUT_ROWS)})")
     p.add_argument("--device", type=_list(_choice(tuple(DEVICES), "device")),
                    default=list(DEFAULT_DEVICES), metavar="NAME,..",
                    help=", ".join(f"{k} = {TARGETS[v].device}" for k, v in DEVICES.items())
@@ -694,7 +708,8 @@ def main(argv=None):
     points = make_points(lanes=args.lanes, rows=args.rows, tokens=args.tokens,
                          port_bits=args.port_bits, packings=args.packing,
                          devices=args.device, seed=args.seed, freq_mhz=args.freq,
-                         place=not args.synth_only, workdir=outdir / "work")
+                         place=not args.synth_only, workdir=outdir / "work",
+                         output_rows=args.output_rows)
     cache_dir = outdir / "cache"
     cache = {} if args.no_cache else load_cache(cache_dir)
     started = time.monotonic()

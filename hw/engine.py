@@ -30,7 +30,8 @@ from model.quant import ACT_WIDTH, TERNARY
 from model.sparse import BEAT_MAJOR, SparseTiling, column_bytes
 
 from .lanes import GENERIC
-from .matmul import ErrorLayout, MatmulUnit
+from .matmul import (DEFAULT_ACT_COPIES, QUEUE_DEPTH, ErrorLayout, MatmulUnit,
+                     accumulate_delay, output_interval, result_cycles, unit_latency)
 from .params import check_positive_int
 from .unpack import ROM, TritUnpacker, WordDecoder
 
@@ -58,15 +59,6 @@ def weight_beat_bytes(lanes, rows, weight_order=ROWS_ORDER):
                      f"not {weight_order!r}")
 
 
-def result_cycles(arrivals, latency, interval=1):
-    """The cycle each result vector leaves the unit, given the cycle each one's last
-    beat transfers (``arrivals``, in order): ``C_n = max(A_n + latency, C_{n-1} +
-    interval)``, with ``interval`` the cycles the output stage takes per vector."""
-    a = np.asarray(arrivals, dtype=np.int64)
-    steps = np.arange(len(a), dtype=np.int64) * interval
-    return np.maximum.accumulate(a - steps) + steps + latency
-
-
 @dataclass(frozen=True)
 class LayerMapping(LayerTiling):
     """:class:`model.mapping.LayerTiling` (tiles, beats, bytes) on a built engine: with
@@ -87,20 +79,37 @@ class LayerMapping(LayerTiling):
     levels_per_stage: int = 1
     output_stage: bool = True
     max_beats: int = None
-    #: Rows the output stage rescales per cycle (None: all of them).
+    #: Rows the pipelined output stage rescales per cycle (None: the two-register stage;
+    #: below ``rows``, one stage shared by the rows behind a queue).
     output_rows: int = field(default=None, kw_only=True)
+    #: Copies of the unit's activation input register (None: no input register).
+    act_copies: int = field(default=DEFAULT_ACT_COPIES, kw_only=True)
 
     @property
     def latency(self):
-        from .matmul import unit_latency
-        return unit_latency(self.lanes, self.levels_per_stage, self.output_stage)
+        """L of the unit's timing contract (:func:`hw.matmul.unit_latency`)."""
+        return unit_latency(self.lanes, self.levels_per_stage, self.output_stage,
+                            self.output_rows if self.output_stage else None, self.rows,
+                            act_copies=self.act_copies)
 
     @property
     def output_interval(self):
-        """Cycles of the output stage per result vector."""
-        if self.output_rows is None or not self.output_stage:
+        """R: cycles of the output stage per result vector."""
+        if not self.output_stage:
             return 1
-        return self.rows // self.output_rows
+        return output_interval(self.rows, self.output_rows)
+
+    @property
+    def shared_output_stage(self):
+        """Whether result vectors queue for a shared output stage (R > 1)."""
+        return self.output_interval > 1
+
+    @property
+    def start_delay(self):
+        """Cycles from a last beat's transfer to its vector's start in the idle shared
+        output stage (:attr:`hw.matmul.MatmulUnit.start_delay`)."""
+        return accumulate_delay(self.lanes, self.levels_per_stage,
+                                act_copies=self.act_copies) + 1
 
     @property
     def assembled(self):
@@ -113,7 +122,7 @@ class LayerMapping(LayerTiling):
         return max(self.port_words_per_beat, self.batch)
 
     def run_arrivals(self, size, batches):
-        """Unstalled transfer cycles of the last beats of one run's result vectors
+        """Unthrottled transfer cycles of the last beats of one run's result vectors
         (``batches`` batches of ``size`` tokens; cycle 0 is the run's first transfer),
         in result order: batch, tile, token.
 
@@ -131,6 +140,59 @@ class LayerMapping(LayerTiling):
         return (words + last_beats[:, None] * period
                 + np.arange(size, dtype=np.int64)[None, :]).reshape(-1)
 
+    def run_exits(self, size, batches):
+        """The cycle each result vector of one run (:attr:`runs`) leaves the engine, no stall
+        (the unit's timing contract, :func:`hw.matmul.result_cycles`).
+
+        With a shared output stage (R > 1) a last beat waits while
+        :data:`hw.matmul.QUEUE_DEPTH` vectors queue for the stage, and the wait delays
+        the beats behind it; when the unthrottled stream would fill the queue the
+        schedule is followed beat by beat (:meth:`_throttled_exits`)."""
+        arrivals = (self.run_arrivals(size, batches) if self.assembled
+                    else self.run_arrivals(1, size * batches))
+        latency, interval = self.latency, self.output_interval
+        if interval == 1:
+            return result_cycles(arrivals, latency, interval)
+        delay = self.start_delay
+        starts = result_cycles(arrivals, delay, interval)
+        queue = QUEUE_DEPTH
+        if len(arrivals) <= queue or np.all(arrivals[queue:] >= starts[:-queue] + 1):
+            return starts + latency - delay      # the queue never holds a last beat
+        return self._throttled_exits(size, batches) + latency - delay
+
+    def _throttled_exits(self, size, batches):
+        """Start cycles ``S_n`` in the shared output stage, beat by beat: the last word
+        of beat ``k`` is taken at ``L_k = max(L_(k-1) + W, U_(k-1))`` (``U``: the
+        beat's last use), its uses follow one a cycle, and a last beat's use ``n``
+        waits until ``S_(n - QUEUE_DEPTH) + 1``; ``S_n = max(u_n + delay, S_(n-1) + R)``.
+        Without weight assembly the beats are back to back (``W = 1``, one use)."""
+        beats, interval, delay = self.col_beats, self.output_interval, self.start_delay
+        assembled = self.assembled
+        words = self.port_words_per_beat if assembled else 1
+        uses = size if assembled else 1
+        period = max(words, uses)
+        vectors = batches * self.row_tiles * (1 if assembled else size)
+        starts = np.zeros(vectors * uses, dtype=np.int64)
+        loaded, used, n = -1, -1 << 40, 0     # L and U of the previous beat
+        for _ in range(vectors):
+            # the tile's beats before its last: never held
+            loaded = max(loaded + words, used)
+            if beats > 1:
+                loaded += (beats - 2) * period
+                used = loaded + uses
+                loaded = max(loaded + words, used)
+            use = loaded
+            for _ in range(uses):
+                use += 1
+                if n >= QUEUE_DEPTH:
+                    use = max(use, starts[n - QUEUE_DEPTH] + 1)
+                starts[n] = use + delay if n == 0 else max(use + delay,
+                                                           starts[n - 1] + interval)
+                n += 1
+            used = use
+        # whole beats go to the unit without the beat register's cycle
+        return starts if assembled else starts - 1
+
     @property
     def runs(self):
         """``(size, batches)`` of each run: the full batches, then the remainder."""
@@ -141,11 +203,7 @@ class LayerMapping(LayerTiling):
 
     def run_cycles(self, size, batches):
         """Cycles of one run, from its first transfer to its last result, no stall."""
-        if not self.assembled:
-            arrivals = self.run_arrivals(1, size)
-        else:
-            arrivals = self.run_arrivals(size, batches)
-        return int(result_cycles(arrivals, self.latency, self.output_interval)[-1]) + 1
+        return int(self.run_exits(size, batches)[-1]) + 1
 
     @property
     def cycles(self):
@@ -173,9 +231,17 @@ class SparseLayerMapping(SparseTiling):
     output_stage: bool = True
     max_beats: int = None
     acc_tiles: int = None
+    #: As :class:`LayerMapping`; the sparse dataflow takes only a parallel stage
+    #: (None or ``rows``).
+    output_rows: int = field(default=None, kw_only=True)
+    act_copies: int = field(default=DEFAULT_ACT_COPIES, kw_only=True)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.output_rows not in (None, self.rows):
+            raise ValueError("the sparse dataflow takes a parallel output stage: "
+                             f"output_rows must be None or rows ({self.rows}), "
+                             f"not {self.output_rows}")
         if self.max_beats is not None and max(self.token_beats) > self.max_beats:
             raise ValueError(f"a token keeps {max(self.kept)} columns, "
                              f"{max(self.token_beats)} beats, more than the engine's "
@@ -188,8 +254,9 @@ class SparseLayerMapping(SparseTiling):
 
     @property
     def latency(self):
-        from .matmul import unit_latency
-        return unit_latency(self.lanes, self.levels_per_stage, self.output_stage)
+        return unit_latency(self.lanes, self.levels_per_stage, self.output_stage,
+                            self.output_rows if self.output_stage else None, self.rows,
+                            act_copies=self.act_copies)
 
     @property
     def cycles(self):
@@ -292,7 +359,8 @@ class LayerEngine(wiring.Component):
     def __init__(self, *, lanes, rows, max_beats=1024, levels_per_stage=1, fabric=GENERIC,
                  decoder=ROM, output_stage=True, weight_order=ROWS_ORDER,
                  act_width=ACT_WIDTH, acc_tiles=None, tokens=1, weight_port_bits=None,
-                 packing=None):
+                 packing=None, output_rows=None,
+                 act_copies=DEFAULT_ACT_COPIES):
         self._tokens = check_positive_int("tokens", tokens)
         if packing is None:
             packing = default_packing(self._tokens > 1 or weight_port_bits is not None)
@@ -314,12 +382,17 @@ class LayerEngine(wiring.Component):
         elif packing != BASE3:
             raise ValueError(f"packing {packing!r} needs assembled beats: give "
                              f"weight_port_bits (or tokens > 1)")
+        if (weight_order != ROWS_ORDER and output_stage and output_rows is not None
+                and output_rows < rows):
+            raise ValueError("the sparse dataflow (weight_order='columns') takes a parallel "
+                             "output stage: output_rows must be None or rows")
         self._weight_order = weight_order
         bank = self._tokens if self._tokens > 1 else acc_tiles
         self._unit = MatmulUnit(lanes=lanes, rows=rows, weight_mode=TERNARY,
                                 output_stage=output_stage, max_beats=max_beats,
                                 levels_per_stage=levels_per_stage, fabric=fabric,
-                                act_width=act_width, acc_tiles=bank)
+                                act_width=act_width, acc_tiles=bank, output_rows=output_rows,
+                                act_copies=act_copies)
         codes = self._unit.rows * self._unit.lanes
         if self._assembled:
             self._word_bits = (beat_port_bits(codes, packing) if weight_port_bits is None
@@ -364,6 +437,14 @@ class LayerEngine(wiring.Component):
     @property
     def act_width(self):
         return self._unit.act_width
+
+    @property
+    def output_rows(self):
+        return self._unit.output_rows
+
+    @property
+    def act_copies(self):
+        return self._unit.act_copies
 
     @property
     def tokens(self):

@@ -1,7 +1,8 @@
 """The matmul unit: ``rows`` dot-product lane groups sharing one activation stream,
 multi-beat accumulation, an optional fixed-point output stage, and stream interfaces."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+import numpy as np
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -11,13 +12,16 @@ from model.encoding import code_width
 from model.quant import ACT_WIDTH, TERNARY
 
 from .buffer import RESULT_BUFFER_LATENCY, ResultBuffer
-from .lanes import (GENERIC, DotProduct, add_with_carry, check_act_width, check_fabric,
+from .outstage import OUTPUT_STAGE_LATENCY, OutputStage
+from .lanes import (ECP5, GENERIC, DotProduct, add_with_carry, check_act_width, check_fabric,
                     invalid_code, tree_latency)
 from .params import check_bool, check_positive_int, check_weight_mode
 
 __all__ = ["MatmulUnit", "ErrorLayout", "act_layout", "wgt_layout", "res_layout",
            "result_width", "unit_latency", "pipeline_depth", "result_fifo_depth",
-           "code_flag_latency"]
+           "code_flag_latency", "input_latency", "accumulate_delay", "output_interval",
+           "result_cycles", "stream_arrivals", "throttled_result_cycles",
+           "DEFAULT_ACT_COPIES", "QUEUE_DEPTH", "QUEUE_LATENCY"]
 
 
 def act_layout(lanes, output_stage, act_width=ACT_WIDTH):
@@ -64,22 +68,245 @@ def code_flag_latency(lanes, rows):
 RESULT_FIFO_LATENCY = RESULT_BUFFER_LATENCY
 
 
-def pipeline_depth(lanes, levels_per_stage, output_stage):
-    """Registers from the input handshake to the result FIFO's write port: the lane
-    groups' tree stages, the accumulate register and, with the output stage, the
-    multiply and round registers."""
-    return tree_latency(lanes, levels_per_stage) + 1 + (2 if output_stage else 0)
+#: Copies of the activation register by default (``None``: no input register).
+DEFAULT_ACT_COPIES = None
 
 
-def unit_latency(lanes, levels_per_stage, output_stage):
-    """Cycles from a ``last`` beat's transfer to its result on ``res``, unstalled."""
-    return pipeline_depth(lanes, levels_per_stage, output_stage) + RESULT_FIFO_LATENCY
+def check_act_copies(value, rows):
+    """Return ``value`` (``None``, or 1 to ``rows`` copies of the activation register)."""
+    if value is None:
+        return None
+    check_positive_int("act_copies", value)
+    if value > rows:
+        raise ValueError(f"act_copies must be at most rows ({rows}), not {value}")
+    return value
 
 
-def result_fifo_depth(lanes, levels_per_stage, output_stage):
+def input_latency(act_copies=DEFAULT_ACT_COPIES):
+    """Registers between the input handshake and the lane groups: none, or with
+    ``act_copies`` the input stage (activations in that many copies, weight codes)."""
+    return 0 if act_copies is None else 1
+
+
+def check_output_rows(value, rows, output_stage):
+    """Return ``value`` (``None``, or a divisor of ``rows`` with the output stage)."""
+    if value is None:
+        return None
+    check_positive_int("output_rows", value)
+    if not output_stage:
+        raise ValueError("output_rows is a parameter of the output stage "
+                         "(output_stage=True)")
+    if rows % value:
+        raise ValueError(f"output_rows must divide rows ({rows}), not {value}")
+    return value
+
+
+def output_interval(rows, output_rows=None):
+    """R: cycles one result vector holds the output stage, ``rows / output_rows``
+    (1 for a fully parallel stage, ``output_rows`` ``None`` or ``rows``).
+
+    Parameters
+    ----------
+    rows : int
+        M, the rows of a result vector.
+    output_rows : int or None
+        Rows the output stage takes per cycle; must divide ``rows``.
+
+    Returns
+    -------
+    int
+    """
+    if output_rows is None:
+        return 1
+    if rows % output_rows:
+        raise ValueError(f"output_rows must divide rows ({rows}), not {output_rows}")
+    return rows // output_rows
+
+
+def _serial(output_rows, rows):
+    """Whether the output stage is shared: ``output_rows`` rows at a time through a queue."""
+    if output_rows is None:
+        return False
+    if rows is None:
+        raise TypeError("rows must be given with output_rows")
+    return output_interval(rows, output_rows) > 1
+
+
+def accumulate_delay(lanes, levels_per_stage, *, act_copies=DEFAULT_ACT_COPIES):
+    """Cycles from a ``last`` beat's transfer to its dot products in the ``done``
+    register: the input stage, the lane groups' tree stages, the accumulate register."""
+    return input_latency(act_copies) + tree_latency(lanes, levels_per_stage) + 1
+
+
+#: Cycles from a vector entering the output queue to its output-stage start (the queue's
+#: write), from the start to the vector in the read register, from there to the first
+#: slice in the serializer's register.
+QUEUE_LATENCY = 3
+
+
+def pipeline_depth(lanes, levels_per_stage, output_stage, output_rows=None, rows=None, *,
+                   act_copies=DEFAULT_ACT_COPIES):
+    """Registers from the input handshake to the result FIFO's write port, the output
+    stage idle: :func:`accumulate_delay`, then with the output stage (``output_rows``
+    ``None``) its multiply and round registers, or (``output_rows`` given) the
+    pipelined stage (:data:`hw.outstage.OUTPUT_STAGE_LATENCY`); when that is shared
+    (``output_rows < rows``) first the queue (:data:`QUEUE_LATENCY`) and after it the
+    ``R - 1`` cycles the collector waits for the vector's last slice
+    (:func:`output_interval`)."""
+    depth = accumulate_delay(lanes, levels_per_stage, act_copies=act_copies)
+    if not output_stage:
+        return depth
+    if output_rows is None:
+        return depth + 2
+    depth += OUTPUT_STAGE_LATENCY
+    if _serial(output_rows, rows):
+        depth += QUEUE_LATENCY + output_interval(rows, output_rows) - 1
+    return depth
+
+
+def unit_latency(lanes, levels_per_stage, output_stage, output_rows=None, rows=None, *,
+                 act_copies=DEFAULT_ACT_COPIES):
+    """L: cycles from a ``last`` beat's transfer to its result on ``res``, the output stage
+    idle and ``res`` ready.
+
+    The timing contract: with ``res.ready`` always high and the inputs never starved,
+    result vector ``n`` leaves (is on ``res``, valid) at cycle
+    ``C_n = max(A_n + L, C_(n-1) + R)``, ``A_n`` the cycle its ``last`` beat transfers
+    and ``R`` = :func:`output_interval` (:func:`result_cycles`). While the output
+    queue has room ``A_n`` is the cycle of the unthrottled stream (beats back to back);
+    see :func:`throttled_result_cycles` for a stream that fills it.
+
+    Parameters
+    ----------
+    lanes, levels_per_stage : int
+        As :class:`MatmulUnit`.
+    output_stage : bool
+        With the output stage.
+    output_rows : int or None
+        As :class:`MatmulUnit`.
+    rows : int or None
+        M; needed with ``output_rows``.
+    act_copies : int or None
+        As :class:`MatmulUnit`.
+
+    Returns
+    -------
+    int
+    """
+    return (pipeline_depth(lanes, levels_per_stage, output_stage, output_rows, rows,
+                           act_copies=act_copies) + RESULT_FIFO_LATENCY)
+
+
+def result_fifo_depth(lanes, levels_per_stage, output_stage, output_rows=None, rows=None,
+                      *, act_copies=DEFAULT_ACT_COPIES):
     """Entries of the result FIFO: every result that can be in flight, plus slack so an
-    always-ready consumer never throttles the input."""
-    return unit_latency(lanes, levels_per_stage, output_stage) + 2
+    always-ready consumer never throttles the input (with a shared output stage: the
+    results of vectors started in the stage, one per ``R`` cycles)."""
+    if _serial(output_rows, rows):
+        interval = output_interval(rows, output_rows)
+        in_flight = interval + OUTPUT_STAGE_LATENCY + QUEUE_LATENCY - 1 + RESULT_FIFO_LATENCY
+        return -(-in_flight // interval) + 2
+    return unit_latency(lanes, levels_per_stage, output_stage, output_rows, rows,
+                        act_copies=act_copies) + 2
+
+
+#: Vectors the shared output stage's queue holds (its credits): one LUT RAM's depth.
+QUEUE_DEPTH = 16
+
+
+#: Yosys ``ram_style`` of the queue: LUT RAM (16 vectors cost what 2 would).
+QUEUE_RAM_STYLE = "distributed"
+
+
+def _credits(m, name, limit, take, give):
+    """A credit counter: ``take`` spends one, ``give`` returns one; returns ``room``
+    (a credit is left), a register computed a cycle ahead so that it is one flip-flop
+    for the input handshake, not a comparator behind the counter. The count never
+    exceeds ``limit``, so the comparisons are equalities (LUTs, no carry chain)."""
+    count = Signal(range(limit + 1), name=f"{name}_used")
+    room = Signal(name=f"{name}_room", init=1)
+    full = count == limit
+    below_after_take = ~full & (count != limit - 1)  # count + 1 < limit
+    m.d.sync += [
+        count.eq(count + take - give),
+        room.eq(Mux(take & ~give, below_after_take, Mux(give & ~take, 1, ~full))),
+    ]
+    return room
+
+
+def result_cycles(arrivals, latency, interval):
+    """Exit cycles of the timing contract: ``C_n = max(A_n + L, C_(n-1) + R)``.
+
+    Parameters
+    ----------
+    arrivals : array_like of int
+        ``A_n``, the cycle each vector's ``last`` beat transfers, in order.
+    latency : int
+        L, :func:`unit_latency`.
+    interval : int
+        R, :func:`output_interval`.
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        ``C_n``, in the closed form ``max_(i <= n) (A_i + L + (n - i) R)``.
+    """
+    a = np.asarray(arrivals, dtype=np.int64)
+    n = np.arange(len(a), dtype=np.int64)
+    return np.maximum.accumulate(a + latency - n * interval) + n * interval
+
+
+def stream_arrivals(beats):
+    """``A_n`` of a stream of dot products of ``beats[n]`` beats each, back to back from
+    cycle 0: the cycle of each ``last`` beat."""
+    b = np.asarray(beats, dtype=np.int64)
+    if np.any(b < 1):
+        raise ValueError("every dot product has at least one beat")
+    return np.cumsum(b) - 1
+
+
+def throttled_result_cycles(beats, latency, interval, *, queue_depth=QUEUE_DEPTH,
+                            start_delay):
+    """Exit cycles of a stream of dot products of ``beats[n]`` beats, back to back from
+    cycle 0, ``res`` always ready, including the shared output stage's input throttle.
+
+    A ``last`` beat is held while ``queue_depth`` vectors wait for the stage (accepted,
+    not started); other beats never are. Vector ``n`` starts in the stage at
+    ``S_n = max(a_n + start_delay, S_(n-1) + R)`` and leaves at
+    ``C_n = S_n + L - start_delay``, where its ``last`` beat transfers at
+    ``a_n = max(a_(n-1) + beats[n], S_(n - queue_depth) + 1)``. A held beat delays all
+    that follow it, so once the queue has filled, a later dot product that finds the
+    stage idle leaves later than :func:`result_cycles` of the unthrottled stream says.
+
+    Parameters
+    ----------
+    beats : array_like of int
+        Beats of each dot product (>= 1).
+    latency, interval : int
+        L and R.
+    queue_depth : int
+        The queue's credits (:attr:`MatmulUnit.queue_depth`).
+    start_delay : int
+        Cycles from a ``last`` beat to its vector's start in an idle stage
+        (:attr:`MatmulUnit.start_delay`).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The ``last`` beats' transfer cycles ``a_n`` and the exit cycles ``C_n``.
+    """
+    b = np.asarray(beats, dtype=np.int64)
+    stream_arrivals(b)  # checks
+    a = np.zeros(len(b), dtype=np.int64)
+    start = np.zeros(len(b), dtype=np.int64)
+    for n in range(len(b)):
+        a[n] = (a[n - 1] if n else -1) + b[n]
+        if n >= queue_depth:
+            a[n] = max(a[n], start[n - queue_depth] + 1)
+        start[n] = a[n] + start_delay
+        if n:
+            start[n] = max(start[n], start[n - 1] + interval)
+    return a, start + latency - start_delay
 
 
 def res_layout(rows, width):
@@ -182,7 +409,7 @@ class MatmulUnit(wiring.Component):
 
     def __init__(self, *, lanes, rows, weight_mode=TERNARY, output_stage=False,
                  max_beats=1024, levels_per_stage=1, fabric=GENERIC, act_width=ACT_WIDTH,
-                 acc_tiles=None):
+                 acc_tiles=None, output_rows=None, act_copies=DEFAULT_ACT_COPIES):
         self._lanes = check_positive_int("lanes", lanes)
         self._rows = check_positive_int("rows", rows)
         self._weight_mode = check_weight_mode(weight_mode)
@@ -193,6 +420,8 @@ class MatmulUnit(wiring.Component):
         self._act_width = check_act_width(act_width, self._weight_mode)
         self._acc_tiles = None if acc_tiles is None else check_positive_int("acc_tiles",
                                                                             acc_tiles)
+        self._output_rows = check_output_rows(output_rows, self._rows, self._output_stage)
+        self._act_copies = check_act_copies(act_copies, self._rows)
         ports = {
             "act": In(stream.Signature(self.act_layout)),
             "wgt": In(stream.Signature(self.wgt_layout)),
@@ -241,6 +470,36 @@ class MatmulUnit(wiring.Component):
     def acc_tiles(self):
         return self._acc_tiles
 
+    @property
+    def output_rows(self):
+        return self._output_rows
+
+    @property
+    def act_copies(self):
+        return self._act_copies
+
+    @property
+    def output_interval(self):
+        """R: cycles a result vector holds the output stage (see :func:`output_interval`)."""
+        return output_interval(self._rows, self._output_rows)
+
+    @property
+    def shared_output_stage(self):
+        """Whether ``output_rows < rows``: vectors queue for one shared output stage."""
+        return _serial(self._output_rows, self._rows)
+
+    @property
+    def queue_depth(self):
+        """Vectors the shared output stage's queue holds (0 without a queue)."""
+        return QUEUE_DEPTH if self.shared_output_stage else 0
+
+    @property
+    def start_delay(self):
+        """Cycles from a ``last`` beat's transfer to its vector's start in the idle
+        shared output stage (see :func:`throttled_result_cycles`)."""
+        return accumulate_delay(self._lanes, self._levels_per_stage,
+                                act_copies=self._act_copies) + 1
+
     # Derived widths and layouts: the single place the sim side reads them from.
 
     @property
@@ -271,10 +530,17 @@ class MatmulUnit(wiring.Component):
         return tree_latency(self._lanes, self._levels_per_stage)
 
     @property
+    def input_latency(self):
+        """Registers between the input handshake and the lane groups
+        (see :func:`input_latency`)."""
+        return input_latency(self._act_copies)
+
+    @property
     def latency(self):
         """Cycles from a ``last`` beat's transfer to its result on ``res``, unstalled
         (see :func:`unit_latency`)."""
-        return unit_latency(self._lanes, self._levels_per_stage, self._output_stage)
+        return unit_latency(self._lanes, self._levels_per_stage, self._output_stage,
+                            self._output_rows, self._rows, act_copies=self._act_copies)
 
     @property
     def code_flag_latency(self):
@@ -285,27 +551,37 @@ class MatmulUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes, rows = self._lanes, self._rows
-        depth = result_fifo_depth(lanes, self._levels_per_stage, self._output_stage)
+        depth = result_fifo_depth(lanes, self._levels_per_stage, self._output_stage,
+                                  self._output_rows, rows, act_copies=self._act_copies)
 
-        # The datapath never stalls: a beat is taken only while the result FIFO has
-        # room for every result that may still be in flight (credits), so no register
-        # needs an enable driven by res.ready.
+        # The datapath never stalls: a beat is taken only while the result FIFO (or,
+        # with a shared output stage, the queue in front of it) has room for every
+        # result that may still be in flight (credits), so no register needs an enable
+        # driven by res.ready.
         m.submodules.results = fifo = ResultBuffer(
             width=rows * self.res_width, depth=depth)
-        committed = Signal(range(depth + 1))  # results accepted, not yet read out
-        fire = Signal()
-        room = Signal()
-        m.d.comb += [
-            room.eq(committed < depth),
-            fire.eq(self.act.valid & self.wgt.valid & room),
-            self.act.ready.eq(self.wgt.valid & room),
-            self.wgt.ready.eq(self.act.valid & room),
-        ]
-        fire_last = fire & self.act.payload.last
         taken = fifo.r.valid & fifo.r.ready
-        m.d.sync += committed.eq(committed + fire_last - taken)
+        fire = Signal()
+        fire_last = Signal()
+        serial = self.shared_output_stage
+        starts = Signal()  # with the shared stage: a queued vector enters it
+        room = _credits(m, "credits", QUEUE_DEPTH if serial else depth, fire_last,
+                        starts if serial else taken)
+        if self._output_rows is None:
+            # every beat waits for room (the unit before output_rows)
+            gate = room
+        else:
+            # only a last beat needs room; the others go on while the stage drains
+            gate = room | ~self.act.payload.last
+        m.d.comb += [
+            fire.eq(self.act.valid & self.wgt.valid & gate),
+            fire_last.eq(fire & self.act.payload.last),
+            self.act.ready.eq(self.wgt.valid & gate),
+            self.wgt.ready.eq(self.act.valid & gate),
+        ]
 
         groups = []
+        activations, codes = self._input_stage(m)
         for row in range(rows):
             group = DotProduct(lanes=lanes, weight_mode=self._weight_mode,
                                levels_per_stage=self._levels_per_stage, carry_out=True,
@@ -313,8 +589,8 @@ class MatmulUnit(wiring.Component):
             m.submodules[f"row{row}"] = group
             groups.append(group)
             m.d.comb += [
-                group.activations.eq(self.act.payload.data),
-                group.codes.eq(self.wgt.payload[row]),
+                group.activations.eq(activations[row]),
+                group.codes.eq(codes[row]),
                 group.en.eq(1),
             ]
 
@@ -371,7 +647,7 @@ class MatmulUnit(wiring.Component):
             with m.If(fire):
                 m.d.sync += tile.eq(Mux(wrap, 0, tile + 1))
         tags = [tag]
-        for stage in range(self.tree_latency):
+        for stage in range(self.input_latency + self.tree_latency):
             next_tag = Signal(tag_layout, name=f"stage{stage}_tag")
             m.d.sync += next_tag.eq(tags[-1])
             tags.append(next_tag)
@@ -427,8 +703,17 @@ class MatmulUnit(wiring.Component):
                     m.d.sync += acc.eq(total)
 
         result, result_valid = done, done_tag.valid
-        if self._output_stage:
+        if self._output_stage and self._output_rows is None:
             result, result_valid = self._output_stage_pipeline(m, done, done_tag)
+        elif serial:
+            result, result_valid = self._shared_output_stage(m, done, done_tag, starts,
+                                                             taken)
+        elif self._output_stage:
+            m.submodules.output_stage = stage = OutputStage(
+                slots=rows, acc_width=width, fabric=self._fabric)
+            m.d.comb += [stage.valid.eq(done_tag.valid), stage.acc.eq(done),
+                         stage.scale.eq(done_tag.scale), stage.shift.eq(done_tag.shift)]
+            result, result_valid = stage.out, stage.out_valid
         m.d.comb += [
             fifo.w.valid.eq(result_valid),
             fifo.w.payload.eq(result),
@@ -437,6 +722,105 @@ class MatmulUnit(wiring.Component):
             fifo.r.ready.eq(self.res.ready),
         ]
         return m
+
+    def _shared_output_stage(self, m, done, done_tag, starts, taken):
+        """Finished vectors queue (``QUEUE_DEPTH`` deep, LUT RAM); a serializer passes
+        ``output_rows`` rows a cycle through one :class:`OutputStage`, a vector every
+        ``R`` cycles; a collector puts the result vector back together. Returns the
+        result and its valid, for the result FIFO."""
+        rows, slots, interval = self._rows, self._output_rows, self.output_interval
+        width = self.acc_width
+        entry = data.StructLayout({"acc": data.ArrayLayout(signed(width), rows),
+                                   "scale": unsigned(SCALE_WIDTH),
+                                   "shift": unsigned(SHIFT_WIDTH)})
+        m.submodules.queue = queue = Memory(shape=entry, depth=QUEUE_DEPTH, init=[],
+                                            attrs={"ram_style": QUEUE_RAM_STYLE})
+        write, read = queue.write_port(), queue.read_port()
+        address = (QUEUE_DEPTH - 1).bit_length()
+        # pointers one bit wider than the address: equal means empty (the credits
+        # keep the queue from ever holding more than QUEUE_DEPTH vectors)
+        write_ptr = Signal(address + 1, name="queue_write")
+        read_ptr = Signal(address + 1, name="queue_read")
+        m.d.comb += [write.addr.eq(write_ptr[:address]), write.en.eq(done_tag.valid),
+                     write.data.acc.eq(done), write.data.scale.eq(done_tag.scale),
+                     write.data.shift.eq(done_tag.shift)]
+        with m.If(done_tag.valid):
+            m.d.sync += write_ptr.eq(write_ptr + 1)
+
+        # Start a vector when one is queued, the result FIFO has room for its result
+        # and the previous vector's last slice is being issued (or none is).
+        res_room = _credits(m, "res_credits", result_fifo_depth(
+            self._lanes, self._levels_per_stage, True, slots, rows,
+            act_copies=self._act_copies), starts, taken)
+        issuing = Signal(name="ser_issuing")
+        slice_index = Signal(range(interval), name="ser_slice")
+        final = slice_index == interval - 1
+        m.d.comb += [starts.eq((write_ptr != read_ptr) & res_room & (~issuing | final)),
+                     read.addr.eq(read_ptr[:address]), read.en.eq(starts)]
+        with m.If(starts):
+            m.d.sync += [read_ptr.eq(read_ptr + 1), issuing.eq(1), slice_index.eq(0)]
+        with m.Elif(issuing):
+            with m.If(final):
+                m.d.sync += issuing.eq(0)
+            with m.Else():
+                m.d.sync += slice_index.eq(slice_index + 1)
+
+        # The serializer: slice k of the vector in the read register, registered.
+        head = read.data
+        pieces = Array(Cat(*[head.acc[k * slots + j] for j in range(slots)])
+                       for k in range(interval))
+        ser_acc = Signal(data.ArrayLayout(signed(width), slots), name="ser_acc",
+                         reset_less=True)
+        ser_scale = Signal(unsigned(SCALE_WIDTH), name="ser_scale", reset_less=True)
+        ser_shift = Signal(unsigned(SHIFT_WIDTH), name="ser_shift", reset_less=True)
+        ser_valid, ser_final = Signal(name="ser_valid"), Signal(name="ser_final")
+        m.d.sync += [ser_acc.eq(pieces[slice_index]), ser_scale.eq(head.scale),
+                     ser_shift.eq(head.shift), ser_valid.eq(issuing),
+                     ser_final.eq(issuing & final)]
+
+        m.submodules.output_stage = stage = OutputStage(
+            slots=slots, acc_width=width, fabric=self._fabric, tag_width=1)
+        m.d.comb += [stage.valid.eq(ser_valid), stage.acc.eq(ser_acc),
+                     stage.scale.eq(ser_scale), stage.shift.eq(ser_shift),
+                     stage.tag.eq(ser_final)]
+
+        # The collector: a vector's slices leave the stage on consecutive cycles, so a
+        # shift register without enable holds slices 0 .. R - 2 when the last leaves.
+        held = [Signal(data.ArrayLayout(signed(OUT_WIDTH), slots), name=f"collect{k}",
+                       reset_less=True) for k in range(interval - 1)]
+        for k in range(interval - 1):
+            m.d.sync += held[k].eq(held[k + 1] if k + 1 < interval - 1 else stage.out)
+        result = Signal(self.res_layout, name="collected")
+        m.d.comb += result.eq(Cat(*held, stage.out))
+        return result, stage.out_valid & stage.out_tag[0]
+
+    def _input_stage(self, m):
+        """The activations and weight codes each row's lane group takes: the input
+        payloads themselves, or with ``act_copies`` one register stage of both, the
+        activations in ``act_copies`` copies (copy ``j`` feeds rows ``j * per_copy`` to
+        ``(j + 1) * per_copy - 1``) so no register drives every row."""
+        rows, copies = self._rows, self._act_copies
+        data, codes = self.act.payload.data, self.wgt.payload
+        if copies is None:
+            return [data] * rows, [codes[row] for row in range(rows)]
+        per_copy = -(-rows // copies)
+        activations = []
+        for copy in range(copies):
+            value = Signal(data.shape(), name=f"act_copy{copy}", reset_less=True)
+            if self._fabric == ECP5:
+                # Yosys merges registers of one input (opt_merge); vendor flip-flop
+                # instances it leaves alone, one copy per placement region.
+                from .fpga.ecp5 import flip_flop
+                raw = value.as_value()
+                for bit in range(len(raw)):
+                    m.submodules[f"act_copy{copy}_ff{bit}"] = flip_flop(
+                        data.as_value()[bit], raw[bit])
+            else:
+                m.d.sync += value.eq(data)
+            activations += [value] * min(per_copy, rows - copy * per_copy)
+        registered = Signal(codes.shape(), name="wgt_stage", reset_less=True)
+        m.d.sync += registered.eq(codes)
+        return activations, [registered[row] for row in range(rows)]
 
     def _output_stage_pipeline(self, m, done, done_tag):
         """Multiply register, then round/saturate register (``model.arith.round_fixed``)."""

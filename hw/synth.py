@@ -45,11 +45,13 @@ TARGETS = {
 #: Yosys cell types counted per family: (LUT4, FF, carry, DSP, BRAM).
 _CELLS = {
     "ecp5": {"lut4": ("LUT4",), "ff": ("TRELLIS_FF",), "carry": ("CCU2C",),
-             "dsp": ("MULT18X18D", "ALU54B"), "bram": ("DP16KD",)},
+             "dsp": ("MULT18X18D", "ALU54B"), "bram": ("DP16KD",),
+             "lutram": ("TRELLIS_DPR16X4",)},
     "ice40": {"lut4": ("SB_LUT4",), "ff": ("SB_DFF", "SB_DFFE", "SB_DFFR", "SB_DFFS",
                                             "SB_DFFER", "SB_DFFES", "SB_DFFSR", "SB_DFFSS",
                                             "SB_DFFESR", "SB_DFFESS"),
-              "carry": ("SB_CARRY",), "dsp": ("SB_MAC16",), "bram": ("SB_RAM40_4K",)},
+              "carry": ("SB_CARRY",), "dsp": ("SB_MAC16",), "bram": ("SB_RAM40_4K",),
+              "lutram": ()},
 }
 
 
@@ -111,6 +113,9 @@ class SynthResult:
     bram: int
     fmax_mhz: float
     macs: int = 0
+    #: LUT RAM blocks (ECP5 ``TRELLIS_DPR16X4``, 16 x 4 bits: three slices, the LUTs of
+    #: six LUT4s).
+    lutram: int = 0
     #: Logic cells after nextpnr's packing (ECP5 TRELLIS_COMB, iCE40 ICESTORM_LC): one
     #: per LUT4, two per carry cell, plus the carry feeders nextpnr inserts; 0 without P&R.
     logic_cells: int = 0
@@ -267,5 +272,6 @@ def run_flow(component, *, design, workdir, target="ecp5", seed=1, freq_mhz=300,
                        seed=seed, nodsp=nodsp, lut4=count("lut4"),
                        ff=count("ff") - harness_ffs, carry=count("carry"), dsp=count("dsp"),
                        bram=count("bram"), fmax_mhz=round(fmax, 1), macs=macs,
+                       lutram=count("lutram"),
                        logic_cells=logic_cells,
                        config=config or {}, seconds=round(time.monotonic() - started, 1))

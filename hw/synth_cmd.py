@@ -6,15 +6,21 @@ from pathlib import Path
 
 from .synth import TARGETS, ToolError, run_flow, tool_versions
 
-__all__ = ["add_parser", "result_table", "write_report"]
+__all__ = ["add_parser", "result_table", "write_report", "lut4_equivalent", "LUTRAM_LUT4"]
 
-COLUMNS = ("design", "target", "LUT4", "CCU2C", "LUT4 eq./MAC", "FF", "FF/MAC", "DSP", "BRAM",
-           "Fmax MHz", "GMAC/s")
+COLUMNS = ("design", "target", "LUT4", "CCU2C", "LUT RAM", "LUT4 eq./MAC", "FF", "FF/MAC",
+           "DSP", "BRAM", "Fmax MHz", "GMAC/s")
+
+
+#: LUT4 sites one ECP5 ``TRELLIS_DPR16X4`` takes: two slices in RAM mode and the slice
+#: of its write port.
+LUTRAM_LUT4 = 6
 
 
 def lut4_equivalent(result):
-    """LUT4s plus two per carry cell (a CCU2C / SB_CARRY slice holds two LUT4s)."""
-    return result.lut4 + 2 * result.carry
+    """LUT4s, plus two per carry cell (a CCU2C / SB_CARRY slice holds two LUT4s), plus
+    :data:`LUTRAM_LUT4` per LUT RAM block."""
+    return result.lut4 + 2 * result.carry + LUTRAM_LUT4 * getattr(result, "lutram", 0)
 
 
 def result_row(result):
@@ -23,7 +29,8 @@ def result_row(result):
     def per_mac(value):
         return f"{value / macs:.1f}" if macs else "-"
     return (result.design, result.target + (" -nodsp" if result.nodsp else ""),
-            str(result.lut4), str(result.carry), per_mac(lut4_equivalent(result)),
+            str(result.lut4), str(result.carry), str(result.lutram),
+            per_mac(lut4_equivalent(result)),
             str(result.ff), per_mac(result.ff), str(result.dsp), str(result.bram),
             f"{result.fmax_mhz:.1f}", f"{macs * result.fmax_mhz / 1000:.1f}" if macs else "-")
 
@@ -44,7 +51,7 @@ def write_report(results, outdir, stem, extra=""):
     header = (f"Tools: {', '.join(f'{k} {v}' for k, v in versions.items())}. "
               f"Devices: {', '.join(devices)}; seed {', '.join(map(str, seeds))}; "
               "out-of-context P&R, every port registered (harness FFs subtracted). "
-              "LUT4 eq. = LUT4 + 2 per carry cell.")
+              f"LUT4 eq. = LUT4 + 2 per carry cell + {LUTRAM_LUT4} per LUT RAM block (16 x 4 bits).")
     markdown = f"{header}\n\n{result_table(results)}\n{extra}"
     (outdir / f"{stem}.md").write_text(markdown + "\n")
     (outdir / f"{stem}.json").write_text(json.dumps(
@@ -83,7 +90,7 @@ def add_parser(subparsers):
 
 def run(parser, args):
     from .cli import (act_width_suffix, engine_from_args, engine_kwargs, engine_only_given,
-                      engine_suffix, unit_from_args, unit_kwargs)
+                      engine_suffix, unit_from_args, unit_kwargs, variant_suffix)
     from .lanes import GENERIC, DotProduct
     if args.freq <= 0:
         parser.error(f"--freq must be positive, not {args.freq}")
@@ -112,6 +119,7 @@ def run(parser, args):
         name = f"unit{args.rows}x{args.lanes}_{args.weight_mode}"
         macs = args.rows * args.lanes
     name += act_width_suffix(args.act_width)
+    name += "" if args.lane_group else variant_suffix(args)
     name += "_nodsp" if args.nodsp else ""
     name += f"_{args.fabric}" if args.fabric != GENERIC else ""
     try:

@@ -22,7 +22,8 @@ def unit_params(unit):
     return {"lanes": unit.lanes, "rows": unit.rows, "weight_mode": unit.weight_mode,
             "output_stage": unit.output_stage, "max_beats": unit.max_beats,
             "levels_per_stage": unit.levels_per_stage, "fabric": unit.fabric,
-            "act_width": unit.act_width, "acc_tiles": unit.acc_tiles}
+            "act_width": unit.act_width, "acc_tiles": unit.acc_tiles,
+            "output_rows": unit.output_rows, "act_copies": unit.act_copies}
 
 
 def _engine_description(top):

@@ -26,14 +26,21 @@ class UnitConfig:
     levels_per_stage: int = 1
     fabric: str = GENERIC
     act_width: int = ACT_WIDTH
+    #: Rows per cycle of the pipelined output stage (None: the two-register stage).
+    output_rows: int = None
+    #: Copies of the activation input register (None: no input register).
+    act_copies: int = None
 
     @property
     def name(self):
         stage = "os" if self.output_stage else "raw"
+        if self.output_rows is not None:
+            stage += f"{self.output_rows}"
         fabric = "" if self.fabric == GENERIC else f"_{self.fabric}"
         acts = "" if self.act_width == ACT_WIDTH else f"_a{self.act_width}"
+        copies = "" if self.act_copies is None else f"_c{self.act_copies}"
         return (f"k{self.lanes}_m{self.rows}_{self.weight_mode}_{stage}"
-                f"_b{self.max_beats}_l{self.levels_per_stage}{fabric}{acts}")
+                f"_b{self.max_beats}_l{self.levels_per_stage}{fabric}{acts}{copies}")
 
     @property
     def acc_width(self):
@@ -53,7 +60,14 @@ class UnitConfig:
     @property
     def latency(self):
         from hw.matmul import unit_latency
-        return unit_latency(self.lanes, self.levels_per_stage, self.output_stage)
+        return unit_latency(self.lanes, self.levels_per_stage, self.output_stage,
+                            self.output_rows, self.rows, act_copies=self.act_copies)
+
+    @property
+    def output_interval(self):
+        """R, cycles per result vector in the output stage."""
+        from hw.matmul import output_interval
+        return output_interval(self.rows, self.output_rows)
 
     @property
     def act_layout(self):
@@ -79,7 +93,10 @@ class UnitConfig:
 #: stage {off, on}, and two builds of the ECP5-fabric lane groups, simulated with the
 #: Lattice cell models; then the int4 activations of BitNet a4.8 (``act_width=4``): a
 #: generic ternary unit with the output stage and an ECP5-fabric one raw. max_beats is
-#: small so the overflow test is quick.
+#: small so the overflow test is quick. Last, the pipelined output stage: shared by
+#: the rows (output_rows < rows) on the ECP5 fabric with its MULT18X18D blocks
+#: (simulated with this project's model of them; a 19-bit accumulator takes two blocks)
+#: and the activation register copies, and generic, two rows a cycle.
 REGRESSION_CONFIGS = tuple(
     UnitConfig(lanes=k, rows=m, weight_mode=mode, output_stage=stage)
     for (k, m) in ((4, 1), (16, 8), (64, 4))
@@ -90,4 +107,7 @@ REGRESSION_CONFIGS = tuple(
     UnitConfig(lanes=5, rows=1, weight_mode=BINARY, output_stage=True, fabric=ECP5),
     UnitConfig(lanes=16, rows=4, weight_mode=TERNARY, output_stage=True, act_width=4),
     UnitConfig(lanes=8, rows=2, weight_mode=TERNARY, fabric=ECP5, act_width=4),
+    UnitConfig(lanes=8, rows=2, weight_mode=TERNARY, output_stage=True, max_beats=128,
+               fabric=ECP5, output_rows=1, act_copies=2),
+    UnitConfig(lanes=16, rows=4, weight_mode=BINARY, output_stage=True, output_rows=2),
 )

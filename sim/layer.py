@@ -70,6 +70,10 @@ class EngineConfig:
     tokens: int = 1
     weight_port_bits: int = None
     packing: str = None
+    #: Rows of the pipelined output stage per cycle (None: the two-register stage).
+    output_rows: int = None
+    #: Copies of the unit's activation register (None: no input register).
+    act_copies: int = None
 
     @property
     def name(self):
@@ -82,7 +86,9 @@ class EngineConfig:
         return (f"engine_k{self.lanes}_m{self.rows}_b{self.max_beats}"
                 f"_l{self.levels_per_stage}{stage}{order}{bank}"
                 f"{'' if self.act_width == ACT_WIDTH else f'_a{self.act_width}'}"
-                f"{reuse}{port}{packing}")
+                f"{reuse}{port}{packing}"
+                f"{'' if self.output_rows is None else f'_o{self.output_rows}'}"
+                f"{'' if self.act_copies is None else f'_c{self.act_copies}'}")
 
     @property
     def assembled(self):
@@ -103,8 +109,7 @@ class EngineConfig:
 
     @property
     def latency(self):
-        from hw.matmul import unit_latency
-        return unit_latency(self.lanes, self.levels_per_stage, self.output_stage)
+        return self.mapping(self.rows, self.lanes).latency
 
     @property
     def bytes_per_beat(self):
@@ -122,7 +127,8 @@ class EngineConfig:
         return LayerMapping(out_features, in_features, tokens, self.lanes, self.rows,
                             self.levels_per_stage, self.output_stage, self.max_beats,
                             batch=self.tokens, port_bits=self.weight_port_bits,
-                            packing=self.packing)
+                            packing=self.packing, output_rows=self.output_rows,
+                            act_copies=self.act_copies)
 
 
 def check_shape(out_features, in_features, config):

