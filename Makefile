@@ -25,7 +25,7 @@ help:
 	@echo "make bench-sim  - a BitNet b1.58 2B4T block through the RTL, bit-exact, timed"
 	@echo "make bench-token - one 2B4T token's linear layers (30 blocks) through the RTL"
 	@echo "make bench-block - one 2B4T decoder layer (prompt + decode steps) through the RTL"
-	@echo "make bench-prefill - a 2B4T block, 16 tokens, weight reuse T=16, 128-bit weight port, RTL"
+	@echo "make bench-prefill - a 2B4T block, 16 tokens, weight reuse T=16, 128-bit weight port, pipelined output stage, RTL"
 	@echo "make bench-sparse - 2B4T down_proj: dense engine vs the sparse dataflow, RTL"
 	@echo "make perf     - 2B4T tokens/s, time to first token, J/token per board preset, rooflines"
 	@echo "make dse      - engine design-space sweep on ECP5: area, Fmax, 2B4T tokens/s, Pareto plot"
@@ -69,7 +69,7 @@ bench-block: $(STAMP)
 	$(PY) -m sim.bench_block
 
 bench-prefill: $(STAMP)
-	$(PY) -m sim.bench_sim --tokens 16 --reuse 16 --weight-port-bits 128 --weights ternary
+	$(PY) -m sim.bench_sim --tokens 16 --reuse 16 --weight-port-bits 128 --output-rows 1 --weights ternary
 
 bench-sparse: $(STAMP)
 	$(PY) -m sim.bench_sparse

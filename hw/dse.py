@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from model.argtypes import non_negative_int, positive_float, positive_int
 from model.mapping import BASE3, CODES2, PACKINGS, TRITS3_IN5
 from model.shapes import get_model
 
@@ -533,20 +534,10 @@ def _list(convert):
     return parse
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
-    return value
-
-
 def _port_bits(text):
     if text == BEAT_PORT:
         return BEAT_PORT
-    value = _positive_int(text)
+    value = positive_int(text)
     if value % 8:
         raise argparse.ArgumentTypeError(f"a port width must be a multiple of 8 bits, "
                                          f"not {value}")
@@ -560,26 +551,6 @@ def _choice(choices, what):
                                              f"{', '.join(choices)})")
         return text
     return parse
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be non-negative, not {value}")
-    return value
 
 
 def _joined(values):
@@ -597,11 +568,11 @@ def parser():
                     "--outdir and caches each point's result under --outdir/cache.",
         epilog="Exit status: 0 when every point ran, 1 when a point failed (its row says "
                "why), 2 on a usage error.")
-    p.add_argument("--lanes", type=_list(_positive_int), default=list(DEFAULT_LANES),
+    p.add_argument("--lanes", type=_list(positive_int), default=list(DEFAULT_LANES),
                    metavar="K,..", help=f"lanes (default: {_joined(DEFAULT_LANES)})")
-    p.add_argument("--rows", type=_list(_positive_int), default=list(DEFAULT_ROWS),
+    p.add_argument("--rows", type=_list(positive_int), default=list(DEFAULT_ROWS),
                    metavar="M,..", help=f"rows (default: {_joined(DEFAULT_ROWS)})")
-    p.add_argument("--tokens", type=_list(_positive_int), default=list(DEFAULT_TOKENS),
+    p.add_argument("--tokens", type=_list(positive_int), default=list(DEFAULT_TOKENS),
                    metavar="T,..", help="tokens sharing each weight beat, the engine's "
                    f"weight reuse (default: {_joined(DEFAULT_TOKENS)})")
     p.add_argument("--port-bits", type=_list(_port_bits), default=list(DEFAULT_PORT_BITS),
@@ -612,7 +583,7 @@ def parser():
                    default=list(DEFAULT_PACKINGS), metavar="NAME,..",
                    help=f"weight packings, of {', '.join(PACKINGS)} (default: "
                    f"{_joined(DEFAULT_PACKINGS)})")
-    p.add_argument("--output-rows", type=_list(_positive_int),
+    p.add_argument("--output-rows", type=_list(positive_int),
                    default=list(DEFAULT_OUTPUT_ROWS), metavar="R,..",
                    help="rows a cycle of the pipelined output stage, dividing the rows "
                    f"(default: {_joined(DEFAULT_OUTPUT_ROWS)})")
@@ -622,15 +593,15 @@ def parser():
                    + f" (default: {_joined(DEFAULT_DEVICES)})")
     p.add_argument("--synth-only", action="store_true",
                    help="synthesis only: no P&R, so no Fmax and no throughput")
-    p.add_argument("--seed", type=_seed, default=1, help="P&R seed (default: %(default)s)")
-    p.add_argument("--freq", type=_positive_float, default=DEFAULT_FREQ_MHZ, metavar="MHZ",
+    p.add_argument("--seed", type=non_negative_int, default=1, help="P&R seed (default: %(default)s)")
+    p.add_argument("--freq", type=positive_float, default=DEFAULT_FREQ_MHZ, metavar="MHZ",
                    help="P&R target frequency (default: %(default)s)")
-    p.add_argument("--bandwidth", type=_positive_float, default=DEFAULT_BANDWIDTH_GBS,
+    p.add_argument("--bandwidth", type=positive_float, default=DEFAULT_BANDWIDTH_GBS,
                    metavar="GBPS", help="DRAM bandwidth of the throughput figures, GB/s "
                    "(default: %(default)s)")
-    p.add_argument("--prompt", type=_positive_int, default=DEFAULT_PROMPT, metavar="N",
+    p.add_argument("--prompt", type=positive_int, default=DEFAULT_PROMPT, metavar="N",
                    help="prefill length in tokens (default: %(default)s)")
-    p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                    help="points run at once in a local process pool (default: the core "
                    f"count, {os.cpu_count()})")
     p.add_argument("--scheduler", metavar="ADDRESS",

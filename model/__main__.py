@@ -12,20 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .argtypes import positive_int as _positive_int
 from .checkpoint import (CheckpointError, format_inspect, inspect_checkpoint,
                          load_checkpoint, make_tiny)
 from .decoder import A8, ACTIVATION_MODES, Decoder, generate
 from .quant import ACT_QUANT_PATHS, FLOAT64, KV_BITS
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
-    return value
 
 
 def _token_ids(text):

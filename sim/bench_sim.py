@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from model.argtypes import positive_int as positive, probability
 from model.arith import OUT_WIDTH, matmul_int
 from model.bitlinear import BitLinearResult, bitlinear_reference
 from model.quant import quantize_activations
@@ -57,28 +58,6 @@ def ternary_layer(rng, n_out, n_in, tokens):
 WEIGHTS = {"gaussian": gaussian_layer, "ternary": ternary_layer}
 
 
-def probability(text):
-    """argparse type of a probability or share in [0, 1) (the benches' flags)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {text}")
-    return value
-
-
-def positive(text):
-    """argparse type of a positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
-    return value
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sim.bench_sim", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,6 +91,9 @@ def main(argv=None):
     parser.add_argument("--packing", choices=PACKINGS, default=None,
                         help="packing of the port's words (default: 3in5 on a port, "
                              "base3 for whole beats)")
+    parser.add_argument("--output-rows", type=positive, default=None, metavar="R",
+                        help="rows a cycle of the pipelined output stage (default: the "
+                             "two-register stage)")
     parser.add_argument("--bandwidth", type=float, default=3.2, metavar="GBPS",
                         help="DRAM bandwidth of the compute-bound check (default 3.2)")
     parser.add_argument("--fmax", type=float, default=None, metavar="MHZ",
@@ -136,7 +118,7 @@ def main(argv=None):
         config = EngineConfig(lanes=args.lanes, rows=args.rows,
                               max_beats=max(1, -(-longest // args.lanes)),
                               tokens=args.reuse, weight_port_bits=args.weight_port_bits,
-                              packing=args.packing)
+                              packing=args.packing, output_rows=args.output_rows)
         config.build()
         for p in projections:
             config.mapping(p.out_features, p.in_features)

@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from model.argtypes import positive_int as positive, probability as fraction
 from model.arith import OUT_WIDTH, matmul_int, round_fixed, scale_to_fixed
 from model.decoder import rms_norm
 from model.mapping import LayerTiling
@@ -41,7 +42,6 @@ from model.quant import block_topk_mask, quantize_activations, quantize_activati
 from model.shapes import get_model
 from model.sparse import MASK, NONZERO, ORDERS, burst_bytes, kept_columns
 
-from .bench_sim import positive, probability as fraction
 from .layer import EngineConfig, EngineSession
 from .sparse import run_sparse, sparse_config
 

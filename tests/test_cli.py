@@ -49,6 +49,13 @@ def test_verilog_to_stdout_and_name():
     (["verilog", "--engine", "--packing", "base4"], "invalid choice"),
     (["verilog", "--engine", "--packing", "2bit"], "needs assembled beats"),
     (["verilog", "--engine", "--tokens", "2", "--acc-tiles", "4"], "do not combine"),
+    (["verilog", "--output-stage", "--rows", "8", "--output-rows", "3"], "divide rows"),
+    (["verilog", "--output-rows", "2"], "output stage"),
+    (["verilog", "--output-stage", "--output-rows", "0"], "at least 1"),
+    (["verilog", "--act-copies", "x"], "invalid count"),
+    (["verilog", "--rows", "4", "--act-copies", "5"], "at most rows"),
+    (["verilog", "--engine", "--weight-order", "columns", "--output-stage", "--rows", "8",
+      "--output-rows", "2"], "parallel output stage"),
 ])
 def test_hw_cli_errors(args, message):
     result = run("-m", "hw", *args)
@@ -123,3 +130,17 @@ def test_batched_engine_verilog_sidecar_and_axis(tmp_path):
     assert ports["s_axis_wgt_tdata"]["width"] == 64 and "batch" in ports
     assert sidecar["component"] == "AxisEngine"
     assert "module matmul_unit(" in axis.read_text()
+
+
+def test_pipelined_output_stage_from_the_cli(tmp_path):
+    """--output-rows and --act-copies reach the unit; the sidecar's latency is the
+    timing contract's L (hw.matmul.unit_latency) and its config names both."""
+    from hw.matmul import unit_latency
+    out = tmp_path / "stage.v"
+    result = run("-m", "hw", "verilog", "--engine", "--lanes", "8", "--rows", "4",
+                 "--tokens", "4", "--weight-port-bits", "64", "--output-stage",
+                 "--output-rows", "1", "--act-copies", "2", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["config"]["output_rows"] == 1 and sidecar["config"]["act_copies"] == 2
+    assert sidecar["latency_cycles"] == unit_latency(8, 1, True, 1, 4, act_copies=2)
