@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -514,33 +514,38 @@ class LayerEngine(wiring.Component):
         slot = Signal(range(max(words, 2)), name="word_slot")
         beat = Signal(2 * codes, name="beat")
         full = Signal(name="beat_full")
-        uses = Signal(range(self._tokens + 1), name="beat_uses")
         if self._tokens > 1:
             batch = Signal(range(self._tokens + 1), name="batch_tokens")
             m.d.comb += [batch.eq(Mux(self.batch == 0, 1, self.batch)),
                          unit.tiles.eq(batch)]
         else:
-            batch = 1
+            batch = Const(1, 1)
+        # The beat's uses left after the current one, and whether the current one is its
+        # last: registers, so that the handshake's path (the unit's wgt.ready -> the last
+        # use -> the beat register's enable) has no counter compare on it.
+        remaining = Signal(range(max(self._tokens, 2)), name="beat_remaining")
+        final = Signal(name="beat_final")
         used = Signal(name="beat_used")       # the beat's last use transfers now
-        m.d.comb += used.eq(full & unit.wgt.ready & (uses + 1 >= batch))
+        m.d.comb += used.eq(full & unit.wgt.ready & final)
         last_word = slot == words - 1
         m.d.comb += decoder.o.ready.eq(~last_word | ~full | used)
-        take = decoder.o.valid & decoder.o.ready
+        load = decoder.o.valid & last_word & (~full | used)
         word = decoder.o.payload.as_value()
-        with m.If(take):
-            with m.If(last_word):
-                m.d.sync += [slot.eq(0), full.eq(1), uses.eq(0),
-                             beat.eq(Cat(*staged, word)[:2 * codes])]
-            with m.Else():
-                m.d.sync += slot.eq(slot + 1)
-                for w, register in enumerate(staged):
-                    with m.If(slot == w):
-                        m.d.sync += register.eq(word)
-        with m.If(~(take & last_word)):
-            with m.If(used):
-                m.d.sync += [full.eq(0), uses.eq(0)]
-            with m.Elif(full & unit.wgt.ready):
-                m.d.sync += uses.eq(uses + 1)
+        # the staging registers take the words before the last whatever the beat does
+        with m.If(decoder.o.valid & ~last_word):
+            m.d.sync += slot.eq(slot + 1)
+            for w, register in enumerate(staged):
+                with m.If(slot == w):
+                    m.d.sync += register.eq(word)
+        with m.If(load):
+            m.d.sync += [slot.eq(0), full.eq(1), remaining.eq(batch - 1),
+                         final.eq(batch == 1),
+                         beat.eq(Cat(*staged, word)[:2 * codes])]
+        with m.Elif(used):
+            m.d.sync += full.eq(0)
+        with m.Elif(full & unit.wgt.ready):
+            m.d.sync += [remaining.eq(remaining - 1), final.eq(remaining == 1)]
+        take = decoder.o.valid & decoder.o.ready
         # a word with an invalid code: sticky, like the unit's flag
         invalid = Signal(name="word_invalid")
         with m.If(take & decoder.invalid):
