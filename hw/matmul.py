@@ -659,6 +659,10 @@ class MatmulUnit(wiring.Component):
         accs = [None if bank else Signal(signed(width), name=f"acc{row}")
                 for row in range(rows)]
         beats = Signal(range(self._max_beats + 1))
+        # With the bank: whether the tag's beat is its tiles' first (beats == 0), kept
+        # as a register beside beats so that no compare feeds the rows' read-data
+        # select.
+        first = self._first_beat_flag(m, tag) if bank else None
         done = Signal(data.ArrayLayout(signed(width), rows), name="done")
         done_tag = Signal(tag_layout, name="done_tag")
         m.d.sync += [done_tag.eq(tag), done_tag.valid.eq(tag.valid & tag.last)]
@@ -683,7 +687,7 @@ class MatmulUnit(wiring.Component):
                 m.submodules[f"bank{row}"] = memory
                 write = memory.write_port()
                 read = memory.read_port(transparent_for=(write,))
-                stored = Mux(beats == 0, 0, read.data)
+                stored = Mux(first, 0, read.data)
                 total = Signal(signed(width), name=f"total{row}")
                 m.d.comb += [
                     read.addr.eq(tags[-2].tile),
@@ -722,6 +726,15 @@ class MatmulUnit(wiring.Component):
             fifo.r.ready.eq(self.res.ready),
         ]
         return m
+
+    def _first_beat_flag(self, m, tag):
+        """A register that is 1 while the accumulate stage's beat is the first round of
+        its tiles (``beats == 0``): set by a last beat, cleared by any other, updated
+        when the round ends (``tag.wrap``), 1 after reset."""
+        first = Signal(name="first_beat", init=1)
+        with m.If(tag.valid & tag.wrap):
+            m.d.sync += first.eq(tag.last)
+        return first
 
     def _shared_output_stage(self, m, done, done_tag, starts, taken):
         """Finished vectors queue (``QUEUE_DEPTH`` deep, LUT RAM); a serializer passes
