@@ -40,52 +40,52 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 sim: $(STAMP)
-	$(PY) -m sim
+	$(PY) -m ternary_accel.cli.sim
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 verilog: $(STAMP)
-	$(PY) -m hw verilog --lanes $(LANES) --rows $(ROWS) -o build/verilog/matmul_unit.v
-	$(PY) -m hw verilog --lanes $(LANES) --rows $(ROWS) --axis --output-stage \
+	$(PY) -m ternary_accel.cli.hw verilog --lanes $(LANES) --rows $(ROWS) -o build/verilog/matmul_unit.v
+	$(PY) -m ternary_accel.cli.hw verilog --lanes $(LANES) --rows $(ROWS) --axis --output-stage \
 		-o build/verilog/matmul_unit_axis.v
 
 synth: $(STAMP)
-	$(PY) -m hw synth --lanes $(LANES) --rows $(ROWS) --target ecp5
+	$(PY) -m ternary_accel.cli.hw synth --lanes $(LANES) --rows $(ROWS) --target ecp5
 
 bench-area: $(STAMP)
-	$(PY) -m hw.bench_area
+	$(PY) -m ternary_accel.hw.fpga.area
 
 bench-packing: $(STAMP)
-	$(PY) -m hw.bench_packing
+	$(PY) -m ternary_accel.hw.fpga.packing
 
 bench-sim: $(STAMP)
-	$(PY) -m sim.bench_sim
+	$(PY) -m ternary_accel.cli.bench_layer
 
 bench-token: $(STAMP)
-	$(PY) -m sim.bench_sim --layers 30
+	$(PY) -m ternary_accel.cli.bench_layer --layers 30
 
 bench-block: $(STAMP)
-	$(PY) -m sim.bench_block
+	$(PY) -m ternary_accel.cli.bench_block
 
 bench-prefill: $(STAMP)
-	$(PY) -m sim.bench_sim --tokens 16 --reuse 16 --weight-port-bits 128 --output-rows 1 --weights ternary
+	$(PY) -m ternary_accel.cli.bench_layer --tokens 16 --reuse 16 --weight-port-bits 128 --output-rows 1 --weights ternary
 
 bench-sparse: $(STAMP)
-	$(PY) -m sim.bench_sparse
+	$(PY) -m ternary_accel.cli.bench_sparse
 
 bench: bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill
 
 perf: $(STAMP)
 	@for p in ecp5-ddr3 kv260 hbm2; do \
-		$(PY) -m hw perf --platform $$p --roofline build/perf/roofline-$$p.png || exit 1; \
+		$(PY) -m ternary_accel.cli.hw perf --platform $$p --roofline build/perf/roofline-$$p.png || exit 1; \
 		echo; done
 
 dse: $(STAMP)
-	$(PY) -m hw.dse $(DSE_ARGS)
+	$(PY) -m ternary_accel.hw.dse $(DSE_ARGS)
 
 energy: $(STAMP)
-	$(PY) -m energy report --outdir build/energy
+	$(PY) -m ternary_accel.cli.energy report --outdir build/energy
 
 clean:
 	rm -rf build sim_build

@@ -14,9 +14,9 @@ not, and BitNet's attention products run in FP16.
 
 from dataclasses import dataclass
 
-from model.shapes import TransformerShape
+from ternary_accel.model.shapes import TransformerShape
 
-from .ops import DTYPES, op_energy
+from ternary_accel.energy.ops import DTYPES, op_energy
 
 __all__ = ["CountOptions", "Product", "products", "count_ops", "energy_joules",
            "TRANSFORMER", "BITNET"]

@@ -5,10 +5,10 @@ import csv
 import io
 import json
 
-from model.shapes import get_model
+from ternary_accel.model.shapes import get_model
 
-from .count import BITNET, TRANSFORMER, CountOptions, count_ops, energy_joules, products
-from .ops import memory_pj_per_bit, op_energy
+from ternary_accel.energy.count import BITNET, TRANSFORMER, CountOptions, count_ops, energy_joules, products
+from ternary_accel.energy.ops import memory_pj_per_bit, op_energy
 
 __all__ = ["TABLE1_MODELS", "SWEEP_MODELS", "PAPER_TABLE1_6_7B", "table1_rows",
            "b158_ratio", "sweep_rows", "traffic_rows", "render", "plot_sweep",

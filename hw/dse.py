@@ -26,14 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-from model.argtypes import non_negative_int, positive_float, positive_int
-from model.mapping import BASE3, CODES2, PACKINGS, TRITS3_IN5
-from model.shapes import get_model
+from ternary_accel.cli.argtypes import non_negative_int, positive_float, positive_int
+from ternary_accel.hw.mapping import BASE3, CODES2, PACKINGS, TRITS3_IN5
+from ternary_accel.model.shapes import get_model
 
-from .engine import LayerEngine, LayerMapping
-from .lanes import ECP5
-from .synth import TARGETS, RegisteredHarness, ToolError, run_flow, tool_versions
-from .synth_cmd import lut4_equivalent
+from ternary_accel.hw.rtl.engine import LayerEngine, LayerMapping
+from ternary_accel.hw.rtl.lanes import ECP5
+from ternary_accel.hw.fpga.synth import TARGETS, RegisteredHarness, ToolError, run_flow, tool_versions
+from ternary_accel.cli.synth import lut4_equivalent
 
 __all__ = ["main", "run_point", "make_points", "bitlinear_throughput", "pareto_front",
            "write_table", "write_plot", "DEVICES", "BEAT_PORT", "MODEL"]
@@ -760,5 +760,5 @@ def main(argv=None):
 if __name__ == "__main__":
     # Run as hw.dse, not __main__, so the jobs pickle as hw.dse.run_point for the
     # process pool and the Dask workers.
-    from hw.dse import main as _main
+    from ternary_accel.hw.dse import main as _main
     sys.exit(_main())

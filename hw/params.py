@@ -1,6 +1,6 @@
 """Parameter checks shared by every component of ``hw``."""
 
-from model.quant import HW_WEIGHT_MODES
+from ternary_accel.model.quant import HW_WEIGHT_MODES
 
 __all__ = ["check_positive_int", "check_bool", "check_weight_mode"]
 

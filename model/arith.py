@@ -16,8 +16,8 @@ Everything the RTL computes is defined here, bit for bit:
 
 import numpy as np
 
-from .encoding import check_binary, check_ternary
-from .quant import ACT_MIN, ACT_WIDTH, ACT_WIDTHS, BINARY, INT8, TERNARY, WEIGHT_MODES
+from ternary_accel.model.encoding import check_binary, check_ternary
+from ternary_accel.model.quant import ACT_MIN, ACT_WIDTH, ACT_WIDTHS, BINARY, INT8, TERNARY, WEIGHT_MODES
 
 __all__ = [
     "TERM_MAGNITUDE", "SCALE_WIDTH", "SHIFT_WIDTH", "SHIFT_MAX", "OUT_WIDTH",

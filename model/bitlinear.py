@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arith import OUT_WIDTH, fixed_error_bound, matmul_int, round_fixed, scale_to_fixed
-from .quant import TERNARY, quantize_activations, quantize_weights
+from ternary_accel.model.arith import OUT_WIDTH, fixed_error_bound, matmul_int, round_fixed, scale_to_fixed
+from ternary_accel.model.quant import TERNARY, quantize_activations, quantize_weights
 
 __all__ = ["BitLinearResult", "bitlinear_reference", "bitlinear_fixed"]
 

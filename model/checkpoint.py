@@ -38,9 +38,9 @@ from typing import NamedTuple
 import numpy as np
 from safetensors import SafetensorError, TensorSpec, safe_open, serialize_file
 
-from .config import OFFLINE, ONLINE, TINY, ModelConfig
-from .encoding import HF_CODES_PER_BYTE, pack_hf_2bit, unpack_hf_2bit
-from .weights import (NORMS, PROJECTIONS, LayerWeights, TernaryProjection, bf16_round,
+from ternary_accel.model.config import OFFLINE, ONLINE, TINY, ModelConfig
+from ternary_accel.model.encoding import HF_CODES_PER_BYTE, pack_hf_2bit, unpack_hf_2bit
+from ternary_accel.model.weights import (NORMS, PROJECTIONS, LayerWeights, TernaryProjection, bf16_round,
                       model_tensor_names, random_master_weights, tensor_name,
                       ternarize_master)
 

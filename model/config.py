@@ -9,7 +9,7 @@ activation, the tied LM head, the special tokens and the checkpoint's quantizati
 import math
 from dataclasses import dataclass, replace
 
-from .shapes import FFN_GATED, TransformerShape, get_model
+from ternary_accel.model.shapes import FFN_GATED, TransformerShape, get_model
 
 __all__ = ["ModelConfig", "ConfigError", "BITNET_2B4T", "TINY", "MODEL_TYPE",
            "HIDDEN_ACTS", "OFFLINE", "ONLINE", "QUANTIZATION_MODES", "model_config"]

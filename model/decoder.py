@@ -68,11 +68,11 @@ from numbers import Integral
 
 import numpy as np
 
-from .arith import matmul_int
-from .quant import (ACT_QUANT_PATHS, FLOAT64, KV_BITS, block_topk_mask, dequantize_kv,
+from ternary_accel.model.arith import matmul_int
+from ternary_accel.model.quant import (ACT_QUANT_PATHS, FLOAT64, KV_BITS, block_topk_mask, dequantize_kv,
                     quantize_activations_as, quantize_activations_int4, quantize_kv,
                     topk_count, topk_mask)
-from .weights import PROJECTIONS
+from ternary_accel.model.weights import PROJECTIONS
 
 __all__ = ["GoldenCore", "KVCache", "Decoder", "Generation", "generate", "rms_norm",
            "matvec_head",

@@ -61,7 +61,7 @@ the low nibble, the odd one in the high nibble, each a 4-bit two's complement
 
 import numpy as np
 
-from .quant import ACT_WIDTH, BINARY, HW_WEIGHT_MODES, INT4_MAX, INT4_MIN, INT8, TERNARY
+from ternary_accel.model.quant import ACT_WIDTH, BINARY, HW_WEIGHT_MODES, INT4_MAX, INT4_MIN, INT8, TERNARY
 
 __all__ = [
     "TERNARY_CODE_WIDTH", "BINARY_CODE_WIDTH",

@@ -33,7 +33,7 @@ from fractions import Fraction
 from math import floor
 from numbers import Integral, Real
 
-from .sparse import MASK, NONZERO, SCHEDULES
+from ternary_accel.model.sparse import MASK, NONZERO, SCHEDULES
 
 __all__ = ["PROJECTIONS", "INPUTS", "ACT_BITS", "ActivationScheme", "A48_SPARSITY",
            "A48_DENSITY", "A48_GATE_ZEROS", "Q_SPARSE_RATIO", "b158", "a48", "q_sparse",

@@ -48,9 +48,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .encoding import TRITS_PER_BYTE, check_ternary, pack_trits, packed_length
-from .mapping import DEFAULT_LANES, DEFAULT_ROWS, check_layer_shape
-from .quant import ACT_WIDTH
+from ternary_accel.model.encoding import TRITS_PER_BYTE, check_ternary, pack_trits, packed_length
+from ternary_accel.hw.mapping import DEFAULT_LANES, DEFAULT_ROWS, check_layer_shape
+from ternary_accel.model.quant import ACT_WIDTH
 
 __all__ = ["NONZERO", "MASK", "SCHEDULES", "TILE_MAJOR", "BEAT_MAJOR", "ORDERS",
            "check_order", "column_bytes", "pack_columns", "kept_columns", "sparse_beats",

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .encoding import check_ternary
-from .quant import quantize_weights_ternary
+from ternary_accel.model.encoding import check_ternary
+from ternary_accel.model.quant import quantize_weights_ternary
 
 __all__ = ["PROJECTIONS", "ATTENTION_PROJECTIONS", "FFN_PROJECTIONS", "NORMS",
            "TernaryProjection", "LayerWeights", "MasterWeights", "tensor_name",

@@ -3,10 +3,10 @@
 import json
 from dataclasses import asdict, dataclass
 
-from model.arith import acc_width, act_range
-from model.quant import ACT_WIDTH, BINARY, TERNARY
+from ternary_accel.model.arith import acc_width, act_range
+from ternary_accel.model.quant import ACT_WIDTH, BINARY, TERNARY
 
-from hw.lanes import ECP5, GENERIC
+from ternary_accel.hw.rtl.lanes import ECP5, GENERIC
 
 __all__ = ["UnitConfig", "REGRESSION_CONFIGS", "TOPLEVEL"]
 
@@ -53,32 +53,32 @@ class UnitConfig:
 
     @property
     def res_width(self):
-        from hw.matmul import result_width
+        from ternary_accel.hw.rtl.matmul import result_width
         return result_width(self.lanes, self.max_beats, self.output_stage,
                             self.weight_mode, self.act_width)
 
     @property
     def latency(self):
-        from hw.matmul import unit_latency
+        from ternary_accel.hw.rtl.matmul import unit_latency
         return unit_latency(self.lanes, self.levels_per_stage, self.output_stage,
                             self.output_rows, self.rows, act_copies=self.act_copies)
 
     @property
     def output_interval(self):
         """R, cycles per result vector in the output stage."""
-        from hw.matmul import output_interval
+        from ternary_accel.hw.rtl.matmul import output_interval
         return output_interval(self.rows, self.output_rows)
 
     @property
     def act_layout(self):
-        from hw.matmul import act_layout
+        from ternary_accel.hw.rtl.matmul import act_layout
         return act_layout(self.lanes, self.output_stage, self.act_width)
 
     def unit_kwargs(self):
         return asdict(self)
 
     def build_unit(self):
-        from hw.matmul import MatmulUnit
+        from ternary_accel.hw.rtl.matmul import MatmulUnit
         return MatmulUnit(**self.unit_kwargs())
 
     def to_json(self):

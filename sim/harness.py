@@ -45,9 +45,9 @@ from amaranth.hdl import (ClockDomain, ClockSignal, Instance, Module, Mux, Reset
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.engine import LayerEngine
-from hw.matmul import ErrorLayout
-from hw.params import check_positive_int
+from ternary_accel.hw.rtl.engine import LayerEngine
+from ternary_accel.hw.rtl.matmul import ErrorLayout
+from ternary_accel.hw.params import check_positive_int
 
 __all__ = ["LFSR_TAPS", "LFSR_WIDTH", "STALL_BITS", "COUNT_WIDTH", "CYCLE_WIDTH",
            "lfsr_next", "lfsr_states", "stall_threshold", "StreamPlayer", "StreamRecorder",
@@ -143,7 +143,7 @@ def simulation_verilog(design, name):
     cells drive. Verilator then works on narrow words instead of shifting slices out
     of 1,640-bit ones: the 16 x 32 engine simulates 1.8 times faster and compiles in
     about half the time. Runs the YoWASP Yosys of the FPGA flow (:mod:`hw.synth`)."""
-    from hw.synth import tool_path
+    from ternary_accel.hw.fpga.synth import tool_path
     text = rtlil.convert(design, name=name, emit_src=False)
     with tempfile.TemporaryDirectory(prefix="harness-") as folder:
         folder = Path(folder)

@@ -30,14 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.engine import DEFAULT_LANES, DEFAULT_ROWS, LayerMapping
-from model.arith import SCALE_WIDTH, SHIFT_MAX, check_activations
-from model.bitlinear import bitlinear_fixed
-from model.encoding import TRITS_PER_BYTE, check_ternary, pack_trits
-from model.quant import ACT_WIDTH
+from ternary_accel.hw.rtl.engine import DEFAULT_LANES, DEFAULT_ROWS, LayerMapping
+from ternary_accel.model.arith import SCALE_WIDTH, SHIFT_MAX, check_activations
+from ternary_accel.model.bitlinear import bitlinear_fixed
+from ternary_accel.model.encoding import TRITS_PER_BYTE, check_ternary, pack_trits
+from ternary_accel.model.quant import ACT_WIDTH
 
-from .packing import pack_struct
-from .verilator import retry_text_busy
+from ternary_accel.sim.packing import pack_struct
+from ternary_accel.sim.verilator import retry_text_busy
 
 __all__ = ["EngineConfig", "LayerPlan", "BatchedPlan", "plan_layer", "plan_batches", "check_layer_inputs",
            "predicted_cycles", "EngineResult", "EngineSession", "EngineCore",
@@ -104,7 +104,7 @@ class EngineConfig:
         return self.mapping(self.rows, self.lanes).port_bits_used // 8
 
     def build(self):
-        from hw.engine import LayerEngine
+        from ternary_accel.hw.rtl.engine import LayerEngine
         return LayerEngine(**asdict(self))
 
     @property
@@ -113,12 +113,12 @@ class EngineConfig:
 
     @property
     def bytes_per_beat(self):
-        from hw.engine import weight_beat_bytes
+        from ternary_accel.hw.rtl.engine import weight_beat_bytes
         return weight_beat_bytes(self.lanes, self.rows, self.weight_order)
 
     @property
     def res_width(self):
-        from hw.matmul import result_width
+        from ternary_accel.hw.rtl.matmul import result_width
         return result_width(self.lanes, self.max_beats, self.output_stage,
                             act_width=self.act_width)
 
@@ -310,7 +310,7 @@ def plan_layer(weights, activations, scale=None, shift=None, config=None):
     -------
     LayerPlan
     """
-    from hw.matmul import act_layout
+    from ternary_accel.hw.rtl.matmul import act_layout
     config = EngineConfig() if config is None else config
     if config.weight_order != "rows":
         raise ValueError(f"this engine takes weight beats in {config.weight_order!r} order "
@@ -341,8 +341,8 @@ def _pack_port_beats(beats, mapping):
     """Each row of ``beats`` (a beat's row-major codes) as the beat's W port words,
     the last padded with zero weights: (beats * W, port bytes) uint8. Beats padded to
     whole words pack as one array."""
-    from model.encoding import pack_words
-    from model.mapping import port_codes_per_word
+    from ternary_accel.model.encoding import pack_words
+    from ternary_accel.hw.mapping import port_codes_per_word
     port_bits = mapping.port_bits_used
     per_beat = mapping.port_words_per_beat * port_codes_per_word(mapping.packing, port_bits)
     padded = np.pad(beats, ((0, 0), (0, per_beat - beats.shape[1])))
@@ -355,7 +355,7 @@ def plan_batches(w, x, scale, shift, config):
     weight reuse or a weight port): the weights as port words, (tile, beat, word)
     order, stored once and replayed per batch; each batch's activations in (beat,
     token) order, replayed per tile."""
-    from hw.matmul import act_layout
+    from ternary_accel.hw.rtl.matmul import act_layout
     mapping = config.mapping(w.shape[0], w.shape[1], x.shape[0])
     m, k = config.rows, config.lanes
     tiles_r, beats_c = mapping.row_tiles, mapping.col_beats
@@ -430,7 +430,7 @@ class HarnessConfig:
     res_depth: int = 8192
 
     def __post_init__(self):
-        from hw.params import check_positive_int
+        from ternary_accel.hw.params import check_positive_int
         for name in ("act_depth", "wgt_depth", "res_depth"):
             check_positive_int(name, getattr(self, name), minimum=2)
 
@@ -496,7 +496,7 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
         ``compile`` (Verilator and the C++ compiler).
     """
     from amaranth.back import verilog
-    from .verilator import VERILATOR_WAIVERS, build_cached, configure_environment
+    from ternary_accel.sim.verilator import VERILATOR_WAIVERS, build_cached, configure_environment
     if bench not in BENCHES:
         raise ValueError(f"bench must be one of {', '.join(BENCHES)}, not {bench!r}")
     started = time.monotonic()
@@ -514,7 +514,7 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
                                  log_file=build_dir / "build.log" if quiet else None)
         total = time.monotonic() - started
         return runner, build_dir, total, {"generate": generated, "compile": total - generated}
-    from .harness import (CLOCK_VERILOG, MEMORY_VERILOG, VERILATOR_ARGS, EngineHarness,
+    from ternary_accel.sim.harness import (CLOCK_VERILOG, MEMORY_VERILOG, VERILATOR_ARGS, EngineHarness,
                           simulation_verilog)
     harness = harness or HarnessConfig()
     build_dir = Path(build_root or DEFAULT_BUILD_ROOT) / f"{config.name}_{harness.name}"
@@ -629,8 +629,8 @@ class EngineSession:
             return
         runner, self.build_dir, self.build_seconds, self.build_phases = build_engine(
             self.config, self.build_root, bench=self.bench, harness=self.harness)
-        module, top = (("sim.tb_harness", HARNESS_TOP) if self.bench == MEMORY_BENCH
-                       else ("sim.tb_engine", "layer_engine"))
+        module, top = (("ternary_accel.sim.tb.harness", HARNESS_TOP) if self.bench == MEMORY_BENCH
+                       else ("ternary_accel.sim.tb.engine", "layer_engine"))
         key = secrets.token_bytes(32)
         listener = socket.create_server(("127.0.0.1", 0))
         listener.settimeout(1.0)
@@ -816,7 +816,7 @@ class EngineCore:
     def __call__(self, weights, activations, *, layer=None, name=None):
         sparse = self.session.config.weight_order == "columns"
         if sparse:       # the sparse dataflow (sim.sparse): only the nonzero activations
-            from .sparse import run_sparse
+            from ternary_accel.sim.sparse import run_sparse
             result = run_sparse(self.session, weights, activations)
         else:
             result = self.session.run(weights, activations)

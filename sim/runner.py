@@ -8,11 +8,11 @@ import xml.etree.ElementTree as ET
 
 from amaranth.back import verilog
 
-from hw.fpga.ecp5 import SIM_MODEL_WAIVERS, cell_models
-from hw.lanes import ECP5
+from ternary_accel.hw.rtl.ecp5 import SIM_MODEL_WAIVERS, cell_models
+from ternary_accel.hw.rtl.lanes import ECP5
 
-from .config import TOPLEVEL
-from .verilator import VERILATOR_WAIVERS, build_cached, configure_environment, retry_text_busy
+from ternary_accel.sim.config import TOPLEVEL
+from ternary_accel.sim.verilator import VERILATOR_WAIVERS, build_cached, configure_environment, retry_text_busy
 
 __all__ = ["BUILD_ROOT", "VERILATOR_WAIVERS", "write_verilog", "run_config", "RunResult"]
 
@@ -93,7 +93,7 @@ def run_config(config, *, seed=1, testcase=None, waves=False, quiet=True):
                ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
     try:
         retry_text_busy(lambda: runner.test(
-            test_module="sim.tb_matmul", hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+            test_module="ternary_accel.sim.tb.matmul", hdl_toplevel=TOPLEVEL, build_dir=build_dir,
             test_dir=build_dir, results_xml=str(results), seed=seed, testcase=testcase,
             extra_env=env, waves=waves, log_file=build_dir / "sim.log" if quiet else None))
     except SystemExit:

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw.engine import COLUMNS_ORDER, SparseLayerMapping
-from model.encoding import pack_trits
-from model.sparse import (BEAT_MAJOR, NONZERO, TILE_MAJOR, check_order, column_bytes,
+from ternary_accel.hw.rtl.engine import COLUMNS_ORDER, SparseLayerMapping
+from ternary_accel.model.encoding import pack_trits
+from ternary_accel.model.sparse import (BEAT_MAJOR, NONZERO, TILE_MAJOR, check_order, column_bytes,
                           kept_columns, pack_columns)
 
-from .layer import EngineConfig, check_layer_inputs
-from .packing import pack_struct
+from ternary_accel.sim.layer import EngineConfig, check_layer_inputs
+from ternary_accel.sim.packing import pack_struct
 
 __all__ = ["SparsePlan", "SparseResult", "plan_sparse", "run_sparse", "sparse_config"]
 
@@ -135,7 +135,7 @@ def plan_sparse(stored, activations, columns, scale, shift, config, order=TILE_M
     -------
     SparsePlan
     """
-    from hw.matmul import act_layout
+    from ternary_accel.hw.rtl.matmul import act_layout
     tiles, n_in, width = stored.shape
     k, m = config.lanes, config.rows
     mapping = SparseLayerMapping(tiles * m, n_in, (len(columns),), lanes=k, rows=m,

@@ -6,13 +6,13 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from model.accounting import Ledger, account
-from model.config import TINY
-from model.decoder import A48_INT4_INPUTS, Decoder, GoldenCore, generate
-from model.quant import (INT4_MAX, INT4_MIN, block_topk_mask, dequantize_kv,
+from ternary_accel.hw.perf.accounting import Ledger, account
+from ternary_accel.model.config import TINY
+from ternary_accel.model.decoder import A48_INT4_INPUTS, Decoder, GoldenCore, generate
+from ternary_accel.model.quant import (INT4_MAX, INT4_MIN, block_topk_mask, dequantize_kv,
                          quantize_activations, quantize_activations_int4, quantize_kv,
                          topk_count, topk_mask)
-from model.weights import MasterWeights, random_master_weights
+from ternary_accel.model.weights import MasterWeights, random_master_weights
 
 PROMPT = [1, 5, 9, 200, 33]
 SQRT7 = 2.6457513110645907

@@ -7,9 +7,9 @@ import pytest
 from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 
-from hw.matmul import MatmulUnit
-from model.arith import matmul_int, round_fixed
-from model.encoding import encode_lane_codes
+from ternary_accel.hw.rtl.matmul import MatmulUnit
+from ternary_accel.model.arith import matmul_int, round_fixed
+from ternary_accel.model.encoding import encode_lane_codes
 
 LANES, ROWS, ACC_TILES, MAX_BEATS = 4, 3, 8, 4
 

@@ -5,12 +5,12 @@ counts, and the counting run being the decoder's own run."""
 import numpy as np
 import pytest
 
-from energy.ops import op_energy
-from energy.system import fp16_reference, pass_energy
-from model.accounting import DRAM, Ledger, Precisions, account, batched
-from model.config import BITNET_2B4T, TINY, model_config
-from model.decoder import Decoder, KVCache
-from model.weights import MasterWeights, random_master_weights
+from ternary_accel.energy.ops import op_energy
+from ternary_accel.hw.perf.energy import fp16_reference, pass_energy
+from ternary_accel.hw.perf.accounting import DRAM, Ledger, Precisions, account, batched
+from ternary_accel.model.config import BITNET_2B4T, TINY, model_config
+from ternary_accel.model.decoder import Decoder, KVCache
+from ternary_accel.model.weights import MasterWeights, random_master_weights
 
 # TINY: hidden 64, 4 heads of 16, 2 KV heads (kv width 32), FFN 128, 2 layers, vocab 256.
 # On an engine of 16 lanes x 8 rows a beat holds 128 trits in ceil(128 / 5) = 26 bytes.

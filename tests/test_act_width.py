@@ -9,14 +9,14 @@ from amaranth.hdl import Fragment, signed
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from hw.engine import LayerEngine
-from hw.lanes import DotProduct
-from hw.matmul import MatmulUnit, act_layout
-from model.arith import (acc_width, act_range, check_act_width, check_activations,
+from ternary_accel.hw.rtl.engine import LayerEngine
+from ternary_accel.hw.rtl.lanes import DotProduct
+from ternary_accel.hw.rtl.matmul import MatmulUnit, act_layout
+from ternary_accel.model.arith import (acc_width, act_range, check_act_width, check_activations,
                          matmul_int, term_magnitude)
-from model.encoding import (CODE_INVALID, CODE_NEG, CODE_POS, CODE_ZERO, decode_lane_codes,
+from ternary_accel.model.encoding import (CODE_INVALID, CODE_NEG, CODE_POS, CODE_ZERO, decode_lane_codes,
                             pack_int4, unpack_int4)
-from model.quant import ACT_WIDTHS, BINARY, TERNARY
+from ternary_accel.model.quant import ACT_WIDTHS, BINARY, TERNARY
 
 
 # The exact model.
@@ -205,7 +205,7 @@ def test_int4_dot_product_random_and_extremes(lanes, weight_mode):
     if weight_mode == TERNARY:
         weights = np.where(rng.random((count, lanes)) < 0.3, 0, signs)
         weights[:4] = signs[:4]
-        from model.encoding import encode_lane_codes
+        from ternary_accel.model.encoding import encode_lane_codes
         codes = encode_lane_codes(weights)
     else:
         weights = signs
@@ -234,7 +234,7 @@ def test_int4_dot_product_random_and_extremes(lanes, weight_mode):
 
 def test_engine_config_int4_inputs():
     """The layer driver checks int4 ranges and packs two activations per byte."""
-    from sim.layer import EngineConfig, plan_layer
+    from ternary_accel.sim.layer import EngineConfig, plan_layer
     config = EngineConfig(lanes=8, rows=4, act_width=4, output_stage=False)
     assert config.name.endswith("_a4") and config.build().act_width == 4
     weights = np.ones((4, 16), dtype=np.int64)
@@ -251,7 +251,7 @@ def test_int4_engine_on_the_memory_bench():
     """An int4 layer engine under Verilator, streams played from memories with random
     stalls: every accumulator equals the golden model's, at the corners (all -8, all 7,
     alternating) and on random int4 tokens; without stalls the cycles are the model's."""
-    from sim.layer import EngineConfig, EngineSession
+    from ternary_accel.sim.layer import EngineConfig, EngineSession
     config = EngineConfig(lanes=8, rows=4, act_width=4, max_beats=8, output_stage=False)
     rng = np.random.default_rng(11)
     weights = rng.integers(-1, 2, size=(12, 64)).astype(np.int8)

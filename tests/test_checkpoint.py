@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from model.checkpoint import (INDEX_FILE, WEIGHTS_FILE, CheckpointError, bf16_to_float32,
+from ternary_accel.model.checkpoint import (INDEX_FILE, WEIGHTS_FILE, CheckpointError, bf16_to_float32,
                               float32_to_bf16, format_inspect, inspect_checkpoint,
                               load_checkpoint, make_tiny, write_checkpoint,
                               write_safetensors)
-from model.config import TINY
-from model.encoding import pack_hf_2bit, unpack_hf_2bit
-from model.weights import (NORMS, PROJECTIONS, MasterWeights, model_tensor_names,
+from ternary_accel.model.config import TINY
+from ternary_accel.model.encoding import pack_hf_2bit, unpack_hf_2bit
+from ternary_accel.model.weights import (NORMS, PROJECTIONS, MasterWeights, model_tensor_names,
                            random_master_weights, tensor_name)
 
 UP = tensor_name(0, "up")

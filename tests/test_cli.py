@@ -13,7 +13,7 @@ def run(*args, cwd=None):
 
 def test_verilog_written(tmp_path):
     out = tmp_path / "unit.v"
-    result = run("-m", "hw", "verilog", "--lanes", "8", "--rows", "2", "--output-stage",
+    result = run("-m", "ternary_accel.cli.hw", "verilog", "--lanes", "8", "--rows", "2", "--output-stage",
                  "-o", str(out))
     assert result.returncode == 0, result.stderr
     text = out.read_text()
@@ -22,7 +22,7 @@ def test_verilog_written(tmp_path):
 
 
 def test_verilog_to_stdout_and_name():
-    result = run("-m", "hw", "verilog", "--lanes", "4", "--rows", "1", "--name", "tern4")
+    result = run("-m", "ternary_accel.cli.hw", "verilog", "--lanes", "4", "--rows", "1", "--name", "tern4")
     assert result.returncode == 0
     assert "module tern4(" in result.stdout
 
@@ -58,33 +58,33 @@ def test_verilog_to_stdout_and_name():
       "--output-rows", "2"], "parallel output stage"),
 ])
 def test_hw_cli_errors(args, message):
-    result = run("-m", "hw", *args)
+    result = run("-m", "ternary_accel.cli.hw", *args)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_sim_cli_errors():
-    result = run("-m", "sim", "--config", "nonexistent")
+    result = run("-m", "ternary_accel.cli.sim", "--config", "nonexistent")
     assert result.returncode == 2
     assert "unknown configuration" in result.stderr
-    listed = run("-m", "sim", "--list")
+    listed = run("-m", "ternary_accel.cli.sim", "--list")
     assert listed.returncode == 0 and "k16_m8_ternary_raw_b8_l1" in listed.stdout
 
 
 @pytest.mark.parametrize("module, args, message", [
-    ("sim.bench_sim", ["--idle", "1.5"], "must be in [0, 1)"),
-    ("sim.bench_sim", ["--backpressure", "-0.1"], "must be in [0, 1)"),
-    ("sim.bench_sim", ["--layers", "0"], "must be a positive integer"),
-    ("sim.bench_sim", ["--only", "nope"], "unknown projection 'nope'"),
-    ("sim.bench_sim", ["--bench", "fast"], "invalid choice: 'fast'"),
-    ("sim.bench_sim", ["--lanes", "7"], "not a multiple of the engine's lanes (7)"),
-    ("sim.bench_block", ["--bench", "fast"], "invalid choice: 'fast'"),
-    ("sim.bench_sparse", ["--gate-zeros", "1"], "must be in [0, 1)"),
-    ("sim.bench_sparse", ["--down-zeros", "x"], "not a number: 'x'"),
-    ("sim.bench_sparse", ["--tokens", "0"], "must be a positive integer"),
-    ("sim.bench_sparse", ["--only", "sparse"], "invalid choice: 'sparse'"),
-    ("sim.bench_sparse", ["--rows", "7"], "not a multiple of the engine's rows (7)"),
+    ("ternary_accel.cli.bench_layer", ["--idle", "1.5"], "must be in [0, 1)"),
+    ("ternary_accel.cli.bench_layer", ["--backpressure", "-0.1"], "must be in [0, 1)"),
+    ("ternary_accel.cli.bench_layer", ["--layers", "0"], "must be a positive integer"),
+    ("ternary_accel.cli.bench_layer", ["--only", "nope"], "unknown projection 'nope'"),
+    ("ternary_accel.cli.bench_layer", ["--bench", "fast"], "invalid choice: 'fast'"),
+    ("ternary_accel.cli.bench_layer", ["--lanes", "7"], "not a multiple of the engine's lanes (7)"),
+    ("ternary_accel.cli.bench_block", ["--bench", "fast"], "invalid choice: 'fast'"),
+    ("ternary_accel.cli.bench_sparse", ["--gate-zeros", "1"], "must be in [0, 1)"),
+    ("ternary_accel.cli.bench_sparse", ["--down-zeros", "x"], "not a number: 'x'"),
+    ("ternary_accel.cli.bench_sparse", ["--tokens", "0"], "must be a positive integer"),
+    ("ternary_accel.cli.bench_sparse", ["--only", "sparse"], "invalid choice: 'sparse'"),
+    ("ternary_accel.cli.bench_sparse", ["--rows", "7"], "not a multiple of the engine's rows (7)"),
 ])
 def test_bench_flags_are_checked_before_anything_is_built(module, args, message):
     result = run("-m", module, *args)
@@ -96,7 +96,7 @@ def test_sparse_engine_verilog_and_sidecar(tmp_path):
     """The sparse dataflow's engine from the CLI: column-order beats, a bank, the tiles
     port in the sidecar."""
     out = tmp_path / "sparse.v"
-    result = run("-m", "hw", "verilog", "--engine", "--lanes", "8", "--rows", "4",
+    result = run("-m", "ternary_accel.cli.hw", "verilog", "--engine", "--lanes", "8", "--rows", "4",
                  "--weight-order", "columns", "--acc-tiles", "16", "-o", str(out))
     assert result.returncode == 0, result.stderr
     sidecar = json.loads(out.with_suffix(".json").read_text())
@@ -111,7 +111,7 @@ def test_batched_engine_verilog_sidecar_and_axis(tmp_path):
     """The engine with weight reuse and a 64-bit port from the CLI: the sidecar names
     its port and batch input; ``--axis`` gives the AXI4-Stream names around it."""
     out = tmp_path / "reuse.v"
-    result = run("-m", "hw", "verilog", "--engine", "--lanes", "8", "--rows", "4",
+    result = run("-m", "ternary_accel.cli.hw", "verilog", "--engine", "--lanes", "8", "--rows", "4",
                  "--tokens", "4", "--weight-port-bits", "64", "-o", str(out))
     assert result.returncode == 0, result.stderr
     sidecar = json.loads(out.with_suffix(".json").read_text())
@@ -122,7 +122,7 @@ def test_batched_engine_verilog_sidecar_and_axis(tmp_path):
     assert ports["wgt__payload"]["width"] == 64
     assert ports["batch"]["width"] == 3 and ports["batch"]["direction"] == "input"
     axis = tmp_path / "reuse_axis.v"
-    result = run("-m", "hw", "verilog", "--engine", "--axis", "--lanes", "8", "--rows",
+    result = run("-m", "ternary_accel.cli.hw", "verilog", "--engine", "--axis", "--lanes", "8", "--rows",
                  "4", "--tokens", "4", "--weight-port-bits", "64", "-o", str(axis))
     assert result.returncode == 0, result.stderr
     sidecar = json.loads(axis.with_suffix(".json").read_text())
@@ -135,9 +135,9 @@ def test_batched_engine_verilog_sidecar_and_axis(tmp_path):
 def test_pipelined_output_stage_from_the_cli(tmp_path):
     """--output-rows and --act-copies reach the unit; the sidecar's latency is the
     timing contract's L (hw.matmul.unit_latency) and its config names both."""
-    from hw.matmul import unit_latency
+    from ternary_accel.hw.rtl.matmul import unit_latency
     out = tmp_path / "stage.v"
-    result = run("-m", "hw", "verilog", "--engine", "--lanes", "8", "--rows", "4",
+    result = run("-m", "ternary_accel.cli.hw", "verilog", "--engine", "--lanes", "8", "--rows", "4",
                  "--tokens", "4", "--weight-port-bits", "64", "--output-stage",
                  "--output-rows", "1", "--act-copies", "2", "-o", str(out))
     assert result.returncode == 0, result.stderr

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from model.arith import matmul_int
-from model.config import TINY, BITNET_2B4T, ConfigError, ModelConfig
-from model.decoder import (Decoder, GoldenCore, apply_rope, generate, rms_norm,
+from ternary_accel.model.arith import matmul_int
+from ternary_accel.model.config import TINY, BITNET_2B4T, ConfigError, ModelConfig
+from ternary_accel.model.decoder import (Decoder, GoldenCore, apply_rope, generate, rms_norm,
                            rope_tables, rotate_half)
-from model.quant import (ACT_QUANT_PATHS, BITNET_CPP, FLOAT64, TORCH_FP32,
+from ternary_accel.model.quant import (ACT_QUANT_PATHS, BITNET_CPP, FLOAT64, TORCH_FP32,
                          quantize_activations, quantize_activations_as)
-from model.shapes import TransformerShape
-from model.weights import MasterWeights, random_master_weights, tensor_name
+from ternary_accel.model.shapes import TransformerShape
+from ternary_accel.model.weights import MasterWeights, random_master_weights, tensor_name
 
 PROMPT = [1, 5, 9, 200, 33]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hw import dse
-from hw.matmul import unit_latency
+from ternary_accel.hw import dse
+from ternary_accel.hw.rtl.matmul import unit_latency
 
 pytestmark = pytest.mark.xdist_group("dse")
 
@@ -28,7 +28,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def run_dse(*args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    return subprocess.run([sys.executable, "-m", "hw.dse", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ternary_accel.hw.dse", *args], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=600)
 
 

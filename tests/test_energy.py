@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from energy.count import BITNET, TRANSFORMER, CountOptions, count_ops, energy_joules, products
-from energy.ops import OP_ENERGY_PJ, memory_pj_per_bit, op_energy
-from energy.report import PAPER_TABLE1_6_7B, b158_ratio, sweep_rows, table1_rows, traffic_rows
-from model.shapes import FFN_CLASSIC, TransformerShape, get_model
+from ternary_accel.energy.count import BITNET, TRANSFORMER, CountOptions, count_ops, energy_joules, products
+from ternary_accel.energy.ops import OP_ENERGY_PJ, memory_pj_per_bit, op_energy
+from ternary_accel.energy.report import PAPER_TABLE1_6_7B, b158_ratio, sweep_rows, table1_rows, traffic_rows
+from ternary_accel.model.shapes import FFN_CLASSIC, TransformerShape, get_model
 
 
 def _row(kind, bits):
@@ -105,7 +105,7 @@ def test_op_table_is_data():
 
 
 def energy_cli(*args):
-    return subprocess.run([sys.executable, "-m", "energy", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ternary_accel.cli.energy", *args], capture_output=True,
                           text=True)
 
 

@@ -4,13 +4,13 @@ bit-exact under Verilator (the 2B4T block stays in make bench-sim)."""
 import numpy as np
 import pytest
 
-from model.arith import matmul_int, round_fixed
-from model.bitlinear import bitlinear_fixed, bitlinear_reference
-from model.config import TINY
-from model.decoder import Decoder, generate
-from model.encoding import TRITS_PER_BYTE, unpack_byte_mulshift
-from model.weights import MasterWeights, random_master_weights
-from sim.layer import (BENCHES, EngineConfig, EngineCore, EngineSession, HarnessConfig,
+from ternary_accel.model.arith import matmul_int, round_fixed
+from ternary_accel.model.bitlinear import bitlinear_fixed, bitlinear_reference
+from ternary_accel.model.config import TINY
+from ternary_accel.model.decoder import Decoder, generate
+from ternary_accel.model.encoding import TRITS_PER_BYTE, unpack_byte_mulshift
+from ternary_accel.model.weights import MasterWeights, random_master_weights
+from ternary_accel.sim.layer import (BENCHES, EngineConfig, EngineCore, EngineSession, HarnessConfig,
                        check_shape, plan_layer, predicted_cycles, run_bitlinear, run_layer,
                        run_on_engine)
 

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from sim.verilator import lint
+from ternary_accel.sim.verilator import lint
 
 
 def hw_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hw", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ternary_accel.cli.hw", *args], capture_output=True,
                           text=True, cwd=cwd)
 
 
@@ -121,8 +121,8 @@ EQUIV_CASES = [
 @pytest.mark.parametrize("params", EQUIV_CASES, ids=lambda p: "_".join(
     f"{k}{v}" for k, v in p.items()))
 def test_ecp5_lane_group_equivalent(tmp_path, params):
-    from hw.fpga.equiv import prove_equivalent
-    from hw.lanes import DotProduct
+    from ternary_accel.hw.fpga.equiv import prove_equivalent
+    from ternary_accel.hw.rtl.lanes import DotProduct
     generic = DotProduct(**params)
     prove_equivalent(generic, DotProduct(**params, fabric="ecp5"),
                      cycles=generic.latency + 2, workdir=tmp_path)
@@ -130,10 +130,10 @@ def test_ecp5_lane_group_equivalent(tmp_path, params):
 
 def test_ecp5_equivalence_catches_a_wrong_cell(tmp_path, monkeypatch):
     """A fold LUT with one INIT bit flipped is found out."""
-    from hw.fpga import ecp5
-    from hw.fpga.equiv import prove_equivalent
-    from hw.lanes import DotProduct
-    from model.quant import TERNARY
+    from ternary_accel.hw.rtl import ecp5
+    from ternary_accel.hw.fpga.equiv import prove_equivalent
+    from ternary_accel.hw.rtl.lanes import DotProduct
+    from ternary_accel.model.quant import TERNARY
     monkeypatch.setitem(ecp5._FOLD, TERNARY, ecp5._FOLD[TERNARY] ^ 0x0100)
     with pytest.raises(AssertionError, match="not equivalent"):
         prove_equivalent(DotProduct(lanes=2), DotProduct(lanes=2, fabric="ecp5"),
@@ -146,7 +146,7 @@ def test_fabric_flag():
 
 
 def test_ecp5_fabric_verilog_lints_with_cell_models(tmp_path):
-    from hw.fpga.ecp5 import SIM_MODEL_WAIVERS, cell_models
+    from ternary_accel.hw.rtl.ecp5 import SIM_MODEL_WAIVERS, cell_models
     out = tmp_path / "unit.v"
     result = hw_cli("verilog", "--lanes", "8", "--rows", "2", "--fabric", "ecp5",
                     "-o", str(out))
@@ -162,7 +162,7 @@ def test_ecp5_fabric_verilog_lints_with_cell_models(tmp_path):
 
 
 def bench_area(*args):
-    return subprocess.run([sys.executable, "-m", "hw.bench_area", *args],
+    return subprocess.run([sys.executable, "-m", "ternary_accel.hw.fpga.area", *args],
                           capture_output=True, text=True)
 
 
@@ -180,7 +180,7 @@ def test_bench_area_cli_errors(args, message):
 
 def test_bench_area_report_from_json(tmp_path):
     """The report's ratios and projection, computed from given results (no tools)."""
-    from hw.synth import SynthResult
+    from ternary_accel.hw.fpga.synth import SynthResult
 
     def row(design, lut4, carry, fmax, macs, dsp=0, nodsp=False):
         return SynthResult(design=design, target="ecp5", device="LFE5U-45F",
@@ -209,8 +209,8 @@ def test_bench_area_report_from_json(tmp_path):
 
 def test_flow_reuse(tmp_path):
     """reuse=True skips the tools only for the same Verilog through the same commands."""
-    from hw.lanes import DotProduct
-    from hw.synth import run_flow
+    from ternary_accel.hw.rtl.lanes import DotProduct
+    from ternary_accel.hw.fpga.synth import run_flow
     first = run_flow(DotProduct(lanes=2), design="g", workdir=tmp_path, place=False)
     log = tmp_path / "yosys.log"
     stamp = log.stat().st_mtime_ns

@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 
 import numpy as np
 
-from sim.harness import (LFSR_TAPS, PART_BITS, EngineHarness, StreamPlayer, StreamRecorder,
+from ternary_accel.sim.harness import (LFSR_TAPS, PART_BITS, EngineHarness, StreamPlayer, StreamRecorder,
                          join_parts, lfsr_next, lfsr_states, memory_image, parts_per_word,
                          stall_threshold)
 

@@ -5,12 +5,12 @@ import pytest
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
-from hw.lanes import DotProduct
-from hw.matmul import MatmulUnit
-from model.arith import acc_width, act_range, matmul_int, round_fixed
-from model.encoding import (CODE_INVALID, CODE_POS, decode_lane_codes, encode_binary_codes,
+from ternary_accel.hw.rtl.lanes import DotProduct
+from ternary_accel.hw.rtl.matmul import MatmulUnit
+from ternary_accel.model.arith import acc_width, act_range, matmul_int, round_fixed
+from ternary_accel.model.encoding import (CODE_INVALID, CODE_POS, decode_lane_codes, encode_binary_codes,
                             encode_lane_codes)
-from model.quant import BINARY, TERNARY
+from ternary_accel.model.quant import BINARY, TERNARY
 
 
 @pytest.mark.parametrize("kwargs, error", [

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model import arith, encoding, quant
-from model.bitlinear import bitlinear_fixed, bitlinear_reference
+from ternary_accel.model import arith, encoding, quant
+from ternary_accel.model.bitlinear import bitlinear_fixed, bitlinear_reference
 
 
 # Encodings ---------------------------------------------------------------------------

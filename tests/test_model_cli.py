@@ -8,7 +8,7 @@ import pytest
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "model", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ternary_accel.cli.model", *args], capture_output=True,
                           text=True)
 
 
@@ -107,7 +107,7 @@ def test_generate_with_rtl_equals_golden(tiny, tmp_path):
 
 @pytest.mark.xdist_group("engine")
 def test_bench_block_on_a_checkpoint_layer(tiny):
-    result = subprocess.run([sys.executable, "-m", "sim.bench_block", "--checkpoint",
+    result = subprocess.run([sys.executable, "-m", "ternary_accel.cli.bench_block", "--checkpoint",
                              str(tiny / "packed"), "--layer", "1", "--lanes", "16", "--rows",
                              "8", "--prompt-tokens", "2", "--decode-steps", "2"],
                             capture_output=True, text=True)
@@ -118,7 +118,7 @@ def test_bench_block_on_a_checkpoint_layer(tiny):
 
 def run_in_process(capsys, *args):
     """``python -m model`` in this process (fast for flag checks): (exit code, out, err)."""
-    from model.__main__ import main
+    from ternary_accel.cli.model import main
     try:
         code = main([str(a) for a in args])
     except SystemExit as exit_:

@@ -12,8 +12,8 @@ import pytest
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
-from hw.unpack import WordDecoder, group_table, rom_table
-from model.encoding import (BASE3, CODE_INVALID, CODE_NEG, CODE_POS, CODE_ZERO, CODES2,
+from ternary_accel.hw.rtl.unpack import WordDecoder, group_table, rom_table
+from ternary_accel.model.encoding import (BASE3, CODE_INVALID, CODE_NEG, CODE_POS, CODE_ZERO, CODES2,
                             DEFAULT_PACKING, PACKINGS, TRITS3_IN5, bits_per_weight,
                             check_packing, check_port_bits, codes_per_group, codes_per_word,
                             decode_words, encode_lane_codes, group_bits, pack_trits,

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from hw.perf import model_report
-from hw.platforms import PLATFORMS, Platform, get_platform
-from model.config import model_config
-from model.mapping import check_layer_shape
-from model.shapes import MODELS
+from ternary_accel.hw.perf.throughput import model_report
+from ternary_accel.hw.perf.platforms import PLATFORMS, Platform, get_platform
+from ternary_accel.model.config import model_config
+from ternary_accel.hw.mapping import check_layer_shape
+from ternary_accel.model.shapes import MODELS
 
 
 def runnable(platform):
@@ -80,7 +80,7 @@ def test_platform_checks():
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "hw", "perf", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ternary_accel.cli.hw", "perf", *args], capture_output=True,
                           text=True)
 
 

@@ -10,10 +10,10 @@ import pytest
 from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 
-from hw.engine import LayerEngine, LayerMapping, result_cycles
-from model.arith import round_fixed
-from model.encoding import unpack_words
-from sim.layer import BatchedPlan, EngineConfig, EngineSession, plan_layer
+from ternary_accel.hw.rtl.engine import LayerEngine, LayerMapping, result_cycles
+from ternary_accel.model.arith import round_fixed
+from ternary_accel.model.encoding import unpack_words
+from ternary_accel.sim.layer import BatchedPlan, EngineConfig, EngineSession, plan_layer
 
 #: Two unit shapes with T = 4: 8 x 4 on a 16-bit base-3 port (a beat is 4 words:
 #: W = T) and 4 x 8 on a 64-bit 3-in-5 port (a beat is 1 word); and 4 x 8 with T = 2 on
@@ -352,8 +352,8 @@ def test_prefill_reads_the_weights_once_per_batch():
     """A 2B4T prompt of 32 tokens on an engine with T = 16 and a 128-bit port: the
     ternary weights are read twice, as the engine's mapping counts them; batched decode
     of 4 sequences shares the beats too."""
-    from model.accounting import account, batched
-    from model.config import model_config
+    from ternary_accel.hw.perf.accounting import account, batched
+    from ternary_accel.model.config import model_config
     config = model_config("b1.58-2b4t")
     plain = account(config, tokens=32)
     reuse = account(config, tokens=32, weight_reuse=16, port_bits=128)
@@ -374,8 +374,8 @@ def test_prefill_reads_the_weights_once_per_batch():
 
 def test_platform_with_reuse_has_a_shorter_time_to_first_token():
     from dataclasses import replace
-    from hw.perf import model_report
-    from hw.platforms import get_platform
+    from ternary_accel.hw.perf.throughput import model_report
+    from ternary_accel.hw.perf.platforms import get_platform
     base = get_platform("ecp5-ddr3")
     reuse = replace(base, weight_reuse=16, weight_port_bits=128)
     plain = model_report("b1.58-2b4t", base, prompt=64, clock_mhz=100.0)

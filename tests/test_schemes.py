@@ -10,17 +10,17 @@ from fractions import Fraction
 
 import pytest
 
-from energy.ops import op_energy
-from energy.system import fp16_reference, pass_energy
-from hw.engine import SparseLayerMapping
-from hw.perf import model_report, phase_report
-from hw.platforms import get_platform
-from model.accounting import account, batched
-from model.config import BITNET_2B4T, TINY, model_config
-from model.mapping import LayerTiling
-from model.schemes import (A48_DENSITY, B158, PROJECTIONS, ActivationScheme, a48, b158,
+from ternary_accel.energy.ops import op_energy
+from ternary_accel.hw.perf.energy import fp16_reference, pass_energy
+from ternary_accel.hw.rtl.engine import SparseLayerMapping
+from ternary_accel.hw.perf.throughput import model_report, phase_report
+from ternary_accel.hw.perf.platforms import get_platform
+from ternary_accel.hw.perf.accounting import account, batched
+from ternary_accel.model.config import BITNET_2B4T, TINY, model_config
+from ternary_accel.hw.mapping import LayerTiling
+from ternary_accel.model.schemes import (A48_DENSITY, B158, PROJECTIONS, ActivationScheme, a48, b158,
                            block_q_sparse, get_scheme, q_sparse)
-from model.sparse import MASK, SparseTiling
+from ternary_accel.model.sparse import MASK, SparseTiling
 
 # TINY on 16 lanes x 8 rows: a dense beat is 128 trits in 26 bytes (1.625 bytes a column
 # per tile), a stored column 8 trits in 2 bytes: the sparse layout pays below 0.8125.
@@ -193,7 +193,7 @@ def test_scheme_errors(make, message):
 
 
 def hw(*args):
-    return subprocess.run([sys.executable, "-m", "hw", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ternary_accel.cli.hw", *args], capture_output=True,
                           text=True)
 
 

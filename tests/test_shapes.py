@@ -2,7 +2,7 @@
 
 import pytest
 
-from model.shapes import MODELS, TransformerShape, get_model
+from ternary_accel.model.shapes import MODELS, TransformerShape, get_model
 
 
 def test_2b4t_projections():

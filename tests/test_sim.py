@@ -6,9 +6,9 @@ test of ``sim/tb_matmul.py``; every output word is compared with ``model/``.
 
 import pytest
 
-from sim.config import REGRESSION_CONFIGS, UnitConfig
-from sim.runner import run_config
-from sim.verilator import configure_environment, find_verilator
+from ternary_accel.sim.config import REGRESSION_CONFIGS, UnitConfig
+from ternary_accel.sim.runner import run_config
+from ternary_accel.sim.verilator import configure_environment, find_verilator
 
 
 @pytest.mark.parametrize("config", REGRESSION_CONFIGS, ids=lambda c: c.name)
@@ -43,7 +43,7 @@ def test_configure_environment_strips_time_context():
 def test_retry_text_busy():
     """ETXTBSY is retried; any other error, or a lasting ETXTBSY, is raised."""
     import errno
-    from sim.verilator import retry_text_busy
+    from ternary_accel.sim.verilator import retry_text_busy
     calls = []
 
     def busy_twice():
@@ -61,7 +61,7 @@ def test_retry_text_busy():
 
 
 def test_build_is_reused_rebuilt_on_change_and_fails_with_its_log(tmp_path):
-    from sim.verilator import BuildFailed, build_cached
+    from ternary_accel.sim.verilator import BuildFailed, build_cached
     source = tmp_path / "counter.v"
     design = ("module counter(input clk, output reg [3:0] q);\n"
               "  always @(posedge clk) q <= q + 4'd{step};\nendmodule\n")

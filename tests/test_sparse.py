@@ -5,16 +5,16 @@ dense golden model (:mod:`sim.sparse`)."""
 import numpy as np
 import pytest
 
-from hw.engine import SparseLayerMapping, weight_beat_bytes
-from model.arith import matmul_int, round_fixed
-from model.encoding import unpack_trits
-from model.sparse import (BEAT_MAJOR, MASK, NONZERO, ORDERS, SparseTiling, burst_bytes,
+from ternary_accel.hw.rtl.engine import SparseLayerMapping, weight_beat_bytes
+from ternary_accel.model.arith import matmul_int, round_fixed
+from ternary_accel.model.encoding import unpack_trits
+from ternary_accel.model.sparse import (BEAT_MAJOR, MASK, NONZERO, ORDERS, SparseTiling, burst_bytes,
                           column_bytes, kept_columns, pack_columns, sparse_beats)
-from model.config import TINY
-from model.decoder import Decoder, generate
-from model.weights import MasterWeights, random_master_weights
-from sim.layer import EngineConfig, EngineCore, EngineSession, plan_layer
-from sim.sparse import plan_sparse, run_sparse, sparse_config
+from ternary_accel.model.config import TINY
+from ternary_accel.model.decoder import Decoder, generate
+from ternary_accel.model.weights import MasterWeights, random_master_weights
+from ternary_accel.sim.layer import EngineConfig, EngineCore, EngineSession, plan_layer
+from ternary_accel.sim.sparse import plan_sparse, run_sparse, sparse_config
 
 # One Verilator build serves the RTL tests here: one xdist worker.
 pytestmark = pytest.mark.xdist_group("sparse")

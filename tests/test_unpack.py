@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.unpack import TritUnpacker
-from model.encoding import decode_lane_codes, unpack_byte_mulshift, unpack_trits
+from ternary_accel.hw.rtl.unpack import TritUnpacker
+from ternary_accel.model.encoding import decode_lane_codes, unpack_byte_mulshift, unpack_trits
 
 
 def test_mulshift_rule_matches_base3_for_every_byte():

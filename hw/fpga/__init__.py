@@ -1,1 +1,2 @@
-"""FPGA-specific building blocks (vendor primitives) of the ``hw`` components."""
+"""The open FPGA flow: Yosys and nextpnr (YoWASP), area and Fmax reports, formal
+equivalence, and the behavioural models of vendor cells."""

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from ..synth import ToolError, tool_path
-from .ecp5 import cell_models
+from ternary_accel.hw.fpga.synth import ToolError, tool_path
+from ternary_accel.hw.rtl.ecp5 import cell_models
 
 __all__ = ["prove_equivalent"]
 

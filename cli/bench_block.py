@@ -1,0 +1,179 @@
+"""``python -m sim.bench_block`` (``make bench-block``): one decoder layer through the RTL.
+
+A prompt of a few tokens, then decode steps with the KV cache, through one BitNet b1.58
+decoder layer: all seven BitLinears of every step on the layer engine under Verilator
+(built without the output stage, so it returns the exact accumulators), the rest
+(norms, RoPE, attention, squared ReLU, residuals) in the golden model. Every step's
+output hidden states are compared with the golden model's, bit for bit, and every
+projection's simulated cycles with the cycle model.
+
+The layer is 2B4T-shaped with random Gaussian master weights ternarized per projection
+(``--model`` for another shape), or layer N of a checkpoint (``--checkpoint DIR --layer
+N``, fed the golden model's hidden states of layers 0..N-1 on random token ids).
+"""
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from dataclasses import replace
+
+import numpy as np
+
+from ternary_accel.model.config import BITNET_2B4T, ModelConfig
+from ternary_accel.model.decoder import Decoder
+from ternary_accel.model.shapes import MODELS, get_model
+from ternary_accel.model.weights import MasterWeights, PROJECTIONS, random_master_weights
+
+from ternary_accel.sim.layer import BENCHES, MEMORY_BENCH, EngineConfig, EngineCore, EngineSession
+
+
+def random_layer(shape, seed):
+    """A one-layer source of 2B4T's numerics with ``shape``'s sizes (a small vocabulary:
+    the embedding is not used)."""
+    config = ModelConfig(replace(shape, name=f"{shape.name}-layer", layers=1, vocab=256),
+                         rope_theta=BITNET_2B4T.rope_theta,
+                         rms_norm_eps=BITNET_2B4T.rms_norm_eps,
+                         max_position_embeddings=BITNET_2B4T.max_position_embeddings)
+    return MasterWeights(config, random_master_weights(config, seed))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m sim.bench_block", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="b1.58-2b4t",
+                        help=f"layer shape ({', '.join(MODELS)}; default: %(default)s)")
+    parser.add_argument("--checkpoint", metavar="DIR", help="run a layer of this checkpoint")
+    parser.add_argument("--layer", type=int, default=0, help="layer of --checkpoint")
+    parser.add_argument("--prompt-tokens", type=int, default=3, metavar="T")
+    parser.add_argument("--decode-steps", type=int, default=2, metavar="N")
+    parser.add_argument("--lanes", type=int, default=EngineConfig.lanes)
+    parser.add_argument("--rows", type=int, default=EngineConfig.rows)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bench", choices=BENCHES, default=MEMORY_BENCH,
+                        help="memory: streams played inside the simulator (default); "
+                             "cycle: driven from Python every cycle")
+    parser.add_argument("--build-dir", default=None,
+                        help="where the engine is built (default build/sim)")
+    args = parser.parse_args(argv)
+    for flag in ("prompt_tokens", "lanes", "rows"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be a positive integer")
+    if args.decode_steps < 0:
+        parser.error("--decode-steps must be zero or more")
+
+    rng = np.random.default_rng(args.seed)
+    if args.checkpoint:
+        from ternary_accel.model.checkpoint import CheckpointError, load_checkpoint
+        try:
+            source = load_checkpoint(args.checkpoint)
+        except CheckpointError as error:
+            parser.exit(1, f"{parser.prog}: error: {error}\n")
+        if not 0 <= args.layer < source.config.layers:
+            parser.error(f"--layer must be in 0..{source.config.layers - 1}")
+        layer = args.layer
+    else:
+        try:
+            shape = get_model(args.model)
+        except ValueError as error:
+            parser.error(str(error))
+        try:
+            source = random_layer(shape, args.seed)
+        except ValueError as error:
+            parser.error(f"{shape.name} is not a BitNet b1.58 decoder: {error}")
+        layer = 0
+    config = source.config
+    widest = max(p.in_features for p in config.shape.projections())
+    engine = EngineConfig(lanes=args.lanes, rows=args.rows,
+                          max_beats=-(-widest // args.lanes), output_stage=False)
+    try:
+        for p in config.shape.projections():
+            engine.mapping(p.out_features, p.in_features)
+    except ValueError as error:
+        parser.error(f"the layer does not tile onto K={args.lanes} M={args.rows}: {error}")
+
+    golden = Decoder(source)
+    steps = [args.prompt_tokens] + [1] * args.decode_steps
+    # Layer inputs: Gaussian hidden states, or a checkpoint's hidden states at `layer`.
+    if args.checkpoint:
+        ids = rng.integers(0, config.vocab, size=sum(steps))
+        inputs, cache = golden.embed(ids), golden.new_cache()
+        for index in range(layer):    # causal: one pass gives every position's input
+            inputs = golden.layer_forward(index, inputs, cache)
+    else:
+        inputs = rng.normal(size=(sum(steps), config.hidden)).astype(np.float32)
+    print(f"{config.shape.name} layer {layer}: prompt of {args.prompt_tokens} tokens, "
+          f"{args.decode_steps} decode steps; engine K={engine.lanes} M={engine.rows} "
+          f"({engine.lanes * engine.rows} MACs/cycle, raw accumulators)", flush=True)
+    started = time.monotonic()
+    session = EngineSession(engine, build_root=args.build_dir, bench=args.bench)
+    session.start()
+    print(f"build ({args.bench} bench): {session.build_seconds:.1f} s", flush=True)
+    core = EngineCore(session)
+    rtl = Decoder(source, core=core)
+    cache_g, cache_r = golden.new_cache(), rtl.new_cache()
+    # layer_forward leaves the position count to the caller (Decoder.forward does it).
+    step_rows, offset = [], 0
+    try:
+        for number, tokens in enumerate(steps):
+            x = inputs[offset:offset + tokens]
+            offset += tokens
+            first = len(core.calls)
+            t0 = time.monotonic()
+            want = golden.layer_forward(layer, x, cache_g)
+            got = rtl.layer_forward(layer, x, cache_r)
+            cache_g.length += tokens
+            cache_r.length += tokens
+            calls = core.calls[first:]
+            exact = np.array_equal(got, want)
+            kind = "prefill" if number == 0 else f"decode {number}"
+            step_rows.append((kind, tokens, cache_r.length, sum(c["cycles"] for c in calls),
+                              sum(c["predicted"] for c in calls), exact,
+                              time.monotonic() - t0))
+            print(f"  {kind}: {tokens} token(s), bit-exact={exact}, "
+                  f"{step_rows[-1][3]:,} cycles, {step_rows[-1][6]:.1f} s", flush=True)
+    finally:
+        session.close()
+
+    per = defaultdict(lambda: {"calls": 0, "tokens": 0, "cycles": 0, "predicted": 0,
+                               "wall": 0.0, "simulate": 0.0})
+    for c in core.calls:
+        p = per[c["name"]]
+        p["calls"] += 1
+        p["tokens"] += c["tokens"]
+        p["cycles"] += c["cycles"]
+        p["predicted"] += c["predicted"]
+        p["wall"] += c["wall_seconds"]
+        p["simulate"] += c["simulate_seconds"]
+    shapes = {p.name: p for p in config.shape.projections()}
+    def rate(cycles, seconds):
+        return f"{cycles / seconds:,.0f}" if seconds else "-"
+
+    print("\n| projection | N_out x N_in | calls | tokens | cycles | cycle model | wall s | "
+          "simulate s | cycles/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in PROJECTIONS:
+        p, s = per[name], shapes[name]
+        print(f"| {name} | {s.out_features} x {s.in_features} | {p['calls']} | "
+              f"{p['tokens']} | {p['cycles']:,} | {p['predicted']:,} | {p['wall']:.2f} | "
+              f"{p['simulate']:.2f} | {rate(p['cycles'], p['simulate'])} |")
+    cycles = sum(p["cycles"] for p in per.values())
+    predicted = sum(p["predicted"] for p in per.values())
+    wall = sum(p["wall"] for p in per.values())
+    simulate = sum(p["simulate"] for p in per.values())
+    print(f"| **layer** | | {len(core.calls)} | {sum(steps)} | {cycles:,} | {predicted:,} | "
+          f"{wall:.2f} | {simulate:.2f} | {rate(cycles, simulate)} |")
+    print("\n| step | tokens | context | cycles | cycle model | hidden states bit-exact | "
+          "wall s |")
+    print("|---|---|---|---|---|---|---|")
+    for kind, tokens, context, cyc, pred, exact, secs in step_rows:
+        print(f"| {kind} | {tokens} | {context} | {cyc:,} | {pred:,} | "
+              f"{'yes' if exact else 'NO'} | {secs:.2f} |")
+    ok = all(r[5] for r in step_rows) and cycles == predicted
+    print(f"\n{'all steps bit-exact' if ok else 'MISMATCH'}; total wall time "
+          f"{time.monotonic() - started:.1f} s (build {session.build_seconds:.1f} s)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""``python -m sim.bench_sparse`` (``make bench-sparse``): the down_proj of a BitNet
+b1.58 2B4T block on the dense engine and on the sparse dataflow (:mod:`model.sparse`),
+through the RTL under Verilator, every output compared with the dense golden model.
+
+The down_proj inputs are made the way the decoder makes them: Gaussian hidden states
+through RMSNorm, INT4 absmean (a4.8's gate/up input), ternary gate and up projections
+(exact integer products, rescaled), ``relu(gate)^2 * up``, the FFN sub-norm and INT8
+absmax. Random weights give gate outputs centred on zero, so half of them pass the
+ReLU; a trained a4.8 model zeroes 67.5 % of them (the paper's 7B figure), which the
+``a4.8 gate`` scenario reproduces by shifting each token's gate pre-activations by
+their 67.5 % quantile (``--gate-zeros``). The scenarios:
+
+* ``dense``: the dense engine, every weight beat (the baseline), on the ``a4.8`` inputs;
+* ``relu2``: the sparse dataflow on the nonzero inputs, Gaussian gate;
+* ``a4.8``: the same with the a4.8 gate statistics (67.5 % zero gate outputs);
+* ``a4.8-down``: the gate shifted further, until the down_proj inputs are as sparse as
+  the paper reports at 7B (84.2 % zeros, ``--down-zeros``);
+* ``block``: Block Q-Sparse 16:32 on the FFN sub-norm's output (the static schedule:
+  every token keeps half its columns, Gaussian gate).
+
+Every sparse scenario runs in both loop orders of :mod:`model.sparse` on one engine
+with an accumulator bank for the layer's row tiles: tile-major (each tile's beats) and
+beat-major (each beat for every tile). Weight bytes are those fetched from memory per
+token (:class:`model.sparse.SparseTiling`, :class:`model.mapping.LayerTiling`), at
+column granularity and at whole DRAM bursts of the order's layout
+(:func:`model.sparse.burst_bytes`); the gather of the kept columns is the driver's
+(:mod:`sim.sparse`), the RTL proves the engine's part: the compacted beats, bit-exact,
+in the modelled cycles.
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from ternary_accel.cli.argtypes import positive_int as positive, probability as fraction
+from ternary_accel.model.arith import OUT_WIDTH, matmul_int, round_fixed, scale_to_fixed
+from ternary_accel.model.decoder import rms_norm
+from ternary_accel.hw.mapping import LayerTiling
+from ternary_accel.model.quant import block_topk_mask, quantize_activations, quantize_activations_int4
+from ternary_accel.model.shapes import get_model
+from ternary_accel.model.sparse import MASK, NONZERO, ORDERS, burst_bytes, kept_columns
+
+from ternary_accel.sim.layer import EngineConfig, EngineSession
+from ternary_accel.sim.sparse import run_sparse, sparse_config
+
+SCENARIOS = ("dense", "relu2", "a4.8", "a4.8-down", "block")
+#: a4.8's reported share of zero gate outputs at 7B, and of zero down_proj inputs
+#: (``a48-qsparse.md``).
+A48_GATE_ZEROS = 0.675
+A48_DOWN_ZEROS = 0.842
+#: DRAM burst of the burst-granular byte count (DDR3/DDR4 x16, BL8: 16 bytes; x64 DIMM
+#: 64 bytes).
+BURST = 64
+#: Block Q-Sparse: keep 16 of every 32 consecutive channels.
+BLOCK_N, BLOCK_M = 16, 32
+
+
+def ternary(rng, n_out, n_in):
+    return rng.integers(-1, 2, size=(n_out, n_in), dtype=np.int8)
+
+
+def gate_up(rng, hidden, ffn, tokens):
+    """Gate and up outputs (tokens, ffn) float32 of Gaussian hidden states through
+    RMSNorm, INT4 absmean and random ternary projections."""
+    h = rms_norm(rng.normal(size=(tokens, hidden)).astype(np.float32), 1.0, 1e-5)
+    q = quantize_activations_int4(h)
+    gate_w, up_w = ternary(rng, ffn, hidden), ternary(rng, ffn, hidden)
+    gate = (matmul_int(gate_w, q.values) / q.scale[:, None]).astype(np.float32)
+    up = (matmul_int(up_w, q.values) / q.scale[:, None]).astype(np.float32)
+    return gate, up
+
+
+def ffn_inputs(gate, up, gate_zeros):
+    """The FFN sub-norm's output ``rms_norm(relu(gate)^2 * up)``; ``gate_zeros`` > 0
+    first shifts each token's gate by its ``gate_zeros`` quantile, so that share of the
+    gate outputs is at most 0."""
+    if gate_zeros:
+        gate = gate - np.quantile(gate, gate_zeros, axis=1, keepdims=True).astype(np.float32)
+    f = np.square(np.maximum(gate, np.float32(0))) * up
+    return rms_norm(f, 1.0, 1e-5)
+
+
+def zero_share(x):
+    return float(np.mean(quantize_activations(x).values == 0))
+
+
+def calibrated_gate_zeros(gate, up, target):
+    """The gate shift (as a quantile) whose down_proj inputs have ``target`` zeros or
+    just more, by bisection."""
+    low, high = 0.0, 0.999
+    for _ in range(30):
+        middle = (low + high) / 2
+        low, high = (middle, high) if zero_share(ffn_inputs(gate, up, middle)) < target \
+            else (low, middle)
+    return high
+
+
+def frac_bits_for(y):
+    peak = float(np.max(np.abs(y))) + 1e-12
+    return max(0, int(np.floor(np.log2((1 << (OUT_WIDTH - 2)) / peak))))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m sim.bench_sparse", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lanes", type=positive, default=EngineConfig.lanes)
+    parser.add_argument("--rows", type=positive, default=EngineConfig.rows)
+    parser.add_argument("--model", default="b1.58-2b4t", help="shape source (model/shapes)")
+    parser.add_argument("--tokens", type=positive, default=4,
+                        help="tokens (each a decode step's down_proj; default %(default)s)")
+    parser.add_argument("--gate-zeros", type=fraction, default=A48_GATE_ZEROS,
+                        help="share of zero gate outputs of the a4.8 scenario "
+                             "(default %(default)s, the paper's 7B figure)")
+    parser.add_argument("--down-zeros", type=fraction, default=A48_DOWN_ZEROS,
+                        help="share of zero down_proj inputs of the a4.8-down scenario "
+                             "(default %(default)s, the paper's 7B figure)")
+    parser.add_argument("--only", action="append", choices=SCENARIOS, metavar="SCENARIO",
+                        help=f"run only this scenario (repeatable; {', '.join(SCENARIOS)})")
+    parser.add_argument("--burst", type=positive, default=BURST, metavar="BYTES",
+                        help="DRAM burst of the burst-granular byte count "
+                             "(default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--build-dir", default=None,
+                        help="where the engines are built (default build/sim)")
+    args = parser.parse_args(argv)
+    try:
+        shape = get_model(args.model)
+    except ValueError as error:
+        parser.error(str(error))
+    down = next(p for p in shape.projections() if p.name == "down")
+    n_out, n_in = down.out_features, down.in_features
+    beats = -(-n_in // args.lanes)
+    common = dict(lanes=args.lanes, rows=args.rows, max_beats=max(1, beats))
+    try:
+        EngineConfig(**common).mapping(n_out, n_in)
+    except ValueError as error:
+        parser.error(f"down_proj: {error}")
+    scenarios = args.only or SCENARIOS
+    rng = np.random.default_rng(args.seed)
+    weights = ternary(rng, n_out, n_in)
+    gate, up = gate_up(rng, n_out, n_in, args.tokens)
+    inputs = {"relu2": ffn_inputs(gate, up, 0.0),
+              "a4.8": ffn_inputs(gate, up, args.gate_zeros)}
+    if "a4.8-down" in scenarios:
+        shift = calibrated_gate_zeros(gate, up, args.down_zeros)
+        inputs["a4.8-down"] = ffn_inputs(gate, up, shift)
+        print(f"a4.8-down: gate shifted by its {shift:.1%} quantile for "
+              f"{args.down_zeros:.1%} zero down_proj inputs", flush=True)
+    block_mask = block_topk_mask(inputs["relu2"], BLOCK_N, BLOCK_M)
+    inputs["block"] = np.where(block_mask, inputs["relu2"], np.float32(0))
+    inputs["dense"] = inputs["a4.8"]
+    print(f"{shape.name} down_proj {n_out} x {n_in}, {args.tokens} token(s), engine "
+          f"K={args.lanes} M={args.rows}", flush=True)
+
+    sessions = {}
+    rows = []
+    dense_tiling = LayerTiling(n_out, n_in, args.tokens, args.lanes, args.rows)
+    try:
+        for name in scenarios:
+            sparse = name != "dense"
+            if sparse not in sessions:
+                config = sparse_config(**common, acc_tiles=n_out // args.rows) if sparse \
+                    else EngineConfig(**common)
+                sessions[sparse] = EngineSession(config, build_root=args.build_dir)
+                sessions[sparse].start()
+                phases = sessions[sparse].build_phases
+                print(f"build ({'sparse' if sparse else 'dense'} engine): "
+                      f"{sessions[sparse].build_seconds:.1f} s (generate "
+                      f"{phases['generate']:.1f} s, Verilator and C++ "
+                      f"{phases['compile']:.1f} s)", flush=True)
+            session = sessions[sparse]
+            q = quantize_activations(inputs[name])
+            acc = matmul_int(weights, q.values)
+            scale, shift = scale_to_fixed(1.0 / q.scale, frac_bits_for(acc / q.scale[:, None]))
+            golden = round_fixed(acc, scale[:, None], shift[:, None])
+            zeros = float(np.mean(q.values == 0))
+            mask = block_mask if name == "block" else None
+            schedule = MASK if mask is not None else NONZERO
+            for order in (ORDERS if sparse else ("tiles",)):
+                started = time.monotonic()
+                burst = None
+                if sparse:
+                    result = run_sparse(session, weights, q.values, scale, shift,
+                                        schedule=schedule, mask=mask, order=order)
+                    tiling = result.mapping
+                    token_beats = sum(tiling.token_beats) / args.tokens
+                    kept = kept_columns(q.values, schedule, mask)
+                    burst = sum(burst_bytes(c, n_in, args.rows, args.burst, order=order,
+                                            row_tiles=n_out // args.rows)
+                                for c in kept) / args.tokens
+                else:
+                    result = session.run(weights, q.values, scale, shift)
+                    tiling = dense_tiling
+                    token_beats = dense_tiling.col_beats
+                wall = time.monotonic() - started
+                exact = bool(np.array_equal(result.outputs, golden)) and result.error == 0
+                rows.append(dict(name=name, order=order if sparse else "dense", zeros=zeros,
+                                 beats=token_beats, cycles=result.cycles,
+                                 predicted=result.predicted,
+                                 bytes=tiling.weight_bytes / args.tokens, exact=exact,
+                                 burst=burst,
+                                 simulate=result.timing.get("simulate", 0.0), wall=wall))
+                print(f"  {name} ({rows[-1]['order']}): {result.cycles:,} cycles, "
+                      f"exact={exact}, {wall:.1f} s", flush=True)
+    finally:
+        for session in sessions.values():
+            session.close()
+
+    dense_cycles = LayerTiling(n_out, n_in, 1, args.lanes, args.rows).beats
+    dense_bytes = dense_tiling.weight_bytes_per_token
+    print()
+    print(f"| scenario | order | zero inputs | beats per tile | cycles (sim) | "
+          f"cycles (model) | weight bytes per token | fewer cycles | fewer weight bytes | "
+          f"bytes at {args.burst} B bursts | fewer (bursts) | bit-exact | simulate s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        per_token = r["cycles"] / args.tokens
+        burst = dense_bytes if r["burst"] is None else r["burst"]
+        print(f"| {r['name']} | {r['order']} | {r['zeros']:.1%} | {r['beats']:.1f} | "
+              f"{r['cycles']:,} | {r['predicted']:,} | {r['bytes']:,.0f} | "
+              f"{dense_cycles / per_token:.2f}x | {dense_bytes / r['bytes']:.2f}x | "
+              f"{burst:,.0f} | {dense_bytes / burst:.2f}x | "
+              f"{'yes' if r['exact'] else 'NO'} | {r['simulate']:.2f} |")
+    print(f"\nfewer cycles: the dense beats of one token ({dense_cycles:,}) over the "
+          f"scenario's simulated cycles per token (each sparse token pays the unit's "
+          f"latency once). Weight bytes: fetched per token at column granularity "
+          f"({args.rows} trits, {-(-args.rows // 5)} bytes a column of a tile; dense "
+          f"{dense_bytes:,}), and at whole {args.burst}-byte bursts: tile-major stores each "
+          f"tile's columns together (a burst holds several columns of one tile), "
+          f"beat-major each layer column's tiles together (a kept column is whole bursts).")
+    ok = all(r["exact"] and r["cycles"] == r["predicted"] for r in rows)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""``python -m model``: BitNet b1.58 checkpoints: inspect them, make a tiny one, and
+generate tokens with the golden model or with every BitLinear on the RTL (``--rtl``).
+
+``--rtl`` is the one place where ``model`` reaches into ``sim`` (the Verilator
+simulation of the layer engine); it is imported only when asked for.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ternary_accel.cli.argtypes import positive_int as _positive_int
+from ternary_accel.model.checkpoint import (CheckpointError, format_inspect, inspect_checkpoint,
+                         load_checkpoint, make_tiny)
+from ternary_accel.model.decoder import A8, ACTIVATION_MODES, Decoder, generate
+from ternary_accel.model.quant import ACT_QUANT_PATHS, FLOAT64, KV_BITS
+
+
+def _token_ids(text):
+    try:
+        ids = [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"token ids must be integers separated by spaces, not {text!r}") from None
+    if not ids:
+        raise argparse.ArgumentTypeError("no token ids given")
+    return ids
+
+
+def _sparsity_ratio(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a sparsity ratio in [0, 1), not {text}")
+    return value
+
+
+def _n_of_m(text):
+    parts = text.split(":")
+    try:
+        n, m = (int(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be N:M with integers N and M (e.g. 16:32), "
+                                         f"not {text!r}") from None
+    if not 0 < n <= m:
+        raise argparse.ArgumentTypeError(f"N:M needs 0 < N <= M, not {text}")
+    return n, m
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m model", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("inspect", help="configuration, tensor bytes by kind, zero weights",
+                       description="Print a checkpoint's configuration, its tensor count "
+                                   "and bytes by kind, and the fraction of zero weights "
+                                   "per projection (reads every projection once).")
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (config.json + "
+                   "*.safetensors)")
+
+    p = sub.add_parser("make-tiny", help="write a tiny random checkpoint",
+                       description="Write a tiny BitNet b1.58 checkpoint (hidden 64, 4 "
+                                   "heads, 2 KV heads, FFN 128, 2 layers, vocabulary 256) "
+                                   "with random Gaussian master weights, in the Hugging "
+                                   "Face layout.")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--layout", choices=("packed", "master"), default="packed",
+                   help="packed uint8 ternary weights with weight_scale (offline "
+                        "quantization), or bf16 master weights (online); default "
+                        "%(default)s")
+    p.add_argument("--shards", type=_positive_int, default=1,
+                   help="split the tensors over N files with an index (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an existing checkpoint in DIRECTORY")
+
+    p = sub.add_parser(
+        "generate", help="greedy generation",
+        description="Greedy generation: prefill the prompt, then decode one token at a "
+                    "time with the KV cache. The last line printed is 'generated: ID ...'.")
+    p.add_argument("checkpoint", type=Path)
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt-ids", type=_token_ids, metavar='"ID ID ..."',
+                        help="the prompt as token ids")
+    prompt.add_argument("--prompt", metavar="TEXT",
+                        help="the prompt as text (needs tokenizer.json in the checkpoint "
+                             "directory and the tokenizers package)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=16, metavar="N")
+    p.add_argument("--stop-at-eos", action="store_true",
+                   help="stop after the configuration's eos_token_id")
+    p.add_argument("--logits-out", type=Path, metavar="FILE.npz",
+                   help="write prompt_ids, generated_ids and logits (float32, one row per "
+                        "processed position) to an .npz file")
+    p.add_argument("--act-quant", choices=ACT_QUANT_PATHS, default=FLOAT64,
+                   help="how the int8 activation quantizer is evaluated: the project's "
+                        "float64 (default) or as PyTorch / bitnet.cpp evaluate it in float32")
+    sparse = p.add_argument_group(
+        "activations", "BitNet a4.8 and Q-Sparse activations (model.decoder's docstring "
+                       "says what each option quantizes how).")
+    sparse.add_argument("--activations", choices=ACTIVATION_MODES, default=A8,
+                        help="a8: every BitLinear input int8 absmax (BitNet b1.58, the "
+                             "default); a4.8: q/k/v and gate/up inputs INT4 absmean, o "
+                             "input Top-K 50%% then int8, down input int8")
+    mask = sparse.add_mutually_exclusive_group()
+    mask.add_argument("--topk", type=_sparsity_ratio, metavar="RATIO",
+                      help="Q-Sparse: every BitLinear input keeps its int((1 - RATIO) D) "
+                           "largest |x| per token (0 <= RATIO < 1)")
+    mask.add_argument("--block-topk", type=_n_of_m, metavar="N:M",
+                      help="Block Q-Sparse: every BitLinear input keeps N of every M "
+                           "consecutive channels (e.g. 16:32)")
+    sparse.add_argument("--kv-bits", type=int, choices=KV_BITS,
+                        help="KV cache quantized to 3 or 4 bits (3: position 0 stays at "
+                             "4 bits); default float32")
+    rtl = p.add_argument_group(
+        "RTL", "--rtl runs every BitLinear on the layer engine under Verilator (the rest "
+               "in the golden model), the int8 engine in every activation mode (INT4 "
+               "values are int8 values). Tiny models only: the simulation runs about "
+               "100,000 engine cycles per second, about 40 s for the 4 M cycles of one "
+               "2B4T token's linear layers.")
+    rtl.add_argument("--rtl", action="store_true",
+                     help="every BitLinear on the layer engine's RTL, bit-exact check")
+    rtl.add_argument("--lanes", type=_positive_int, default=32,
+                     help="engine lanes K (default %(default)s)")
+    rtl.add_argument("--rows", type=_positive_int, default=16,
+                     help="engine rows M (default %(default)s)")
+    rtl.add_argument("--build-dir", type=Path, default=None,
+                     help="where the engine is built (default build/sim of the checkout)")
+    return parser
+
+
+def cmd_inspect(args):
+    checkpoint = load_checkpoint(args.checkpoint)
+    print(format_inspect(inspect_checkpoint(checkpoint)))
+    return 0
+
+
+def cmd_make_tiny(args):
+    path = make_tiny(args.directory, seed=args.seed, layout=args.layout, shards=args.shards,
+                     overwrite=args.overwrite)
+    print(f"wrote a tiny {args.layout} checkpoint to {path}")
+    return 0
+
+
+def _tokenizer(directory):
+    path = directory / "tokenizer.json"
+    if not path.exists():
+        raise CheckpointError(f"{directory}: --prompt needs tokenizer.json in the "
+                              "checkpoint directory (or give --prompt-ids)")
+    from tokenizers import Tokenizer
+    return Tokenizer.from_file(str(path))
+
+
+def cmd_generate(parser, args):
+    checkpoint = load_checkpoint(args.checkpoint)
+    config = checkpoint.config
+    tokenizer = None
+    if args.prompt is not None:
+        tokenizer = _tokenizer(args.checkpoint)
+        prompt = tokenizer.encode(args.prompt).ids
+    else:
+        prompt = args.prompt_ids
+        if (args.checkpoint / "tokenizer.json").exists():
+            tokenizer = _tokenizer(args.checkpoint)
+    bad = [i for i in prompt if not 0 <= i < config.vocab]
+    if bad:
+        parser.error(f"token id {bad[0]} is outside the vocabulary (0..{config.vocab - 1})")
+    if len(prompt) + args.max_new_tokens > config.max_position_embeddings:
+        parser.error(f"prompt ({len(prompt)}) + --max-new-tokens ({args.max_new_tokens}) "
+                     f"exceed max_position_embeddings ({config.max_position_embeddings})")
+    options = dict(act_quant=args.act_quant, activations=args.activations,
+                   topk=args.topk, block_topk=args.block_topk, kv_bits=args.kv_bits)
+    try:
+        Decoder(checkpoint, **options)            # the options' errors before a build
+    except ValueError as error:
+        parser.error(str(error))
+    session = core = None
+    if args.rtl:
+        from ternary_accel.sim.layer import EngineConfig, EngineCore, EngineSession
+        widest = max(p.in_features for p in config.shape.projections())
+        engine = EngineConfig(lanes=args.lanes, rows=args.rows,
+                              max_beats=-(-widest // args.lanes), output_stage=False)
+        for proj in config.shape.projections():
+            try:
+                engine.mapping(proj.out_features, proj.in_features)
+            except ValueError as error:
+                parser.error(f"--rtl: projection {proj.name} does not tile onto the engine "
+                             f"(--lanes {args.lanes} --rows {args.rows}): {error}")
+        print(f"building the layer engine K={args.lanes} M={args.rows} (raw accumulators) "
+              "under Verilator...", file=sys.stderr, flush=True)
+        session = EngineSession(engine, build_root=args.build_dir)
+        session.start()
+        print(f"built in {session.build_seconds:.0f} s", file=sys.stderr, flush=True)
+        core = EngineCore(session)
+    started = time.monotonic()
+    try:
+        decoder = Decoder(checkpoint, core=core, **options)
+        print(f"prompt: {' '.join(map(str, prompt))}", flush=True)
+        run = generate(decoder, prompt, args.max_new_tokens, stop_at_eos=args.stop_at_eos,
+                       on_token=lambda t: print(f"token {t}", file=sys.stderr, flush=True))
+    finally:
+        if session is not None:
+            session.close()
+    elapsed = time.monotonic() - started
+    if core is not None:
+        cycles = sum(c["cycles"] for c in core.calls)
+        predicted = sum(c["predicted"] for c in core.calls)
+        print(f"rtl: {len(core.calls)} BitLinears on the engine, {cycles:,} cycles "
+              f"(cycle model {predicted:,}), {elapsed:.1f} s")
+    else:
+        print(f"golden model: {elapsed:.1f} s")
+    if args.logits_out is not None:
+        args.logits_out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(args.logits_out, prompt_ids=np.array(run.prompt_ids, dtype=np.int64),
+                 generated_ids=np.array(run.generated_ids, dtype=np.int64),
+                 logits=run.logits)
+        print(f"logits: {args.logits_out} ({run.logits.shape[0]} rows)")
+    if tokenizer is not None:
+        print(f"text: {tokenizer.decode(run.generated_ids)!r}")
+    print("generated: " + " ".join(map(str, run.generated_ids)))
+    return 0
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "inspect":
+            return cmd_inspect(args)
+        if args.command == "make-tiny":
+            return cmd_make_tiny(args)
+        return cmd_generate(parser, args)
+    except (CheckpointError, ValueError) as error:
+        print(f"python -m model {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

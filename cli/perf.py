@@ -1,0 +1,408 @@
+"""``python -m hw perf``: decode tokens/s, time to first token, bytes and joules per token
+of a whole model on a platform, per operation kind, beside the published peers
+(:func:`hw.perf.model_report`); Markdown, CSV or JSON, and a roofline figure; with
+``--scheme`` for BitNet a4.8 or Q-Sparse activations (:mod:`model.schemes`).
+
+``python -m hw schemes``: BitNet b1.58 vs a4.8 vs b1.58 + Q-Sparse across models
+(:func:`hw.perf.scheme_rows`): BitLinear arithmetic energy, weight bytes per token and
+decode tokens/s on every preset."""
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+from ternary_accel.model.schemes import PROJECTIONS, INPUTS, SCHEMES, get_scheme
+from ternary_accel.model.shapes import MODELS
+
+from ternary_accel.hw.perf.throughput import NODES, model_report, scheme_rows
+from ternary_accel.hw.perf.platforms import PLATFORMS, get_platform
+
+__all__ = ["add_parser", "render_markdown", "render_csv", "plot_roofline", "FORMATS",
+           "render_schemes", "DEFAULT_SCHEME_MODELS"]
+
+FORMATS = ("md", "csv", "json")
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "perf", help="whole-model tokens/s, time to first token and joules per token",
+        description="Projection of a whole model on the accelerator: every operation of "
+                    "the decoder (BitLinears on the layer engine, attention, norms, LM "
+                    "head...), its cycles and DRAM bytes, decode tokens/s, time to first "
+                    "token, bytes and joules per token, beside published peers.")
+    parser.add_argument("--model", default="b1.58-2b4t",
+                        help=f"model ({', '.join(MODELS)}; default: %(default)s)")
+    parser.add_argument("--platform", default="ecp5-ddr3",
+                        help=f"board preset ({', '.join(PLATFORMS)}; default: %(default)s)")
+    parser.add_argument("--prompt", type=int, default=128,
+                        help="prompt tokens for the time to first token (default: 128)")
+    parser.add_argument("--context", type=int, default=None,
+                        help="cached positions of the decode step (default: the prompt)")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="sequences decoded together (default: 1)")
+    parser.add_argument("--clock-mhz", type=float, default=None,
+                        help="override the platform's clock")
+    parser.add_argument("--bandwidth-gbs", type=float, default=None,
+                        help="override the platform's DRAM bandwidth")
+    parser.add_argument("--format", choices=FORMATS, default="md",
+                        help="output format (default: %(default)s)")
+    parser.add_argument("--roofline", metavar="PNG", default=None,
+                        help="also write the roofline figure to this file")
+    _add_scheme_arguments(parser)
+    parser.set_defaults(func=lambda _main, args: run(parser, args))
+    _add_schemes_parser(subparsers)
+    return parser
+
+
+def _add_scheme_arguments(parser, repeat=False):
+    parser.add_argument("--scheme", choices=SCHEMES, action="append" if repeat else "store",
+                        default=None if repeat else "b1.58",
+                        help="activation scheme (model.schemes)" +
+                             (", repeatable (default: all)" if repeat else
+                              " (default: %(default)s)"))
+    parser.add_argument("--sparsity", type=float, default=None, metavar="R",
+                        help="the q-sparse sparsity ratio (default: 0.6125)")
+    if not repeat:
+        parser.add_argument("--density", action="append", default=[], metavar="P=D",
+                            help="measured kept fraction of a projection's or input's "
+                                 f"activations ({', '.join(PROJECTIONS + tuple(INPUTS))}), "
+                                 "repeatable")
+
+
+def _scheme(parser, name, sparsity=None, density=(), strict=True):
+    """The scheme ``name`` with the flags' parameters (``sparsity`` for q-sparse: an
+    error with another scheme if ``strict``, else ignored); errors are usage errors."""
+    parameters = {}
+    if sparsity is not None:
+        if name == "q-sparse":
+            parameters["sparsity"] = sparsity
+        elif strict:
+            parser.error("--sparsity goes with --scheme q-sparse")
+    try:
+        scheme = get_scheme(name, **parameters)
+        given = {}
+        for item in density:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--density takes PROJECTION=FRACTION, not {item!r}")
+            try:
+                given[key] = float(value)
+            except ValueError:
+                raise ValueError(f"--density {key}: not a number: {value!r}") from None
+        return scheme.with_density(given) if given else scheme
+    except ValueError as error:
+        parser.error(str(error))
+
+
+#: Models of ``python -m hw schemes``: the energy model's sweep (2B4T, the BitNet b1.58
+#: paper's sizes and LLaMA's); the BitNet paper's Table 1 sizes have a two-matrix FFN
+#: the decoder does not run.
+DEFAULT_SCHEME_MODELS = ("b1.58-700m", "b1.58-1.3b", "b1.58-3b", "b1.58-2b4t",
+                         "llama-7b", "llama-13b", "llama-30b", "llama-70b")
+
+
+def _add_schemes_parser(subparsers):
+    parser = subparsers.add_parser(
+        "schemes", help="BitNet b1.58 vs a4.8 vs Q-Sparse: energy, weight bytes, tokens/s",
+        description="A decode step of each model charged for each activation scheme "
+                    "(model.schemes): the BitLinears' adds and arithmetic energy, weight "
+                    "and DRAM bytes per token on the default 16 x 32 engine, and decode "
+                    "tokens/s on every platform preset.")
+    parser.add_argument("--model", action="append", metavar="NAME",
+                        help="a named model, repeatable (default: "
+                             f"{', '.join(DEFAULT_SCHEME_MODELS)})")
+    _add_scheme_arguments(parser, repeat=True)
+    parser.add_argument("--context", type=int, default=128,
+                        help="cached positions of the decode step (default: %(default)s)")
+    parser.add_argument("--format", choices=FORMATS, default="md",
+                        help="output format (default: %(default)s)")
+    parser.set_defaults(func=lambda _main, args: run_schemes(parser, args))
+    return parser
+
+
+def run_schemes(parser, args):
+    models = args.model or list(DEFAULT_SCHEME_MODELS)
+    for name in models:
+        if name not in MODELS:
+            parser.error(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    if args.context < 0:
+        parser.error("--context must be zero or more")
+    names = args.scheme or list(SCHEMES)
+    if args.sparsity is not None and "q-sparse" not in names:
+        parser.error("--sparsity goes with the q-sparse scheme")
+    schemes = [_scheme(parser, name, args.sparsity, strict=False) for name in names]
+    try:
+        rows, skipped = scheme_rows(models, schemes, context=args.context)
+    except ValueError as error:
+        parser.error(str(error))
+    if not rows:
+        parser.error("no model runs on the default engine: " +
+                     "; ".join(f"{m}: {why}" for m, why in skipped.items()))
+    if args.format == "json":
+        print(json.dumps({"context": args.context, "schemes": [s.to_dict() for s in schemes],
+                          "rows": rows, "skipped": skipped}, indent=2))
+    elif args.format == "csv":
+        sys.stdout.write(_schemes_csv(rows))
+    else:
+        print(render_schemes(rows, skipped, schemes, args.context))
+    return 0
+
+
+def _schemes_csv(rows):
+    buffer = io.StringIO()
+    platforms = list(rows[0]["tokens_per_s"])
+    fields = ["model", "scheme", "bitlinear_adds", "int4_adds", "bitlinear_joules_7nm",
+              "bitlinear_joules_45nm", "ternary_weight_bytes", "kv_cache_bytes",
+              "dram_bytes"] + [f"tokens_per_s_{p}" for p in platforms]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, **{f"tokens_per_s_{p}": v
+                                   for p, v in row["tokens_per_s"].items()}})
+    return buffer.getvalue()
+
+
+def render_schemes(rows, skipped, schemes, context):
+    """The scheme comparison as Markdown: the table, the schemes, what is assumed."""
+    platforms = list(rows[0]["tokens_per_s"])
+    out = [f"## BitNet b1.58 vs a4.8 vs Q-Sparse: a decode step at context {context}", "",
+           "| model | scheme | BitLinear adds/token (M) | INT4 share | BitLinear arithmetic "
+           "7 nm (uJ/token) | 45 nm (uJ/token) | ternary weights MB/token | KV cache "
+           "MB/token | DRAM MB/token | " +
+           " | ".join(f"tokens/s {p}" for p in platforms) + " |",
+           "|" + "---|" * (9 + len(platforms))]
+    for r in rows:
+        speeds = " | ".join("-" if v is None else f"{v:,.2f}"
+                            for v in r["tokens_per_s"].values())
+        share = r["int4_adds"] / r["bitlinear_adds"] if r["bitlinear_adds"] else 0
+        out.append(f"| {r['model']} | {r['scheme']} | {r['bitlinear_adds'] / 1e6:,.0f} | "
+                   f"{share:.0%} | {r['bitlinear_joules_7nm'] * 1e6:,.2f} | "
+                   f"{r['bitlinear_joules_45nm'] * 1e6:,.2f} | "
+                   f"{_mb(r['ternary_weight_bytes'])} | {_mb(r['kv_cache_bytes'])} | "
+                   f"{_mb(r['dram_bytes'])} | {speeds} |")
+    out += ["", "Schemes (model.schemes):", ""]
+    for scheme in schemes:
+        d = scheme.to_dict()
+        density = ", ".join(f"{k} {v:.3g}" for k, v in d["density"].items())
+        kv = f"{d['kv_bits']}-bit" if d["kv_bits"] else "bf16"
+        sparse = sorted({p for r in rows if r["scheme"] == d["name"]
+                         for p in r["sparse_projections"]}, key=PROJECTIONS.index)
+        out.append(f"- **{d['name']}**: {d['description']}. Kept fraction of each input: "
+                   f"{density}; KV cache {kv}. On the sparse dataflow (16 x 32 engine): "
+                   f"{', '.join(sparse) if sparse else 'none'}.")
+    out += ["", "BitLinear arithmetic: the engine's adds (a ternary weight times an "
+            "activation is one add, at INT4 for a 4-bit input; the INT4 add is derived as "
+            "half the INT8 add, no source gives one) and its fp32 rescales. Bytes on the "
+            "16 x 32 engine; tokens/s on each preset's own engine and clock (hw perf's "
+            "model: each kernel max(compute, DRAM), kernels in sequence, DRAM at peak). A "
+            "sparse projection runs on the sparse dataflow (model.sparse) only where its "
+            "column-major weights are fewer bytes than the dense beats. a4.8's up keeps "
+            "the gate's input columns (0.88): its reported 71.4 % includes gate-first "
+            "output skipping, which the engine does not do. The LM head (bf16) and "
+            "attention are the same in every scheme. Projection, not a measurement."]
+    if skipped:
+        out += ["", "Left out: " + "; ".join(f"{m} ({why})" for m, why in skipped.items())
+                + "."]
+    return "\n".join(out)
+
+
+def run(parser, args):
+    try:
+        platform = get_platform(args.platform)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.model not in MODELS:
+        parser.error(f"unknown model {args.model!r}; known models: {', '.join(MODELS)}")
+    if args.prompt < 1:
+        parser.error("--prompt must be a positive number of tokens")
+    if args.context is not None and args.context < 0:
+        parser.error("--context must be zero or more")
+    if args.batch < 1:
+        parser.error("--batch must be a positive integer")
+    for flag in ("clock_mhz", "bandwidth_gbs"):
+        value = getattr(args, flag)
+        if value is not None and not value > 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive")
+    scheme = _scheme(parser, args.scheme, args.sparsity, args.density)
+    try:
+        report = model_report(args.model, platform, prompt=args.prompt, context=args.context,
+                              batch=args.batch, clock_mhz=args.clock_mhz,
+                              bandwidth_gbs=args.bandwidth_gbs, scheme=scheme)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    elif args.format == "csv":
+        sys.stdout.write(render_csv(report))
+    else:
+        print(render_markdown(report))
+    if args.roofline:
+        path = plot_roofline(report, args.roofline)
+        print(f"roofline: {path}", file=sys.stderr)
+    return 0
+
+
+def _mb(n):
+    return f"{n / 1e6:,.2f}"
+
+
+def _kernel_table(phase):
+    lines = ["| operation | unit | RTL | MACs | other ops | cycles | DRAM MB | compute ms "
+             "| memory ms | time ms | bound |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for k in phase["kernels"]:
+        lines.append(f"| {k['kind']} | {k['unit']} | {'yes' if k['rtl'] else 'no'} | "
+                     f"{k['macs']:,} | {k['ops']:,} | {k['cycles']:,} | "
+                     f"{_mb(k['dram_bytes'])} | {k['compute_s'] * 1e3:.3f} | "
+                     f"{k['memory_s'] * 1e3:.3f} | {k['seconds'] * 1e3:.3f} | {k['bound']} |")
+    lines.append(f"| **pass** | | | | | {phase['cycles']:,} | {_mb(phase['dram_bytes'])} | "
+                 f"| | {phase['seconds'] * 1e3:.3f} | |")
+    return "\n".join(lines)
+
+
+def _energy_line(joules):
+    return ", ".join(f"{node}: {joules[node]['total']:.4f} J (arithmetic "
+                     f"{joules[node]['arithmetic'] * 1e3:.3f} mJ, DRAM "
+                     f"{joules[node]['dram'] * 1e3:.1f} mJ, SRAM "
+                     f"{joules[node]['sram'] * 1e3:.2f} mJ)" for node in NODES)
+
+
+def render_markdown(report):
+    """The report as Markdown: header, decode and prefill tables, summary, peers."""
+    p = report["platform"]
+    dec, pre = report["decode"], report["prefill"]
+    out = [f"## {report['model']} on {p['name']}: {p['description']}", "",
+           f"Engine K={p['lanes']} x M={p['rows']} ({report['engine_macs_per_cycle']} "
+           f"ternary MACs/cycle) at {report['clock_mhz']:.1f} MHz "
+           f"({report['clock_source']}); DRAM {p['bandwidth_gbs']:g} GB/s at "
+           f"{p['dram_pj_per_bit']:.1f} pJ/bit ({p['dram_source']}). Units without RTL "
+           f"(assumed): vector {p['vector_ops_per_cycle']} ops/cycle, attention "
+           f"{p['attention_macs_per_cycle']} MACs/cycle, LM head "
+           f"{p['head_macs_per_cycle']} MACs/cycle.", ""]
+    scheme = report["scheme"]
+    if scheme["name"] != "b1.58":
+        density = ", ".join(f"{k} {v:.3g}" for k, v in scheme["density"].items())
+        bits = ", ".join(f"{k} {v}" for k, v in scheme["bits"].items())
+        kv = f"{scheme['kv_bits']} bits" if scheme["kv_bits"] else "bf16"
+        out += [f"Activations: {scheme['description']} (model.schemes {scheme['name']}; "
+                f"bits by input: {bits}; kept fraction by projection: {density}; KV cache "
+                f"{kv}). The FP16 reference is dense.", ""]
+    out += [f"### Decode: one step at context {dec['context']}, batch {report['batch']}", "",
+            _kernel_table(dec), "",
+            f"### Prefill: a {pre['tokens']}-token prompt", "", _kernel_table(pre), "",
+            "### Summary", "",
+            "| figure | value |", "|---|---|",
+            f"| decode tokens/s | {report['decode_tokens_per_s']:.2f} |",
+            f"| memory bound (bandwidth / bytes per token) | "
+            f"{report['memory_bound_tokens_per_s']:.2f} tokens/s |",
+            f"| time to first token ({pre['tokens']}-token prompt) | "
+            f"{report['ttft_s'] * 1e3:,.1f} ms |",
+            f"| prefill tokens/s | {report['prefill_tokens_per_s']:.1f} |",
+            f"| DRAM bytes per decoded token | {_mb(report['bytes_per_token'])} MB |",
+            f"| prefill DRAM bytes per prompt token | {_mb(pre['dram_bytes_per_token'])} MB |"]
+    for node in NODES:
+        j, f = report["joules_per_token"][node], report["fp16_joules_per_token"][node]
+        out.append(f"| J per decoded token, {node} arithmetic | {j['total']:.4f} (arithmetic "
+                   f"{j['arithmetic'] * 1e3:.3f} mJ, DRAM {j['dram'] * 1e3:.1f} mJ, SRAM "
+                   f"{j['sram'] * 1e3:.2f} mJ); FP16 reference {f['total']:.4f} |")
+    if report["peers"]:
+        out += ["", "### Beside the peers", "",
+                f"Ours: this report's decode on {p['name']}; energies at 7 nm arithmetic "
+                "plus DRAM and SRAM. A peer is compared like for like on its nearest "
+                "preset (marked *).", "",
+                "| system | hardware | model | figure | theirs | ours | ours vs theirs | "
+                "nearest preset | source |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in report["peers"]:
+            unit = "tokens/s" if r["metric"] == "tokens_per_s" else "J/token"
+            if r["metric"] == "tokens_per_s":
+                versus = f"{r['advantage']:.2f} x their speed"
+            elif r["advantage"] >= 1:
+                versus = f"{r['advantage']:.2f} x less energy"
+            else:
+                versus = f"{1 / r['advantage']:.2f} x more energy"
+            note = f" ({r['note']})" if r["note"] else ""
+            out.append(f"| {r['system']} | {r['hardware']} | {r['model']} | {unit} | "
+                       f"{r['theirs']:.3g} | {r['ours']:.3g} | {versus} "
+                       f"| {r['nearest_preset']}{' *' if r['like_for_like'] else ''} "
+                       f"| {r['source']}{note} |")
+    out += ["", "Projection, not a measurement. The RTL proves the BitLinears' cycles (the "
+            "engine's cycle model equals its simulation, bit-exact) and, on ECP5, the "
+            "engine's Fmax; it does not prove the attention, vector and LM head units (no "
+            "RTL: assumed throughputs above), the clock on boards without an open flow, a "
+            "DRAM controller at peak bandwidth, or the kernels' sequencing (each kernel "
+            "overlaps its own compute and DRAM traffic; kernels do not overlap each other). "
+            "The engine streams its weights once per token (no reuse across tokens or "
+            "sequences yet), so prefill and batching read every weight per token. Energies "
+            "are dynamic energies of arithmetic, DRAM and SRAM only (no static power, "
+            "clock tree, I/O or host)."]
+    return "\n".join(out)
+
+
+def render_csv(report):
+    """One row per phase and operation kind."""
+    buffer = io.StringIO()
+    fields = ["phase", "kind", "unit", "rtl", "macs", "ops", "cycles", "dram_bytes",
+              "sram_bytes", "compute_s", "memory_s", "seconds", "bound"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for phase in ("decode", "prefill"):
+        for kernel in report[phase]["kernels"]:
+            writer.writerow({"phase": phase, **kernel})
+    return buffer.getvalue()
+
+
+def plot_roofline(report, path):
+    """The roofline of the platform (the engine's compute roof, the other units' roofs,
+    the DRAM slope) with every kernel of decode and prefill at its operational
+    intensity; kernels without DRAM traffic are left out (infinite intensity)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p, hz = report["platform"], report["clock_mhz"] * 1e6
+    bandwidth = p["bandwidth_gbs"] * 1e9
+    roofs = {"engine (ternary adds)": 2 * p["lanes"] * p["rows"] * hz,
+             "LM head unit": 2 * p["head_macs_per_cycle"] * hz,
+             "attention unit": 2 * p["attention_macs_per_cycle"] * hz,
+             "vector unit": p["vector_ops_per_cycle"] * hz}
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    x = [1e-2, 1e5]
+    ax.plot(x, [bandwidth * v for v in x], color="black", lw=1.5,
+            label=f"DRAM {p['bandwidth_gbs']:g} GB/s")
+    for (name, peak), style in zip(roofs.items(), ("-", "--", "-.", ":")):
+        ax.axhline(peak, color="grey", ls=style, lw=1)
+        ax.text(x[1], peak, f" {name}", va="center", fontsize=7)
+    markers = {"decode": "o", "prefill": "s"}
+    for phase in ("decode", "prefill"):
+        phase_data = report[phase]
+        for k in phase_data["kernels"]:
+            if not k["ops_per_dram_byte"] or not k["seconds"]:
+                continue
+            achieved = (2 * k["macs"] + k["ops"]) / k["seconds"]
+            ax.scatter(k["ops_per_dram_byte"], achieved, marker=markers[phase], s=28,
+                       color="tab:blue" if phase == "decode" else "tab:orange", zorder=3)
+            ax.annotate(k["kind"].replace("bitlinear ", ""),
+                        (k["ops_per_dram_byte"], achieved), fontsize=6,
+                        xytext=(3, 2), textcoords="offset points")
+    ax.scatter([], [], marker="o", color="tab:blue",
+               label=f"decode (context {report['decode']['context']})")
+    ax.scatter([], [], marker="s", color="tab:orange",
+               label=f"prefill ({report['prefill']['tokens']} tokens)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(*x)
+    ax.set_xlabel("operational intensity (ops per DRAM byte; a MAC is 2 ops)")
+    ax.set_ylabel("ops/s")
+    ax.set_title(f"{report['model']} on {p['name']} at {report['clock_mhz']:.0f} MHz "
+                 "(projection)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(True, which="both", lw=0.3, alpha=0.5)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,68 @@
+"""``python -m sim``: the cocotb regression under Verilator, with a summary table."""
+
+import argparse
+import sys
+import time
+
+from ternary_accel.sim.config import REGRESSION_CONFIGS
+from ternary_accel.sim.runner import run_config
+from ternary_accel.sim.verilator import VerilatorNotFound, find_verilator
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m sim",
+        description="Run the cocotb regression of the matmul unit under Verilator for "
+                    "every regression configuration and print a pass/fail summary.")
+    parser.add_argument("--config", action="append", metavar="NAME",
+                        help="run only this configuration (repeatable); names as listed "
+                             "by --list")
+    parser.add_argument("--list", action="store_true", help="list configurations and exit")
+    parser.add_argument("--seed", type=int, default=1, help="cocotb seed (default: 1)")
+    parser.add_argument("--waves", action="store_true", help="record waveforms (dump.vcd)")
+    args = parser.parse_args(argv)
+
+    names = {config.name: config for config in REGRESSION_CONFIGS}
+    if args.list:
+        print("\n".join(names))
+        return 0
+    configs = REGRESSION_CONFIGS
+    if args.config:
+        unknown = [name for name in args.config if name not in names]
+        if unknown:
+            parser.error(f"unknown configuration {unknown[0]!r}; see --list")
+        configs = [names[name] for name in args.config]
+    try:
+        verilator = find_verilator()
+    except VerilatorNotFound as error:
+        print(f"python -m sim: {error}", file=sys.stderr)
+        return 1
+    print(f"Verilator {'.'.join(map(str, verilator.version))} ({verilator.source}: "
+          f"{verilator.executable})")
+
+    width = max(len("configuration"), *(len(config.name) for config in configs))
+    header = (f"| {'configuration':<{width}} | {'result':<6} | {'tests':>5} | {'vectors':>7} | "
+              f"{'cycles':>7} | {'build s':>7} | {'run s':>6} |")
+    rows = []
+    started = time.monotonic()
+    for config in configs:
+        print(f"running {config.name} ...", flush=True)
+        result = run_config(config, seed=args.seed, waves=args.waves)
+        status = "PASS" if result.passed else "FAIL"
+        rows.append(f"| {config.name:<{width}} | {status:<6} | {result.tests:>5} | "
+                    f"{result.vectors:>7} | {result.cycles:>7} | "
+                    f"{result.build_seconds:>7.1f} | {result.run_seconds:>6.1f} |")
+        if not result.passed:
+            print(f"  failed: {', '.join(result.failed)} (log: build/sim/{config.name}/sim.log)")
+    print()
+    print(header)
+    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    print("\n".join(rows))
+    failed = sum("FAIL" in row for row in rows)
+    print(f"\n{len(rows) - failed} passed, {failed} failed "
+          f"({time.monotonic() - started:.0f} s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""``python -m hw verilog``: write the Verilog of a matmul unit configuration, and a
+JSON sidecar describing the configuration, the ports and the latency."""
+
+import json
+import sys
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.hdl import Shape
+from amaranth.lib import wiring
+
+from ternary_accel.hw.rtl.lanes import GENERIC
+
+__all__ = ["add_parser", "generate", "DEFAULT_NAME", "ports_of", "sidecar"]
+
+#: Module name of the generated top level.
+DEFAULT_NAME = "matmul_unit"
+
+
+def unit_params(unit):
+    """The constructor parameters of ``unit``."""
+    return {"lanes": unit.lanes, "rows": unit.rows, "weight_mode": unit.weight_mode,
+            "output_stage": unit.output_stage, "max_beats": unit.max_beats,
+            "levels_per_stage": unit.levels_per_stage, "fabric": unit.fabric,
+            "act_width": unit.act_width, "acc_tiles": unit.acc_tiles,
+            "output_rows": unit.output_rows, "act_copies": unit.act_copies}
+
+
+def _engine_description(top):
+    """The engine's own parameters and its weight port, for the sidecar (none for a
+    unit)."""
+    engine = getattr(top, "engine", top)
+    if not hasattr(engine, "weight_order"):
+        return {}
+    return {"weight_order": engine.weight_order, "tokens": engine.tokens,
+            "packing": engine.packing, "weight_port_bits": engine.weight_port_bits,
+            "weight_word_bytes": engine.weight_beat_bytes,
+            "port_words_per_beat": engine.port_words_per_beat,
+            "assembled_beats": engine.assembled}
+
+
+def generate(unit, name=DEFAULT_NAME):
+    """Verilog text of ``unit`` with top-level module ``name``."""
+    return verilog.convert(unit, name=name, emit_src=False)
+
+
+def ports_of(top, *, axis):
+    """``[{name, direction, width}]`` of the generated module's ports, in Verilog terms."""
+    ports = []
+    if not axis:  # the unit's sync domain becomes clk / rst ports
+        ports += [{"name": "clk", "direction": "input", "width": 1},
+                  {"name": "rst", "direction": "input", "width": 1}]
+    for path, member, _ in top.signature.flatten(top):
+        ports.append({"name": "__".join(str(p) for p in path),
+                      "direction": "input" if member.flow == wiring.In else "output",
+                      "width": Shape.cast(member.shape).width})
+    return ports
+
+
+def sidecar(top, unit, name, *, axis):
+    """The JSON-able description written next to the Verilog."""
+    return {
+        "module": name,
+        "axis": axis,
+        "component": type(top).__name__,
+        "config": unit_params(unit),
+        **_engine_description(top),
+        "act_width": unit.act_width,
+        "acc_width": unit.acc_width,
+        "result_width": unit.res_width,
+        "latency_cycles": unit.latency,
+        "macs_per_cycle": unit.lanes * unit.rows,
+        "cell_library": None if unit.fabric == GENERIC else
+                        "Lattice ECP5 (CCU2C); simulation models: Yosys share/ecp5",
+        "clock": "aclk (rising), aresetn active low" if axis else
+                 "clk (rising), rst active high, synchronous",
+        "ports": ports_of(top, axis=axis),
+    }
+
+
+def add_parser(subparsers):
+    from ternary_accel.cli.hw import add_engine_arguments, add_unit_arguments
+    parser = subparsers.add_parser(
+        "verilog", help="write the Verilog of a matmul unit",
+        description="Generate self-contained Verilog for one matmul unit configuration.")
+    add_unit_arguments(parser)
+    parser.add_argument("--name", default=DEFAULT_NAME,
+                        help="top-level module name (default: %(default)s)")
+    parser.add_argument("--engine", action="store_true",
+                        help="the layer engine (base-3 packed weights through the trit "
+                             "unpacker, then the unit; ternary) instead of the unit")
+    add_engine_arguments(parser)
+    parser.add_argument("--axis", action="store_true",
+                        help="AXI4-Stream port names (s_axis_act_*, s_axis_wgt_*, "
+                             "m_axis_out_*, aclk, aresetn) for vendor block designs")
+    parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                        help="output file (default: standard output); a JSON sidecar "
+                             "FILE.json describes the configuration, ports and latency")
+    parser.set_defaults(func=lambda _main, args: run(parser, args))
+    return parser
+
+
+def run(parser, args):
+    from ternary_accel.cli.hw import unit_from_args
+    if not args.name.isidentifier():
+        parser.error(f"--name must be a Verilog identifier, not {args.name!r}")
+    if args.engine:
+        from ternary_accel.cli.hw import engine_from_args
+        if args.axis:
+            from ternary_accel.hw.rtl.axis import AxisEngine
+            top = engine_from_args(parser, args, AxisEngine)
+        else:
+            top = engine_from_args(parser, args)
+        unit = top.unit
+    elif args.axis:
+        from ternary_accel.hw.rtl.axis import AxisMatmul
+        top = unit_from_args(parser, args, AxisMatmul)
+        unit = top.unit
+    else:
+        top = unit = unit_from_args(parser, args)
+    description = sidecar(top, unit, args.name, axis=args.axis)
+    text = generate(top, args.name)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        args.output.with_suffix(".json").write_text(json.dumps(description, indent=2) + "\n")
+    except OSError as error:
+        print(f"python -m hw verilog: cannot write {args.output}: {error.strerror}",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {args.output} (module {args.name}: K={unit.lanes} M={unit.rows} "
+          f"{unit.weight_mode}, int{unit.act_width} activations, acc {unit.acc_width} bits, "
+          f"latency {unit.latency})",
+          file=sys.stderr)
+    return 0

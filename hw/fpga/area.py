@@ -1,0 +1,320 @@
+"""``python -m hw.bench_area`` (``make bench-area``): area and Fmax sweep on ECP5.
+
+Lane groups alone (K = 8, 16, 32, 64) and whole units (M x K), ternary, built with the
+ECP5 carry-cell lane groups (``fabric="ecp5"``); the portable generic design for two of
+them; beside them the int8 baseline of the same unit with real multipliers (DSP blocks,
+and LUTs only), through the same open flow; and the int4 activations of BitNet a4.8
+(``act_width=4``, rows named ``..._a4``) for lane groups and a unit. Ends with the
+ternary / baseline ratios, the int4 / int8 activation ratios and the LFE5U-85F
+projection.
+"""
+
+import argparse
+import json
+from dataclasses import fields
+import sys
+import time
+from pathlib import Path
+
+from ternary_accel.model.quant import INT8
+
+from ternary_accel.hw.rtl.engine import LayerEngine
+from ternary_accel.hw.rtl.lanes import ECP5, DotProduct
+from ternary_accel.hw.rtl.matmul import MatmulUnit
+from ternary_accel.hw.fpga.synth import SynthResult, ToolError, run_flow
+from ternary_accel.cli.hw import act_width_suffix
+from ternary_accel.cli.synth import lut4_equivalent, write_report
+from ternary_accel.hw.rtl.unpack import DECODERS, TritUnpacker
+from ternary_accel.cli.verilog import unit_params
+
+#: LFE5U-85F resources (Lattice ECP5 family data sheet): LUT4s and 18x18 multipliers.
+ECP5_85F_LUT4 = 83640
+ECP5_85F_MULT18 = 156
+#: LFE5U-45F: the device every row of the sweep is placed on.
+ECP5_45F_MULT18 = 72
+
+LANE_GROUPS = (8, 16, 32, 64)
+UNITS = ((4, 16), (8, 32), (16, 32), (16, 64))
+#: Baseline units: the DSP variant only where its multipliers fit the 45F's 72 blocks,
+#: the LUT-only variant where it fits the 45F's LUTs.
+BASELINE_DSP = ((4, 16),)
+BASELINE_LUT = ((4, 16),)
+#: Also built with the generic (portable) lane groups, for comparison.
+GENERIC_LANE_GROUPS = (8,)
+GENERIC_UNITS = ((16, 32),)
+#: Layer engines: unpacker (ROM decoder) + unit with the output stage (its M rescale
+#: multipliers may use DSP blocks).
+ENGINES = ((16, 32),)
+#: The sparse dataflow's engine (column-order weight beats, an accumulator bank for the
+#: beat-major order) deep enough for every 2B4T projection on 16 rows: 6912 / 16 tiles.
+SPARSE_ENGINES = ((16, 32, 432),)
+#: Engines with weight reuse (T tokens a beat), decoders sized to a 128-bit weight
+#: port and the pipelined output stage shared by the rows (one a cycle), one per
+#: packing; and the 3-in-5 engine with the stage parallel (16 rows a cycle): (rows,
+#: lanes, LayerEngine parameters).
+BATCHED_ENGINES = tuple(
+    (16, 32, {"tokens": 16, "weight_port_bits": 128, "packing": packing,
+              "output_rows": output_rows})
+    for packing, output_rows in (("base3", 1), ("3in5", 1), ("2bit", 1), ("3in5", 16)))
+#: The unit with its activation register replicated (act_copies), beside the plain one.
+ACT_COPIES_UNITS = ((16, 32, 2), (16, 32, 4))
+#: Packed bytes per beat of the trit unpackers compared (results are quoted per byte).
+UNPACKER_BYTES = 8
+QUICK_LANE_GROUPS = (8,)
+QUICK_UNITS = ((4, 16),)
+#: int4 activations (``act_width=4``), ECP5 fabric, beside the int8 rows of the same K.
+INT4_WIDTH_SWEPT = 4
+INT4_LANE_GROUPS = (8, 16, 32)
+INT4_UNITS = ((16, 32),)
+QUICK_INT4_LANE_GROUPS = (8,)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m hw.bench_area",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="one lane group and one unit only (a smoke run)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--freq", type=float, default=300.0, metavar="MHZ")
+    parser.add_argument("--outdir", type=Path, default=Path("build/reports"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="skip the tools for designs whose build/synth/NAME already "
+                             "holds the same Verilog through the same commands")
+    parser.add_argument("--only", action="append", metavar="PATTERN",
+                        help="run only the designs whose name matches PATTERN (shell "
+                             "wildcards; repeatable)")
+    parser.add_argument("--from-json", type=Path, metavar="FILE",
+                        help="re-render the report of an earlier run (its bench_area.json) "
+                             "without running the tools")
+    args = parser.parse_args(argv)
+    if args.freq <= 0:
+        parser.error(f"--freq must be positive, not {args.freq}")
+    if args.seed < 0:
+        parser.error(f"--seed must be non-negative, not {args.seed}")
+    if args.from_json is not None:
+        try:
+            results = load_results(args.from_json)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            parser.error(f"cannot read results from {args.from_json}: {error}")
+        print(write_report(results, args.outdir, "bench_area", report_extra(results)))
+        return 0
+
+    quick = args.quick
+    jobs = []
+    for lanes in (QUICK_LANE_GROUPS if quick else LANE_GROUPS):
+        jobs.append((f"lanes{lanes}", lambda k=lanes: DotProduct(lanes=k, fabric=ECP5),
+                     lanes, False))
+    for lanes in (QUICK_INT4_LANE_GROUPS if quick else INT4_LANE_GROUPS):
+        jobs.append((f"lanes{lanes}{act_width_suffix(INT4_WIDTH_SWEPT)}",
+                     lambda k=lanes: DotProduct(lanes=k, fabric=ECP5,
+                                                act_width=INT4_WIDTH_SWEPT),
+                     lanes, False))
+    for lanes in (() if quick else GENERIC_LANE_GROUPS):
+        jobs.append((f"lanes{lanes}_generic", lambda k=lanes: DotProduct(lanes=k),
+                     lanes, False))
+
+    def units(name, suffix, shapes, nodsp, **params):
+        return [(f"{name}{rows}x{lanes}{suffix}",
+                 lambda m=rows, k=lanes: MatmulUnit(lanes=k, rows=m, **params),
+                 rows * lanes, nodsp) for rows, lanes in shapes]
+
+    jobs += units("unit", "", QUICK_UNITS if quick else UNITS, False, fabric=ECP5)
+    for rows, lanes, copies in (() if quick else ACT_COPIES_UNITS):
+        jobs += units("unit", f"_ac{copies}", ((rows, lanes),), False, fabric=ECP5,
+                      act_copies=copies)
+    jobs += units("unit", act_width_suffix(INT4_WIDTH_SWEPT), () if quick else INT4_UNITS,
+                  False, fabric=ECP5, act_width=INT4_WIDTH_SWEPT)
+    jobs += units("unit", "_generic", () if quick else GENERIC_UNITS, False)
+    jobs += units("int8_unit", "_dsp", () if quick else BASELINE_DSP, False,
+                  weight_mode=INT8)
+    jobs += units("int8_unit", "_lut", QUICK_UNITS if quick else BASELINE_LUT, True,
+                  weight_mode=INT8)
+    for rows, lanes in (() if quick else ENGINES):
+        jobs.append((f"engine{rows}x{lanes}",
+                     lambda m=rows, k=lanes: LayerEngine(lanes=k, rows=m, fabric=ECP5),
+                     rows * lanes, False))
+    for rows, lanes, params in (() if quick else BATCHED_ENGINES):
+        jobs.append((batched_engine_name(rows, lanes, params),
+                     lambda m=rows, k=lanes, p=params: LayerEngine(lanes=k, rows=m,
+                                                                   fabric=ECP5, **p),
+                     rows * lanes, False))
+    for rows, lanes, tiles in (() if quick else SPARSE_ENGINES):
+        jobs.append((f"engine{rows}x{lanes}_sparse_t{tiles}",
+                     lambda m=rows, k=lanes, t=tiles: LayerEngine(
+                         lanes=k, rows=m, fabric=ECP5, weight_order="columns", acc_tiles=t),
+                     rows * lanes, False))
+    unpackers = [(f"unpack_{decoder}",
+                  lambda d=decoder: TritUnpacker(bytes_per_beat=UNPACKER_BYTES, decoder=d))
+                 for decoder in DECODERS]
+    # LUTs only: with DSP blocks allowed Yosys puts mulshift's constant multiplies in
+    # MULT18X18Ds (nine per byte), which no real engine could afford.
+    jobs += [(name, build, 0, True) for name, build in unpackers]
+
+    if args.only:
+        from fnmatch import fnmatch
+        jobs = [job for job in jobs if any(fnmatch(job[0], p) for p in args.only)]
+        if not jobs:
+            parser.error(f"no design matches --only {' '.join(args.only)}")
+    results = []
+    started = time.monotonic()
+    for index, (name, build, macs, nodsp) in enumerate(jobs, 1):
+        print(f"[{index}/{len(jobs)}] {name} ({time.monotonic() - started:.0f} s)",
+              file=sys.stderr, flush=True)
+        try:
+            design = build()
+            results.append(run_flow(design, design=name, workdir=Path("build/synth") / name,
+                                    seed=args.seed, freq_mhz=args.freq, nodsp=nodsp,
+                                    macs=macs, config=design_config(design),
+                                    reuse=args.reuse))
+        except ToolError as error:
+            print(f"python -m hw.bench_area: {name}: {error}", file=sys.stderr)
+            return 1
+
+    markdown = write_report(results, args.outdir, "bench_area", report_extra(results))
+    print(markdown)
+    print(f"\n({time.monotonic() - started:.0f} s; written to {args.outdir}/bench_area.md "
+          "and .json)", file=sys.stderr)
+    return 0
+
+
+def batched_engine_name(rows, lanes, params):
+    """``engine16x32_T16_p128_base3``: the shape, T, the port width, the packing (and
+    ``_oR`` for an output stage of R rows a cycle)."""
+    name = (f"engine{rows}x{lanes}_T{params['tokens']}_p{params['weight_port_bits']}"
+            f"_{params['packing']}")
+    if params.get("output_rows"):
+        name += f"_o{params['output_rows']}"
+    return name
+
+
+def report_extra(results):
+    """What follows the sweep table: ratios, projection, unpacker comparison."""
+    return (ratios(results) + act_width_ratios(results) + projection(results) +
+            unpacker_table(results))
+
+
+def load_results(path):
+    """The :class:`SynthResult` list of a ``bench_area.json``."""
+    names = {f.name for f in fields(SynthResult)}
+    rows = json.loads(Path(path).read_text())["results"]
+    return [SynthResult(**{k: v for k, v in row.items() if k in names}) for row in rows]
+
+
+def design_config(design):
+    """The exact constructor parameters of a swept design, for the report."""
+    if isinstance(design, LayerEngine):
+        return {"component": "LayerEngine", **unit_params(design.unit),
+                "decoder": getattr(design.unpacker, "decoder", None),
+                "weight_order": design.weight_order, "tokens": design.tokens,
+                "weight_port_bits": design.weight_port_bits if design.assembled else None,
+                "packing": design.packing}
+    if isinstance(design, TritUnpacker):
+        return {"component": "TritUnpacker", "bytes_per_beat": design.bytes_per_beat,
+                "decoder": design.decoder}
+    if isinstance(design, DotProduct):
+        return {"component": "DotProduct", "lanes": design.lanes,
+                "weight_mode": design.weight_mode, "carry_out": design.carry_out,
+                "levels_per_stage": design.levels_per_stage, "fabric": design.fabric,
+                "act_width": design.act_width}
+    return {"component": "MatmulUnit", **unit_params(design)}
+
+
+def _by_name(results):
+    return {r.design: r for r in results}
+
+
+def ratios(results):
+    """Ternary / baseline ratios for every unit measured both ways."""
+    named = _by_name(results)
+    lines = ["", "| unit M x K | ternary LUT4 eq./MAC | int8 LUT-only LUT4 eq./MAC | "
+             "LUT ratio | int8 DSP: DSP blocks, LUT4 eq./MAC | ternary / int8 GMAC/s |",
+             "|---|---|---|---|---|---|"]
+    for rows, lanes in UNITS:
+        ternary = named.get(f"unit{rows}x{lanes}")
+        lut = named.get(f"int8_unit{rows}x{lanes}_lut")
+        dsp = named.get(f"int8_unit{rows}x{lanes}_dsp")
+        if ternary is None or (lut is None and dsp is None):
+            continue
+        t = lut4_equivalent(ternary) / ternary.macs
+        lut_cell = f"{lut4_equivalent(lut) / lut.macs:.1f}" if lut else "n/a"
+        ratio = f"{lut4_equivalent(lut) / lut.macs / t:.1f}x fewer" if lut else "n/a"
+        dsp_cell = (f"{dsp.dsp}, {lut4_equivalent(dsp) / dsp.macs:.1f}" if dsp else
+                    f"does not fit {ECP5_45F_MULT18} DSPs")
+        base = lut or dsp
+        speed = f"{ternary.gmacs / base.gmacs:.2f}" if base.gmacs else "n/a"
+        lines.append(f"| {rows} x {lanes} | {t:.1f} | {lut_cell} | {ratio} | {dsp_cell} | "
+                     f"{speed} |")
+    return "\n".join(lines) + "\n"
+
+
+def act_width_ratios(results):
+    """int4 / int8 activations for every design measured both ways (``X`` and ``X_a4``)."""
+    named = _by_name(results)
+    suffix = act_width_suffix(INT4_WIDTH_SWEPT)
+    lines = ["", "| design (ternary, ECP5 fabric) | int8 activations: LUT4 eq./MAC, MHz | "
+             "int4 activations: LUT4 eq./MAC, MHz | int4 / int8 LUT4 eq. |", "|---|---|---|---|"]
+    for r4 in results:
+        r8 = named.get(r4.design[:-len(suffix)]) if r4.design.endswith(suffix) else None
+        if r8 is None or not r4.macs:
+            continue
+        e8, e4 = lut4_equivalent(r8) / r8.macs, lut4_equivalent(r4) / r4.macs
+        lines.append(f"| {r8.design} | {e8:.1f}, {r8.fmax_mhz:.1f} | {e4:.1f}, "
+                     f"{r4.fmax_mhz:.1f} | {e4 / e8:.2f} |")
+    return "\n".join(lines) + "\n" if len(lines) > 3 else ""
+
+
+def projection(results, goal_mhz=200.0, utilisation=0.85):
+    """LFE5U-85F projection from the measured units (not placed on the 85F): the largest
+    single unit it holds at the cost per MAC of the largest unit swept, and the best
+    array of identical copies of a unit that meets ``goal_mhz``; beside them the int8
+    baseline's DSP-bound ceiling on the same part. ``utilisation`` of the LUT4s leaves
+    room to route."""
+    named = _by_name(results)
+    units = [named[f"unit{m}x{k}"] for m, k in UNITS if f"unit{m}x{k}" in named]
+    if not units:
+        return ""
+    budget = ECP5_85F_LUT4 * utilisation
+    largest = max(units, key=lambda r: r.macs)
+    per_mac = lut4_equivalent(largest) / largest.macs
+    fit_macs = int(budget / per_mac)
+    text = (f"\nLFE5U-85F projection (not placed; {utilisation:.0%} of its {ECP5_85F_LUT4} "
+            f"LUT4s): at {per_mac:.1f} LUT4 eq./MAC (measured on {largest.design}) it holds "
+            f"about {fit_macs} ternary MACs, {fit_macs * largest.fmax_mhz / 1000:.0f} GMAC/s "
+            f"at that unit's {largest.fmax_mhz:.0f} MHz"
+            f"{'' if largest.fmax_mhz >= goal_mhz else f' (below {goal_mhz:.0f} MHz)'}. ")
+    fast = [r for r in units if r.fmax_mhz >= goal_mhz]
+    if fast:
+        def array_gmacs(r):
+            return int(budget // lut4_equivalent(r)) * r.gmacs
+        best = max(fast, key=array_gmacs)
+        copies = int(budget // lut4_equivalent(best))
+        text += (f"The largest unit measured at {goal_mhz:.0f} MHz or more is "
+                 f"{max(fast, key=lambda r: r.macs).design}; the best array of copies is "
+                 f"{copies} x {best.design} ({copies * best.macs} MACs) at "
+                 f"{best.fmax_mhz:.0f} MHz: {array_gmacs(best):.0f} GMAC/s, if the copies "
+                 "keep their Fmax side by side. ")
+    else:
+        text += f"No unit swept reaches {goal_mhz:.0f} MHz. "
+    dsp = [r for r in results if r.design.endswith("_dsp") and r.fmax_mhz]
+    if dsp:
+        base = dsp[0]
+        text += (f"The int8 baseline is DSP-bound: {ECP5_85F_MULT18} MULT18X18D blocks, one "
+                 f"int8 multiply each, at its measured {base.fmax_mhz:.0f} MHz give "
+                 f"{ECP5_85F_MULT18 * base.fmax_mhz / 1000:.0f} GMAC/s.")
+    return text + "\n"
+
+
+def unpacker_table(results):
+    """LUT4s per packed byte of each trit decoder (the unpacker rows of the sweep)."""
+    rows = [r for r in results if r.design.startswith("unpack_")]
+    if not rows:
+        return ""
+    lines = ["", f"Trit unpacker ({UNPACKER_BYTES} bytes per beat), per packed byte "
+             "(5 weights):", "", "| decoder | LUT4 eq. per byte | Fmax MHz |", "|---|---|---|"]
+    lines += [f"| {r.design[len('unpack_'):]} | {lut4_equivalent(r) / UNPACKER_BYTES:.1f} | "
+              f"{r.fmax_mhz:.1f} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""Whole-model performance and energy of the accelerator on a platform: decode tokens/s,
+time to first token, bytes and joules per token, per operation kind.
+
+The operations and bytes are the decoder's own account of a pass
+(:func:`model.accounting.account`, for an activation scheme of :mod:`model.schemes`);
+the BitLinears' cycles are the engine's cycle model (:class:`hw.engine.LayerMapping`,
+equal to the RTL simulation, or :class:`hw.engine.SparseLayerMapping` for a BitLinear on
+the sparse dataflow); the other units have no
+RTL and run at the platform's assumed throughput. Each operation takes
+``max(compute, memory)`` (its own compute and DRAM traffic overlap), operations run one
+after the other, and the DRAM delivers its peak bandwidth: a projection, and a bound the
+measured hardware can only approach.
+"""
+
+import math
+from dataclasses import dataclass, replace
+
+from ternary_accel.hw.perf.energy import fp16_reference, pass_energy
+from ternary_accel.hw.perf.accounting import ATTENTION, DRAM, ENGINE, HEAD, MEMORIES, SRAM, UNITS, \
+    account, batched
+from ternary_accel.model.config import model_config
+from ternary_accel.model.schemes import B158
+from ternary_accel.model.sparse import BEAT_MAJOR
+
+from ternary_accel.hw.rtl.engine import LayerMapping, SparseLayerMapping
+from ternary_accel.hw.perf.platforms import PEERS, REPORTS
+
+__all__ = ["KernelTime", "PhaseReport", "phase_report", "model_report", "scheme_rows",
+           "NODES"]
+
+#: Process nodes of the arithmetic energies.
+NODES = ("45nm", "7nm")
+
+
+@dataclass
+class KernelTime:
+    """One operation kind of a pass on a platform (summed over layers)."""
+
+    label: str
+    unit: str
+    macs: int
+    ops: int
+    cycles: int
+    dram_bytes: int
+    sram_bytes: int
+    compute_s: float
+    memory_s: float
+    seconds: float
+
+    @property
+    def bound(self):
+        if self.seconds == 0:
+            return "-"
+        return "memory" if self.memory_s > self.compute_s else "compute"
+
+    @property
+    def intensity(self):
+        """Operations (MACs count two) per DRAM byte; None without DRAM traffic."""
+        work = 2 * self.macs + self.ops
+        return work / self.dram_bytes if self.dram_bytes else None
+
+    def to_dict(self):
+        return {"kind": self.label, "unit": self.unit, "rtl": self.unit == ENGINE,
+                "macs": self.macs, "ops": self.ops, "cycles": self.cycles,
+                "dram_bytes": self.dram_bytes, "sram_bytes": self.sram_bytes,
+                "compute_s": self.compute_s, "memory_s": self.memory_s,
+                "seconds": self.seconds, "bound": self.bound,
+                "ops_per_dram_byte": self.intensity}
+
+
+def _cycles(cost, platform):
+    if cost.unit == ENGINE:
+        s = cost.sizes
+        if cost.kept is not None:
+            # the beat-major order, on an accumulator bank of the layer's row tiles
+            return SparseLayerMapping(s["out_features"], s["in_features"], cost.kept,
+                                      lanes=platform.lanes, rows=platform.rows,
+                                      order=BEAT_MAJOR,
+                                      acc_tiles=s["out_features"] // platform.rows).cycles
+        return LayerMapping(s["out_features"], s["in_features"], s["tokens"],
+                            platform.lanes, platform.rows, batch=platform.weight_reuse,
+                            port_bits=platform.weight_port_bits,
+                            packing=platform.packing).cycles
+    per_cycle = {ATTENTION: platform.attention_macs_per_cycle,
+                 HEAD: platform.head_macs_per_cycle}.get(cost.unit)
+    if cost.macs and per_cycle:
+        return math.ceil(cost.macs / per_cycle)
+    return math.ceil(sum(cost.ops.values()) / platform.vector_ops_per_cycle)
+
+
+@dataclass
+class PhaseReport:
+    """A pass (prefill or decode) on a platform: kernels by kind, totals, energy."""
+
+    phase: str
+    tokens: int
+    context: int
+    kernels: list
+    seconds: float
+    cycles: int
+    dram_bytes: int
+    energy: dict          # node -> PassEnergy.per_token() of this design
+    fp16_energy: dict     # node -> the FP16 reference's
+
+    def to_dict(self):
+        return {"phase": self.phase, "tokens": self.tokens, "context": self.context,
+                "seconds": self.seconds, "cycles": self.cycles,
+                "dram_bytes": self.dram_bytes,
+                "dram_bytes_per_token": self.dram_bytes / self.tokens,
+                "joules_per_token": self.energy, "fp16_joules_per_token": self.fp16_energy,
+                "kernels": [k.to_dict() for k in self.kernels]}
+
+
+def phase_report(accounting, platform, clock_mhz, phase, reference=None):
+    """Time and energy of the pass ``accounting`` on ``platform`` at ``clock_mhz``; the
+    FP16 reference is that of ``reference`` (default: ``accounting``; for a pass of
+    another scheme than b1.58, its b1.58 charging)."""
+    hz, bandwidth = clock_mhz * 1e6, platform.bandwidth_gbs * 1e9
+    kernels = {}
+    for cost in accounting.costs:
+        label = f"bitlinear {cost.name}" if cost.kind == "bitlinear" else cost.kind
+        cycles = _cycles(cost, platform)
+        dram = sum(n for k, n in cost.bytes.items() if MEMORIES[k] == DRAM)
+        sram = sum(n for k, n in cost.bytes.items() if MEMORIES[k] == SRAM)
+        compute_s, memory_s = cycles / hz, dram / bandwidth
+        k = kernels.setdefault(label, KernelTime(label, cost.unit, 0, 0, 0, 0, 0, 0.0, 0.0,
+                                                 0.0))
+        k.macs += cost.macs
+        # Operations besides the unit's multiply-accumulates (a MAC is a mul and an add;
+        # a BitLinear's ternary adds and rescale are its engine's work).
+        k.ops += 0 if cost.unit == ENGINE else sum(cost.ops.values()) - 2 * cost.macs
+        k.cycles += cycles
+        k.dram_bytes += dram
+        k.sram_bytes += sram
+        k.compute_s += compute_s
+        k.memory_s += memory_s
+        k.seconds += max(compute_s, memory_s)
+    rows = list(kernels.values())
+    dram_pj = platform.dram_pj_per_bit
+    energy = {node: pass_energy(accounting, node=node, dram_pj_per_bit=dram_pj).per_token()
+              for node in NODES}
+    reference = fp16_reference(accounting if reference is None else reference)
+    fp16 = {node: pass_energy(reference, node=node, dram_pj_per_bit=dram_pj).per_token()
+            for node in NODES}
+    return PhaseReport(phase, accounting.tokens, accounting.context, rows,
+                       sum(k.seconds for k in rows), sum(k.cycles for k in rows),
+                       accounting.dram_bytes, energy, fp16)
+
+
+def model_report(model, platform, *, prompt=128, context=None, batch=1, clock_mhz=None,
+                 bandwidth_gbs=None, reports=REPORTS, scheme=B158):
+    """The report of ``model`` (a name of :data:`model.shapes.MODELS`) on ``platform``
+    (:class:`hw.platforms.Platform`).
+
+    Parameters
+    ----------
+    prompt : int
+        Prompt tokens of the prefill (time to first token).
+    context : int, optional
+        Cached positions of the decode step (default: ``prompt``, the first step after
+        the prompt).
+    batch : int
+        Sequences decoded together.
+    clock_mhz, bandwidth_gbs : float, optional
+        Override the platform's clock and bandwidth.
+    scheme : model.schemes.ActivationScheme or str
+        The activations (default BitNet b1.58); the FP16 reference is always the dense
+        one.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``decode_tokens_per_s``, ``prefill_tokens_per_s``, ``ttft_s``,
+        ``bytes_per_token``, ``joules_per_token``, ``memory_bound_tokens_per_s``, the
+        platform, and both phases with their kernels.
+
+    Raises
+    ------
+    ValueError
+        On an unknown model, a model the decoder cannot run or that does not tile onto
+        the platform's engine, a bad prompt, context, batch, clock or bandwidth, or an
+        unknown scheme.
+    """
+    config = model_config(model)
+    context = prompt if context is None else context
+    for name, value in (("clock_mhz", clock_mhz), ("bandwidth_gbs", bandwidth_gbs)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be positive, not {value!r}")
+    if bandwidth_gbs is not None:
+        platform = replace(platform, bandwidth_gbs=float(bandwidth_gbs))
+    if clock_mhz is None:
+        clock_mhz, clock_source = platform.clock(reports)
+    else:
+        clock_source = "given"
+    shape = dict(lanes=platform.lanes, rows=platform.rows, **platform.engine_port)
+    try:
+        dense_prefill = account(config, tokens=prompt, context=0, **shape)
+        dense_decode = account(config, tokens=1, context=context, **shape)
+        prefill = dense_prefill.with_scheme(scheme)
+        decode = batched(dense_decode.with_scheme(scheme), batch)
+    except ValueError as error:
+        raise ValueError(f"{model} on {platform.name} (K={platform.lanes}, "
+                         f"M={platform.rows}): {error}") from None
+    pre = phase_report(prefill, platform, clock_mhz, "prefill", dense_prefill)
+    dec = phase_report(decode, platform, clock_mhz, "decode",
+                       batched(dense_decode, batch))
+    bytes_per_token = dec.dram_bytes / dec.tokens
+    report = {
+        "model": model, "scheme": prefill.scheme.to_dict(),
+        "platform": platform.to_dict(), "clock_mhz": clock_mhz,
+        "clock_source": clock_source, "prompt": prompt, "context": context, "batch": batch,
+        "decode_tokens_per_s": dec.tokens / dec.seconds,
+        "prefill_tokens_per_s": pre.tokens / pre.seconds,
+        "ttft_s": pre.seconds,
+        "bytes_per_token": bytes_per_token,
+        "memory_bound_tokens_per_s": platform.bandwidth_gbs * 1e9 / bytes_per_token,
+        "joules_per_token": dec.energy,
+        "fp16_joules_per_token": dec.fp16_energy,
+        "engine_macs_per_cycle": platform.lanes * platform.rows,
+        "units": dict(UNITS),
+        "decode": dec.to_dict(), "prefill": pre.to_dict(),
+        "peers": peer_rows(model, platform.name, dec),
+    }
+    return report
+
+
+def peer_rows(model, preset, decode):
+    """The published peers (for 2B4T) beside this design on ``preset``; each peer names
+    its nearest preset, where the comparison is like for like."""
+    rows = []
+    for peer in PEERS if model == "b1.58-2b4t" else ():
+        if peer.metric == "tokens_per_s":
+            ours = decode.tokens / decode.seconds
+            ratio = ours / peer.value
+        else:
+            ours = decode.energy["7nm"]["total"]
+            ratio = peer.value / ours          # > 1: we spend less
+        rows.append({"system": peer.system, "hardware": peer.hardware, "model": peer.model,
+                     "metric": peer.metric, "theirs": peer.value, "ours": ours,
+                     "advantage": ratio, "nearest_preset": peer.preset,
+                     "like_for_like": peer.preset == preset, "source": peer.source,
+                     "note": peer.note})
+    return rows
+
+
+def scheme_rows(models, schemes, *, context=128, platforms=None, reports=REPORTS):
+    """BitNet b1.58 vs a4.8 vs Q-Sparse (:mod:`model.schemes`): per model and scheme, a
+    decode step at ``context`` charged for each scheme: the BitLinears' adds and their
+    arithmetic energy (adds and rescales, 45 and 7 nm), the ternary weight, KV-cache and
+    DRAM bytes per token on the default engine (16 x 32, the ``ecp5-ddr3`` engine), and
+    decode tokens/s on each platform (its own engine and clock; None where the model
+    does not tile onto it).
+
+    Returns
+    -------
+    (list of dict, dict)
+        The rows, and ``{model: reason}`` for the models left out (those that do not
+        tile onto the default engine or that the decoder cannot run).
+    """
+    from ternary_accel.hw.perf.energy import arithmetic_joules
+    from ternary_accel.hw.mapping import DEFAULT_LANES, DEFAULT_ROWS
+
+    from ternary_accel.hw.perf.platforms import PLATFORMS
+
+    platforms = list(PLATFORMS.values()) if platforms is None else list(platforms)
+    rows, skipped = [], {}
+    for model in models:
+        try:
+            config = model_config(model)
+            base = account(config, tokens=1, context=context, lanes=DEFAULT_LANES,
+                           rows=DEFAULT_ROWS)
+        except ValueError as error:
+            skipped[model] = str(error)
+            continue
+        on = {}
+        for platform in platforms:
+            try:
+                on[platform.name] = (platform, account(config, tokens=1, context=context,
+                                                       lanes=platform.lanes,
+                                                       rows=platform.rows,
+                                                       **platform.engine_port))
+            except ValueError:
+                on[platform.name] = (platform, None)
+        for scheme in schemes:
+            a = base.with_scheme(scheme)
+            engine_ops = a.ops(ENGINE)
+            moved = a.bytes()
+            row = {"model": model, "scheme": a.scheme.name,
+                   "description": a.scheme.description,
+                   "bitlinear_adds": sum(n for (p, o), n in engine_ops.items()
+                                         if o == "add"),
+                   "int4_adds": engine_ops.get(("int4", "add"), 0),
+                   "sparse_projections": sorted({c.name for c in a.costs
+                                                 if c.kept is not None},
+                                                key=[p.name for p in
+                                                     config.shape.projections()].index),
+                   "ternary_weight_bytes": moved["ternary_weights"],
+                   "kv_cache_bytes": moved.get("kv_cache", 0),
+                   "dram_bytes": a.dram_bytes,
+                   "tokens_per_s": {}}
+            for node in NODES:
+                row[f"bitlinear_joules_{node}"] = arithmetic_joules(engine_ops, node)
+            for name, (platform, counted) in on.items():
+                if counted is None:
+                    row["tokens_per_s"][name] = None
+                    continue
+                clock_mhz, _ = platform.clock(reports)
+                phase = phase_report(counted.with_scheme(scheme), platform, clock_mhz,
+                                     "decode")
+                row["tokens_per_s"][name] = phase.tokens / phase.seconds
+            rows.append(row)
+    return rows, skipped

@@ -1,0 +1,862 @@
+"""The matmul unit: ``rows`` dot-product lane groups sharing one activation stream,
+multi-beat accumulation, an optional fixed-point output stage, and stream interfaces."""
+
+import numpy as np
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ternary_accel.model.arith import OUT_WIDTH, SCALE_WIDTH, SHIFT_WIDTH, acc_width, signed_range
+from ternary_accel.model.encoding import code_width
+from ternary_accel.model.quant import ACT_WIDTH, TERNARY
+
+from ternary_accel.hw.rtl.buffer import RESULT_BUFFER_LATENCY, ResultBuffer
+from ternary_accel.hw.rtl.outstage import OUTPUT_STAGE_LATENCY, OutputStage
+from ternary_accel.hw.rtl.lanes import (ECP5, GENERIC, DotProduct, add_with_carry, check_act_width, check_fabric,
+                    invalid_code, tree_latency)
+from ternary_accel.hw.params import check_bool, check_positive_int, check_weight_mode
+
+__all__ = ["MatmulUnit", "ErrorLayout", "act_layout", "wgt_layout", "res_layout",
+           "result_width", "unit_latency", "pipeline_depth", "result_fifo_depth",
+           "code_flag_latency", "input_latency", "accumulate_delay", "output_interval",
+           "result_cycles", "stream_arrivals", "throttled_result_cycles",
+           "DEFAULT_ACT_COPIES", "QUEUE_DEPTH", "QUEUE_LATENCY"]
+
+
+def act_layout(lanes, output_stage, act_width=ACT_WIDTH):
+    """Payload of the activation stream: ``data`` (K x int8, or K x int4 with
+    ``act_width=4``: two activations per byte, lane 0 in the low nibble, as
+    :func:`model.encoding.pack_int4`), ``last``, and with the output stage the
+    ``scale`` (unsigned ``SCALE_WIDTH``) and ``shift`` (unsigned ``SHIFT_WIDTH``) of
+    the token."""
+    fields = {"data": data.ArrayLayout(signed(act_width), lanes), "last": 1}
+    if output_stage:
+        fields["scale"] = unsigned(SCALE_WIDTH)
+        fields["shift"] = unsigned(SHIFT_WIDTH)
+    return data.StructLayout(fields)
+
+
+def wgt_layout(lanes, rows, weight_mode):
+    """Payload of the weight stream: ``rows`` x ``lanes`` lane codes, row-major."""
+    codes = data.ArrayLayout(unsigned(code_width(weight_mode)), lanes)
+    return data.ArrayLayout(codes, rows)
+
+
+def result_width(lanes, max_beats, output_stage, weight_mode=TERNARY, act_width=ACT_WIDTH):
+    """Bits of one result: ``OUT_WIDTH`` with the output stage, else the accumulator's
+    ``acc_width(lanes * max_beats, weight_mode, act_width)``."""
+    return (OUT_WIDTH if output_stage else
+            acc_width(lanes * max_beats, weight_mode, act_width))
+
+
+#: Inputs of each OR of the invalid-code flag tree (one LUT4).
+INVALID_OR_FANIN = 4
+
+
+def code_flag_latency(lanes, rows):
+    """Cycles from a beat carrying an invalid code to ``error.code`` high: the pair
+    flags, the registered OR tree over the ``rows * ceil(lanes / 2)`` pair flags, the
+    sticky flag."""
+    count, levels = rows * -(-lanes // 2), 0
+    while count > 1:
+        count, levels = -(-count // INVALID_OR_FANIN), levels + 1
+    return 1 + levels + 1
+
+
+#: Cycles from a write into the result FIFO to that result on ``res``.
+RESULT_FIFO_LATENCY = RESULT_BUFFER_LATENCY
+
+
+#: Copies of the activation register by default (``None``: no input register).
+DEFAULT_ACT_COPIES = None
+
+
+def check_act_copies(value, rows):
+    """Return ``value`` (``None``, or 1 to ``rows`` copies of the activation register)."""
+    if value is None:
+        return None
+    check_positive_int("act_copies", value)
+    if value > rows:
+        raise ValueError(f"act_copies must be at most rows ({rows}), not {value}")
+    return value
+
+
+def input_latency(act_copies=DEFAULT_ACT_COPIES):
+    """Registers between the input handshake and the lane groups: none, or with
+    ``act_copies`` the input stage (activations in that many copies, weight codes)."""
+    return 0 if act_copies is None else 1
+
+
+def check_output_rows(value, rows, output_stage):
+    """Return ``value`` (``None``, or a divisor of ``rows`` with the output stage)."""
+    if value is None:
+        return None
+    check_positive_int("output_rows", value)
+    if not output_stage:
+        raise ValueError("output_rows is a parameter of the output stage "
+                         "(output_stage=True)")
+    if rows % value:
+        raise ValueError(f"output_rows must divide rows ({rows}), not {value}")
+    return value
+
+
+def output_interval(rows, output_rows=None):
+    """R: cycles one result vector holds the output stage, ``rows / output_rows``
+    (1 for a fully parallel stage, ``output_rows`` ``None`` or ``rows``).
+
+    Parameters
+    ----------
+    rows : int
+        M, the rows of a result vector.
+    output_rows : int or None
+        Rows the output stage takes per cycle; must divide ``rows``.
+
+    Returns
+    -------
+    int
+    """
+    if output_rows is None:
+        return 1
+    if rows % output_rows:
+        raise ValueError(f"output_rows must divide rows ({rows}), not {output_rows}")
+    return rows // output_rows
+
+
+def _serial(output_rows, rows):
+    """Whether the output stage is shared: ``output_rows`` rows at a time through a queue."""
+    if output_rows is None:
+        return False
+    if rows is None:
+        raise TypeError("rows must be given with output_rows")
+    return output_interval(rows, output_rows) > 1
+
+
+def accumulate_delay(lanes, levels_per_stage, *, act_copies=DEFAULT_ACT_COPIES):
+    """Cycles from a ``last`` beat's transfer to its dot products in the ``done``
+    register: the input stage, the lane groups' tree stages, the accumulate register."""
+    return input_latency(act_copies) + tree_latency(lanes, levels_per_stage) + 1
+
+
+#: Cycles from a vector entering the output queue to its output-stage start (the queue's
+#: write), from the start to the vector in the read register, from there to the first
+#: slice in the serializer's register.
+QUEUE_LATENCY = 3
+
+
+def pipeline_depth(lanes, levels_per_stage, output_stage, output_rows=None, rows=None, *,
+                   act_copies=DEFAULT_ACT_COPIES):
+    """Registers from the input handshake to the result FIFO's write port, the output
+    stage idle: :func:`accumulate_delay`, then with the output stage (``output_rows``
+    ``None``) its multiply and round registers, or (``output_rows`` given) the
+    pipelined stage (:data:`hw.outstage.OUTPUT_STAGE_LATENCY`); when that is shared
+    (``output_rows < rows``) first the queue (:data:`QUEUE_LATENCY`) and after it the
+    ``R - 1`` cycles the collector waits for the vector's last slice
+    (:func:`output_interval`)."""
+    depth = accumulate_delay(lanes, levels_per_stage, act_copies=act_copies)
+    if not output_stage:
+        return depth
+    if output_rows is None:
+        return depth + 2
+    depth += OUTPUT_STAGE_LATENCY
+    if _serial(output_rows, rows):
+        depth += QUEUE_LATENCY + output_interval(rows, output_rows) - 1
+    return depth
+
+
+def unit_latency(lanes, levels_per_stage, output_stage, output_rows=None, rows=None, *,
+                 act_copies=DEFAULT_ACT_COPIES):
+    """L: cycles from a ``last`` beat's transfer to its result on ``res``, the output stage
+    idle and ``res`` ready.
+
+    The timing contract: with ``res.ready`` always high and the inputs never starved,
+    result vector ``n`` leaves (is on ``res``, valid) at cycle
+    ``C_n = max(A_n + L, C_(n-1) + R)``, ``A_n`` the cycle its ``last`` beat transfers
+    and ``R`` = :func:`output_interval` (:func:`result_cycles`). While the output
+    queue has room ``A_n`` is the cycle of the unthrottled stream (beats back to back);
+    see :func:`throttled_result_cycles` for a stream that fills it.
+
+    Parameters
+    ----------
+    lanes, levels_per_stage : int
+        As :class:`MatmulUnit`.
+    output_stage : bool
+        With the output stage.
+    output_rows : int or None
+        As :class:`MatmulUnit`.
+    rows : int or None
+        M; needed with ``output_rows``.
+    act_copies : int or None
+        As :class:`MatmulUnit`.
+
+    Returns
+    -------
+    int
+    """
+    return (pipeline_depth(lanes, levels_per_stage, output_stage, output_rows, rows,
+                           act_copies=act_copies) + RESULT_FIFO_LATENCY)
+
+
+def result_fifo_depth(lanes, levels_per_stage, output_stage, output_rows=None, rows=None,
+                      *, act_copies=DEFAULT_ACT_COPIES):
+    """Entries of the result FIFO: every result that can be in flight, plus slack so an
+    always-ready consumer never throttles the input (with a shared output stage: the
+    results of vectors started in the stage, one per ``R`` cycles)."""
+    if _serial(output_rows, rows):
+        interval = output_interval(rows, output_rows)
+        in_flight = interval + OUTPUT_STAGE_LATENCY + QUEUE_LATENCY - 1 + RESULT_FIFO_LATENCY
+        return -(-in_flight // interval) + 2
+    return unit_latency(lanes, levels_per_stage, output_stage, output_rows, rows,
+                        act_copies=act_copies) + 2
+
+
+#: Vectors the shared output stage's queue holds (its credits): one LUT RAM's depth.
+QUEUE_DEPTH = 16
+
+
+#: Yosys ``ram_style`` of the queue: LUT RAM (16 vectors cost what 2 would).
+QUEUE_RAM_STYLE = "distributed"
+
+
+def _credits(m, name, limit, take, give):
+    """A credit counter: ``take`` spends one, ``give`` returns one; returns ``room``
+    (a credit is left), a register computed a cycle ahead so that it is one flip-flop
+    for the input handshake, not a comparator behind the counter. The count never
+    exceeds ``limit``, so the comparisons are equalities (LUTs, no carry chain)."""
+    count = Signal(range(limit + 1), name=f"{name}_used")
+    room = Signal(name=f"{name}_room", init=1)
+    full = count == limit
+    below_after_take = ~full & (count != limit - 1)  # count + 1 < limit
+    m.d.sync += [
+        count.eq(count + take - give),
+        room.eq(Mux(take & ~give, below_after_take, Mux(give & ~take, 1, ~full))),
+    ]
+    return room
+
+
+def result_cycles(arrivals, latency, interval):
+    """Exit cycles of the timing contract: ``C_n = max(A_n + L, C_(n-1) + R)``.
+
+    Parameters
+    ----------
+    arrivals : array_like of int
+        ``A_n``, the cycle each vector's ``last`` beat transfers, in order.
+    latency : int
+        L, :func:`unit_latency`.
+    interval : int
+        R, :func:`output_interval`.
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        ``C_n``, in the closed form ``max_(i <= n) (A_i + L + (n - i) R)``.
+    """
+    a = np.asarray(arrivals, dtype=np.int64)
+    n = np.arange(len(a), dtype=np.int64)
+    return np.maximum.accumulate(a + latency - n * interval) + n * interval
+
+
+def stream_arrivals(beats):
+    """``A_n`` of a stream of dot products of ``beats[n]`` beats each, back to back from
+    cycle 0: the cycle of each ``last`` beat."""
+    b = np.asarray(beats, dtype=np.int64)
+    if np.any(b < 1):
+        raise ValueError("every dot product has at least one beat")
+    return np.cumsum(b) - 1
+
+
+def throttled_result_cycles(beats, latency, interval, *, queue_depth=QUEUE_DEPTH,
+                            start_delay):
+    """Exit cycles of a stream of dot products of ``beats[n]`` beats, back to back from
+    cycle 0, ``res`` always ready, including the shared output stage's input throttle.
+
+    A ``last`` beat is held while ``queue_depth`` vectors wait for the stage (accepted,
+    not started); other beats never are. Vector ``n`` starts in the stage at
+    ``S_n = max(a_n + start_delay, S_(n-1) + R)`` and leaves at
+    ``C_n = S_n + L - start_delay``, where its ``last`` beat transfers at
+    ``a_n = max(a_(n-1) + beats[n], S_(n - queue_depth) + 1)``. A held beat delays all
+    that follow it, so once the queue has filled, a later dot product that finds the
+    stage idle leaves later than :func:`result_cycles` of the unthrottled stream says.
+
+    Parameters
+    ----------
+    beats : array_like of int
+        Beats of each dot product (>= 1).
+    latency, interval : int
+        L and R.
+    queue_depth : int
+        The queue's credits (:attr:`MatmulUnit.queue_depth`).
+    start_delay : int
+        Cycles from a ``last`` beat to its vector's start in an idle stage
+        (:attr:`MatmulUnit.start_delay`).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The ``last`` beats' transfer cycles ``a_n`` and the exit cycles ``C_n``.
+    """
+    b = np.asarray(beats, dtype=np.int64)
+    stream_arrivals(b)  # checks
+    a = np.zeros(len(b), dtype=np.int64)
+    start = np.zeros(len(b), dtype=np.int64)
+    for n in range(len(b)):
+        a[n] = (a[n - 1] if n else -1) + b[n]
+        if n >= queue_depth:
+            a[n] = max(a[n], start[n - queue_depth] + 1)
+        start[n] = a[n] + start_delay
+        if n:
+            start[n] = max(start[n], start[n - 1] + interval)
+    return a, start + latency - start_delay
+
+
+def res_layout(rows, width):
+    """Payload of the result stream: ``rows`` signed results of ``width`` bits."""
+    return data.ArrayLayout(signed(width), rows)
+
+
+class ErrorLayout(data.Struct):
+    """Sticky error flags of the matmul unit; cleared only by reset.
+
+    Attributes
+    ----------
+    code : 1 bit
+        A transferred weight beat carried the unused ternary code ``0b10`` (it was
+        used as weight 0).
+    overflow : 1 bit
+        A dot product ran longer than ``max_beats`` beats: its accumulator may have
+        wrapped modulo ``2**acc_width``.
+    """
+
+    code: 1
+    overflow: 1
+
+
+class MatmulUnit(wiring.Component):
+    """M x K ternary matmul unit: ``rows`` accumulators of ``lanes``-wide dot products.
+
+    Per beat the unit takes K activations (shared by all rows) from ``act`` and
+    M x K weight codes from ``wgt``, and adds each row's dot product into that row's
+    accumulator. After the beat whose activation payload has ``last`` set it emits the
+    M accumulators on ``res`` (through the output stage when enabled) and clears them,
+    so a dot product spans any number of beats.
+
+    A beat transfers when ``act`` and ``wgt`` are both valid and the result FIFO has
+    room for every result that may still be in flight (a credit count). The datapath
+    itself never stalls, so no register needs an enable driven by ``res.ready``; with
+    both inputs always valid and the output always ready it takes one beat per clock:
+    ``rows * lanes`` MACs per cycle, no bubbles.
+
+    Output stage (``output_stage=True``): each accumulator is multiplied by the
+    unsigned ``scale`` and rounded/saturated by ``shift`` exactly as
+    :func:`model.arith.round_fixed`; ``scale`` and ``shift`` are taken from the
+    activation beat marked ``last``. Bypassed, ``res`` carries the raw accumulators.
+
+    Parameters
+    ----------
+    lanes : int
+        K, activations per beat (>= 1).
+    rows : int
+        M, output rows (>= 1).
+    weight_mode : str
+        ``"ternary"`` or ``"binary"``.
+    output_stage : bool
+        Rescale accumulators to ``OUT_WIDTH``-bit fixed point, or bypass.
+    max_beats : int
+        Longest dot product, in beats, that the accumulator is sized for
+        (``acc_width(lanes * max_beats)`` bits). Longer ones raise ``error.overflow``.
+    levels_per_stage : int
+        Adder levels per pipeline register in the lane groups.
+    acc_tiles : int, optional
+        Keep the partial sums of up to ``acc_tiles`` row tiles in an accumulator bank
+        (per row a memory ``acc_tiles`` deep, read and written back every beat) instead
+        of one register per row. The stream then interleaves the dot products of
+        ``tiles`` tiles (the beat-major order of :mod:`model.sparse`): beat ``n`` adds
+        into tile ``n mod tiles``, and the ``tiles`` beats after a round's first one
+        that carry ``last`` end their tiles' dot products, one result each, in tile
+        order. With ``tiles = 1`` the bank behaves as the registers. A dot product's
+        first round ignores what the bank holds, so a reset mid-stream leaves nothing
+        stale. ``max_beats`` counts rounds.
+    fabric : str
+        ``"generic"`` (portable Verilog) or ``"ecp5"``: lane groups built from Lattice
+        ``CCU2C`` carry cells (see :class:`hw.lanes.DotProduct`); same behaviour and
+        latency, fewer LUTs on ECP5, and the Verilog then needs the Lattice cell library.
+    act_width : int
+        Bits of an activation: 8 (the default) or 4 (BitNet a4.8's int4 inputs,
+        -8..7, two per byte on ``act``); lane groups and accumulators narrow to the
+        int4 range. Ternary and binary weights only.
+
+    Attributes
+    ----------
+    act : stream, in
+        Payload :meth:`act_layout`: ``data`` (K x int8, or K x int4), ``last``, and
+        with the output stage ``scale`` and ``shift``.
+    wgt : stream, in
+        Payload :meth:`wgt_layout`: M x K weight codes, row-major.
+    res : stream, out
+        Payload :meth:`res_layout`: M signed results.
+    error : Signal(ErrorLayout), out
+        Sticky error flags; ``code`` rises :attr:`code_flag_latency` cycles after the
+        beat that carried an invalid code.
+    tiles : Signal(range(acc_tiles + 1)), in
+        With ``acc_tiles``: the row tiles the stream interleaves (held for the whole
+        layer; 0 counts as 1).
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a parameter of the wrong type or out of range.
+    """
+
+    def __init__(self, *, lanes, rows, weight_mode=TERNARY, output_stage=False,
+                 max_beats=1024, levels_per_stage=1, fabric=GENERIC, act_width=ACT_WIDTH,
+                 acc_tiles=None, output_rows=None, act_copies=DEFAULT_ACT_COPIES):
+        self._lanes = check_positive_int("lanes", lanes)
+        self._rows = check_positive_int("rows", rows)
+        self._weight_mode = check_weight_mode(weight_mode)
+        self._output_stage = check_bool("output_stage", output_stage)
+        self._max_beats = check_positive_int("max_beats", max_beats)
+        self._levels_per_stage = check_positive_int("levels_per_stage", levels_per_stage)
+        self._fabric = check_fabric(fabric)
+        self._act_width = check_act_width(act_width, self._weight_mode)
+        self._acc_tiles = None if acc_tiles is None else check_positive_int("acc_tiles",
+                                                                            acc_tiles)
+        self._output_rows = check_output_rows(output_rows, self._rows, self._output_stage)
+        self._act_copies = check_act_copies(act_copies, self._rows)
+        ports = {
+            "act": In(stream.Signature(self.act_layout)),
+            "wgt": In(stream.Signature(self.wgt_layout)),
+            "res": Out(stream.Signature(self.res_layout)),
+            "error": Out(ErrorLayout),
+        }
+        if self._acc_tiles is not None:
+            ports["tiles"] = In(range(self._acc_tiles + 1))
+        super().__init__(ports)
+
+    # Parameters, read-only.
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def rows(self):
+        return self._rows
+
+    @property
+    def weight_mode(self):
+        return self._weight_mode
+
+    @property
+    def output_stage(self):
+        return self._output_stage
+
+    @property
+    def max_beats(self):
+        return self._max_beats
+
+    @property
+    def levels_per_stage(self):
+        return self._levels_per_stage
+
+    @property
+    def fabric(self):
+        return self._fabric
+
+    @property
+    def act_width(self):
+        return self._act_width
+
+    @property
+    def acc_tiles(self):
+        return self._acc_tiles
+
+    @property
+    def output_rows(self):
+        return self._output_rows
+
+    @property
+    def act_copies(self):
+        return self._act_copies
+
+    @property
+    def output_interval(self):
+        """R: cycles a result vector holds the output stage (see :func:`output_interval`)."""
+        return output_interval(self._rows, self._output_rows)
+
+    @property
+    def shared_output_stage(self):
+        """Whether ``output_rows < rows``: vectors queue for one shared output stage."""
+        return _serial(self._output_rows, self._rows)
+
+    @property
+    def queue_depth(self):
+        """Vectors the shared output stage's queue holds (0 without a queue)."""
+        return QUEUE_DEPTH if self.shared_output_stage else 0
+
+    @property
+    def start_delay(self):
+        """Cycles from a ``last`` beat's transfer to its vector's start in the idle
+        shared output stage (see :func:`throttled_result_cycles`)."""
+        return accumulate_delay(self._lanes, self._levels_per_stage,
+                                act_copies=self._act_copies) + 1
+
+    # Derived widths and layouts: the single place the sim side reads them from.
+
+    @property
+    def acc_width(self):
+        """Accumulator width: ``acc_width(lanes * max_beats, weight_mode, act_width)``."""
+        return acc_width(self._lanes * self._max_beats, self._weight_mode, self._act_width)
+
+    @property
+    def res_width(self):
+        """Width of one result: ``OUT_WIDTH`` with the output stage, else ``acc_width``."""
+        return result_width(self._lanes, self._max_beats, self._output_stage,
+                            self._weight_mode, self._act_width)
+
+    @property
+    def act_layout(self):
+        return act_layout(self._lanes, self._output_stage, self._act_width)
+
+    @property
+    def wgt_layout(self):
+        return wgt_layout(self._lanes, self._rows, self._weight_mode)
+
+    @property
+    def res_layout(self):
+        return res_layout(self._rows, self.res_width)
+
+    @property
+    def tree_latency(self):
+        return tree_latency(self._lanes, self._levels_per_stage)
+
+    @property
+    def input_latency(self):
+        """Registers between the input handshake and the lane groups
+        (see :func:`input_latency`)."""
+        return input_latency(self._act_copies)
+
+    @property
+    def latency(self):
+        """Cycles from a ``last`` beat's transfer to its result on ``res``, unstalled
+        (see :func:`unit_latency`)."""
+        return unit_latency(self._lanes, self._levels_per_stage, self._output_stage,
+                            self._output_rows, self._rows, act_copies=self._act_copies)
+
+    @property
+    def code_flag_latency(self):
+        """Cycles from the transfer of a beat with an invalid code to ``error.code``
+        high (see :func:`code_flag_latency`)."""
+        return code_flag_latency(self._lanes, self._rows)
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, rows = self._lanes, self._rows
+        depth = result_fifo_depth(lanes, self._levels_per_stage, self._output_stage,
+                                  self._output_rows, rows, act_copies=self._act_copies)
+
+        # The datapath never stalls: a beat is taken only while the result FIFO (or,
+        # with a shared output stage, the queue in front of it) has room for every
+        # result that may still be in flight (credits), so no register needs an enable
+        # driven by res.ready.
+        m.submodules.results = fifo = ResultBuffer(
+            width=rows * self.res_width, depth=depth)
+        taken = fifo.r.valid & fifo.r.ready
+        fire = Signal()
+        fire_last = Signal()
+        serial = self.shared_output_stage
+        starts = Signal()  # with the shared stage: a queued vector enters it
+        room = _credits(m, "credits", QUEUE_DEPTH if serial else depth, fire_last,
+                        starts if serial else taken)
+        if self._output_rows is None:
+            # every beat waits for room (the unit before output_rows)
+            gate = room
+        else:
+            # only a last beat needs room; the others go on while the stage drains
+            gate = room | ~self.act.payload.last
+        m.d.comb += [
+            fire.eq(self.act.valid & self.wgt.valid & gate),
+            fire_last.eq(fire & self.act.payload.last),
+            self.act.ready.eq(self.wgt.valid & gate),
+            self.wgt.ready.eq(self.act.valid & gate),
+        ]
+
+        groups = []
+        activations, codes = self._input_stage(m)
+        for row in range(rows):
+            group = DotProduct(lanes=lanes, weight_mode=self._weight_mode,
+                               levels_per_stage=self._levels_per_stage, carry_out=True,
+                               fabric=self._fabric, act_width=self._act_width)
+            m.submodules[f"row{row}"] = group
+            groups.append(group)
+            m.d.comb += [
+                group.activations.eq(activations[row]),
+                group.codes.eq(codes[row]),
+                group.en.eq(1),
+            ]
+
+        # Invalid codes: one LUT per pair of lanes, registered; then a tree of 4-input
+        # ORs, registered after every level, beside the beat's fire delayed as much;
+        # then the sticky flag. A status bit: the cycles it takes do not matter
+        # (code_flag_latency), and no wide OR or long route sits on one path.
+        flags = []
+        for row in range(rows):
+            codes = self.wgt.payload[row]
+            for start in range(0, lanes, 2):
+                bit = Signal(name=f"row{row}_invalid{start // 2}")
+                m.d.sync += bit.eq(invalid_code(codes[start], self._weight_mode) |
+                                   (invalid_code(codes[start + 1], self._weight_mode)
+                                    if start + 1 < lanes else 0))
+                flags.append(bit)
+        flag_fire = Signal(name="invalid_fire0")
+        m.d.sync += flag_fire.eq(fire)
+        level = 0
+        while len(flags) > 1:
+            level += 1
+            ors = []
+            for start in range(0, len(flags), INVALID_OR_FANIN):
+                bit = Signal(name=f"invalid_or{level}_{start // INVALID_OR_FANIN}")
+                m.d.sync += bit.eq(Cat(*flags[start:start + INVALID_OR_FANIN]).any())
+                ors.append(bit)
+            flags = ors
+            delayed = Signal(name=f"invalid_fire{level}")
+            m.d.sync += delayed.eq(flag_fire)
+            flag_fire = delayed
+        with m.If(flags[0] & flag_fire):
+            m.d.sync += self.error.code.eq(1)
+
+        # Beat tags (valid, last, scale, shift; with the bank the beat's tile and whether
+        # it ends a round) travel beside the adder trees.
+        bank = self._acc_tiles is not None
+        tag_layout = data.StructLayout({
+            "valid": 1, "last": 1,
+            **({"scale": unsigned(SCALE_WIDTH), "shift": unsigned(SHIFT_WIDTH)}
+               if self._output_stage else {}),
+            **({"tile": range(self._acc_tiles), "wrap": 1} if bank else {}),
+        })
+        tag = Signal(tag_layout, name="tag_in")
+        m.d.comb += [tag.valid.eq(fire), tag.last.eq(self.act.payload.last)]
+        if self._output_stage:
+            m.d.comb += [tag.scale.eq(self.act.payload.scale),
+                         tag.shift.eq(self.act.payload.shift)]
+        if bank:
+            # beat n is tile n mod tiles (tiles = 0 counts as 1)
+            tile = Signal(range(self._acc_tiles), name="tile")
+            wrap = Signal(name="tile_wrap")
+            m.d.comb += [wrap.eq(tile + 1 >= self.tiles), tag.tile.eq(tile),
+                         tag.wrap.eq(wrap)]
+            with m.If(fire):
+                m.d.sync += tile.eq(Mux(wrap, 0, tile + 1))
+        tags = [tag]
+        for stage in range(self.input_latency + self.tree_latency):
+            next_tag = Signal(tag_layout, name=f"stage{stage}_tag")
+            m.d.sync += next_tag.eq(tags[-1])
+            tags.append(next_tag)
+        tag = tags[-1]
+
+        # Accumulate stage.
+        width = self.acc_width
+        # one accumulator register per row, or none with the bank (its memories)
+        accs = [None if bank else Signal(signed(width), name=f"acc{row}")
+                for row in range(rows)]
+        beats = Signal(range(self._max_beats + 1))
+        # With the bank: whether the tag's beat is its tiles' first (beats == 0), kept
+        # as a register beside beats so that no compare feeds the rows' read-data
+        # select.
+        first = self._first_beat_flag(m, tag) if bank else None
+        done = Signal(data.ArrayLayout(signed(width), rows), name="done")
+        done_tag = Signal(tag_layout, name="done_tag")
+        m.d.sync += [done_tag.eq(tag), done_tag.valid.eq(tag.valid & tag.last)]
+        # beats counts the rounds of the current dot products (with the registers a
+        # round is one beat)
+        with m.If(tag.valid):
+            with m.If(beats == self._max_beats):
+                m.d.sync += self.error.overflow.eq(1)
+            with m.If(tag.wrap if bank else Const(1)):
+                with m.If(tag.last):
+                    m.d.sync += beats.eq(0)
+                with m.Elif(beats != self._max_beats):
+                    m.d.sync += beats.eq(beats + 1)
+        for row, (acc, group) in enumerate(zip(accs, groups)):
+            # the lane group's last correction rides in as the carry-in; the sum
+            # wraps only past max_beats (flagged)
+            carry = group.carry if group.has_correction else None
+            if bank:
+                # read a cycle ahead (the tag one stage earlier), write back the sum;
+                # transparent, so a tile read right after its write sees the new sum
+                memory = Memory(shape=signed(width), depth=self._acc_tiles, init=[])
+                m.submodules[f"bank{row}"] = memory
+                write = memory.write_port()
+                read = memory.read_port(transparent_for=(write,))
+                stored = Mux(first, 0, read.data)
+                total = Signal(signed(width), name=f"total{row}")
+                m.d.comb += [
+                    read.addr.eq(tags[-2].tile),
+                    total.eq(add_with_carry(stored, group.sum, carry)[:width]),
+                    write.addr.eq(tag.tile),
+                    write.data.eq(total),
+                    write.en.eq(tag.valid),
+                ]
+                with m.If(tag.valid & tag.last):
+                    m.d.sync += done[row].eq(total)
+                continue
+            with m.If(tag.valid):
+                total = add_with_carry(acc, group.sum, carry)[:width].as_signed()
+                with m.If(tag.last):
+                    m.d.sync += [done[row].eq(total), acc.eq(0)]
+                with m.Else():
+                    m.d.sync += acc.eq(total)
+
+        result, result_valid = done, done_tag.valid
+        if self._output_stage and self._output_rows is None:
+            result, result_valid = self._output_stage_pipeline(m, done, done_tag)
+        elif serial:
+            result, result_valid = self._shared_output_stage(m, done, done_tag, starts,
+                                                             taken)
+        elif self._output_stage:
+            m.submodules.output_stage = stage = OutputStage(
+                slots=rows, acc_width=width, fabric=self._fabric)
+            m.d.comb += [stage.valid.eq(done_tag.valid), stage.acc.eq(done),
+                         stage.scale.eq(done_tag.scale), stage.shift.eq(done_tag.shift)]
+            result, result_valid = stage.out, stage.out_valid
+        m.d.comb += [
+            fifo.w.valid.eq(result_valid),
+            fifo.w.payload.eq(result),
+            self.res.valid.eq(fifo.r.valid),
+            self.res.payload.eq(fifo.r.payload),
+            fifo.r.ready.eq(self.res.ready),
+        ]
+        return m
+
+    def _first_beat_flag(self, m, tag):
+        """A register that is 1 while the accumulate stage's beat is the first round of
+        its tiles (``beats == 0``): set by a last beat, cleared by any other, updated
+        when the round ends (``tag.wrap``), 1 after reset."""
+        first = Signal(name="first_beat", init=1)
+        with m.If(tag.valid & tag.wrap):
+            m.d.sync += first.eq(tag.last)
+        return first
+
+    def _shared_output_stage(self, m, done, done_tag, starts, taken):
+        """Finished vectors queue (``QUEUE_DEPTH`` deep, LUT RAM); a serializer passes
+        ``output_rows`` rows a cycle through one :class:`OutputStage`, a vector every
+        ``R`` cycles; a collector puts the result vector back together. Returns the
+        result and its valid, for the result FIFO."""
+        rows, slots, interval = self._rows, self._output_rows, self.output_interval
+        width = self.acc_width
+        entry = data.StructLayout({"acc": data.ArrayLayout(signed(width), rows),
+                                   "scale": unsigned(SCALE_WIDTH),
+                                   "shift": unsigned(SHIFT_WIDTH)})
+        m.submodules.queue = queue = Memory(shape=entry, depth=QUEUE_DEPTH, init=[],
+                                            attrs={"ram_style": QUEUE_RAM_STYLE})
+        write, read = queue.write_port(), queue.read_port()
+        address = (QUEUE_DEPTH - 1).bit_length()
+        # pointers one bit wider than the address: equal means empty (the credits
+        # keep the queue from ever holding more than QUEUE_DEPTH vectors)
+        write_ptr = Signal(address + 1, name="queue_write")
+        read_ptr = Signal(address + 1, name="queue_read")
+        m.d.comb += [write.addr.eq(write_ptr[:address]), write.en.eq(done_tag.valid),
+                     write.data.acc.eq(done), write.data.scale.eq(done_tag.scale),
+                     write.data.shift.eq(done_tag.shift)]
+        with m.If(done_tag.valid):
+            m.d.sync += write_ptr.eq(write_ptr + 1)
+
+        # Start a vector when one is queued, the result FIFO has room for its result
+        # and the previous vector's last slice is being issued (or none is).
+        res_room = _credits(m, "res_credits", result_fifo_depth(
+            self._lanes, self._levels_per_stage, True, slots, rows,
+            act_copies=self._act_copies), starts, taken)
+        issuing = Signal(name="ser_issuing")
+        slice_index = Signal(range(interval), name="ser_slice")
+        final = slice_index == interval - 1
+        m.d.comb += [starts.eq((write_ptr != read_ptr) & res_room & (~issuing | final)),
+                     read.addr.eq(read_ptr[:address]), read.en.eq(starts)]
+        with m.If(starts):
+            m.d.sync += [read_ptr.eq(read_ptr + 1), issuing.eq(1), slice_index.eq(0)]
+        with m.Elif(issuing):
+            with m.If(final):
+                m.d.sync += issuing.eq(0)
+            with m.Else():
+                m.d.sync += slice_index.eq(slice_index + 1)
+
+        # The serializer: slice k of the vector in the read register, registered.
+        head = read.data
+        pieces = Array(Cat(*[head.acc[k * slots + j] for j in range(slots)])
+                       for k in range(interval))
+        ser_acc = Signal(data.ArrayLayout(signed(width), slots), name="ser_acc",
+                         reset_less=True)
+        ser_scale = Signal(unsigned(SCALE_WIDTH), name="ser_scale", reset_less=True)
+        ser_shift = Signal(unsigned(SHIFT_WIDTH), name="ser_shift", reset_less=True)
+        ser_valid, ser_final = Signal(name="ser_valid"), Signal(name="ser_final")
+        m.d.sync += [ser_acc.eq(pieces[slice_index]), ser_scale.eq(head.scale),
+                     ser_shift.eq(head.shift), ser_valid.eq(issuing),
+                     ser_final.eq(issuing & final)]
+
+        m.submodules.output_stage = stage = OutputStage(
+            slots=slots, acc_width=width, fabric=self._fabric, tag_width=1)
+        m.d.comb += [stage.valid.eq(ser_valid), stage.acc.eq(ser_acc),
+                     stage.scale.eq(ser_scale), stage.shift.eq(ser_shift),
+                     stage.tag.eq(ser_final)]
+
+        # The collector: a vector's slices leave the stage on consecutive cycles, so a
+        # shift register without enable holds slices 0 .. R - 2 when the last leaves.
+        held = [Signal(data.ArrayLayout(signed(OUT_WIDTH), slots), name=f"collect{k}",
+                       reset_less=True) for k in range(interval - 1)]
+        for k in range(interval - 1):
+            m.d.sync += held[k].eq(held[k + 1] if k + 1 < interval - 1 else stage.out)
+        result = Signal(self.res_layout, name="collected")
+        m.d.comb += result.eq(Cat(*held, stage.out))
+        return result, stage.out_valid & stage.out_tag[0]
+
+    def _input_stage(self, m):
+        """The activations and weight codes each row's lane group takes: the input
+        payloads themselves, or with ``act_copies`` one register stage of both, the
+        activations in ``act_copies`` copies (copy ``j`` feeds rows ``j * per_copy`` to
+        ``(j + 1) * per_copy - 1``) so no register drives every row."""
+        rows, copies = self._rows, self._act_copies
+        data, codes = self.act.payload.data, self.wgt.payload
+        if copies is None:
+            return [data] * rows, [codes[row] for row in range(rows)]
+        per_copy = -(-rows // copies)
+        activations = []
+        for copy in range(copies):
+            value = Signal(data.shape(), name=f"act_copy{copy}", reset_less=True)
+            if self._fabric == ECP5:
+                # Yosys merges registers of one input (opt_merge); vendor flip-flop
+                # instances it leaves alone, one copy per placement region.
+                from ternary_accel.hw.rtl.ecp5 import flip_flop
+                raw = value.as_value()
+                for bit in range(len(raw)):
+                    m.submodules[f"act_copy{copy}_ff{bit}"] = flip_flop(
+                        data.as_value()[bit], raw[bit])
+            else:
+                m.d.sync += value.eq(data)
+            activations += [value] * min(per_copy, rows - copy * per_copy)
+        registered = Signal(codes.shape(), name="wgt_stage", reset_less=True)
+        m.d.sync += registered.eq(codes)
+        return activations, [registered[row] for row in range(rows)]
+
+    def _output_stage_pipeline(self, m, done, done_tag):
+        """Multiply register, then round/saturate register (``model.arith.round_fixed``)."""
+        rows = self._rows
+        product_width = self.acc_width + SCALE_WIDTH + 1
+        products = Signal(data.ArrayLayout(signed(product_width), rows), name="mul_products")
+        mul_valid = Signal(name="mul_valid")
+        shift = Signal(unsigned(SHIFT_WIDTH), name="mul_shift")
+        m.d.sync += [mul_valid.eq(done_tag.valid), shift.eq(done_tag.shift)]
+        for row in range(rows):
+            m.d.sync += products[row].eq(done[row] * done_tag.scale)
+
+        # Half an output LSB: bit (shift - 1) set, none when shift == 0. A shift of the
+        # product's width or more rounds every value to 0.
+        bias = Signal(unsigned(product_width), name="round_bias")
+        m.d.comb += bias.eq((Const(1, product_width + 1) << shift)[1:])
+        lo, hi = signed_range(OUT_WIDTH)
+        results = Signal(self.res_layout, name="results")
+        result_valid = Signal(name="result_valid")
+        m.d.sync += result_valid.eq(mul_valid)
+        for row in range(rows):
+            rounded = Signal(signed(product_width + 1), name=f"rounded{row}")
+            m.d.comb += rounded.eq(Mux(shift >= product_width, 0,
+                                       (products[row] + bias) >> shift))
+            m.d.sync += results[row].eq(Mux(rounded > hi, hi, Mux(rounded < lo, lo, rounded)))
+        return results, result_valid

@@ -1,0 +1,1 @@
+"""cocotb testbenches run inside Verilator, and their verification components."""
