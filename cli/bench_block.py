@@ -25,7 +25,10 @@ from ternary_accel.model.decoder import Decoder
 from ternary_accel.model.shapes import MODELS, get_model
 from ternary_accel.model.weights import MasterWeights, PROJECTIONS, random_master_weights
 
-from ternary_accel.sim.layer import BENCHES, MEMORY_BENCH, EngineConfig, EngineCore, EngineSession
+from ternary_accel.sim.build import BENCHES, MEMORY_BENCH
+from ternary_accel.sim.config import EngineConfig
+from ternary_accel.sim.session import EngineSession
+from ternary_accel.sim.workloads import EngineCore
 
 
 def random_layer(shape, seed):

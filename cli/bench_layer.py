@@ -29,8 +29,10 @@ from ternary_accel.model.shapes import get_model
 
 from ternary_accel.hw.mapping import PACKINGS
 
-from ternary_accel.sim.layer import (BENCHES, MEMORY_BENCH, EngineConfig, EngineSession, HarnessConfig,
-                    run_layer)
+from ternary_accel.sim.build import BENCHES, MEMORY_BENCH
+from ternary_accel.sim.config import EngineConfig, HarnessConfig
+from ternary_accel.sim.session import EngineSession
+from ternary_accel.sim.workloads import run_layer
 
 
 def frac_bits_for(result):

@@ -42,7 +42,8 @@ from ternary_accel.model.quant import block_topk_mask, quantize_activations, qua
 from ternary_accel.model.shapes import get_model
 from ternary_accel.model.sparse import MASK, NONZERO, ORDERS, burst_bytes, kept_columns
 
-from ternary_accel.sim.layer import EngineConfig, EngineSession
+from ternary_accel.sim.config import EngineConfig
+from ternary_accel.sim.session import EngineSession
 from ternary_accel.sim.sparse import run_sparse, sparse_config
 
 SCENARIOS = ("dense", "relu2", "a4.8", "a4.8-down", "block")

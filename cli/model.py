@@ -182,7 +182,9 @@ def cmd_generate(parser, args):
         parser.error(str(error))
     session = core = None
     if args.rtl:
-        from ternary_accel.sim.layer import EngineConfig, EngineCore, EngineSession
+        from ternary_accel.sim.config import EngineConfig
+        from ternary_accel.sim.session import EngineSession
+        from ternary_accel.sim.workloads import EngineCore
         widest = max(p.in_features for p in config.shape.projections())
         engine = EngineConfig(lanes=args.lanes, rows=args.rows,
                               max_beats=-(-widest // args.lanes), output_stage=False)

@@ -30,21 +30,22 @@ from ternary_accel.model.encoding import pack_trits
 from ternary_accel.model.sparse import (BEAT_MAJOR, NONZERO, TILE_MAJOR, check_order, column_bytes,
                           kept_columns, pack_columns)
 
-from ternary_accel.sim.layer import EngineConfig, check_layer_inputs
+from ternary_accel.sim.config import EngineConfig
+from ternary_accel.sim.plans import check_layer_inputs
 from ternary_accel.sim.packing import pack_struct
 
 __all__ = ["SparsePlan", "SparseResult", "plan_sparse", "run_sparse", "sparse_config"]
 
 
 def sparse_config(**kwargs):
-    """An :class:`sim.layer.EngineConfig` of the sparse dataflow (``weight_order="columns"``)."""
+    """An :class:`sim.config.EngineConfig` of the sparse dataflow (``weight_order="columns"``)."""
     return EngineConfig(weight_order=COLUMNS_ORDER, **kwargs)
 
 
 @dataclass
 class SparsePlan:
     """The streams of one token of a layer on the sparse dataflow, each beat stored once
-    (the interface of :class:`sim.layer.LayerPlan`).
+    (the interface of :class:`sim.plans.LayerPlan`).
 
     Attributes
     ----------
@@ -126,7 +127,7 @@ def plan_sparse(stored, activations, columns, scale, shift, config, order=TILE_M
         The kept columns, ascending (:func:`model.sparse.kept_columns`).
     scale, shift : int or None
         The token's output-stage factor (None without the output stage).
-    config : sim.layer.EngineConfig
+    config : sim.config.EngineConfig
         An engine with ``weight_order="columns"``.
     order : str
         ``"tiles"`` or ``"beats"`` (an engine with ``acc_tiles`` >= the row tiles).
@@ -201,10 +202,10 @@ def run_sparse(session, weights, activations, scale=None, shift=None, *, schedul
 
     Parameters
     ----------
-    session : sim.layer.EngineSession
+    session : sim.session.EngineSession
         A session whose engine has ``weight_order="columns"``.
     weights, activations, scale, shift
-        As for :func:`sim.layer.check_layer_inputs` (the engine's ``max_beats`` must
+        As for :func:`sim.plans.check_layer_inputs` (the engine's ``max_beats`` must
         hold a dense dot product: a token may keep every column).
     schedule, mask
         The kept columns (:func:`model.sparse.kept_columns`): ``"nonzero"``, or
@@ -221,7 +222,7 @@ def run_sparse(session, weights, activations, scale=None, shift=None, *, schedul
     ------
     ValueError
         On an engine without the column order, or the input errors of
-        :func:`sim.layer.check_layer_inputs` and :func:`model.sparse.kept_columns`.
+        :func:`sim.plans.check_layer_inputs` and :func:`model.sparse.kept_columns`.
     """
     config = session.config
     if config.weight_order != COLUMNS_ORDER:

@@ -10,9 +10,11 @@ from ternary_accel.model.config import TINY
 from ternary_accel.model.decoder import Decoder, generate
 from ternary_accel.model.encoding import TRITS_PER_BYTE, unpack_byte_mulshift
 from ternary_accel.model.weights import MasterWeights, random_master_weights
-from ternary_accel.sim.layer import (BENCHES, EngineConfig, EngineCore, EngineSession, HarnessConfig,
-                       check_shape, plan_layer, predicted_cycles, run_bitlinear, run_layer,
-                       run_on_engine)
+from ternary_accel.sim.build import BENCHES
+from ternary_accel.sim.config import EngineConfig, HarnessConfig
+from ternary_accel.sim.plans import check_shape, plan_layer, predicted_cycles
+from ternary_accel.sim.session import EngineSession, run_bitlinear, run_on_engine
+from ternary_accel.sim.workloads import EngineCore, run_layer
 
 # One Verilator build serves every test here: keep them on one xdist worker so that no
 # two compile into the same build folder at once.

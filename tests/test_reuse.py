@@ -13,7 +13,9 @@ from amaranth.sim import Simulator
 from ternary_accel.hw.rtl.engine import LayerEngine, LayerMapping, result_cycles
 from ternary_accel.model.arith import round_fixed
 from ternary_accel.model.encoding import unpack_words
-from ternary_accel.sim.layer import BatchedPlan, EngineConfig, EngineSession, plan_layer
+from ternary_accel.sim.config import EngineConfig
+from ternary_accel.sim.plans import BatchedPlan, plan_layer
+from ternary_accel.sim.session import EngineSession
 
 #: Two unit shapes with T = 4: 8 x 4 on a 16-bit base-3 port (a beat is 4 words:
 #: W = T) and 4 x 8 on a 64-bit 3-in-5 port (a beat is 1 word); and 4 x 8 with T = 2 on

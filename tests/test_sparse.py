@@ -13,7 +13,10 @@ from ternary_accel.model.sparse import (BEAT_MAJOR, MASK, NONZERO, ORDERS, Spars
 from ternary_accel.model.config import TINY
 from ternary_accel.model.decoder import Decoder, generate
 from ternary_accel.model.weights import MasterWeights, random_master_weights
-from ternary_accel.sim.layer import EngineConfig, EngineCore, EngineSession, plan_layer
+from ternary_accel.sim.config import EngineConfig
+from ternary_accel.sim.plans import plan_layer
+from ternary_accel.sim.session import EngineSession
+from ternary_accel.sim.workloads import EngineCore
 from ternary_accel.sim.sparse import plan_sparse, run_sparse, sparse_config
 
 # One Verilator build serves the RTL tests here: one xdist worker.

@@ -1,6 +1,6 @@
 """cocotb bench of :class:`hw.engine.LayerEngine`, driven cycle by cycle from Python
 (``EngineSession(bench="cycle")``), run as a server: it connects back to the host's
-:class:`sim.layer.EngineSession` (``TB_SERVER``, ``TB_AUTH``), then streams each planned
+:class:`sim.session.EngineSession` (``TB_SERVER``, ``TB_AUTH``), then streams each planned
 layer it receives through the engine and sends back every result and the cycles from
 the first beat to the last result, until the host says stop. :mod:`sim.tb_harness` is
 the fast bench, with the streams played from memories inside the simulator.
@@ -21,7 +21,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from ternary_accel.sim.layer import EngineConfig
+from ternary_accel.sim.config import EngineConfig
 from ternary_accel.sim.packing import unpack_array
 
 
@@ -36,7 +36,7 @@ async def reset(dut):
 
 
 async def stream(dut, plan, config, traffic):
-    """Stream ``plan`` (a :class:`sim.layer.LayerPlan`) with random stalls.
+    """Stream ``plan`` (a :class:`sim.plans.LayerPlan`) with random stalls.
 
     Returns
     -------
@@ -106,7 +106,7 @@ async def stream(dut, plan, config, traffic):
 
 
 async def serve_jobs(job):
-    """Serve the host's :class:`sim.layer.EngineSession` (``TB_SERVER``, ``TB_AUTH``):
+    """Serve the host's :class:`sim.session.EngineSession` (``TB_SERVER``, ``TB_AUTH``):
     for each layer it sends, ``await job(plan, traffic)`` gives ``(outputs, cycles,
     error, timing)`` to send back (``timing``: seconds by phase, ``"simulate"`` among
     them); until the host says stop. Shared with :mod:`sim.tb_harness`."""

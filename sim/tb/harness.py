@@ -23,7 +23,7 @@ from ternary_accel.hw.rtl.matmul import act_layout
 
 from ternary_accel.sim.harness import (ACT_FILE, MEMORY_NAME, PART_BITS, PERIOD_NS, WGT_FILE, join_parts,
                       memory_image, parts_per_word, stall_threshold)
-from ternary_accel.sim.layer import EngineConfig
+from ternary_accel.sim.config import EngineConfig
 from ternary_accel.sim.packing import unpack_array
 from ternary_accel.sim.tb.engine import serve_jobs
 
@@ -91,7 +91,7 @@ async def reset(dut):
 
 
 async def run(dut, results, widths, plan, traffic, cycle_limit):
-    """Play ``plan`` (a :class:`sim.layer.LayerPlan`) through the harness.
+    """Play ``plan`` (a :class:`sim.plans.LayerPlan`) through the harness.
 
     Returns
     -------

@@ -1,0 +1,128 @@
+"""Building the layer engine under Verilator: the generated Verilog cached by a digest of
+the design's sources, the bare engine for the per-cycle bench or the engine inside its
+memory harness (:class:`ternary_accel.sim.harness.EngineHarness`)."""
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ternary_accel.sim.config import HarnessConfig
+
+__all__ = ["build_engine", "harness_make_args", "BENCHES", "MEMORY_BENCH", "CYCLE_BENCH",
+           "HARNESS_TOP", "DEFAULT_BUILD_ROOT"]
+
+#: Where engine builds go unless a ``build_root`` is given: ``build/sim`` of the checkout.
+DEFAULT_BUILD_ROOT = Path(__file__).resolve().parent.parent / "build" / "sim"
+
+#: The two benches of an :class:`EngineSession`: streams played from memories inside
+#: the simulator (:mod:`sim.tb_harness`), or driven cycle by cycle from Python
+#: (:mod:`sim.tb_engine`).
+MEMORY_BENCH, CYCLE_BENCH = "memory", "cycle"
+BENCHES = (MEMORY_BENCH, CYCLE_BENCH)
+
+
+def _design_digest(*parts):
+    """A key of the generated Verilog: the sources of the design's Python (``model/``,
+    ``hw/``, the harness) and ``parts``."""
+    import hashlib
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(repr(parts).encode())
+    for path in sorted([*(root / "model").glob("*.py"), *(root / "hw").rglob("*.py"),
+                        root / "sim" / "harness.py"]):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _generate(path, key, convert):
+    """Write ``convert()`` (Verilog text) to ``path`` unless the file there was generated
+    from the same ``key`` (Amaranth takes about 20 s for the 16 x 32 engine)."""
+    started = time.monotonic()
+    stamp = path.with_suffix(".key")
+    if path.exists() and stamp.exists() and stamp.read_text() == key:
+        return time.monotonic() - started
+    text = convert()
+    if not path.exists() or path.read_text() != text:  # keep the build cache warm
+        path.write_text(text)
+    stamp.write_text(key)
+    return time.monotonic() - started
+
+
+def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
+                 harness=None):
+    """Generate and compile the engine under Verilator (cached per configuration):
+    the bare engine for the per-cycle bench, or inside its
+    :class:`sim.harness.EngineHarness` (memories of ``harness``, a
+    :class:`HarnessConfig`) for ``bench="memory"``.
+
+    Returns
+    -------
+    (runner, build_dir, seconds, phases)
+        ``seconds`` is the time to generate and compile, nearly 0 when both are cached;
+        ``phases`` splits it: ``generate`` (Amaranth, and Yosys for the harness) and
+        ``compile`` (Verilator and the C++ compiler).
+    """
+    from amaranth.back import verilog
+    from ternary_accel.sim.verilator import VERILATOR_WAIVERS, build_cached, configure_environment
+    if bench not in BENCHES:
+        raise ValueError(f"bench must be one of {', '.join(BENCHES)}, not {bench!r}")
+    started = time.monotonic()
+    configure_environment()
+    args = list(VERILATOR_WAIVERS) + ["-O3"]
+    if bench == CYCLE_BENCH:
+        build_dir = Path(build_root or DEFAULT_BUILD_ROOT) / config.name
+        build_dir.mkdir(parents=True, exist_ok=True)
+        source = build_dir / "layer_engine.v"
+        generated = _generate(source, _design_digest(asdict(config), bench),
+                  lambda: verilog.convert(config.build(), name="layer_engine",
+                                          emit_src=False))
+        runner, _ = build_cached(sources=[source], hdl_toplevel="layer_engine",
+                                 build_dir=build_dir, build_args=args,
+                                 log_file=build_dir / "build.log" if quiet else None)
+        total = time.monotonic() - started
+        return runner, build_dir, total, {"generate": generated, "compile": total - generated}
+    from ternary_accel.sim.harness import (CLOCK_VERILOG, MEMORY_VERILOG, VERILATOR_ARGS, EngineHarness,
+                          simulation_verilog)
+    harness = harness or HarnessConfig()
+    build_dir = Path(build_root or DEFAULT_BUILD_ROOT) / f"{config.name}_{harness.name}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source = build_dir / f"{HARNESS_TOP}.v"
+    design = EngineHarness(**asdict(harness), **asdict(config))
+    generated = _generate(source, _design_digest(asdict(config), asdict(harness), bench),
+              lambda: simulation_verilog(design, HARNESS_TOP))
+    leaves = []
+    for name, text in (("harness_memory.v", MEMORY_VERILOG),
+                       ("harness_clock.v", CLOCK_VERILOG)):
+        leaves.append(build_dir / name)
+        if not leaves[-1].exists() or leaves[-1].read_text() != text:
+            leaves[-1].write_text(text)
+    # Only the harness's ports, clock and memories are visible to cocotb, so Verilator
+    # optimises the engine as it would for a C++ testbench. (A wire that VPI may write
+    # is re-evaluated on every eval with all the logic behind it: making the whole top
+    # module public ran 6 times slower.)
+    control = build_dir / "public.vlt"
+    ports = ["__".join(map(str, path)) for path, _ in design.signature.members.flatten()]
+    text = "`verilator_config\n" + f'public_flat_rd -module "{HARNESS_TOP}" -var "clk"\n' + \
+        "".join(f'public_flat_rw -module "{HARNESS_TOP}" -var "{port}"\n' for port in ports)
+    if not control.exists() or control.read_text() != text:
+        control.write_text(text)
+    runner, _ = build_cached(sources=[control, *leaves, source], hdl_toplevel=HARNESS_TOP,
+                             build_dir=build_dir, build_args=args + list(VERILATOR_ARGS),
+                             public_flat_rw=False, make_args=harness_make_args(),
+                             log_file=build_dir / "build.log" if quiet else None)
+    total = time.monotonic() - started
+    return runner, build_dir, total, {"generate": generated, "compile": total - generated}
+
+
+def harness_make_args():
+    """``make`` variables of the harness's build: its per-cycle code at ``-O2``, which
+    simulates about a fifth faster than the regression's ``-O1`` for 20 s more of
+    compilation at 16 x 32 (a ``MAKEFLAGS`` that sets ``OPT_FAST`` itself wins)."""
+    user = os.environ.get("MAKEFLAGS", "")
+    return () if "OPT_FAST" in user and "OPT_FAST=-O1" not in user else ("OPT_FAST=-O2",)
+
+
+#: Name of the generated harness's top-level module.
+HARNESS_TOP = "engine_harness"
+
