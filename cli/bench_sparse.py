@@ -21,9 +21,9 @@ their 67.5 % quantile (``--gate-zeros``). The scenarios:
 Every sparse scenario runs in both loop orders of :mod:`model.sparse` on one engine
 with an accumulator bank for the layer's row tiles: tile-major (each tile's beats) and
 beat-major (each beat for every tile). Weight bytes are those fetched from memory per
-token (:class:`model.sparse.SparseTiling`, :class:`model.mapping.LayerTiling`), at
+token (:class:`hw.mapping.SparseTiling`, :class:`model.mapping.LayerTiling`), at
 column granularity and at whole DRAM bursts of the order's layout
-(:func:`model.sparse.burst_bytes`); the gather of the kept columns is the driver's
+(:func:`hw.mapping.burst_bytes`); the gather of the kept columns is the driver's
 (:mod:`sim.sparse`), the RTL proves the engine's part: the compacted beats, bit-exact,
 in the modelled cycles.
 """
@@ -40,7 +40,8 @@ from ternary_accel.model.decoder import rms_norm
 from ternary_accel.hw.mapping import LayerTiling
 from ternary_accel.model.quant import block_topk_mask, quantize_activations, quantize_activations_int4
 from ternary_accel.model.shapes import get_model
-from ternary_accel.model.sparse import MASK, NONZERO, ORDERS, burst_bytes, kept_columns
+from ternary_accel.model.sparse import MASK, NONZERO, ORDERS, kept_columns
+from ternary_accel.hw.mapping import burst_bytes
 
 from ternary_accel.sim.config import EngineConfig
 from ternary_accel.sim.session import EngineSession

@@ -39,22 +39,17 @@ Two schedules choose the kept columns:
   quantized value. With N:M every token keeps exactly ``N / M`` of its columns, so every
   token has the same beats and the schedule is known before the data.
 
-:class:`SparseTiling` counts the beats and bytes (the one place that counts them, as
-:class:`model.mapping.LayerTiling` does for the dense dataflow); ``hw.engine`` adds the
-RTL's latency to give the cycle model.
+The beats and bytes of the dataflow are counted in :mod:`ternary_accel.hw.mapping`
+(:class:`~ternary_accel.hw.mapping.SparseTiling`, beside the dense dataflow's
+:class:`~ternary_accel.hw.mapping.LayerTiling`).
 """
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from ternary_accel.model.encoding import TRITS_PER_BYTE, check_ternary, pack_trits, packed_length
-from ternary_accel.hw.mapping import DEFAULT_LANES, DEFAULT_ROWS, check_layer_shape
-from ternary_accel.model.quant import ACT_WIDTH
 
 __all__ = ["NONZERO", "MASK", "SCHEDULES", "TILE_MAJOR", "BEAT_MAJOR", "ORDERS",
-           "check_order", "column_bytes", "pack_columns", "kept_columns", "sparse_beats",
-           "burst_bytes", "SparseTiling"]
+           "check_order", "column_bytes", "pack_columns", "kept_columns"]
 
 #: Kept columns: the nonzero activations (data dependent) or a mask's (static).
 NONZERO, MASK = "nonzero", "mask"
@@ -154,156 +149,3 @@ def kept_columns(activations, schedule=NONZERO, mask=None):
     else:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
     return [np.flatnonzero(row).astype(np.int64) for row in keep]
-
-
-def sparse_beats(kept, lanes):
-    """Beats of one token's dot product: ``ceil(kept / lanes)``, at least 1."""
-    return max(1, -(-int(kept) // lanes))
-
-
-def burst_bytes(columns, in_features, rows, burst, *, order=TILE_MAJOR, row_tiles=1):
-    """Bytes a memory read in whole ``burst``-byte bursts delivers for one token's kept
-    ``columns``, every tile's.
-
-    ``order="tiles"``: each tile's ``in_features`` stored columns are contiguous from a
-    burst boundary, and every burst that holds a byte of a kept column is read whole. At
-    4 bytes a column (16 rows) a 64-byte burst holds 16 columns, so at 84 % zeros 94 %
-    of the bursts are still needed (``1 - 0.84**16``).
-    ``order="beats"``: each column of the layer (``row_tiles * column_bytes`` bytes) is
-    contiguous from a burst boundary: a kept column costs its bursts, nothing else.
-    """
-    width = column_bytes(rows)
-    check_order(order)
-    for name, value in (("burst", burst), ("row_tiles", row_tiles)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    c = np.asarray(columns, dtype=np.int64)
-    if c.size and (c.min() < 0 or c.max() >= in_features):
-        raise ValueError(f"columns must be in 0..{in_features - 1}")
-    if order == BEAT_MAJOR:
-        return int(c.size) * -(-row_tiles * width // burst) * burst
-    first, last = (c * width) // burst, (c * width + width - 1) // burst
-    touched = np.unique(np.concatenate([np.arange(f, l + 1) for f, l in zip(first, last)])
-                        if c.size else np.zeros(0, dtype=np.int64))
-    return int(touched.size) * burst * row_tiles
-
-
-@dataclass(frozen=True)
-class SparseTiling:
-    """One ``out_features x in_features`` BitLinear on the sparse dataflow of an engine of
-    ``lanes`` x ``rows``: for each token (``kept`` columns each), its compacted beats for
-    every row tile, in the loop ``order``.
-
-    Attributes
-    ----------
-    kept : tuple of int
-        Columns kept per token (0..in_features).
-    order : str
-        ``"tiles"`` or ``"beats"`` (:data:`ORDERS`): the beats and bytes are the same;
-        ``"beats"`` needs an accumulator for every output (:attr:`accumulators`).
-
-    Raises
-    ------
-    ValueError
-        If the layer does not tile onto the engine or a count is out of range.
-    """
-
-    out_features: int
-    in_features: int
-    kept: tuple
-    lanes: int = DEFAULT_LANES
-    rows: int = DEFAULT_ROWS
-    order: str = TILE_MAJOR
-
-    def __post_init__(self):
-        check_order(self.order)
-        for name in ("lanes", "rows"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        # A token's beats, not the dense dot product's, must fit the accumulator: the
-        # engine's mapping checks them against max_beats.
-        check_layer_shape(self.out_features, self.in_features, lanes=self.lanes,
-                          rows=self.rows)
-        kept = tuple(self.kept)
-        if not kept:
-            raise ValueError("kept must have one count per token (at least one token)")
-        for count in kept:
-            if isinstance(count, bool) or not isinstance(count, (int, np.integer)) \
-                    or not 0 <= count <= self.in_features:
-                raise ValueError(f"kept columns per token must be integers in "
-                                 f"0..{self.in_features}, not {count!r}")
-        object.__setattr__(self, "kept", tuple(int(c) for c in kept))
-
-    @property
-    def tokens(self):
-        return len(self.kept)
-
-    @property
-    def row_tiles(self):
-        return self.out_features // self.rows
-
-    @property
-    def dense_col_beats(self):
-        """Beats of one dense dot product, for comparison."""
-        return self.in_features // self.lanes
-
-    @property
-    def token_beats(self):
-        """Beats of each token's dot product (one tile): :func:`sparse_beats`."""
-        return tuple(sparse_beats(c, self.lanes) for c in self.kept)
-
-    @property
-    def beats(self):
-        """Beats streamed for the whole layer: each token's beats for every tile."""
-        return self.row_tiles * sum(self.token_beats)
-
-    @property
-    def result_words(self):
-        return self.tokens * self.row_tiles
-
-    @property
-    def density(self):
-        """Kept columns over all columns, over the tokens."""
-        return sum(self.kept) / (self.tokens * self.in_features)
-
-    @property
-    def accumulators(self):
-        """Accumulators the order needs: a tile's ``rows``, or every output."""
-        return self.rows if self.order == TILE_MAJOR else self.out_features
-
-    @property
-    def column_bytes(self):
-        return column_bytes(self.rows)
-
-    @property
-    def weight_bytes_per_beat(self):
-        """Bytes of one weight beat on the engine's port: ``lanes`` columns."""
-        return self.lanes * self.column_bytes
-
-    @property
-    def weight_bytes(self):
-        """Weight bytes fetched from memory: every kept column of every tile, once per
-        token (the padding lanes are zeros the fetcher makes up, no memory read)."""
-        return self.row_tiles * sum(self.kept) * self.column_bytes
-
-    @property
-    def port_bytes(self):
-        """Bytes across the engine's weight port, padding lanes included."""
-        return self.beats * self.weight_bytes_per_beat
-
-    @property
-    def index_bits(self):
-        """Bits of one column index: ``ceil(log2(in_features))``, at least 1."""
-        return max(1, (self.in_features - 1).bit_length())
-
-    @property
-    def index_bytes(self):
-        """Column indices fetched: each kept column's index once per tile (the fetcher
-        walks the token's index list for every tile)."""
-        return self.row_tiles * sum(self.kept) * self.index_bits / 8
-
-    @property
-    def activation_bytes(self):
-        """Compacted activation bytes streamed (a token's beats once per row tile)."""
-        return self.beats * self.lanes * ACT_WIDTH // 8

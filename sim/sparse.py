@@ -27,8 +27,7 @@ import numpy as np
 
 from ternary_accel.hw.rtl.engine import COLUMNS_ORDER, SparseLayerMapping
 from ternary_accel.model.encoding import pack_trits
-from ternary_accel.model.sparse import (BEAT_MAJOR, NONZERO, TILE_MAJOR, check_order, column_bytes,
-                          kept_columns, pack_columns)
+from ternary_accel.model.sparse import BEAT_MAJOR, NONZERO, TILE_MAJOR, check_order, column_bytes, kept_columns, pack_columns
 
 from ternary_accel.sim.config import EngineConfig
 from ternary_accel.sim.plans import check_layer_inputs

@@ -1,6 +1,6 @@
 """Activation schemes (model.schemes) in the accounting, the energy and the performance
 figures: b1.58 unchanged, a4.8's INT4 adds and KV bits, sparse inputs counted by the
-sparse dataflow (model.sparse.SparseTiling), scheme errors, and ``python -m hw
+sparse dataflow (hw.mapping.SparseTiling), scheme errors, and ``python -m hw
 schemes`` / ``hw perf --scheme``."""
 
 import json
@@ -20,7 +20,8 @@ from ternary_accel.model.config import BITNET_2B4T, TINY, model_config
 from ternary_accel.hw.mapping import LayerTiling
 from ternary_accel.model.schemes import (A48_DENSITY, B158, PROJECTIONS, ActivationScheme, a48, b158,
                            block_q_sparse, get_scheme, q_sparse)
-from ternary_accel.model.sparse import MASK, SparseTiling
+from ternary_accel.model.sparse import MASK
+from ternary_accel.hw.mapping import SparseTiling
 
 # TINY on 16 lanes x 8 rows: a dense beat is 128 trits in 26 bytes (1.625 bytes a column
 # per tile), a stored column 8 trits in 2 bytes: the sparse layout pays below 0.8125.

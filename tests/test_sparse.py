@@ -8,8 +8,8 @@ import pytest
 from ternary_accel.hw.rtl.engine import SparseLayerMapping, weight_beat_bytes
 from ternary_accel.model.arith import matmul_int, round_fixed
 from ternary_accel.model.encoding import unpack_trits
-from ternary_accel.model.sparse import (BEAT_MAJOR, MASK, NONZERO, ORDERS, SparseTiling, burst_bytes,
-                          column_bytes, kept_columns, pack_columns, sparse_beats)
+from ternary_accel.model.sparse import BEAT_MAJOR, MASK, NONZERO, ORDERS, column_bytes, kept_columns, pack_columns
+from ternary_accel.hw.mapping import SparseTiling, burst_bytes, sparse_beats
 from ternary_accel.model.config import TINY
 from ternary_accel.model.decoder import Decoder, generate
 from ternary_accel.model.weights import MasterWeights, random_master_weights

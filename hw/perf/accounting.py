@@ -33,14 +33,14 @@ b1.58, which gives the figures above):
 * A BitLinear whose input has 4-bit activations does INT4 adds (``("int4", "add")``),
   otherwise INT8 adds; its activation bytes scale with the bits.
 * A sparse input (density < 1) keeps ``scheme.kept(name, in_features)`` columns per
-  token. On the sparse dataflow (:class:`model.sparse.SparseTiling`) the BitLinear does
+  token. On the sparse dataflow (:class:`hw.mapping.SparseTiling`) the BitLinear does
   ``kept x out_features`` adds per token, fetches the kept columns' weights
   (``SparseTiling.weight_bytes``) and streams ``SparseTiling.beats`` beats; the column
   indices are on-chip bytes (``"column_indices"``). The loop order is beat-major (the
   engine's accumulator bank holds every row tile, ``acc_tiles >= out_features / rows``),
   whose layer-column layout DRAM reads in whole bursts, so the kept columns' bytes are
   the bytes read; the tile-major order would read every burst holding a kept column
-  (:func:`model.sparse.burst_bytes`: about all of them at 80 % zeros). On the dense dataflow it does every
+  (:func:`hw.mapping.burst_bytes`: about all of them at 80 % zeros). On the dense dataflow it does every
   add (the zeros included) and streams the dense tiling.
 * Which dataflow a sparse projection uses (``dataflow=``): ``"auto"`` (default) the one
   that fetches fewer weight bytes, since weights are stored in one layout per
@@ -65,7 +65,8 @@ from ternary_accel.model.decoder import Decoder, KVCache
 from ternary_accel.hw.mapping import DEFAULT_LANES, DEFAULT_ROWS, LayerTiling
 from ternary_accel.model.quant import ACT_WIDTH
 from ternary_accel.model.schemes import B158, ActivationScheme, get_scheme
-from ternary_accel.model.sparse import BEAT_MAJOR, SparseTiling
+from ternary_accel.model.sparse import BEAT_MAJOR
+from ternary_accel.hw.mapping import SparseTiling
 from ternary_accel.model.weights import NORMS, LayerWeights, TernaryProjection
 
 __all__ = ["Precisions", "Ledger", "OP_RULES", "UNITS", "MEMORIES", "OpCost", "Accounting",
@@ -142,7 +143,7 @@ class OpCost:
         The sizes the decoder recorded (tokens, widths, ...).
     kept : tuple of int or None
         A BitLinear on the sparse dataflow: the columns each token keeps
-        (:class:`model.sparse.SparseTiling`); None on the dense dataflow.
+        (:class:`hw.mapping.SparseTiling`); None on the dense dataflow.
     """
 
     kind: str

@@ -27,7 +27,8 @@ from ternary_accel.hw.mapping import (BASE3, DEFAULT_LANES, default_packing, DEF
                            beat_port_bits, bytes_per_beat, check_layer_shape,
                            port_words_per_beat)
 from ternary_accel.model.quant import ACT_WIDTH, TERNARY
-from ternary_accel.model.sparse import BEAT_MAJOR, SparseTiling, column_bytes
+from ternary_accel.model.sparse import BEAT_MAJOR, column_bytes
+from ternary_accel.hw.mapping import SparseTiling
 
 from ternary_accel.hw.rtl.lanes import GENERIC
 from ternary_accel.hw.rtl.matmul import (DEFAULT_ACT_COPIES, QUEUE_DEPTH, ErrorLayout, MatmulUnit,
@@ -217,7 +218,7 @@ class LayerMapping(LayerTiling):
 
 @dataclass(frozen=True)
 class SparseLayerMapping(SparseTiling):
-    """:class:`model.sparse.SparseTiling` on a built engine (``weight_order="columns"``):
+    """:class:`hw.mapping.SparseTiling` on a built engine (``weight_order="columns"``):
     its latency and the cycle model of the sparse dataflow.
 
     Raises
