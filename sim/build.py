@@ -50,11 +50,13 @@ def _generate(path, key, convert):
 
 
 def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
-                 harness=None):
+                 harness=None, waves=False):
     """Generate and compile the engine under Verilator (cached per configuration):
     the bare engine for the per-cycle bench, or inside its
     :class:`sim.harness.EngineHarness` (memories of ``harness``, a
-    :class:`HarnessConfig`) for ``bench="memory"``.
+    :class:`HarnessConfig`) for ``bench="memory"``. ``waves=True`` builds with Verilator's
+    tracing, in a folder of its own (``<name>_waves``), so that a traced build never
+    replaces the fast one in the cache.
 
     Returns
     -------
@@ -71,21 +73,22 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
     configure_environment()
     args = list(VERILATOR_WAIVERS) + ["-O3"]
     if bench == CYCLE_BENCH:
-        build_dir = Path(build_root or DEFAULT_BUILD_ROOT) / config.name
+        build_dir = Path(build_root or DEFAULT_BUILD_ROOT) / (config.name + _waves_suffix(waves))
         build_dir.mkdir(parents=True, exist_ok=True)
         source = build_dir / "layer_engine.v"
         generated = _generate(source, _design_digest(asdict(config), bench),
                   lambda: verilog.convert(config.build(), name="layer_engine",
                                           emit_src=False))
         runner, _ = build_cached(sources=[source], hdl_toplevel="layer_engine",
-                                 build_dir=build_dir, build_args=args,
+                                 build_dir=build_dir, build_args=args, waves=waves,
                                  log_file=build_dir / "build.log" if quiet else None)
         total = time.monotonic() - started
         return runner, build_dir, total, {"generate": generated, "compile": total - generated}
     from ternary_accel.sim.harness import (CLOCK_VERILOG, MEMORY_VERILOG, VERILATOR_ARGS, EngineHarness,
                           simulation_verilog)
     harness = harness or HarnessConfig()
-    build_dir = Path(build_root or DEFAULT_BUILD_ROOT) / f"{config.name}_{harness.name}"
+    build_dir = (Path(build_root or DEFAULT_BUILD_ROOT) /
+                 f"{config.name}_{harness.name}{_waves_suffix(waves)}")
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / f"{HARNESS_TOP}.v"
     design = EngineHarness(**asdict(harness), **asdict(config))
@@ -109,10 +112,14 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
         control.write_text(text)
     runner, _ = build_cached(sources=[control, *leaves, source], hdl_toplevel=HARNESS_TOP,
                              build_dir=build_dir, build_args=args + list(VERILATOR_ARGS),
-                             public_flat_rw=False, make_args=harness_make_args(),
+                             public_flat_rw=False, make_args=harness_make_args(), waves=waves,
                              log_file=build_dir / "build.log" if quiet else None)
     total = time.monotonic() - started
     return runner, build_dir, total, {"generate": generated, "compile": total - generated}
+
+
+def _waves_suffix(waves):
+    return "_waves" if waves else ""
 
 
 def harness_make_args():

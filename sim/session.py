@@ -86,10 +86,17 @@ class EngineSession:
         slower. Both give the same outputs, and the same cycles without stalls.
     harness : HarnessConfig, optional
         The memories of the ``"memory"`` bench (default :class:`HarnessConfig`).
+    waves : bool
+        Record every signal of the design (Verilator's tracing, a build of its own) to
+        :attr:`waves_file`, a VCD in the session's run folder, which is kept when the
+        session closes. Slows the simulation several times; for debugging.
     """
 
     def __init__(self, config=None, *, build_root=None, idle=0.0, backpressure=0.0,
-                 seed=1, bench=MEMORY_BENCH, harness=None):
+                 seed=1, bench=MEMORY_BENCH, harness=None, waves=False):
+        if not isinstance(waves, bool):
+            raise TypeError(f"waves must be True or False, not {waves!r}")
+        self.waves = waves
         self.config = EngineConfig() if config is None else config
         for name, value in (("idle", idle), ("backpressure", backpressure)):
             if not 0 <= value < 1:
@@ -124,12 +131,19 @@ class EngineSession:
         """The simulator's log file (in the session's own run folder)."""
         return self.run_dir / "session.log" if self.run_dir else None
 
+    @property
+    def waves_file(self):
+        """The waveform dump of a session with ``waves=True`` (None otherwise, or before
+        :meth:`start`)."""
+        return self.run_dir / "dump.vcd" if self.waves and self.run_dir else None
+
     def start(self):
         """Build the engine (cached) and start the simulator."""
         if self._conn is not None:
             return
         runner, self.build_dir, self.build_seconds, self.build_phases = build_engine(
-            self.config, self.build_root, bench=self.bench, harness=self.harness)
+            self.config, self.build_root, bench=self.bench, harness=self.harness,
+            waves=self.waves)
         module, top = (("ternary_accel.sim.tb.harness", HARNESS_TOP) if self.bench == MEMORY_BENCH
                        else ("ternary_accel.sim.tb.engine", "layer_engine"))
         key = secrets.token_bytes(32)
@@ -149,7 +163,8 @@ class EngineSession:
                 retry_text_busy(lambda: runner.test(
                     test_module=module, hdl_toplevel=top,
                     build_dir=self.build_dir, test_dir=self.run_dir,
-                    results_xml=str(results), extra_env=env, log_file=self.log))
+                    results_xml=str(results), extra_env=env, waves=self.waves,
+                    log_file=self.log))
             except SystemExit:
                 pass
             except Exception as error:  # reported to the caller by _check_alive
@@ -252,13 +267,16 @@ class EngineSession:
             self._thread.join(timeout=60)
             stopped = not self._thread.is_alive()
             self._thread = None
-            # a clean session leaves nothing behind; a failed one keeps its log
-            if stopped and not self._failed and self._failure is None and self.run_dir:
+            # a clean session leaves nothing behind; a failed one keeps its log, a
+            # recording one its waveforms
+            if (stopped and not self._failed and self._failure is None and self.run_dir
+                    and not self.waves):
                 shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def run_on_engine(weights, activations, *, scale=None, shift=None, config=None,
-                  build_root=None, idle=0.0, backpressure=0.0, seed=1, bench=MEMORY_BENCH):
+                  build_root=None, idle=0.0, backpressure=0.0, seed=1, bench=MEMORY_BENCH,
+                  waves=False):
     """Run one quantized layer on the engine's RTL and return its outputs.
 
     With ``config.output_stage`` (the default engine) pass the per-token ``scale`` and
@@ -270,7 +288,7 @@ def run_on_engine(weights, activations, *, scale=None, shift=None, config=None,
     EngineResult
     """
     with EngineSession(config, build_root=build_root, idle=idle, backpressure=backpressure,
-                       seed=seed, bench=bench) as session:
+                       seed=seed, bench=bench, waves=waves) as session:
         return session.run(weights, activations, scale, shift)
 
 

@@ -85,10 +85,11 @@ class LayerRun:
 
 
 def run_layer(name, result, config, *, frac_bits, idle=0.0, backpressure=0.0, seed=1,
-              session=None, build_root=None, bench=MEMORY_BENCH):
+              session=None, build_root=None, bench=MEMORY_BENCH, waves=False):
     """Run a :class:`model.bitlinear.BitLinearResult` through the engine (on ``session``,
     else a session of its own) and compare every output with
-    :func:`model.bitlinear.bitlinear_fixed`.
+    :func:`model.bitlinear.bitlinear_fixed`. ``waves`` records the session's waveforms
+    (:class:`~ternary_accel.sim.session.EngineSession`) when it makes its own.
 
     Returns
     -------
@@ -98,7 +99,8 @@ def run_layer(name, result, config, *, frac_bits, idle=0.0, backpressure=0.0, se
     own = session is None
     if own:
         session = EngineSession(config, build_root=build_root, idle=idle,
-                                backpressure=backpressure, seed=seed, bench=bench)
+                                backpressure=backpressure, seed=seed, bench=bench,
+                                waves=waves)
     try:
         session.start()
         run = session.run(result.weights, result.activations, fixed["scale"],

@@ -7,7 +7,6 @@ parts of ``hw`` (parameters, cycle model, mapping, cost models) do not import Am
 """
 
 import ast
-import subprocess
 import sys
 from pathlib import Path
 
