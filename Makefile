@@ -2,6 +2,10 @@
 PYTHON_BOOT ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The project's one command-line tool (pyproject's [project.scripts]).
+TA := $(VENV)/bin/ternary-accel
+# Where the benchmark targets write their tables for the docs.
+RESULTS ?= docs/results
 STAMP := $(VENV)/.installed
 
 # Design parameters of `make verilog`.
@@ -40,52 +44,53 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 sim: $(STAMP)
-	$(PY) -m ternary_accel.cli.sim
+	$(TA) sim
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 verilog: $(STAMP)
-	$(PY) -m ternary_accel.cli.hw verilog --lanes $(LANES) --rows $(ROWS) -o build/verilog/matmul_unit.v
-	$(PY) -m ternary_accel.cli.hw verilog --lanes $(LANES) --rows $(ROWS) --axis --output-stage \
+	$(TA) verilog --lanes $(LANES) --rows $(ROWS) -o build/verilog/matmul_unit.v
+	$(TA) verilog --lanes $(LANES) --rows $(ROWS) --axis --output-stage \
 		-o build/verilog/matmul_unit_axis.v
 
 synth: $(STAMP)
-	$(PY) -m ternary_accel.cli.hw synth --lanes $(LANES) --rows $(ROWS) --target ecp5
+	$(TA) synth --lanes $(LANES) --rows $(ROWS) --target ecp5
 
 bench-area: $(STAMP)
-	$(PY) -m ternary_accel.hw.fpga.area
+	$(TA) bench area --results $(RESULTS)
 
 bench-packing: $(STAMP)
-	$(PY) -m ternary_accel.hw.fpga.packing
+	$(TA) bench packing --results $(RESULTS)
 
 bench-sim: $(STAMP)
-	$(PY) -m ternary_accel.cli.bench_layer
+	$(TA) bench layer --results $(RESULTS) --results-name bench-sim
 
 bench-token: $(STAMP)
-	$(PY) -m ternary_accel.cli.bench_layer --layers 30
+	$(TA) bench layer --layers 30 --results $(RESULTS) --results-name bench-token
 
 bench-block: $(STAMP)
-	$(PY) -m ternary_accel.cli.bench_block
+	$(TA) bench block --results $(RESULTS)
 
 bench-prefill: $(STAMP)
-	$(PY) -m ternary_accel.cli.bench_layer --tokens 16 --reuse 16 --weight-port-bits 128 --output-rows 1 --weights ternary
+	$(TA) bench layer --tokens 16 --reuse 16 --weight-port-bits 128 --output-rows 1 \
+		--weights ternary --results $(RESULTS) --results-name bench-prefill
 
 bench-sparse: $(STAMP)
-	$(PY) -m ternary_accel.cli.bench_sparse
+	$(TA) bench sparse --results $(RESULTS)
 
 bench: bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill
 
 perf: $(STAMP)
 	@for p in ecp5-ddr3 kv260 hbm2; do \
-		$(PY) -m ternary_accel.cli.hw perf --platform $$p --roofline build/perf/roofline-$$p.png || exit 1; \
+		$(TA) perf --platform $$p --roofline build/perf/roofline-$$p.png || exit 1; \
 		echo; done
 
 dse: $(STAMP)
-	$(PY) -m ternary_accel.hw.dse $(DSE_ARGS)
+	$(TA) dse $(DSE_ARGS)
 
 energy: $(STAMP)
-	$(PY) -m ternary_accel.cli.energy report --outdir build/energy
+	$(TA) energy report --outdir build/energy
 
 clean:
 	rm -rf build sim_build

@@ -1,4 +1,4 @@
-"""``python -m sim.bench_block`` (``make bench-block``): one decoder layer through the RTL.
+"""``ternary-accel bench block`` (``make bench-block``): one decoder layer through the RTL.
 
 A prompt of a few tokens, then decode steps with the KV cache, through one BitNet b1.58
 decoder layer: all seven BitLinears of every step on the layer engine under Verilator
@@ -12,7 +12,6 @@ The layer is 2B4T-shaped with random Gaussian master weights ternarized per proj
 N``, fed the golden model's hidden states of layers 0..N-1 on random token ids).
 """
 
-import argparse
 import sys
 import time
 from collections import defaultdict
@@ -20,6 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ternary_accel.cli.argtypes import output_dir, non_negative_int
 from ternary_accel.model.config import BITNET_2B4T, ModelConfig
 from ternary_accel.model.decoder import Decoder
 from ternary_accel.model.shapes import MODELS, get_model
@@ -41,9 +41,12 @@ def random_layer(shape, seed):
     return MasterWeights(config, random_master_weights(config, seed))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m sim.bench_block", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+#: One line for ``ternary-accel --help``.
+HELP = 'one decoder layer (prompt + decode steps) through the RTL'
+
+
+def add_arguments(parser):
+    """Add this command's flags to ``parser``."""
     parser.add_argument("--model", default="b1.58-2b4t",
                         help=f"layer shape ({', '.join(MODELS)}; default: %(default)s)")
     parser.add_argument("--checkpoint", metavar="DIR", help="run a layer of this checkpoint")
@@ -52,13 +55,19 @@ def main(argv=None):
     parser.add_argument("--decode-steps", type=int, default=2, metavar="N")
     parser.add_argument("--lanes", type=int, default=EngineConfig.lanes)
     parser.add_argument("--rows", type=int, default=EngineConfig.rows)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--bench", choices=BENCHES, default=MEMORY_BENCH,
                         help="memory: streams played inside the simulator (default); "
                              "cycle: driven from Python every cycle")
-    parser.add_argument("--build-dir", default=None,
+    parser.add_argument("--build-dir", type=output_dir, default=None,
                         help="where the engine is built (default build/sim)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--waves", action="store_true",
+                        help="record every signal of the engine to a VCD (a traced build of "
+                             "its own; slower); the file's path is printed on stderr")
+
+
+def run(parser, args):
+    """Run the command; return the exit status."""
     for flag in ("prompt_tokens", "lanes", "rows"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be a positive integer")
@@ -109,8 +118,11 @@ def main(argv=None):
           f"{args.decode_steps} decode steps; engine K={engine.lanes} M={engine.rows} "
           f"({engine.lanes * engine.rows} MACs/cycle, raw accumulators)", flush=True)
     started = time.monotonic()
-    session = EngineSession(engine, build_root=args.build_dir, bench=args.bench)
+    session = EngineSession(engine, build_root=args.build_dir, bench=args.bench,
+                            waves=args.waves)
     session.start()
+    if args.waves:
+        print(f"waveforms: {session.waves_file}", file=sys.stderr, flush=True)
     print(f"build ({args.bench} bench): {session.build_seconds:.1f} s", flush=True)
     core = EngineCore(session)
     rtl = Decoder(source, core=core)
@@ -176,7 +188,3 @@ def main(argv=None):
     print(f"\n{'all steps bit-exact' if ok else 'MISMATCH'}; total wall time "
           f"{time.monotonic() - started:.1f} s (build {session.build_seconds:.1f} s)")
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

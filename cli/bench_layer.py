@@ -1,4 +1,4 @@
-"""``python -m sim.bench_sim`` (``make bench-sim``): the linear layers of BitNet b1.58
+"""``ternary-accel bench layer`` (``make bench-sim``): the linear layers of BitNet b1.58
 2B4T blocks through the layer engine under Verilator, every output bit-exact, with
 simulated cycles, simulation speed and wall time.
 
@@ -15,13 +15,12 @@ memory bandwidth ``--bandwidth`` with the clock ``--fmax``: a projection from th
 simulated cycles, labelled as one.
 """
 
-import argparse
 import sys
 import time
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import positive_int as positive, probability
+from ternary_accel.cli.argtypes import output_dir, non_negative_int, positive_float, positive_int as positive, probability
 from ternary_accel.model.arith import OUT_WIDTH, matmul_int
 from ternary_accel.model.bitlinear import BitLinearResult, bitlinear_reference
 from ternary_accel.model.quant import quantize_activations
@@ -60,16 +59,19 @@ def ternary_layer(rng, n_out, n_in, tokens):
 WEIGHTS = {"gaussian": gaussian_layer, "ternary": ternary_layer}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m sim.bench_sim", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+#: One line for ``ternary-accel --help``.
+HELP = "BitNet projections through the engine's RTL, bit-exact, timed"
+
+
+def add_arguments(parser):
+    """Add this command's flags to ``parser``."""
     parser.add_argument("--lanes", type=positive, default=EngineConfig.lanes)
     parser.add_argument("--rows", type=positive, default=EngineConfig.rows)
     parser.add_argument("--model", default="b1.58-2b4t", help="shape source (model/shapes)")
     parser.add_argument("--tokens", type=positive, default=1, help="tokens per layer (batch)")
     parser.add_argument("--layers", type=positive, default=1,
-                        help="blocks to run, each with its own weights (default 1; the "
-                             "model has %(default)s)")
+                        help="blocks to run, each with its own weights (default: "
+                             "%(default)s)")
     parser.add_argument("--only", action="append", metavar="PROJ",
                         help="run only this projection (repeatable)")
     parser.add_argument("--bench", choices=BENCHES, default=MEMORY_BENCH,
@@ -82,8 +84,8 @@ def main(argv=None):
                         help="probability of an idle cycle on each input stream")
     parser.add_argument("--backpressure", type=probability, default=0.0,
                         help="probability of a not-ready cycle on the results")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--build-dir", default=None,
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--build-dir", type=output_dir, default=None,
                         help="where the engine is built (default build/sim)")
     parser.add_argument("--reuse", type=positive, default=1, metavar="T",
                         help="the engine's weight reuse: each weight beat applied to up "
@@ -96,12 +98,18 @@ def main(argv=None):
     parser.add_argument("--output-rows", type=positive, default=None, metavar="R",
                         help="rows a cycle of the pipelined output stage (default: the "
                              "two-register stage)")
-    parser.add_argument("--bandwidth", type=float, default=3.2, metavar="GBPS",
+    parser.add_argument("--bandwidth", type=positive_float, default=3.2, metavar="GBPS",
                         help="DRAM bandwidth of the compute-bound check (default 3.2)")
-    parser.add_argument("--fmax", type=float, default=None, metavar="MHZ",
+    parser.add_argument("--fmax", type=positive_float, default=None, metavar="MHZ",
                         help="engine clock of the compute-bound check (default: the "
                              "ecp5-ddr3 preset's clock, hw.platforms)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--waves", action="store_true",
+                        help="record every signal of the engine to a VCD (a traced build of "
+                             "its own; slower); the file's path is printed on stderr")
+
+
+def run(parser, args):
+    """Run the command; return the exit status."""
     if args.bandwidth <= 0 or (args.fmax is not None and args.fmax <= 0):
         parser.error("--bandwidth and --fmax must be positive")
     try:
@@ -150,8 +158,11 @@ def main(argv=None):
     session = EngineSession(config, bench=args.bench, idle=args.idle,
                             backpressure=args.backpressure, seed=args.seed + 1,
                             build_root=args.build_dir,
-                            harness=harness if args.bench == MEMORY_BENCH else None)
+                            harness=harness if args.bench == MEMORY_BENCH else None,
+                            waves=args.waves)
     session.start()   # one simulator process serves every projection
+    if args.waves:
+        print(f"waveforms: {session.waves_file}", file=sys.stderr, flush=True)
     phases = session.build_phases
     print(f"build: {session.build_seconds:.1f} s (generate {phases['generate']:.1f} s, "
           f"Verilator and C++ {phases['compile']:.1f} s)", flush=True)
@@ -232,7 +243,3 @@ def main(argv=None):
     ok = all(t["exact"] and t["cycles"] == t["predicted"] for t in totals.values()) \
         if not (args.idle or args.backpressure) else all(t["exact"] for t in totals.values())
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

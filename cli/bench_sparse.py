@@ -1,4 +1,4 @@
-"""``python -m sim.bench_sparse`` (``make bench-sparse``): the down_proj of a BitNet
+"""``ternary-accel bench sparse`` (``make bench-sparse``): the down_proj of a BitNet
 b1.58 2B4T block on the dense engine and on the sparse dataflow (:mod:`model.sparse`),
 through the RTL under Verilator, every output compared with the dense golden model.
 
@@ -28,13 +28,12 @@ column granularity and at whole DRAM bursts of the order's layout
 in the modelled cycles.
 """
 
-import argparse
 import sys
 import time
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import positive_int as positive, probability as fraction
+from ternary_accel.cli.argtypes import output_dir, non_negative_int, positive_int as positive, probability as fraction
 from ternary_accel.model.arith import OUT_WIDTH, matmul_int, round_fixed, scale_to_fixed
 from ternary_accel.model.decoder import rms_norm
 from ternary_accel.hw.mapping import LayerTiling
@@ -104,9 +103,12 @@ def frac_bits_for(y):
     return max(0, int(np.floor(np.log2((1 << (OUT_WIDTH - 2)) / peak))))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m sim.bench_sparse", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+#: One line for ``ternary-accel --help``.
+HELP = 'dense engine vs the sparse dataflow on down_proj, RTL'
+
+
+def add_arguments(parser):
+    """Add this command's flags to ``parser``."""
     parser.add_argument("--lanes", type=positive, default=EngineConfig.lanes)
     parser.add_argument("--rows", type=positive, default=EngineConfig.rows)
     parser.add_argument("--model", default="b1.58-2b4t", help="shape source (model/shapes)")
@@ -123,10 +125,16 @@ def main(argv=None):
     parser.add_argument("--burst", type=positive, default=BURST, metavar="BYTES",
                         help="DRAM burst of the burst-granular byte count "
                              "(default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--build-dir", default=None,
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--build-dir", type=output_dir, default=None,
                         help="where the engines are built (default build/sim)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--waves", action="store_true",
+                        help="record every signal of the engine to a VCD (a traced build of "
+                             "its own; slower); the file's path is printed on stderr")
+
+
+def run(parser, args):
+    """Run the command; return the exit status."""
     try:
         shape = get_model(args.model)
     except ValueError as error:
@@ -165,8 +173,12 @@ def main(argv=None):
             if sparse not in sessions:
                 config = sparse_config(**common, acc_tiles=n_out // args.rows) if sparse \
                     else EngineConfig(**common)
-                sessions[sparse] = EngineSession(config, build_root=args.build_dir)
+                sessions[sparse] = EngineSession(config, build_root=args.build_dir,
+                                                 waves=args.waves)
                 sessions[sparse].start()
+                if args.waves:
+                    print(f"waveforms: {sessions[sparse].waves_file}", file=sys.stderr,
+                          flush=True)
                 phases = sessions[sparse].build_phases
                 print(f"build ({'sparse' if sparse else 'dense'} engine): "
                       f"{sessions[sparse].build_seconds:.1f} s (generate "
@@ -234,7 +246,3 @@ def main(argv=None):
           f"beat-major each layer column's tiles together (a kept column is whole bursts).")
     ok = all(r["exact"] and r["cycles"] == r["predicted"] for r in rows)
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,8 @@
-"""``python -m energy``: the BitNet paper's arithmetic-energy model from the command line."""
+"""``ternary-accel energy``: the BitNet paper's arithmetic-energy model from the command line."""
 
-import argparse
-import sys
-from pathlib import Path
 
+from ternary_accel.hw.paths import build_path
+from ternary_accel.cli.argtypes import add_format, output_dir
 from ternary_accel.model.shapes import FFN_KINDS, MODELS, TransformerShape, get_model
 
 from ternary_accel.energy.count import BITNET, TRANSFORMER, CountOptions, count_ops, energy_joules
@@ -13,7 +12,6 @@ from ternary_accel.energy.report import (SEQ_LEN, STORAGE_BITS, SWEEP_MODELS, TA
                      TRAFFIC_MEMORIES, b158_ratio, plot_sweep, render, sweep_rows,
                      sweep_table, table1_rows, table1_table, traffic_rows, traffic_table)
 
-FORMATS = ("markdown", "csv", "json")
 #: Precisions of the products the flags choose: every one but INT4, which has only an
 #: add (BitNet a4.8's, charged by the whole-model accounting).
 PRODUCT_DTYPES = tuple(d for d in DTYPES if d != "int4")
@@ -127,7 +125,7 @@ def _traffic_markdown(shapes, options):
 
 def cmd_report(parser, args):
     options = _options(parser, args)
-    out = args.outdir
+    out = args.outdir or build_path("energy")
     out.mkdir(parents=True, exist_ok=True)
     table1 = render(*table1_table(table1_rows(TABLE1_MODELS, args.seq_len, options)),
                     "markdown")
@@ -182,9 +180,10 @@ def cmd_token(parser, args):
     return 0
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m energy",
+def add_parser(subparsers):
+    """Register ``ternary-accel energy`` and its subcommands."""
+    parser = subparsers.add_parser(
+        "energy", help="MUL/ADD energy: the BitNet paper's Table 1, sweeps, J/token",
         description="Arithmetic energy of matrix multiplications: FP Transformers vs BitNet "
                     "(the BitNet paper's model), and weight traffic beyond it.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -192,7 +191,7 @@ def build_parser():
     p = sub.add_parser("table1", help="the paper's Table 1 (6.7B, 13B, 30B at 512 tokens)")
     _add_model(p, repeat=True)
     _add_options(p)
-    p.add_argument("--format", choices=FORMATS, default="markdown")
+    add_format(p)
     p.set_defaults(func=cmd_table1)
 
     p = sub.add_parser("b158", help="BitNet b1.58's per-MAC energy saving (71.4x at 7nm)")
@@ -203,13 +202,13 @@ def build_parser():
     _add_model(p, repeat=True)
     _add_options(p)
     p.add_argument("--node", choices=NODES, default="7nm")
-    p.add_argument("--format", choices=FORMATS, default="markdown")
+    add_format(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("model", help="energy of one model, by name or by parameters")
     _add_model(p, repeat=True)
     _add_options(p)
-    p.add_argument("--format", choices=FORMATS, default="markdown")
+    add_format(p)
     p.set_defaults(func=cmd_model)
 
     p = sub.add_parser("token", help="joules per generated token on this accelerator "
@@ -220,22 +219,12 @@ def build_parser():
                    help="cached positions of the decode step (default: 128)")
     p.add_argument("--dram", choices=[m for m in MEMORY_PJ_PER_64BIT if m.startswith("dram")],
                    default=None, help=f"DRAM energy (default: {DEFAULT_DRAM})")
-    p.add_argument("--format", choices=FORMATS, default="markdown")
+    add_format(p)
     p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("report", help="write table1.md, sweep.md and sweep.png")
     _add_options(p)
-    p.add_argument("--outdir", type=Path, default=Path("build/energy"))
+    p.add_argument("--outdir", type=output_dir, default=None,
+                   help="where the files go (default: build/energy)")
     p.set_defaults(func=cmd_report)
     return parser
-
-
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    sub = parser._subparsers._group_actions[0].choices[args.command]
-    return args.func(sub, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,23 +1,11 @@
-"""``python -m hw``: command-line entry point of the hardware package.
-
-Each subcommand lives in its own module exposing ``add_parser(subparsers)``, which
-registers an ``argparse`` sub-parser whose ``func(args)`` returns an exit status.
-"""
+"""The matmul unit's and the layer engine's parameters as command-line flags, shared by
+``ternary-accel verilog`` and ``synth``."""
 
 import argparse
-import importlib
-import sys
 
-__all__ = ["main", "add_unit_arguments", "add_engine_arguments", "unit_kwargs",
+__all__ = ["add_unit_arguments", "add_engine_arguments", "unit_kwargs",
            "unit_from_args", "engine_from_args", "engine_suffix", "act_width_suffix",
-           "variant_suffix", "SUBCOMMAND_MODULES"]
-
-#: Modules that contribute subcommands, in ``--help`` order.
-SUBCOMMAND_MODULES = (
-    "ternary_accel.cli.verilog",
-    "ternary_accel.cli.synth",
-    "ternary_accel.cli.perf",
-)
+           "variant_suffix"]
 
 
 def add_unit_arguments(parser):
@@ -178,24 +166,3 @@ def variant_suffix(args):
     if args.act_copies != DEFAULT_ACT_COPIES:
         suffix += f"_ac{'none' if args.act_copies is None else args.act_copies}"
     return suffix
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m hw",
-        description="Ternary (BitNet b1.58) matmul accelerator: Verilog generation and "
-                    "hardware reports.")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMAND_MODULES:
-        importlib.import_module(name).add_parser(subparsers)
-    return parser
-
-
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return args.func(parser, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

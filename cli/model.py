@@ -1,8 +1,9 @@
-"""``python -m model``: BitNet b1.58 checkpoints: inspect them, make a tiny one, and
+"""``ternary-accel model``: BitNet b1.58 checkpoints: inspect them, make a tiny one, and
 generate tokens with the golden model or with every BitLinear on the RTL (``--rtl``).
 
-``--rtl`` is the one place where ``model`` reaches into ``sim`` (the Verilator
-simulation of the layer engine); it is imported only when asked for.
+``--rtl`` wires the golden model's decoder to the Verilator simulation of the layer
+engine (:class:`ternary_accel.sim.workloads.EngineCore`); it is imported only when asked
+for.
 """
 
 import argparse
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ternary_accel.cli.argtypes import non_negative_int, output_dir, output_file
 from ternary_accel.cli.argtypes import positive_int as _positive_int
 from ternary_accel.model.checkpoint import (CheckpointError, format_inspect, inspect_checkpoint,
                          load_checkpoint, make_tiny)
@@ -52,11 +54,12 @@ def _n_of_m(text):
     return n, m
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m model", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_parser(subparsers):
+    """Register ``ternary-accel model`` and its subcommands."""
+    parser = subparsers.add_parser(
+        "model", help="checkpoints: inspect, make-tiny, generate (golden model or --rtl)",
+        description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="configuration, tensor bytes by kind, zero weights",
                        description="Print a checkpoint's configuration, its tensor count "
@@ -64,22 +67,24 @@ def build_parser():
                                    "per projection (reads every projection once).")
     p.add_argument("checkpoint", type=Path, help="checkpoint directory (config.json + "
                    "*.safetensors)")
+    p.set_defaults(func=_guarded(lambda parser, args: cmd_inspect(args)))
 
     p = sub.add_parser("make-tiny", help="write a tiny random checkpoint",
                        description="Write a tiny BitNet b1.58 checkpoint (hidden 64, 4 "
                                    "heads, 2 KV heads, FFN 128, 2 layers, vocabulary 256) "
                                    "with random Gaussian master weights, in the Hugging "
                                    "Face layout.")
-    p.add_argument("directory", type=Path)
+    p.add_argument("directory", type=output_dir)
     p.add_argument("--layout", choices=("packed", "master"), default="packed",
                    help="packed uint8 ternary weights with weight_scale (offline "
                         "quantization), or bf16 master weights (online); default "
                         "%(default)s")
     p.add_argument("--shards", type=_positive_int, default=1,
                    help="split the tensors over N files with an index (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="replace the files of an existing checkpoint in DIRECTORY")
+    p.set_defaults(func=_guarded(cmd_make_tiny))
 
     p = sub.add_parser(
         "generate", help="greedy generation",
@@ -95,7 +100,7 @@ def build_parser():
     p.add_argument("--max-new-tokens", type=_positive_int, default=16, metavar="N")
     p.add_argument("--stop-at-eos", action="store_true",
                    help="stop after the configuration's eos_token_id")
-    p.add_argument("--logits-out", type=Path, metavar="FILE.npz",
+    p.add_argument("--logits-out", type=output_file, metavar="FILE.npz",
                    help="write prompt_ids, generated_ids and logits (float32, one row per "
                         "processed position) to an .npz file")
     p.add_argument("--act-quant", choices=ACT_QUANT_PATHS, default=FLOAT64,
@@ -126,13 +131,35 @@ def build_parser():
                "2B4T token's linear layers.")
     rtl.add_argument("--rtl", action="store_true",
                      help="every BitLinear on the layer engine's RTL, bit-exact check")
-    rtl.add_argument("--lanes", type=_positive_int, default=32,
-                     help="engine lanes K (default %(default)s)")
-    rtl.add_argument("--rows", type=_positive_int, default=16,
-                     help="engine rows M (default %(default)s)")
-    rtl.add_argument("--build-dir", type=Path, default=None,
-                     help="where the engine is built (default build/sim of the checkout)")
+    rtl.add_argument("--lanes", type=_positive_int, default=None,
+                     help=f"with --rtl: engine lanes K (default {RTL_LANES})")
+    rtl.add_argument("--rows", type=_positive_int, default=None,
+                     help=f"with --rtl: engine rows M (default {RTL_ROWS})")
+    rtl.add_argument("--build-dir", type=output_dir, default=None,
+                     help="with --rtl: where the engine is built (default: build/sim)")
+    rtl.add_argument("--waves", action="store_true",
+                     help="with --rtl: record the engine's waveforms (a VCD; its path is "
+                          "printed)")
+    p.set_defaults(func=_guarded(cmd_generate))
     return parser
+
+
+#: The engine of ``generate --rtl`` unless --lanes/--rows say otherwise.
+RTL_LANES, RTL_ROWS = 32, 16
+#: Flags of ``generate`` that only apply with ``--rtl``.
+RTL_ONLY = ("lanes", "rows", "build_dir", "waves")
+
+
+def _guarded(command):
+    """``command(parser, args)`` with the checkpoint's and the model's errors as one line
+    (exit status 1)."""
+    def run(parser, args):
+        try:
+            return command(parser, args)
+        except (CheckpointError, ValueError) as error:
+            print(f"{parser.prog}: error: {error}", file=sys.stderr)
+            return 1
+    return run
 
 
 def cmd_inspect(args):
@@ -141,7 +168,12 @@ def cmd_inspect(args):
     return 0
 
 
-def cmd_make_tiny(args):
+def cmd_make_tiny(parser, args):
+    if args.directory.is_file():
+        parser.error(f"{args.directory}: is a file, not a folder")
+    if args.directory.is_dir() and any(args.directory.iterdir()) and not args.overwrite:
+        parser.error(f"{args.directory}: not empty; add --overwrite to replace the "
+                     "checkpoint in it")
     path = make_tiny(args.directory, seed=args.seed, layout=args.layout, shards=args.shards,
                      overwrite=args.overwrite)
     print(f"wrote a tiny {args.layout} checkpoint to {path}")
@@ -158,6 +190,12 @@ def _tokenizer(directory):
 
 
 def cmd_generate(parser, args):
+    if not args.rtl:
+        given = [name for name in RTL_ONLY if getattr(args, name) not in (None, False)]
+        if given:
+            parser.error(f"--{given[0].replace('_', '-')} applies only with --rtl")
+    lanes = RTL_LANES if args.lanes is None else args.lanes
+    rows = RTL_ROWS if args.rows is None else args.rows
     checkpoint = load_checkpoint(args.checkpoint)
     config = checkpoint.config
     tokenizer = None
@@ -186,19 +224,21 @@ def cmd_generate(parser, args):
         from ternary_accel.sim.session import EngineSession
         from ternary_accel.sim.workloads import EngineCore
         widest = max(p.in_features for p in config.shape.projections())
-        engine = EngineConfig(lanes=args.lanes, rows=args.rows,
-                              max_beats=-(-widest // args.lanes), output_stage=False)
+        engine = EngineConfig(lanes=lanes, rows=rows,
+                              max_beats=-(-widest // lanes), output_stage=False)
         for proj in config.shape.projections():
             try:
                 engine.mapping(proj.out_features, proj.in_features)
             except ValueError as error:
                 parser.error(f"--rtl: projection {proj.name} does not tile onto the engine "
-                             f"(--lanes {args.lanes} --rows {args.rows}): {error}")
-        print(f"building the layer engine K={args.lanes} M={args.rows} (raw accumulators) "
+                             f"(--lanes {lanes} --rows {rows}): {error}")
+        print(f"building the layer engine K={lanes} M={rows} (raw accumulators) "
               "under Verilator...", file=sys.stderr, flush=True)
-        session = EngineSession(engine, build_root=args.build_dir)
+        session = EngineSession(engine, build_root=args.build_dir, waves=args.waves)
         session.start()
         print(f"built in {session.build_seconds:.0f} s", file=sys.stderr, flush=True)
+        if args.waves:
+            print(f"waveforms: {session.waves_file}", file=sys.stderr, flush=True)
         core = EngineCore(session)
     started = time.monotonic()
     try:
@@ -227,21 +267,3 @@ def cmd_generate(parser, args):
         print(f"text: {tokenizer.decode(run.generated_ids)!r}")
     print("generated: " + " ".join(map(str, run.generated_ids)))
     return 0
-
-
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "inspect":
-            return cmd_inspect(args)
-        if args.command == "make-tiny":
-            return cmd_make_tiny(args)
-        return cmd_generate(parser, args)
-    except (CheckpointError, ValueError) as error:
-        print(f"python -m model {args.command}: error: {error}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,9 @@
-"""``python -m hw perf``: decode tokens/s, time to first token, bytes and joules per token
+"""``ternary-accel perf``: decode tokens/s, time to first token, bytes and joules per token
 of a whole model on a platform, per operation kind, beside the published peers
 (:func:`hw.perf.model_report`); Markdown, CSV or JSON, and a roofline figure; with
 ``--scheme`` for BitNet a4.8 or Q-Sparse activations (:mod:`model.schemes`).
 
-``python -m hw schemes``: BitNet b1.58 vs a4.8 vs b1.58 + Q-Sparse across models
+``ternary-accel schemes``: BitNet b1.58 vs a4.8 vs b1.58 + Q-Sparse across models
 (:func:`hw.perf.scheme_rows`): BitLinear arithmetic energy, weight bytes per token and
 decode tokens/s on every preset."""
 
@@ -18,11 +18,11 @@ from ternary_accel.model.shapes import MODELS
 
 from ternary_accel.hw.perf.throughput import NODES, model_report, scheme_rows
 from ternary_accel.hw.perf.platforms import PLATFORMS, get_platform
+from ternary_accel.cli.argtypes import add_format, finite_float, output_file, positive_float
 
-__all__ = ["add_parser", "render_markdown", "render_csv", "plot_roofline", "FORMATS",
+__all__ = ["add_parser", "render_markdown", "render_csv", "plot_roofline",
            "render_schemes", "DEFAULT_SCHEME_MODELS"]
 
-FORMATS = ("md", "csv", "json")
 
 
 def add_parser(subparsers):
@@ -42,13 +42,12 @@ def add_parser(subparsers):
                         help="cached positions of the decode step (default: the prompt)")
     parser.add_argument("--batch", type=int, default=1,
                         help="sequences decoded together (default: 1)")
-    parser.add_argument("--clock-mhz", type=float, default=None,
+    parser.add_argument("--clock-mhz", type=positive_float, default=None,
                         help="override the platform's clock")
-    parser.add_argument("--bandwidth-gbs", type=float, default=None,
+    parser.add_argument("--bandwidth-gbs", type=positive_float, default=None,
                         help="override the platform's DRAM bandwidth")
-    parser.add_argument("--format", choices=FORMATS, default="md",
-                        help="output format (default: %(default)s)")
-    parser.add_argument("--roofline", metavar="PNG", default=None,
+    add_format(parser)
+    parser.add_argument("--roofline", metavar="PNG", type=output_file, default=None,
                         help="also write the roofline figure to this file")
     _add_scheme_arguments(parser)
     parser.set_defaults(func=lambda _main, args: run(parser, args))
@@ -62,7 +61,7 @@ def _add_scheme_arguments(parser, repeat=False):
                         help="activation scheme (model.schemes)" +
                              (", repeatable (default: all)" if repeat else
                               " (default: %(default)s)"))
-    parser.add_argument("--sparsity", type=float, default=None, metavar="R",
+    parser.add_argument("--sparsity", type=finite_float, default=None, metavar="R",
                         help="the q-sparse sparsity ratio (default: 0.6125)")
     if not repeat:
         parser.add_argument("--density", action="append", default=[], metavar="P=D",
@@ -96,7 +95,7 @@ def _scheme(parser, name, sparsity=None, density=(), strict=True):
         parser.error(str(error))
 
 
-#: Models of ``python -m hw schemes``: the energy model's sweep (2B4T, the BitNet b1.58
+#: Models of ``ternary-accel schemes``: the energy model's sweep (2B4T, the BitNet b1.58
 #: paper's sizes and LLaMA's); the BitNet paper's Table 1 sizes have a two-matrix FFN
 #: the decoder does not run.
 DEFAULT_SCHEME_MODELS = ("b1.58-700m", "b1.58-1.3b", "b1.58-3b", "b1.58-2b4t",
@@ -116,8 +115,7 @@ def _add_schemes_parser(subparsers):
     _add_scheme_arguments(parser, repeat=True)
     parser.add_argument("--context", type=int, default=128,
                         help="cached positions of the decode step (default: %(default)s)")
-    parser.add_argument("--format", choices=FORMATS, default="md",
-                        help="output format (default: %(default)s)")
+    add_format(parser)
     parser.set_defaults(func=lambda _main, args: run_schemes(parser, args))
     return parser
 

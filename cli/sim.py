@@ -1,27 +1,30 @@
-"""``python -m sim``: the cocotb regression under Verilator, with a summary table."""
+"""``ternary-accel sim``: the cocotb regression under Verilator, with a summary table."""
 
-import argparse
 import sys
 import time
 
+from ternary_accel.cli.argtypes import non_negative_int
 from ternary_accel.sim.config import REGRESSION_CONFIGS
 from ternary_accel.sim.runner import run_config
 from ternary_accel.sim.verilator import VerilatorNotFound, find_verilator
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m sim",
-        description="Run the cocotb regression of the matmul unit under Verilator for "
-                    "every regression configuration and print a pass/fail summary.")
+#: One line for ``ternary-accel --help``.
+HELP = 'the cocotb regression of the matmul unit under Verilator'
+
+
+def add_arguments(parser):
+    """Add this command's flags to ``parser``."""
     parser.add_argument("--config", action="append", metavar="NAME",
                         help="run only this configuration (repeatable); names as listed "
                              "by --list")
     parser.add_argument("--list", action="store_true", help="list configurations and exit")
-    parser.add_argument("--seed", type=int, default=1, help="cocotb seed (default: 1)")
+    parser.add_argument("--seed", type=non_negative_int, default=1, help="cocotb seed (default: 1)")
     parser.add_argument("--waves", action="store_true", help="record waveforms (dump.vcd)")
-    args = parser.parse_args(argv)
 
+
+def run(parser, args):
+    """Run the command; return the exit status."""
     names = {config.name: config for config in REGRESSION_CONFIGS}
     if args.list:
         print("\n".join(names))
@@ -35,7 +38,7 @@ def main(argv=None):
     try:
         verilator = find_verilator()
     except VerilatorNotFound as error:
-        print(f"python -m sim: {error}", file=sys.stderr)
+        print(f"ternary-accel sim: {error}", file=sys.stderr)
         return 1
     print(f"Verilator {'.'.join(map(str, verilator.version))} ({verilator.source}: "
           f"{verilator.executable})")
@@ -62,7 +65,3 @@ def main(argv=None):
     print(f"\n{len(rows) - failed} passed, {failed} failed "
           f"({time.monotonic() - started:.0f} s)")
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

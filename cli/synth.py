@@ -1,26 +1,18 @@
-"""``python -m hw synth``: synthesis and place-and-route of one configuration."""
+"""``ternary-accel synth``: synthesis and place-and-route of one configuration."""
 
 import json
 import sys
 from pathlib import Path
 
-from ternary_accel.hw.fpga.synth import TARGETS, ToolError, run_flow, tool_versions
+from ternary_accel.cli.argtypes import non_negative_int, output_dir, positive_float
+from ternary_accel.hw.paths import build_path
+from ternary_accel.hw.fpga.synth import (LUTRAM_LUT4, TARGETS, ToolError, lut4_equivalent,
+                                         run_flow, tool_versions)
 
-__all__ = ["add_parser", "result_table", "write_report", "lut4_equivalent", "LUTRAM_LUT4"]
+__all__ = ["add_parser", "result_table", "write_report"]
 
 COLUMNS = ("design", "target", "LUT4", "CCU2C", "LUT RAM", "LUT4 eq./MAC", "FF", "FF/MAC",
            "DSP", "BRAM", "Fmax MHz", "GMAC/s")
-
-
-#: LUT4 sites one ECP5 ``TRELLIS_DPR16X4`` takes: two slices in RAM mode and the slice
-#: of its write port.
-LUTRAM_LUT4 = 6
-
-
-def lut4_equivalent(result):
-    """LUT4s, plus two per carry cell (a CCU2C / SB_CARRY slice holds two LUT4s), plus
-    :data:`LUTRAM_LUT4` per LUT RAM block."""
-    return result.lut4 + 2 * result.carry + LUTRAM_LUT4 * getattr(result, "lutram", 0)
 
 
 def result_row(result):
@@ -78,17 +70,19 @@ def add_parser(subparsers):
                              "the unit")
     add_engine_arguments(parser)
     parser.add_argument("--nodsp", action="store_true", help="no DSP blocks (ECP5)")
-    parser.add_argument("--seed", type=int, default=1, help="P&R seed (default: 1)")
-    parser.add_argument("--freq", type=float, default=250.0, metavar="MHZ",
+    parser.add_argument("--seed", type=non_negative_int, default=1, help="P&R seed (default: 1)")
+    parser.add_argument("--freq", type=positive_float, default=250.0, metavar="MHZ",
                         help="P&R target frequency (default: %(default)s)")
     parser.add_argument("--synth-only", action="store_true",
                         help="skip place and route (no Fmax)")
-    parser.add_argument("--outdir", type=Path, default=Path("build/reports"))
+    parser.add_argument("--outdir", type=output_dir, default=None,
+                        help="where the reports go (default: build/reports)")
     parser.set_defaults(func=lambda _main, args: run(parser, args))
     return parser
 
 
 def run(parser, args):
+    args.outdir = args.outdir or build_path("reports")
     from ternary_accel.cli.hw import (act_width_suffix, engine_from_args, engine_kwargs, engine_only_given,
                       engine_suffix, unit_from_args, unit_kwargs, variant_suffix)
     from ternary_accel.hw.rtl.lanes import GENERIC, DotProduct
@@ -123,7 +117,7 @@ def run(parser, args):
     name += "_nodsp" if args.nodsp else ""
     name += f"_{args.fabric}" if args.fabric != GENERIC else ""
     try:
-        result = run_flow(design, design=name, workdir=Path("build/synth") / name,
+        result = run_flow(design, design=name, workdir=build_path("synth", name),
                           target=args.target, seed=args.seed, freq_mhz=args.freq,
                           nodsp=args.nodsp, place=not args.synth_only, macs=macs,
                           config={"component": "DotProduct" if args.lane_group else
@@ -132,7 +126,7 @@ def run(parser, args):
                                   **(engine_kwargs(args) if args.engine else {})},
                           log=lambda message: print(message, file=sys.stderr, flush=True))
     except ToolError as error:
-        print(f"python -m hw synth: {error}", file=sys.stderr)
+        print(f"ternary-accel synth: {error}", file=sys.stderr)
         return 1
     print(write_report([result], args.outdir, name))
     print(f"\nwrote {args.outdir / (name + '.md')} and .json", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``python -m hw verilog``: write the Verilog of a matmul unit configuration, and a
+"""``ternary-accel verilog``: write the Verilog of a matmul unit configuration, and a
 JSON sidecar describing the configuration, the ports and the latency."""
 
 import json
@@ -11,10 +11,12 @@ from amaranth.lib import wiring
 
 from ternary_accel.hw.rtl.lanes import GENERIC
 
-__all__ = ["add_parser", "generate", "DEFAULT_NAME", "ports_of", "sidecar"]
+__all__ = ["add_parser", "generate", "DEFAULT_NAME", "DEFAULT_ENGINE_NAME", "ports_of", "sidecar"]
 
-#: Module name of the generated top level.
+#: Module name of the generated top level: the matmul unit, and with ``--engine`` the
+#: layer engine.
 DEFAULT_NAME = "matmul_unit"
+DEFAULT_ENGINE_NAME = "layer_engine"
 
 
 def unit_params(unit):
@@ -84,8 +86,9 @@ def add_parser(subparsers):
         "verilog", help="write the Verilog of a matmul unit",
         description="Generate self-contained Verilog for one matmul unit configuration.")
     add_unit_arguments(parser)
-    parser.add_argument("--name", default=DEFAULT_NAME,
-                        help="top-level module name (default: %(default)s)")
+    parser.add_argument("--name", default=None,
+                        help=f"top-level module name (default: {DEFAULT_NAME}, with --engine "
+                             f"{DEFAULT_ENGINE_NAME})")
     parser.add_argument("--engine", action="store_true",
                         help="the layer engine (base-3 packed weights through the trit "
                              "unpacker, then the unit; ternary) instead of the unit")
@@ -102,6 +105,8 @@ def add_parser(subparsers):
 
 def run(parser, args):
     from ternary_accel.cli.hw import unit_from_args
+    if args.name is None:
+        args.name = DEFAULT_ENGINE_NAME if args.engine else DEFAULT_NAME
     if not args.name.isidentifier():
         parser.error(f"--name must be a Verilog identifier, not {args.name!r}")
     if args.engine:
@@ -128,7 +133,7 @@ def run(parser, args):
         args.output.write_text(text)
         args.output.with_suffix(".json").write_text(json.dumps(description, indent=2) + "\n")
     except OSError as error:
-        print(f"python -m hw verilog: cannot write {args.output}: {error.strerror}",
+        print(f"ternary-accel verilog: cannot write {args.output}: {error.strerror}",
               file=sys.stderr)
         return 1
     print(f"wrote {args.output} (module {args.name}: K={unit.lanes} M={unit.rows} "

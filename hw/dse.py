@@ -1,4 +1,4 @@
-"""``python -m hw.dse`` (``make dse``): design-space exploration of the layer engine.
+"""``ternary-accel dse`` (``make dse``): design-space exploration of the layer engine.
 
 A sweep over the engine's parameters (lanes, rows, tokens T sharing each weight beat,
 weight-port width and packing) and the ECP5 device: each point is a
@@ -14,7 +14,6 @@ result is cached as ``cache/<key>.json``, the key hashing the point, the flow op
 the tool versions and the point's Verilog, so a re-run runs only what changed.
 """
 
-import argparse
 import concurrent.futures
 import functools
 import hashlib
@@ -22,20 +21,19 @@ import inspect
 import itertools
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-from ternary_accel.cli.argtypes import non_negative_int, positive_float, positive_int
-from ternary_accel.hw.mapping import BASE3, CODES2, PACKINGS, TRITS3_IN5
+from ternary_accel.hw.paths import build_path
+from ternary_accel.hw.mapping import BASE3, CODES2, TRITS3_IN5
 from ternary_accel.model.shapes import get_model
 
 from ternary_accel.hw.rtl.engine import LayerEngine, LayerMapping
 from ternary_accel.hw.rtl.lanes import ECP5
-from ternary_accel.hw.fpga.synth import TARGETS, RegisteredHarness, ToolError, run_flow, tool_versions
-from ternary_accel.cli.synth import lut4_equivalent
+from ternary_accel.hw.fpga.synth import (TARGETS, RegisteredHarness, ToolError, lut4_equivalent,
+                                         run_flow, tool_versions)
 
-__all__ = ["main", "run_point", "make_points", "bitlinear_throughput", "pareto_front",
+__all__ = ["run_point", "make_points", "bitlinear_throughput", "pareto_front",
            "write_table", "write_plot", "DEVICES", "BEAT_PORT", "MODEL"]
 
 #: The model whose BitLinears the throughput columns project.
@@ -96,7 +94,7 @@ def design_name(engine):
 
 
 def make_points(*, lanes, rows, tokens, port_bits, packings, devices, seed=1,
-                freq_mhz=DEFAULT_FREQ_MHZ, place=True, workdir="build/dse/work",
+                freq_mhz=DEFAULT_FREQ_MHZ, place=True, workdir=None,
                 output_rows=(None,)):
     """The sweep: one point per combination, as plain dicts.
 
@@ -119,11 +117,12 @@ def make_points(*, lanes, rows, tokens, port_bits, packings, devices, seed=1,
                        "engine": engine,
                        "flow": {"seed": seed, "freq_mhz": freq_mhz, "place": place,
                                 "nodsp": False},
-                       "workdir": str(Path(workdir) / f"{name}_{device}")})
+                       "workdir": str(Path(build_path("dse", "work") if workdir is None
+                                            else workdir) / f"{name}_{device}")})
     return points
 
 
-def _supported(callable_, kwargs, what):
+def check_supported(callable_, kwargs, what):
     """``kwargs`` less the :data:`NEUTRAL`-valued ones ``callable_`` does not take.
 
     Raises
@@ -152,7 +151,7 @@ def build_engine(engine):
     ValueError, TypeError
         For a keyword the installed engine lacks, or values it refuses.
     """
-    return LayerEngine(**_supported(LayerEngine, engine, "LayerEngine"))
+    return LayerEngine(**check_supported(LayerEngine, engine, "LayerEngine"))
 
 
 def mapping_params(engine):
@@ -208,7 +207,7 @@ def bitlinear_throughput(params, fmax_mhz, *, bandwidth_gbs, prompt, projections
         projections = [(p.out_features, p.in_features) for p in shape.projections()]
     layers = shape.layers if layers is None else layers
     hz, bytes_per_s = fmax_mhz * 1e6, bandwidth_gbs * 1e9
-    kwargs = _supported(LayerMapping, params, "LayerMapping")
+    kwargs = check_supported(LayerMapping, params, "LayerMapping")
 
     def seconds(tokens):
         total = 0.0
@@ -224,7 +223,7 @@ def bitlinear_throughput(params, fmax_mhz, *, bandwidth_gbs, prompt, projections
 # --- the job ----------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=1)
-def _tools():
+def flow_tools():
     return tool_versions()
 
 
@@ -244,7 +243,7 @@ def cache_key(point, text, tools):
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _reason(error):
+def failure_reason(error):
     lines = str(error).strip().splitlines() or [""]
     text = lines[0] if isinstance(error, (ToolError, ValueError, TypeError)) else \
         f"{type(error).__name__}: {lines[0]}"
@@ -268,7 +267,7 @@ def run_point(point):
            "status": FAILED, "reason": None, "synth": None, "seconds": 0.0}
     try:
         engine = point["engine"]
-        out["key"] = key = cache_key(point, verilog_text(build_engine(engine)), _tools())
+        out["key"] = key = cache_key(point, verilog_text(build_engine(engine)), flow_tools())
         if key in point.get("cached_keys", ()):
             out["status"] = "cached"
         else:
@@ -279,37 +278,37 @@ def run_point(point):
                               nodsp=flow["nodsp"], place=flow["place"],
                               macs=engine["lanes"] * engine["rows"],
                               config={"component": "LayerEngine", **engine})
-            result.tools = _tools()
+            result.tools = flow_tools()
             out["synth"] = dict(result.to_dict(), lut4_equivalent=lut4_equivalent(result))
             out["status"] = OK
     except Exception as error:        # a failed point is a row of the table, not a crash
-        out["reason"] = _reason(error)
+        out["reason"] = failure_reason(error)
     out["seconds"] = round(time.monotonic() - started, 1)
     return out
 
 
 # --- running the points -----------------------------------------------------------------
 
-def _local(points, jobs):
+def run_local(points, jobs):
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(run_point, p): i for i, p in enumerate(points)}
         for future in concurrent.futures.as_completed(futures):
             yield futures[future], future
 
 
-def _dask(points, client):
+def run_dask(points, client):
     from distributed import as_completed
     futures = {client.submit(run_point, p, pure=False): i for i, p in enumerate(points)}
     for future in as_completed(futures):
         yield futures[future], future
 
 
-def _outcome(point, future):
+def outcome_of(point, future):
     try:
         return future.result()
     except Exception as error:        # the worker died or the pool broke
         return {"design": point["design"], "device": point["device"], "key": None,
-                "status": FAILED, "reason": f"job lost: {_reason(error)}", "synth": None,
+                "status": FAILED, "reason": f"job lost: {failure_reason(error)}", "synth": None,
                 "seconds": 0.0}
 
 
@@ -364,7 +363,7 @@ def estimate_seconds(points, jobs, cache=()):
 
 # --- the table and the plot -------------------------------------------------------------
 
-def _figure(value):
+def format_figure(value):
     if value is None:
         return "-"
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else \
@@ -387,7 +386,7 @@ def table_row(row):
         figures = [str(row["lut4"]), str(row["lut4_equivalent"]),
                    f"{row['lut4_equivalent'] / row['macs']:.1f}", str(row["ff"]),
                    str(row["dsp"]), str(row["bram"]), f"{fmax:.1f}" if fmax else "-",
-                   _figure(row["decode_tokens_per_s"]), _figure(row["prefill_tokens_per_s"]),
+                   format_figure(row["decode_tokens_per_s"]), format_figure(row["prefill_tokens_per_s"]),
                    OK]
     else:
         figures = ["-"] * 9 + [f"failed: {row['reason']}".replace("|", "/")]
@@ -524,241 +523,3 @@ def write_plot(rows, path, options):
 
 
 # --- the CLI ----------------------------------------------------------------------------
-
-def _list(convert):
-    def parse(text):
-        items = [item.strip() for item in text.split(",")]
-        if not items or any(not item for item in items):
-            raise argparse.ArgumentTypeError(f"expected a comma list, not {text!r}")
-        return list(dict.fromkeys(convert(item) for item in items))
-    return parse
-
-
-def _port_bits(text):
-    if text == BEAT_PORT:
-        return BEAT_PORT
-    value = positive_int(text)
-    if value % 8:
-        raise argparse.ArgumentTypeError(f"a port width must be a multiple of 8 bits, "
-                                         f"not {value}")
-    return value
-
-
-def _choice(choices, what):
-    def parse(text):
-        if text not in choices:
-            raise argparse.ArgumentTypeError(f"unknown {what} {text!r} (one of "
-                                             f"{', '.join(choices)})")
-        return text
-    return parse
-
-
-def _joined(values):
-    return ",".join(map(str, values))
-
-
-def parser():
-    p = argparse.ArgumentParser(
-        prog="python -m hw.dse",
-        description="Design-space exploration of the layer engine on ECP5: every "
-                    "combination of the comma lists below is a LayerEngine (fabric ecp5) "
-                    "through Yosys and nextpnr; its LUT4s and Fmax, with the engine's "
-                    "cycle model on the BitLinears of BitNet b1.58 2B4T, give decode and "
-                    "prefill tokens/s. Writes dse.md, dse.json and pareto.png under "
-                    "--outdir and caches each point's result under --outdir/cache.",
-        epilog="Exit status: 0 when every point ran, 1 when a point failed (its row says "
-               "why), 2 on a usage error.")
-    p.add_argument("--lanes", type=_list(positive_int), default=list(DEFAULT_LANES),
-                   metavar="K,..", help=f"lanes (default: {_joined(DEFAULT_LANES)})")
-    p.add_argument("--rows", type=_list(positive_int), default=list(DEFAULT_ROWS),
-                   metavar="M,..", help=f"rows (default: {_joined(DEFAULT_ROWS)})")
-    p.add_argument("--tokens", type=_list(positive_int), default=list(DEFAULT_TOKENS),
-                   metavar="T,..", help="tokens sharing each weight beat, the engine's "
-                   f"weight reuse (default: {_joined(DEFAULT_TOKENS)})")
-    p.add_argument("--port-bits", type=_list(_port_bits), default=list(DEFAULT_PORT_BITS),
-                   metavar="P,..", help="weight-port width in bits, a multiple of 8, or "
-                   f"'{BEAT_PORT}' for one whole beat per word (default: "
-                   f"{_joined(DEFAULT_PORT_BITS)})")
-    p.add_argument("--packing", type=_list(_choice(PACKINGS, "packing")),
-                   default=list(DEFAULT_PACKINGS), metavar="NAME,..",
-                   help=f"weight packings, of {', '.join(PACKINGS)} (default: "
-                   f"{_joined(DEFAULT_PACKINGS)})")
-    p.add_argument("--output-rows", type=_list(positive_int),
-                   default=list(DEFAULT_OUTPUT_ROWS), metavar="R,..",
-                   help="rows a cycle of the pipelined output stage, dividing the rows "
-                   f"(default: {_joined(DEFAULT_OUTPUT_ROWS)})")
-    p.add_argument("--device", type=_list(_choice(tuple(DEVICES), "device")),
-                   default=list(DEFAULT_DEVICES), metavar="NAME,..",
-                   help=", ".join(f"{k} = {TARGETS[v].device}" for k, v in DEVICES.items())
-                   + f" (default: {_joined(DEFAULT_DEVICES)})")
-    p.add_argument("--synth-only", action="store_true",
-                   help="synthesis only: no P&R, so no Fmax and no throughput")
-    p.add_argument("--seed", type=non_negative_int, default=1, help="P&R seed (default: %(default)s)")
-    p.add_argument("--freq", type=positive_float, default=DEFAULT_FREQ_MHZ, metavar="MHZ",
-                   help="P&R target frequency (default: %(default)s)")
-    p.add_argument("--bandwidth", type=positive_float, default=DEFAULT_BANDWIDTH_GBS,
-                   metavar="GBPS", help="DRAM bandwidth of the throughput figures, GB/s "
-                   "(default: %(default)s)")
-    p.add_argument("--prompt", type=positive_int, default=DEFAULT_PROMPT, metavar="N",
-                   help="prefill length in tokens (default: %(default)s)")
-    p.add_argument("--jobs", type=positive_int, default=None, metavar="N",
-                   help="points run at once in a local process pool (default: the core "
-                   f"count, {os.cpu_count()})")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="run the points on this Dask distributed scheduler (e.g. "
-                   "tcp://host:8786) instead of a local pool")
-    p.add_argument("--outdir", type=Path, default=Path("build/dse"),
-                   help="table, plot, cache and work folders (default: %(default)s)")
-    p.add_argument("--no-cache", action="store_true",
-                   help="run every point, ignoring the cache (results are still stored)")
-    return p
-
-
-def _connect(p, address):
-    try:
-        from distributed import Client
-    except ImportError as error:
-        p.error(f"--scheduler needs dask[distributed]: {error}")
-    try:
-        return Client(address, timeout=SCHEDULER_TIMEOUT)
-    except Exception as error:       # OSError, TimeoutError, ValueError on a bad address
-        p.error(f"cannot reach the Dask scheduler {address!r}: {_reason(error)}")
-
-
-def _elapsed(seconds):
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
-
-
-def result_row(point, outcome, synth, options):
-    """The table's row of a point: its parameters, area, Fmax and throughput."""
-    engine = point["engine"]
-    row = {"design": point["design"], "device": point["device"], "target": point["target"],
-           "lanes": engine["lanes"], "rows": engine["rows"], "tokens": engine["tokens"],
-           "port_bits": engine["weight_port_bits"], "packing": engine["packing"],
-           "engine": engine, "macs": engine["lanes"] * engine["rows"],
-           "status": outcome["status"] if outcome["status"] == FAILED else OK,
-           "reason": outcome["reason"], "cached": outcome["status"] == "cached",
-           "key": outcome["key"], "seconds": outcome["seconds"]}
-    for name in ("lut4", "carry", "lut4_equivalent", "ff", "dsp", "bram", "logic_cells",
-                 "fmax_mhz"):
-        row[name] = synth[name] if synth else None
-    row["decode_tokens_per_s"] = row["prefill_tokens_per_s"] = None
-    if synth and synth["fmax_mhz"]:
-        row.update(bitlinear_throughput(point["mapping"], synth["fmax_mhz"],
-                                        bandwidth_gbs=options["bandwidth_gbs"],
-                                        prompt=options["prompt"]))
-    return row
-
-
-def _progress(k, n, row, started):
-    if row["status"] == FAILED:
-        what = f"failed: {row['reason']}"
-    else:
-        what = (f"LUT4 eq. {row['lut4_equivalent']} ({row['lut4_equivalent'] / row['macs']:.1f}"
-                f"/MAC), FF {row['ff']}, DSP {row['dsp']}, BRAM {row['bram']}")
-        if row["fmax_mhz"]:
-            what += (f", {row['fmax_mhz']:.1f} MHz, decode "
-                     f"{_figure(row['decode_tokens_per_s'])} tokens/s, prefill "
-                     f"{_figure(row['prefill_tokens_per_s'])} tokens/s")
-        what += " [cached]" if row["cached"] else f" [{row['seconds']:.0f} s]"
-    print(f"[{k}/{n} {_elapsed(time.monotonic() - started)}] {row['design']} "
-          f"{row['device']}: {what}", file=sys.stderr, flush=True)
-
-
-def main(argv=None):
-    p = parser()
-    args = p.parse_args(argv)
-    if args.scheduler is not None and args.jobs is not None:
-        p.error("--jobs and --scheduler exclude each other (the cluster's workers set how "
-                "many points run at once)")
-    client = _connect(p, args.scheduler) if args.scheduler is not None else None
-    outdir = args.outdir.resolve()
-    options = {"synth_only": args.synth_only, "seed": args.seed, "freq_mhz": args.freq,
-               "bandwidth_gbs": args.bandwidth, "prompt": args.prompt}
-    points = make_points(lanes=args.lanes, rows=args.rows, tokens=args.tokens,
-                         port_bits=args.port_bits, packings=args.packing,
-                         devices=args.device, seed=args.seed, freq_mhz=args.freq,
-                         place=not args.synth_only, workdir=outdir / "work",
-                         output_rows=args.output_rows)
-    cache_dir = outdir / "cache"
-    cache = {} if args.no_cache else load_cache(cache_dir)
-    started = time.monotonic()
-
-    # Cheap checks first, without building anything: the engine's keywords and the
-    # model's layers on its cycle model; a point that fails them is a row and no job.
-    outcomes, runnable = {}, []
-    for i, point in enumerate(points):
-        try:
-            _supported(LayerEngine, point["engine"], "LayerEngine")
-            point["mapping"] = mapping_params(point["engine"])
-            bitlinear_throughput(point["mapping"], 1.0, bandwidth_gbs=args.bandwidth,
-                                 prompt=args.prompt)
-        except (TypeError, ValueError) as error:
-            outcomes[i] = {"design": point["design"], "device": point["device"],
-                           "key": None, "status": FAILED, "reason": _reason(error),
-                           "synth": None, "seconds": 0.0}
-            continue
-        runnable.append(i)
-    jobs = (sum(client.nthreads().values()) if client is not None else
-            args.jobs or os.cpu_count() or 1)
-    estimate, calibrated = estimate_seconds([points[i] for i in runnable], jobs,
-                                            cache.values())
-    where = (f"the Dask cluster at {args.scheduler}" if client is not None else
-             f"a local pool of {min(jobs, max(1, len(runnable)))}")
-    basis = (f"flow times scaled by {calibrated} cached results" if calibrated else
-             "flow times of today's engine")
-    print(f"{len(points)} points ({len(runnable)} to build and look up in the cache, "
-          f"{len(points) - len(runnable)} refused up front) on {where}; estimate if none "
-          f"is cached: about "
-          f"{_elapsed(estimate)} ({basis})", file=sys.stderr, flush=True)
-
-    rows = [None] * len(points)
-    done = 0
-    for i in outcomes:
-        done += 1
-        rows[i] = result_row(points[i], outcomes[i], None, options)
-        _progress(done, len(points), rows[i], started)
-    known = sorted(cache)
-    submitted = [dict(points[i], cached_keys=known) for i in runnable]
-    run = _dask(submitted, client) if client is not None else \
-        _local(submitted, min(jobs, len(submitted)))
-    try:
-        for j, future in (run if submitted else ()):
-            i = runnable[j]
-            outcome = _outcome(points[i], future)
-            synth = None
-            if outcome["status"] == "cached":
-                synth = cache[outcome["key"]]["synth"]
-            elif outcome["status"] == OK:
-                synth = store(cache_dir, points[i], outcome)["synth"]
-            rows[i] = result_row(points[i], outcome, synth, options)
-            done += 1
-            _progress(done, len(points), rows[i], started)
-    finally:
-        if client is not None:
-            client.close()
-
-    tools = _tools()
-    print(write_table(rows, outdir, options, tools))
-    plot = write_plot(rows, outdir / "pareto.png", options)
-    for field, label in PANELS:
-        front = fronts(rows)[field]
-        print(f"\nPareto front, LUT4 eq. vs {label}: " +
-              ("; ".join(f"{rows[i]['design']} {rows[i]['device']} "
-                         f"({rows[i]['lut4_equivalent']} LUT4 eq., {_figure(rows[i][field])})"
-                         for i in sorted(front, key=lambda i: rows[i]["lut4_equivalent"]))
-               or "none (no placed points)"))
-    failed = sum(r["status"] == FAILED for r in rows)
-    cached = sum(r["cached"] for r in rows)
-    print(f"\n{len(rows)} points: {len(rows) - failed - cached} ran, {cached} from the "
-          f"cache, {failed} failed ({_elapsed(time.monotonic() - started)}); wrote "
-          f"{outdir / 'dse.md'}, dse.json and {plot.name}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    # Run as hw.dse, not __main__, so the jobs pickle as hw.dse.run_point for the
-    # process pool and the Dask workers.
-    from ternary_accel.hw.dse import main as _main
-    sys.exit(_main())

@@ -1,7 +1,7 @@
 """How a BitLinear is tiled onto the layer engine: tiles, stream beats and bytes.
 
 The one place that counts them. ``hw.engine.LayerMapping`` adds the RTL's latency to
-give the cycle model; the RTL driver (``sim.layer``), ``python -m hw perf``, the
+give the cycle model; the RTL driver (``sim.plans``, ``sim.session``), ``ternary-accel perf``, the
 whole-model accounting (:mod:`model.accounting`) and the energy model all use these
 counts, so the bytes the simulator streams are the bytes the reports charge.
 

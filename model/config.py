@@ -7,6 +7,7 @@ activation, the tied LM head, the special tokens and the checkpoint's quantizati
 """
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 from ternary_accel.model.shapes import FFN_GATED, TransformerShape, get_model
@@ -164,10 +165,21 @@ class ModelConfig:
         if "head_dim" in d and d["head_dim"] != sizes["hidden"] // max(sizes["heads"], 1):
             raise ConfigError(f"head_dim {d['head_dim']!r} must equal hidden_size / "
                               "num_attention_heads")
+        keys = {"hidden": "hidden_size", "ffn": "intermediate_size",
+                "layers": "num_hidden_layers", "heads": "num_attention_heads",
+                "kv_heads": "num_key_value_heads", "vocab": "vocab_size"}
+        for field, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"config field {keys[field]} must be a positive integer, "
+                                  f"not {value!r}")
         try:
             shape = TransformerShape(name, ffn_kind=FFN_GATED, **sizes)
         except ValueError as error:
-            raise ConfigError(str(error)) from None
+            # the shape names its fields; the file's reader knows the config's keys
+            message = str(error)
+            for field, key in keys.items():
+                message = re.sub(rf"\b{field}\b", key, message)
+            raise ConfigError(message) from None
         quant = d.get("quantization_config")
         if quant is None:
             mode = ONLINE

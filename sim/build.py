@@ -8,12 +8,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ternary_accel.sim.config import HarnessConfig
+from ternary_accel.hw.paths import build_path
 
 __all__ = ["build_engine", "harness_make_args", "BENCHES", "MEMORY_BENCH", "CYCLE_BENCH",
-           "HARNESS_TOP", "DEFAULT_BUILD_ROOT"]
+           "HARNESS_TOP"]
 
-#: Where engine builds go unless a ``build_root`` is given: ``build/sim`` of the checkout.
-DEFAULT_BUILD_ROOT = Path(__file__).resolve().parent.parent / "build" / "sim"
 
 #: The two benches of an :class:`EngineSession`: streams played from memories inside
 #: the simulator (:mod:`sim.tb_harness`), or driven cycle by cycle from Python
@@ -73,7 +72,7 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
     configure_environment()
     args = list(VERILATOR_WAIVERS) + ["-O3"]
     if bench == CYCLE_BENCH:
-        build_dir = Path(build_root or DEFAULT_BUILD_ROOT) / (config.name + _waves_suffix(waves))
+        build_dir = Path(build_root or build_path("sim")).resolve() / (config.name + _waves_suffix(waves))
         build_dir.mkdir(parents=True, exist_ok=True)
         source = build_dir / "layer_engine.v"
         generated = _generate(source, _design_digest(asdict(config), bench),
@@ -87,7 +86,7 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
     from ternary_accel.sim.harness import (CLOCK_VERILOG, MEMORY_VERILOG, VERILATOR_ARGS, EngineHarness,
                           simulation_verilog)
     harness = harness or HarnessConfig()
-    build_dir = (Path(build_root or DEFAULT_BUILD_ROOT) /
+    build_dir = (Path(build_root or build_path("sim")).resolve() /
                  f"{config.name}_{harness.name}{_waves_suffix(waves)}")
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / f"{HARNESS_TOP}.v"

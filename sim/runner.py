@@ -8,16 +8,16 @@ import xml.etree.ElementTree as ET
 
 from amaranth.back import verilog
 
+from ternary_accel.hw.paths import build_path
 from ternary_accel.hw.rtl.ecp5 import SIM_MODEL_WAIVERS, cell_models
 from ternary_accel.hw.rtl.lanes import ECP5
 
 from ternary_accel.sim.config import TOPLEVEL
 from ternary_accel.sim.verilator import VERILATOR_WAIVERS, build_cached, configure_environment, retry_text_busy
 
-__all__ = ["BUILD_ROOT", "VERILATOR_WAIVERS", "write_verilog", "run_config", "RunResult"]
+__all__ = ["VERILATOR_WAIVERS", "write_verilog", "run_config", "RunResult"]
 
 #: Root of every generated file of the simulations.
-BUILD_ROOT = Path(__file__).resolve().parent.parent / "build" / "sim"
 
 def write_verilog(config, directory):
     """Generate the Verilog of ``config`` into ``directory``; return its path."""
@@ -71,7 +71,7 @@ def run_config(config, *, seed=1, testcase=None, waves=False, quiet=True):
     RunResult
     """
     configure_environment()
-    build_dir = BUILD_ROOT / config.name
+    build_dir = build_path("sim", config.name).resolve()
     source = write_verilog(config, build_dir)
     started = time.monotonic()
     log = build_dir / "build.log"

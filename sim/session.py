@@ -71,7 +71,7 @@ class EngineSession:
     ----------
     config : EngineConfig
     build_root : path-like, optional
-        Folder of the builds (default :data:`DEFAULT_BUILD_ROOT`); the engine's build
+        Folder of the builds (default ``sim`` under :func:`ternary_accel.hw.paths.build_root`); the engine's build
         and the session's logs go to a folder named after the configuration in it.
     idle, backpressure : float
         Probability of an idle cycle on each input stream and of a not-ready cycle on

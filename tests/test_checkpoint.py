@@ -298,9 +298,10 @@ def test_packed_code_3(tmp_path):
     ("hidden_act", "silu", "hidden_act 'silu' is not supported"),
     ("quantization_config", {"quant_method": "bitnet", "quantization_mode": "int4"},
      "quantization_mode 'int4' is not supported"),
-    ("num_attention_heads", 5, "heads .5. must divide hidden .64."),
+    ("num_attention_heads", 5, "num_attention_heads .5. must divide hidden_size .64."),
     ("rms_norm_eps", -1e-5, "rms_norm_eps must be a positive finite number"),
     ("hidden_size", "64", "must be a positive integer"),
+    ("hidden_size", -4, "config field hidden_size must be a positive integer, not -4"),
 ])
 def test_bad_config(tmp_path, field, value, problem):
     make_tiny(tmp_path)

@@ -1,19 +1,19 @@
-"""Command-line behaviour of ``python -m hw`` and ``python -m sim``."""
+"""Command-line behaviour of ``ternary-accel``: verilog, sim and the bench flags."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from cli_runner import invoke
+
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd)
+    return invoke(*args, cwd=cwd)
 
 
 def test_verilog_written(tmp_path):
     out = tmp_path / "unit.v"
-    result = run("-m", "ternary_accel.cli.hw", "verilog", "--lanes", "8", "--rows", "2", "--output-stage",
+    result = run("verilog", "--lanes", "8", "--rows", "2", "--output-stage",
                  "-o", str(out))
     assert result.returncode == 0, result.stderr
     text = out.read_text()
@@ -22,7 +22,7 @@ def test_verilog_written(tmp_path):
 
 
 def test_verilog_to_stdout_and_name():
-    result = run("-m", "ternary_accel.cli.hw", "verilog", "--lanes", "4", "--rows", "1", "--name", "tern4")
+    result = run("verilog", "--lanes", "4", "--rows", "1", "--name", "tern4")
     assert result.returncode == 0
     assert "module tern4(" in result.stdout
 
@@ -58,36 +58,36 @@ def test_verilog_to_stdout_and_name():
       "--output-rows", "2"], "parallel output stage"),
 ])
 def test_hw_cli_errors(args, message):
-    result = run("-m", "ternary_accel.cli.hw", *args)
+    result = run(*args)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_sim_cli_errors():
-    result = run("-m", "ternary_accel.cli.sim", "--config", "nonexistent")
+    result = run("sim", "--config", "nonexistent")
     assert result.returncode == 2
     assert "unknown configuration" in result.stderr
-    listed = run("-m", "ternary_accel.cli.sim", "--list")
+    listed = run("sim", "--list")
     assert listed.returncode == 0 and "k16_m8_ternary_raw_b8_l1" in listed.stdout
 
 
 @pytest.mark.parametrize("module, args, message", [
-    ("ternary_accel.cli.bench_layer", ["--idle", "1.5"], "must be in [0, 1)"),
-    ("ternary_accel.cli.bench_layer", ["--backpressure", "-0.1"], "must be in [0, 1)"),
-    ("ternary_accel.cli.bench_layer", ["--layers", "0"], "must be a positive integer"),
-    ("ternary_accel.cli.bench_layer", ["--only", "nope"], "unknown projection 'nope'"),
-    ("ternary_accel.cli.bench_layer", ["--bench", "fast"], "invalid choice: 'fast'"),
-    ("ternary_accel.cli.bench_layer", ["--lanes", "7"], "not a multiple of the engine's lanes (7)"),
-    ("ternary_accel.cli.bench_block", ["--bench", "fast"], "invalid choice: 'fast'"),
-    ("ternary_accel.cli.bench_sparse", ["--gate-zeros", "1"], "must be in [0, 1)"),
-    ("ternary_accel.cli.bench_sparse", ["--down-zeros", "x"], "not a number: 'x'"),
-    ("ternary_accel.cli.bench_sparse", ["--tokens", "0"], "must be a positive integer"),
-    ("ternary_accel.cli.bench_sparse", ["--only", "sparse"], "invalid choice: 'sparse'"),
-    ("ternary_accel.cli.bench_sparse", ["--rows", "7"], "not a multiple of the engine's rows (7)"),
+    (("bench", "layer"), ["--idle", "1.5"], "must be in [0, 1)"),
+    (("bench", "layer"), ["--backpressure", "-0.1"], "must be in [0, 1)"),
+    (("bench", "layer"), ["--layers", "0"], "must be a positive integer"),
+    (("bench", "layer"), ["--only", "nope"], "unknown projection 'nope'"),
+    (("bench", "layer"), ["--bench", "fast"], "invalid choice: 'fast'"),
+    (("bench", "layer"), ["--lanes", "7"], "not a multiple of the engine's lanes (7)"),
+    (("bench", "block"), ["--bench", "fast"], "invalid choice: 'fast'"),
+    (("bench", "sparse"), ["--gate-zeros", "1"], "must be in [0, 1)"),
+    (("bench", "sparse"), ["--down-zeros", "x"], "not a number: 'x'"),
+    (("bench", "sparse"), ["--tokens", "0"], "must be a positive integer"),
+    (("bench", "sparse"), ["--only", "sparse"], "invalid choice: 'sparse'"),
+    (("bench", "sparse"), ["--rows", "7"], "not a multiple of the engine's rows (7)"),
 ])
 def test_bench_flags_are_checked_before_anything_is_built(module, args, message):
-    result = run("-m", module, *args)
+    result = run(*module, *args)
     assert result.returncode == 2
     assert message in result.stderr
 
@@ -96,7 +96,7 @@ def test_sparse_engine_verilog_and_sidecar(tmp_path):
     """The sparse dataflow's engine from the CLI: column-order beats, a bank, the tiles
     port in the sidecar."""
     out = tmp_path / "sparse.v"
-    result = run("-m", "ternary_accel.cli.hw", "verilog", "--engine", "--lanes", "8", "--rows", "4",
+    result = run("verilog", "--engine", "--lanes", "8", "--rows", "4",
                  "--weight-order", "columns", "--acc-tiles", "16", "-o", str(out))
     assert result.returncode == 0, result.stderr
     sidecar = json.loads(out.with_suffix(".json").read_text())
@@ -111,7 +111,7 @@ def test_batched_engine_verilog_sidecar_and_axis(tmp_path):
     """The engine with weight reuse and a 64-bit port from the CLI: the sidecar names
     its port and batch input; ``--axis`` gives the AXI4-Stream names around it."""
     out = tmp_path / "reuse.v"
-    result = run("-m", "ternary_accel.cli.hw", "verilog", "--engine", "--lanes", "8", "--rows", "4",
+    result = run("verilog", "--engine", "--lanes", "8", "--rows", "4",
                  "--tokens", "4", "--weight-port-bits", "64", "-o", str(out))
     assert result.returncode == 0, result.stderr
     sidecar = json.loads(out.with_suffix(".json").read_text())
@@ -122,14 +122,14 @@ def test_batched_engine_verilog_sidecar_and_axis(tmp_path):
     assert ports["wgt__payload"]["width"] == 64
     assert ports["batch"]["width"] == 3 and ports["batch"]["direction"] == "input"
     axis = tmp_path / "reuse_axis.v"
-    result = run("-m", "ternary_accel.cli.hw", "verilog", "--engine", "--axis", "--lanes", "8", "--rows",
+    result = run("verilog", "--engine", "--axis", "--lanes", "8", "--rows",
                  "4", "--tokens", "4", "--weight-port-bits", "64", "-o", str(axis))
     assert result.returncode == 0, result.stderr
     sidecar = json.loads(axis.with_suffix(".json").read_text())
     ports = {p["name"]: p for p in sidecar["ports"]}
     assert ports["s_axis_wgt_tdata"]["width"] == 64 and "batch" in ports
     assert sidecar["component"] == "AxisEngine"
-    assert "module matmul_unit(" in axis.read_text()
+    assert "module layer_engine(" in axis.read_text()
 
 
 def test_pipelined_output_stage_from_the_cli(tmp_path):
@@ -137,7 +137,7 @@ def test_pipelined_output_stage_from_the_cli(tmp_path):
     timing contract's L (hw.matmul.unit_latency) and its config names both."""
     from ternary_accel.hw.rtl.matmul import unit_latency
     out = tmp_path / "stage.v"
-    result = run("-m", "ternary_accel.cli.hw", "verilog", "--engine", "--lanes", "8", "--rows", "4",
+    result = run("verilog", "--engine", "--lanes", "8", "--rows", "4",
                  "--tokens", "4", "--weight-port-bits", "64", "--output-stage",
                  "--output-rows", "1", "--act-copies", "2", "-o", str(out))
     assert result.returncode == 0, result.stderr

@@ -1,17 +1,16 @@
-"""``python -m hw.dse``: the sweep on a local pool and on Dask, the cache, the table and
+"""``ternary-accel dse``: the sweep on a local pool and on Dask, the cache, the table and
 plot, the Pareto front, the throughput model and the CLI's errors.
 
 The sweeps are synthesis only, on engines of a few MACs (seconds each)."""
 
 import json
-import os
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from cli_runner import invoke
 
 from ternary_accel.hw import dse
 from ternary_accel.hw.rtl.matmul import unit_latency
@@ -26,10 +25,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def run_dse(*args):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    return subprocess.run([sys.executable, "-m", "ternary_accel.hw.dse", *args], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=600)
+    return invoke("dse", *args, cwd=ROOT)
 
 
 def table_lines(outdir):
@@ -136,10 +132,10 @@ def test_unknown_engine_keyword_fails_the_point_not_the_sweep():
     with pytest.raises(ValueError, match="the installed LayerEngine takes no bogus="):
         dse.build_engine({"lanes": 2, "rows": 1, "bogus": 3})
     # today's value of a keyword an older engine lacks is no reason to fail
-    assert dse._supported(lambda *, lanes: None, {"lanes": 2, "tokens": 1},
+    assert dse.check_supported(lambda *, lanes: None, {"lanes": 2, "tokens": 1},
                           "LayerEngine") == {"lanes": 2}
     with pytest.raises(ValueError, match="takes no tokens= .*tokens=4"):
-        dse._supported(lambda *, lanes: None, {"lanes": 2, "tokens": 4}, "LayerEngine")
+        dse.check_supported(lambda *, lanes: None, {"lanes": 2, "tokens": 4}, "LayerEngine")
 
 
 def test_pareto_front_hand_made():
@@ -230,5 +226,5 @@ def test_cli_errors(flags, message, capsys, monkeypatch, tmp_path):
         dse.main([*flags, "--outdir", str(tmp_path)])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert "usage: python -m hw.dse" in err and message in err
+    assert "usage: ternary-accel dse" in err and message in err
     assert not (tmp_path / "dse.md").exists()

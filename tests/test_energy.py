@@ -1,10 +1,10 @@
 """Energy model: the paper's Table 1, the 71.4x, counting by hand, options, CLI."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+
+from cli_runner import invoke
 
 from ternary_accel.energy.count import BITNET, TRANSFORMER, CountOptions, count_ops, energy_joules, products
 from ternary_accel.energy.ops import OP_ENERGY_PJ, memory_pj_per_bit, op_energy
@@ -105,8 +105,7 @@ def test_op_table_is_data():
 
 
 def energy_cli(*args):
-    return subprocess.run([sys.executable, "-m", "ternary_accel.cli.energy", *args], capture_output=True,
-                          text=True)
+    return invoke("energy", *args)
 
 
 def test_cli_table1_formats():

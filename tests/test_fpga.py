@@ -2,17 +2,16 @@
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
+
+from cli_runner import invoke
 
 from ternary_accel.sim.verilator import lint
 
 
 def hw_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ternary_accel.cli.hw", *args], capture_output=True,
-                          text=True, cwd=cwd)
+    return invoke(*args, cwd=cwd)
 
 
 def top_ports(verilog, module):
@@ -162,8 +161,7 @@ def test_ecp5_fabric_verilog_lints_with_cell_models(tmp_path):
 
 
 def bench_area(*args):
-    return subprocess.run([sys.executable, "-m", "ternary_accel.hw.fpga.area", *args],
-                          capture_output=True, text=True)
+    return invoke("bench", "area", *args)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,15 +1,14 @@
-"""``python -m model``: make-tiny, inspect, generate (golden and --rtl), and its errors."""
+"""``ternary-accel model``: make-tiny, inspect, generate (golden and --rtl), and its errors."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from cli_runner import invoke
+
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "ternary_accel.cli.model", *args], capture_output=True,
-                          text=True)
+    return invoke("model", *args)
 
 
 def generated(result):
@@ -90,7 +89,7 @@ def test_bad_checkpoint_is_one_line_and_exit_1(tiny, tmp_path):
     result = run("generate", str(tiny / "packed"), "--prompt", "hello")
     assert result.returncode == 1 and "tokenizer.json" in result.stderr
     result = run("make-tiny", str(tiny / "packed"))      # not empty: refused
-    assert result.returncode == 1 and "overwrite" in result.stderr
+    assert result.returncode == 2 and "add --overwrite" in result.stderr
 
 
 @pytest.mark.xdist_group("engine")   # the Verilator build is shared with test_engine.py
@@ -107,24 +106,18 @@ def test_generate_with_rtl_equals_golden(tiny, tmp_path):
 
 @pytest.mark.xdist_group("engine")
 def test_bench_block_on_a_checkpoint_layer(tiny):
-    result = subprocess.run([sys.executable, "-m", "ternary_accel.cli.bench_block", "--checkpoint",
-                             str(tiny / "packed"), "--layer", "1", "--lanes", "16", "--rows",
-                             "8", "--prompt-tokens", "2", "--decode-steps", "2"],
-                            capture_output=True, text=True)
+    result = invoke("bench", "block", "--checkpoint", tiny / "packed", "--layer", "1",
+                    "--lanes", "16", "--rows", "8", "--prompt-tokens", "2",
+                    "--decode-steps", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all steps bit-exact" in result.stdout
     assert result.stdout.count("| yes |") == 3
 
 
 def run_in_process(capsys, *args):
-    """``python -m model`` in this process (fast for flag checks): (exit code, out, err)."""
-    from ternary_accel.cli.model import main
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    """``ternary-accel model`` in this process: (exit code, out, err)."""
+    result = invoke("model", *args)
+    return result.returncode, result.stdout, result.stderr
 
 
 def test_generate_activation_modes(tiny, tmp_path, capsys):

@@ -1,12 +1,12 @@
-"""``python -m hw perf``: the whole-model report, the memory bound, formats and errors."""
+"""``ternary-accel perf``: the whole-model report, the memory bound, formats and errors."""
 
 import csv
 import io
 import json
-import subprocess
-import sys
 
 import pytest
+
+from cli_runner import invoke
 
 from ternary_accel.hw.perf.throughput import model_report
 from ternary_accel.hw.perf.platforms import PLATFORMS, Platform, get_platform
@@ -80,8 +80,7 @@ def test_platform_checks():
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "ternary_accel.cli.hw", "perf", *args], capture_output=True,
-                          text=True)
+    return invoke("perf", *args)
 
 
 def test_json_csv_markdown_and_roofline(tmp_path):

@@ -4,11 +4,11 @@ sparse dataflow (hw.mapping.SparseTiling), scheme errors, and ``python -m hw
 schemes`` / ``hw perf --scheme``."""
 
 import json
-import subprocess
-import sys
 from fractions import Fraction
 
 import pytest
+
+from cli_runner import invoke
 
 from ternary_accel.energy.ops import op_energy
 from ternary_accel.hw.perf.energy import fp16_reference, pass_energy
@@ -194,8 +194,7 @@ def test_scheme_errors(make, message):
 
 
 def hw(*args):
-    return subprocess.run([sys.executable, "-m", "ternary_accel.cli.hw", *args], capture_output=True,
-                          text=True)
+    return invoke(*args)
 
 
 def test_cli_schemes_table():

@@ -8,7 +8,6 @@ figure; they add no LUTs.
 """
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["TARGETS", "Target", "SynthResult", "RegisteredHarness", "run_flow", "ToolError",
+__all__ = ["lut4_equivalent", "LUTRAM_LUT4", "TARGETS", "Target", "SynthResult", "RegisteredHarness", "run_flow", "ToolError",
            "tool_versions", "tool_path"]
 
 
@@ -140,6 +139,17 @@ class SynthResult:
         d.update(lut4_per_mac=self.lut4_per_mac, ff_per_mac=self.ff_per_mac,
                  gmacs=self.gmacs)
         return d
+
+
+#: LUT4 sites one ECP5 ``TRELLIS_DPR16X4`` takes: two slices in RAM mode and the slice
+#: of its write port.
+LUTRAM_LUT4 = 6
+
+
+def lut4_equivalent(result):
+    """LUT4s, plus two per carry cell (a CCU2C / SB_CARRY slice holds two LUT4s), plus
+    :data:`LUTRAM_LUT4` per LUT RAM block."""
+    return result.lut4 + 2 * result.carry + LUTRAM_LUT4 * getattr(result, "lutram", 0)
 
 
 def tool_path(name):

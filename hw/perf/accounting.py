@@ -481,6 +481,10 @@ def account(config, *, tokens=1, context=0, lanes=DEFAULT_LANES, rows=DEFAULT_RO
         raise TypeError(f"config must be a ModelConfig, not {type(config).__name__}")
     _positive("tokens", tokens)
     _positive("context", context, minimum=0)
+    # checked here, before the cache of `context` positions is allocated
+    if context + tokens > config.max_position_embeddings:
+        raise ValueError(f"context + tokens ({context} + {tokens}) exceed the model's "
+                         f"max_position_embeddings ({config.max_position_embeddings})")
     scheme = _checked_scheme(scheme, dataflow)
     port = {"weight_reuse": weight_reuse, "port_bits": port_bits, "packing": packing}
     for p in config.shape.projections():        # a clear error before the run

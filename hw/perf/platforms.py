@@ -1,6 +1,6 @@
 """Boards the accelerator is projected on, as data, and the published figures of peers.
 
-To add a board, add a :class:`Platform` to :data:`PLATFORMS`; ``python -m hw perf
+To add a board, add a :class:`Platform` to :data:`PLATFORMS`; ``ternary-accel perf
 --platform NAME`` and ``make perf`` pick it up. Each figure says where it comes from;
 what is assumed (no RTL or no flow behind it) says so.
 """
@@ -9,11 +9,11 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["Platform", "PLATFORMS", "get_platform", "Peer", "PEERS", "reported_fmax",
-           "REPORTS"]
+from ternary_accel.hw.paths import build_path
 
-#: Where ``make bench-area`` and ``hw synth`` write their JSON reports.
-REPORTS = Path("build/reports")
+__all__ = ["Platform", "PLATFORMS", "get_platform", "Peer", "PEERS", "reported_fmax",
+           ]
+
 
 _HOROWITZ_DRAM = "Horowitz, ISSCC 2014: DRAM 1.3 nJ per 64-bit access (low end)"
 
@@ -79,9 +79,10 @@ class Platform:
                 raise ValueError(f"platform {self.name}: {name} must be a positive "
                                  f"integer, not {value!r}")
 
-    def clock(self, reports=REPORTS):
+    def clock(self, reports=None):
         """``(MHz, source)``: the engine's Fmax from ``reports`` for this family, else
         the fallback."""
+        reports = build_path("reports") if reports is None else reports
         if self.reports_family:
             found = reported_fmax(self.lanes, self.rows, reports)
             if found:
@@ -121,10 +122,11 @@ def get_platform(name):
                          f"{', '.join(PLATFORMS)}") from None
 
 
-def reported_fmax(lanes, rows, reports=REPORTS):
+def reported_fmax(lanes, rows, reports=None):
     """Fmax (MHz) of the layer engine ``engine{rows}x{lanes}`` from ``make bench-area``,
     else of the ternary ``unit{rows}x{lanes}`` (bench-area's ECP5-fabric build, or
     ``hw synth`` reports), or None."""
+    reports = build_path("reports") if reports is None else reports
     found = {}
     for path in sorted(Path(reports).glob("*.json")) if Path(reports).exists() else ():
         try:

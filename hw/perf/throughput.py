@@ -23,7 +23,7 @@ from ternary_accel.model.schemes import B158
 from ternary_accel.model.sparse import BEAT_MAJOR
 
 from ternary_accel.hw.rtl.engine import LayerMapping, SparseLayerMapping
-from ternary_accel.hw.perf.platforms import PEERS, REPORTS
+from ternary_accel.hw.perf.platforms import PEERS
 
 __all__ = ["KernelTime", "PhaseReport", "phase_report", "model_report", "scheme_rows",
            "NODES"]
@@ -148,7 +148,7 @@ def phase_report(accounting, platform, clock_mhz, phase, reference=None):
 
 
 def model_report(model, platform, *, prompt=128, context=None, batch=1, clock_mhz=None,
-                 bandwidth_gbs=None, reports=REPORTS, scheme=B158):
+                 bandwidth_gbs=None, reports=None, scheme=B158):
     """The report of ``model`` (a name of :data:`model.shapes.MODELS`) on ``platform``
     (:class:`hw.platforms.Platform`).
 
@@ -243,7 +243,7 @@ def peer_rows(model, preset, decode):
     return rows
 
 
-def scheme_rows(models, schemes, *, context=128, platforms=None, reports=REPORTS):
+def scheme_rows(models, schemes, *, context=128, platforms=None, reports=None):
     """BitNet b1.58 vs a4.8 vs Q-Sparse (:mod:`model.schemes`): per model and scheme, a
     decode step at ``context`` charged for each scheme: the BitLinears' adds and their
     arithmetic energy (adds and rescales, 45 and 7 nm), the ternary weight, KV-cache and

@@ -1,4 +1,4 @@
-"""``python -m hw.bench_area`` (``make bench-area``): area and Fmax sweep on ECP5.
+"""``ternary-accel bench area`` (``make bench-area``): area and Fmax sweep on ECP5.
 
 Lane groups alone (K = 8, 16, 32, 64) and whole units (M x K), ternary, built with the
 ECP5 carry-cell lane groups (``fabric="ecp5"``); the portable generic design for two of
@@ -9,13 +9,14 @@ ternary / baseline ratios, the int4 / int8 activation ratios and the LFE5U-85F
 projection.
 """
 
-import argparse
 import json
 from dataclasses import fields
 import sys
 import time
 from pathlib import Path
 
+from ternary_accel.cli.argtypes import non_negative_int, output_dir, positive_float
+from ternary_accel.hw.paths import build_path
 from ternary_accel.model.quant import INT8
 
 from ternary_accel.hw.rtl.engine import LayerEngine
@@ -23,7 +24,8 @@ from ternary_accel.hw.rtl.lanes import ECP5, DotProduct
 from ternary_accel.hw.rtl.matmul import MatmulUnit
 from ternary_accel.hw.fpga.synth import SynthResult, ToolError, run_flow
 from ternary_accel.cli.hw import act_width_suffix
-from ternary_accel.cli.synth import lut4_equivalent, write_report
+from ternary_accel.cli.synth import write_report
+from ternary_accel.hw.fpga.synth import lut4_equivalent
 from ternary_accel.hw.rtl.unpack import DECODERS, TritUnpacker
 from ternary_accel.cli.verilog import unit_params
 
@@ -69,14 +71,18 @@ INT4_UNITS = ((16, 32),)
 QUICK_INT4_LANE_GROUPS = (8,)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m hw.bench_area",
-                                     description=__doc__.splitlines()[0])
+#: One line for ``ternary-accel --help``.
+HELP = 'ECP5 area/Fmax sweep with the int8 baseline'
+
+
+def add_arguments(parser):
+    """Add this command's flags to ``parser``."""
     parser.add_argument("--quick", action="store_true",
                         help="one lane group and one unit only (a smoke run)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--freq", type=float, default=300.0, metavar="MHZ")
-    parser.add_argument("--outdir", type=Path, default=Path("build/reports"))
+    parser.add_argument("--seed", type=non_negative_int, default=1)
+    parser.add_argument("--freq", type=positive_float, default=300.0, metavar="MHZ")
+    parser.add_argument("--outdir", type=output_dir, default=None,
+                        help="where the reports go (default: build/reports)")
     parser.add_argument("--reuse", action="store_true",
                         help="skip the tools for designs whose build/synth/NAME already "
                              "holds the same Verilog through the same commands")
@@ -86,7 +92,11 @@ def main(argv=None):
     parser.add_argument("--from-json", type=Path, metavar="FILE",
                         help="re-render the report of an earlier run (its bench_area.json) "
                              "without running the tools")
-    args = parser.parse_args(argv)
+
+
+def run(parser, args):
+    """Run the command; return the exit status."""
+    args.outdir = args.outdir or build_path("reports")
     if args.freq <= 0:
         parser.error(f"--freq must be positive, not {args.freq}")
     if args.seed < 0:
@@ -162,12 +172,12 @@ def main(argv=None):
               file=sys.stderr, flush=True)
         try:
             design = build()
-            results.append(run_flow(design, design=name, workdir=Path("build/synth") / name,
+            results.append(run_flow(design, design=name, workdir=build_path("synth", name),
                                     seed=args.seed, freq_mhz=args.freq, nodsp=nodsp,
                                     macs=macs, config=design_config(design),
                                     reuse=args.reuse))
         except ToolError as error:
-            print(f"python -m hw.bench_area: {name}: {error}", file=sys.stderr)
+            print(f"ternary-accel bench area: {name}: {error}", file=sys.stderr)
             return 1
 
     markdown = write_report(results, args.outdir, "bench_area", report_extra(results))
@@ -314,7 +324,3 @@ def unpacker_table(results):
     lines += [f"| {r.design[len('unpack_'):]} | {lut4_equivalent(r) / UNPACKER_BYTES:.1f} | "
               f"{r.fmax_mhz:.1f} |" for r in rows]
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

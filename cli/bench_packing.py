@@ -1,4 +1,4 @@
-"""``python -m hw.bench_packing`` (``make bench-packing``): the weight packings of the
+"""``ternary-accel bench packing`` (``make bench-packing``): the weight packings of the
 memory port, measured on ECP5.
 
 For each packing of :data:`model.encoding.PACKINGS` (base3, 3in5, 2bit) the word decoder
@@ -9,16 +9,17 @@ the memory bits per weight: asymptotic, and for one 16 x 32 weight beat (512 cod
 beat starting on a word boundary) on 64-, 128- and 256-bit ports.
 """
 
-import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
+from ternary_accel.cli.argtypes import non_negative_int, output_dir, positive_float
+from ternary_accel.hw.paths import build_path
 from ternary_accel.model.encoding import PACKINGS, bits_per_weight, codes_per_word, words_for
 
 from ternary_accel.hw.fpga.synth import ToolError, run_flow
-from ternary_accel.cli.synth import lut4_equivalent, write_report
+from ternary_accel.cli.synth import write_report
+from ternary_accel.hw.fpga.synth import lut4_equivalent
 from ternary_accel.hw.rtl.unpack import WordDecoder
 
 #: Port width of the decoders placed.
@@ -85,18 +86,26 @@ def packing_table(rows):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m hw.bench_packing",
-                                     description=__doc__.splitlines()[0])
+#: One line for ``ternary-accel --help``.
+HELP = "the memory port's word packings: bits/weight, decoder LUT4s, Fmax"
+
+
+def add_arguments(parser):
+    """Add this command's flags to ``parser``."""
     parser.add_argument("--synth-only", action="store_true",
                         help="skip place and route (no Fmax)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--freq", type=float, default=300.0, metavar="MHZ")
-    parser.add_argument("--outdir", type=Path, default=Path("build/reports"))
+    parser.add_argument("--seed", type=non_negative_int, default=1)
+    parser.add_argument("--freq", type=positive_float, default=300.0, metavar="MHZ")
+    parser.add_argument("--outdir", type=output_dir, default=None,
+                        help="where the reports go (default: build/reports)")
     parser.add_argument("--reuse", action="store_true",
                         help="skip the tools for designs whose build/synth/NAME already "
                              "holds the same Verilog through the same commands")
-    args = parser.parse_args(argv)
+
+
+def run(parser, args):
+    """Run the command; return the exit status."""
+    args.outdir = args.outdir or build_path("reports")
     if args.freq <= 0:
         parser.error(f"--freq must be positive, not {args.freq}")
     if args.seed < 0:
@@ -112,13 +121,13 @@ def main(argv=None):
         try:
             # LUTs only, as bench-area's unpacker rows
             results.append(run_flow(
-                design, design=name, workdir=Path("build/synth") / name, seed=args.seed,
+                design, design=name, workdir=build_path("synth", name), seed=args.seed,
                 freq_mhz=args.freq, nodsp=True, place=not args.synth_only,
                 config={"component": "WordDecoder", "packing": design.packing,
                         "port_bits": design.port_bits, "decoder": design.decoder},
                 reuse=args.reuse))
         except ToolError as error:
-            print(f"python -m hw.bench_packing: {name}: {error}", file=sys.stderr)
+            print(f"ternary-accel bench packing: {name}: {error}", file=sys.stderr)
             return 1
 
     rows = packing_rows(results)
@@ -130,7 +139,3 @@ def main(argv=None):
     print(f"\n({time.monotonic() - started:.0f} s; written to {args.outdir}/{STEM}.md "
           "and .json)", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,153 @@
+"""``ternary-accel``: the command line of the ternary (BitNet b1.58) accelerator.
+
+Every job is a subcommand; ``ternary-accel COMMAND --help`` says what it takes. The
+conventions are the same everywhere: flags spelled as in the documentation, tables in
+``--format markdown|csv|json``, files under ``--outdir`` (or a job's own path flag),
+results on standard output and progress on standard error, exit status 0 on success, 1
+when the job failed, 2 on a usage error (a one-line message naming the flag).
+"""
+
+import argparse
+import contextlib
+import io
+import sys
+import warnings
+from importlib import metadata
+
+from ternary_accel.cli.argtypes import output_dir
+from ternary_accel.cli.results import write_results
+from ternary_accel.cli import (bench_area, bench_block, bench_layer, bench_packing,
+                               bench_sparse, dse, energy, model, perf, sim, synth, verilog)
+
+__all__ = ["main", "run", "build_parser"]
+
+#: ``ternary-accel bench NAME``: the benchmark commands, in ``--help`` order.
+BENCHES = (("area", bench_area), ("packing", bench_packing), ("layer", bench_layer),
+           ("block", bench_block), ("sparse", bench_sparse))
+
+
+def _version():
+    try:
+        return metadata.version("ternary-accel")
+    except metadata.PackageNotFoundError:  # running from a tree that is not installed
+        return "unknown"
+
+
+def _add_simple(subparsers, name, module):
+    """A subcommand from a module with ``HELP``, ``add_arguments`` and ``run``."""
+    parser = subparsers.add_parser(
+        name, help=module.HELP, description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    parser.set_defaults(func=module.run)
+    return parser
+
+
+def _leaves(parser):
+    """Every parser of the tree that runs a job (has no subcommands of its own)."""
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        yield parser
+        return
+    for child in dict.fromkeys(actions[0].choices.values()):
+        yield from _leaves(child)
+
+
+def build_parser():
+    """The whole command tree."""
+    parser = argparse.ArgumentParser(
+        prog="ternary-accel",
+        description="Ternary (BitNet b1.58) LLM accelerator: Verilog, synthesis, RTL "
+                    "simulation, benchmarks, performance and energy models, checkpoints.",
+        epilog="Run 'ternary-accel COMMAND --help' for a command's flags.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    verilog.add_parser(sub)
+    synth.add_parser(sub)
+    _add_simple(sub, "sim", sim)
+    bench = sub.add_parser("bench", help="benchmarks: area, packing, and layers through "
+                                         "the RTL (bit-exact, timed)",
+                           description="Benchmarks that print tables; each writes it under "
+                                       "--results DIR as well when given.")
+    benches = bench.add_subparsers(dest="bench_name", metavar="BENCH", required=True)
+    for name, module in BENCHES:
+        bench_parser = _add_simple(benches, name, module)
+        bench_parser.add_argument(
+            "--results", type=output_dir, default=None, metavar="DIR",
+            help="also write what the bench prints to DIR/NAME.md with the command, date "
+                 "and tool versions (the Makefile passes docs/results)")
+        bench_parser.add_argument(
+            "--results-name", default=f"bench-{name}", metavar="NAME",
+            help="file stem under --results (default: %(default)s)")
+    _add_simple(sub, "dse", dse)
+    perf.add_parser(sub)            # perf and schemes
+    energy.add_parser(sub)
+    model.add_parser(sub)
+    for leaf in _leaves(parser):
+        leaf.set_defaults(leaf_parser=leaf)
+    return parser
+
+
+class _Tee(io.TextIOBase):
+    """Standard output, copied."""
+
+    def __init__(self, stream):
+        self.stream, self.copy = stream, io.StringIO()
+
+    def write(self, text):
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
+def _recorded(args, argv):
+    """Run a bench and write what it printed under ``--results`` (on success only)."""
+    if not args.results_name.replace("-", "_").isidentifier():
+        args.leaf_parser.error(f"--results-name must be a plain file stem, not "
+                               f"{args.results_name!r}")
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        status = args.func(args.leaf_parser, args)
+    if not status:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        path = write_results(args.results, args.results_name,
+                             f"ternary-accel bench {args.bench_name}", tee.copy.getvalue(),
+                             argv=argv)
+        print(f"results: {path}", file=sys.stderr)
+    return status
+
+
+def main(argv=None):
+    """Run ``ternary-accel`` with ``argv`` (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 success, 1 the job failed, 2 a usage error.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        with warnings.catch_warnings():
+            # Components built only to read their ports or latency are never elaborated;
+            # Amaranth's note about it is for library users, not for a command's user.
+            from amaranth.hdl import UnusedElaboratable
+            warnings.simplefilter("ignore", UnusedElaboratable)
+            if getattr(args, "results", None) is not None:
+                status = _recorded(args, argv)
+            else:
+                status = args.func(args.leaf_parser, args)
+    except SystemExit as exit_:          # argparse's usage errors and --help
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except KeyboardInterrupt:
+        print("ternary-accel: interrupted", file=sys.stderr)
+        return 130
+    return 0 if status is None else int(status)
+
+
+def run():
+    """The console script's entry point."""
+    sys.exit(main())

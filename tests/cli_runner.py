@@ -1,0 +1,33 @@
+"""``ternary-accel`` run in the test's own process: no new interpreter per call, the
+same exit status, standard output and standard error as the console script."""
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+
+from ternary_accel.cli.main import main
+
+__all__ = ["invoke", "CliResult"]
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke(*args, cwd=None):
+    """Run ``ternary-accel ARGS...`` (strings or paths) and return a :class:`CliResult`;
+    ``cwd`` runs it from that folder."""
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(arg) for arg in args])
+    finally:
+        os.chdir(here)
+    return CliResult(code, out.getvalue(), err.getvalue())
