@@ -44,12 +44,12 @@ Activation modes (``shared/reference/a48-qsparse.md``; :class:`Decoder` paramete
 * ``activations="a8"`` (default): every BitLinear input int8 absmax, as above.
 * ``activations="a4.8"`` (BitNet a4.8): q/k/v and gate/up inputs INT4 absmean
   (:func:`model.quant.quantize_activations_int4`); the o input Top-K 50 % per token
-  (``k = D // 2``, mask from the unquantized |x|) then int8 absmax; the down input int8
+  (``k = D // 2``, mask from the unquantized ``|x|``) then int8 absmax; the down input int8
   absmax. Gate first: ``up`` is only needed where ``relu(gate)^2 != 0``; the core still
   computes every output of up (the engine has no output skipping), the others are
   zeroed, which changes nothing (their product with the gate is 0), and the ledger
   counts the needed ones. The int4 values travel to the core as int8 in -8..7.
-* ``topk=r`` (Q-Sparse): every BitLinear input keeps its ``int((1 - r) D)`` largest |x|
+* ``topk=r`` (Q-Sparse): every BitLinear input keeps its ``int((1 - r) D)`` largest ``|x|``
   per token (:func:`model.quant.topk_count`); ``block_topk=(N, M)`` keeps N of every M
   consecutive channels instead. The mask is taken on the full-precision input and
   applied *before* the projection's quantizer (for int8 absmax the order does not

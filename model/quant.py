@@ -48,7 +48,7 @@ ACT_MAX = (1 << (ACT_WIDTH - 1)) - 1
 INT4_WIDTH = 4
 #: Activation widths the hardware datapath can be built for (``act_width``).
 ACT_WIDTHS = (INT4_WIDTH, ACT_WIDTH)
-#: Absmax target of the activation quantizer (|x * s| <= 127).
+#: Absmax target of the activation quantizer (``|x * s|`` <= 127).
 ACT_QMAX = ACT_MAX
 #: Floor of the weight and activation scales.
 EPS = 1e-5
@@ -288,16 +288,16 @@ def topk_count(width, ratio):
 
 
 def _magnitude_order(x):
-    """Per row of ``x`` (..., n), the indices by decreasing |x|, ties to the lower index
-    (a stable sort of -|x|)."""
+    """Per row of ``x`` (..., n), the indices by decreasing ``|x|``, ties to the lower index
+    (a stable sort of ``-|x|``)."""
     return np.argsort(-np.abs(x), axis=-1, kind="stable")
 
 
 def topk_mask(activations, k):
-    """Q-Sparse Top-K mask: per token, True at the ``k`` largest |x|.
+    """Q-Sparse Top-K mask: per token, True at the ``k`` largest ``|x|``.
 
     Ties are broken towards the lower index: of equal magnitudes the earlier channels are
-    kept (a stable sort on -|x|), so the mask is deterministic and has exactly ``k``
+    kept (a stable sort on ``-|x|``), so the mask is deterministic and has exactly ``k``
     True entries per row.
 
     Parameters
@@ -325,7 +325,7 @@ def topk_mask(activations, k):
 
 def block_topk_mask(activations, n, m):
     """Block Q-Sparse N:M mask: in every block of ``m`` consecutive channels of a token,
-    True at the ``n`` largest |x| (ties to the lower index, as :func:`topk_mask`).
+    True at the ``n`` largest ``|x|`` (ties to the lower index, as :func:`topk_mask`).
 
     Parameters
     ----------
@@ -396,7 +396,7 @@ def quantize_kv(x, bits):
       ``qmax = 2**(bits-1) - 1`` (7 for 4 bits, 3 for 3 bits),
       ``s = max(max|x|, eps) / qmax`` rounded to float32 (the stored scale),
       ``code = clip(rint(x / s) + z, 0, 2**bits - 1)``. 0 is exact (code ``z``), the
-      grid is symmetric (codes 1 .. 2**bits - 1), the largest |x| is exact up to the
+      grid is symmetric (codes 1 .. 2**bits - 1), the largest ``|x|`` is exact up to the
       scale's rounding, and code 0 is unused. Rounding half to even.
 
     Parameters
