@@ -95,7 +95,8 @@ bench: bench-area bench-packing bench-sim bench-token bench-block bench-sparse b
 
 perf: $(STAMP)
 	@for p in ecp5-ddr3 kv260 hbm2; do \
-		$(TA) perf --platform $$p --roofline build/perf/roofline-$$p.png || exit 1; \
+		$(TA) perf --platform $$p --roofline build/perf/roofline-$$p.png \
+			--results $(RESULTS) --results-name perf-$$p || exit 1; \
 		echo; done
 
 dse: $(STAMP)
@@ -103,6 +104,9 @@ dse: $(STAMP)
 
 energy: $(STAMP)
 	$(TA) energy report --outdir build/energy
+	$(TA) energy table1 --results $(RESULTS)
+	$(TA) energy sweep --results $(RESULTS)
+	$(TA) schemes --results $(RESULTS)
 
 clean:
 	rm -rf build sim_build docs/api/generated

@@ -1,6 +1,6 @@
 """Quantizers of BitLinear: absmean ternary / sign binary weights, absmax int8 activations.
 
-Conventions (``shared/reference/bitlinear.md``):
+Conventions (``docs/arithmetic.md``):
 
 * ``round`` is round-half-to-even (``numpy.rint``), as ``torch.round`` does.
 * ``eps = 1e-5`` floors both scales so that an all-zero tensor or token never divides
@@ -8,7 +8,7 @@ Conventions (``shared/reference/bitlinear.md``):
 * Activations are int8 for both weight modes (the original BitNet's Q_b = 128 is
   replaced by the int8 convention, as the reference page says).
 
-BitNet a4.8 and Q-Sparse (``shared/reference/a48-qsparse.md``) add:
+BitNet a4.8 and Q-Sparse (``docs/a48-qsparse.md``) add:
 
 * :func:`quantize_activations_int4`, the a4.8 INT4 absmean quantizer, with the paper's
   ``beta + eps`` (eps = 1e-5: the paper gives none).
@@ -165,7 +165,7 @@ FLOAT64 = "float64"
 TORCH_FP32 = "torch-fp32"
 #: bitnet.cpp: ``s = (float)(127 / (double)m)``, one rounding, then ``x * s`` in float32.
 BITNET_CPP = "bitnet.cpp"
-#: Evaluation paths of the activation quantizer (``models.md``, "Reference numerics").
+#: Evaluation paths of the activation quantizer (``docs/models.md``, "Reference numerics").
 ACT_QUANT_PATHS = (FLOAT64, TORCH_FP32, BITNET_CPP)
 
 
