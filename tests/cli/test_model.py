@@ -94,7 +94,7 @@ def test_bad_checkpoint_is_one_line_and_exit_1(tiny, tmp_path):
 
 
 @pytest.mark.verilator
-@pytest.mark.xdist_group("engine")   # the Verilator build is shared with test_engine.py
+@pytest.mark.xdist_group("engine-acc")   # the build of tests/sim/test_session.py's ACC
 def test_generate_with_rtl_equals_golden(tiny, tmp_path):
     golden_out, rtl_out = tmp_path / "golden.npz", tmp_path / "rtl.npz"
     args = ["generate", str(tiny / "packed"), "--prompt-ids", "7 3 99", "--max-new-tokens",
@@ -107,7 +107,7 @@ def test_generate_with_rtl_equals_golden(tiny, tmp_path):
 
 
 @pytest.mark.verilator
-@pytest.mark.xdist_group("engine")
+@pytest.mark.xdist_group("engine-acc")
 def test_bench_block_on_a_checkpoint_layer(tiny):
     result = invoke("bench", "block", "--checkpoint", tiny / "packed", "--layer", "1",
                     "--lanes", "16", "--rows", "8", "--prompt-tokens", "2",

@@ -19,7 +19,7 @@ from ternary_accel.hw.timing import unit_latency
 
 pytestmark = pytest.mark.xdist_group("dse")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Two tiny engines (2 and 4 lanes, 1 row), today's port, synthesis only.
 SWEEP = ["--lanes", "2,4", "--rows", "1", "--tokens", "1", "--port-bits", "beat",
          "--packing", "base3", "--device", "45f", "--synth-only"]
