@@ -7,6 +7,7 @@ TA := $(VENV)/bin/ternary-accel
 # Where the benchmark targets write their tables for the docs.
 RESULTS ?= docs/results
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
 # Design parameters of `make verilog`.
 LANES ?= 16
@@ -14,7 +15,7 @@ ROWS ?= 8
 # Extra flags of `make dse`, e.g. DSE_ARGS="--jobs 2 --device 45f,85f".
 DSE_ARGS ?=
 
-.PHONY: all sim test verilog synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill perf clean distclean help
+.PHONY: all docs sim test verilog synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill perf clean distclean help
 
 all: test
 
@@ -34,6 +35,7 @@ help:
 	@echo "make perf     - 2B4T tokens/s, time to first token, J/token per board preset, rooflines"
 	@echo "make dse      - engine design-space sweep on ECP5: area, Fmax, 2B4T tokens/s, Pareto plot"
 	@echo "                under build/dse/ (flags via DSE_ARGS=\"--lanes 16,32 --jobs 2 ...\")"
+	@echo "make docs     - the documentation (topics and API) under build/docs, warnings as errors"
 	@echo "make clean    - remove build/"
 
 # (Re)create the virtual environment when it is missing or older than pyproject.toml.
@@ -42,6 +44,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
+
+# The docs extra on top of the project's install.
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	@touch $@
+
+docs: $(DOCS_STAMP)
+	rm -rf docs/api/generated
+	$(PY) -m sphinx -W --keep-going -b html -q docs build/docs
+	@echo "docs: build/docs/index.html"
 
 sim: $(STAMP)
 	$(TA) sim
@@ -83,7 +95,8 @@ bench: bench-area bench-packing bench-sim bench-token bench-block bench-sparse b
 
 perf: $(STAMP)
 	@for p in ecp5-ddr3 kv260 hbm2; do \
-		$(TA) perf --platform $$p --roofline build/perf/roofline-$$p.png || exit 1; \
+		$(TA) perf --platform $$p --roofline build/perf/roofline-$$p.png \
+			--results $(RESULTS) --results-name perf-$$p || exit 1; \
 		echo; done
 
 dse: $(STAMP)
@@ -91,9 +104,12 @@ dse: $(STAMP)
 
 energy: $(STAMP)
 	$(TA) energy report --outdir build/energy
+	$(TA) energy table1 --results $(RESULTS)
+	$(TA) energy sweep --results $(RESULTS)
+	$(TA) schemes --results $(RESULTS)
 
 clean:
-	rm -rf build sim_build
+	rm -rf build sim_build docs/api/generated
 
 distclean: clean
 	rm -rf $(VENV) *.egg-info
