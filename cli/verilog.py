@@ -140,6 +140,7 @@ def run(parser, args):
         return 1
     print(f"wrote {args.output} (module {args.name}: K={unit.lanes} M={unit.rows} "
           f"{unit.weight_mode}, int{unit.act_width} activations, acc {unit.acc_width} bits, "
-          f"latency {unit.latency})",
+          f"latency {unit.latency}), its description {args.output.with_suffix('.json')} "
+          f"and the integration page {args.output.with_suffix('.md')}",
           file=sys.stderr)
     return 0
