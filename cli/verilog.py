@@ -1,5 +1,7 @@
-"""``ternary-accel verilog``: write the Verilog of a matmul unit configuration, and a
-JSON sidecar describing the configuration, the ports and the latency."""
+"""``ternary-accel verilog``: write the Verilog of a matmul unit configuration, a JSON
+sidecar describing the configuration, the ports with their payload layouts, the handshake,
+the timing contract, the error bits and the weight word format
+(:func:`ternary_accel.hw.rtl.interface.describe`), and the same as a Markdown page."""
 
 import json
 import sys
@@ -9,6 +11,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import wiring
 from ternary_accel.hw.params import GENERIC
+from ternary_accel.hw.rtl.interface import describe, markdown
 from ternary_accel.hw.rtl.engine import LayerEngine
 from ternary_accel.hw.rtl.matmul import MatmulUnit
 
@@ -53,7 +56,10 @@ def ports_of(top, *, axis):
 
 
 def sidecar(top, unit, name, *, axis):
-    """The JSON-able description written next to the Verilog."""
+    """The JSON-able description written next to the Verilog: the configuration, and
+    :func:`~ternary_accel.hw.rtl.interface.describe`'s ports (each with its payload's
+    field layout), handshake, timing contract, error bits and weight word format."""
+    interface = describe(top, name, axis=axis)
     return {
         "module": name,
         "axis": axis,
@@ -69,7 +75,7 @@ def sidecar(top, unit, name, *, axis):
                         "Lattice ECP5 (CCU2C); simulation models: Yosys share/ecp5",
         "clock": "aclk (rising), aresetn active low" if axis else
                  "clk (rising), rst active high, synchronous",
-        "ports": ports_of(top, axis=axis),
+        **interface,
     }
 
 
@@ -90,7 +96,9 @@ def add_parser(subparsers):
                              "m_axis_out_*, aclk, aresetn) for vendor block designs")
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
                         help="output file (default: standard output); a JSON sidecar "
-                             "FILE.json describes the configuration, ports and latency")
+                             "FILE.json and a page FILE.md describe the configuration, the "
+                             "ports and their bit layouts, the handshake, the timing "
+                             "contract, the error bits and the weight word format")
     parser.set_defaults(func=lambda _main, args: run(parser, args))
     return parser
 
@@ -124,12 +132,15 @@ def run(parser, args):
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
         args.output.with_suffix(".json").write_text(json.dumps(description, indent=2) + "\n")
+        args.output.with_suffix(".md").write_text(markdown(description,
+                                                           description["config"]))
     except OSError as error:
         print(f"ternary-accel verilog: cannot write {args.output}: {error.strerror}",
               file=sys.stderr)
         return 1
     print(f"wrote {args.output} (module {args.name}: K={unit.lanes} M={unit.rows} "
           f"{unit.weight_mode}, int{unit.act_width} activations, acc {unit.acc_width} bits, "
-          f"latency {unit.latency})",
+          f"latency {unit.latency}), its description {args.output.with_suffix('.json')} "
+          f"and the integration page {args.output.with_suffix('.md')}",
           file=sys.stderr)
     return 0

@@ -375,10 +375,13 @@ class UnitParams(_Params):
     # Command line.
 
     @classmethod
-    def add_arguments(cls, parser, *, engine=False):
+    def add_arguments(cls, parser, *, engine=False, defaults=None):
         """Add the flags of these parameters to ``parser`` (``engine=True``: without
-        ``--weight-mode`` and ``--acc-tiles``, which an engine sets itself)."""
+        ``--weight-mode`` and ``--acc-tiles``, which an engine sets itself);
+        ``defaults`` (name -> value) replaces some of the class's defaults (an engine's
+        own)."""
         d = {f.name: f.default for f in fields(cls)}
+        d.update(defaults or {})
         parser.add_argument("--lanes", "-k", type=_int, default=d["lanes"], metavar="K",
                             help="activations per beat (default: %(default)s)")
         parser.add_argument("--rows", "-m", type=_int, default=d["rows"], metavar="M",
@@ -390,7 +393,8 @@ class UnitParams(_Params):
                                      "multiplier baseline)")
         parser.add_argument("--output-stage", action=argparse.BooleanOptionalAction,
                             default=d["output_stage"],
-                            help="fixed-point rescale of the accumulators (default: off)")
+                            help="fixed-point rescale of the accumulators (default: "
+                                 f"{'on' if d['output_stage'] else 'off'})")
         parser.add_argument("--max-beats", type=_int, default=d["max_beats"], metavar="N",
                             help="longest dot product in beats; sizes the accumulators "
                                  "(default: %(default)s)")
@@ -487,7 +491,9 @@ class EngineParams(_Params):
             try:
                 port_words_per_beat(1, self.effective_packing, self.weight_port_bits)
             except ValueError as error:
-                raise ParamsError("weight_port_bits", str(error)) from None
+                # hw.mapping calls it port_bits
+                raise ParamsError("weight_port_bits", re.sub(
+                    r"(?<!_)\bport_bits\b", "weight_port_bits", str(error))) from None
         if self.assembled:
             if self.weight_order != ROWS_ORDER:
                 raise ParamsError("weight_order", "weight_order='columns' (the sparse "
@@ -594,8 +600,12 @@ class EngineParams(_Params):
 
     @classmethod
     def add_arguments(cls, parser):
-        """Add the unit's flags and the engine's own to ``parser``."""
-        UnitParams.add_arguments(parser, engine=True)
+        """Add the unit's flags (with the engine's defaults) and the engine's own to
+        ``parser``."""
+        units = {f.name for f in fields(UnitParams)}
+        UnitParams.add_arguments(parser, engine=True,
+                                 defaults={f.name: f.default for f in fields(cls)
+                                           if f.name in units})
         cls.add_engine_arguments(parser)
 
     @classmethod

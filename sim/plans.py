@@ -16,7 +16,7 @@ import numpy as np
 from ternary_accel.model.arith import SCALE_WIDTH, SHIFT_MAX, check_activations
 from ternary_accel.model.encoding import TRITS_PER_BYTE, check_ternary, pack_trits
 
-from ternary_accel.hw.params import EngineParams
+from ternary_accel.hw.params import ROWS_ORDER, EngineParams
 from ternary_accel.sim.packing import pack_struct
 from ternary_accel.hw.timing import LayerMapping
 
@@ -205,7 +205,7 @@ def plan_layer(weights, activations, scale=None, shift=None, config=None):
     """
     from ternary_accel.hw.rtl.matmul import act_layout
     config = EngineParams() if config is None else config
-    if config.weight_order != "rows":
+    if config.weight_order != ROWS_ORDER:
         raise ValueError(f"this engine takes weight beats in {config.weight_order!r} order "
                          f"(the sparse dataflow): plan with sim.sparse.plan_sparse")
     w, x, scale, shift = check_layer_inputs(weights, activations, scale, shift, config)

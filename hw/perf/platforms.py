@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ternary_accel.hw.paths import build_path
+from ternary_accel.hw.params import BITNET_ENGINE
 
 __all__ = ["Platform", "PLATFORMS", "get_platform", "Peer", "PEERS", "reported_fmax",
            ]
@@ -95,7 +96,8 @@ class Platform:
 
 PLATFORMS = {p.name: p for p in (
     Platform("ecp5-ddr3", "Lattice ECP5-85F board, DDR3-1600 x16", 3.2, 1300 / 64,
-             _HOROWITZ_DRAM, lanes=32, rows=16, fallback_clock_mhz=47.4,
+             _HOROWITZ_DRAM, lanes=BITNET_ENGINE.lanes, rows=BITNET_ENGINE.rows,
+             fallback_clock_mhz=47.4,
              clock_source="the engine 16 x 32 measured on LFE5U-45F (README, make "
                           "bench-area); no report in build/reports",
              reports_family="ecp5", vector_ops_per_cycle=16, attention_macs_per_cycle=16,

@@ -22,7 +22,7 @@ from ternary_accel.model.encoding import TRITS_PER_BYTE
 from ternary_accel.model.sparse import column_bytes
 
 from ternary_accel.hw.mapping import beat_port_bits, port_words_per_beat
-from ternary_accel.hw.params import EngineParams
+from ternary_accel.hw.params import ROWS_ORDER, EngineParams
 from ternary_accel.hw.rtl.matmul import ErrorLayout, MatmulUnit
 from ternary_accel.hw.rtl.unpack import ROM, TritUnpacker, WordDecoder
 
@@ -198,7 +198,7 @@ class LayerEngine(wiring.Component):
         if self._unit.acc_tiles is not None:
             m.d.comb += unit.tiles.eq(self.tiles)
         codes = unit.rows * unit.lanes
-        if self._weight_order == "rows":
+        if self._weight_order == ROWS_ORDER:
             m.d.comb += unit.wgt.payload.as_value().eq(
                 unpacker.o.payload.as_value()[:2 * codes])
         else:
