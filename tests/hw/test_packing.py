@@ -12,6 +12,8 @@ import pytest
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
+from streams import stream_put
+
 from ternary_accel.hw.rtl.unpack import WordDecoder, group_table, rom_table
 from ternary_accel.model.encoding import (BASE3, CODE_INVALID, CODE_NEG, CODE_POS, CODE_ZERO, CODES2,
                             DEFAULT_PACKING, PACKINGS, TRITS3_IN5, bits_per_weight,
@@ -276,14 +278,8 @@ def test_word_decoder_every_group_value(packing, decoder, port_bits):
 
     async def producer(ctx):
         for word, pause, noise in zip(words, idle, junk):
-            ctx.set(dut.i.valid, 0)
-            ctx.set(dut.i.payload, [int(b) for b in noise])   # never transferred
-            for _ in range(pause):
-                await ctx.tick()
-            ctx.set(dut.i.payload, [int(b) for b in word])
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
+            await stream_put(ctx, dut.i, [int(b) for b in word], idle=pause,
+                             idle_payload=[int(b) for b in noise])   # never transferred
 
     async def consumer(ctx):
         for _ in range(8 * len(words)):

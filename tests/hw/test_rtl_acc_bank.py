@@ -7,6 +7,8 @@ import pytest
 from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 
+from streams import as_ints, stall_count, stream_put, stream_record
+
 from ternary_accel.hw.rtl.matmul import MatmulUnit
 from ternary_accel.model.arith import matmul_int, round_fixed
 from ternary_accel.model.encoding import encode_lane_codes
@@ -59,26 +61,14 @@ def simulate(layers, output_stage, *, stall=0.3, reset_after=None, seed=1):
                     await ctx.tick().repeat(2)
                     ctx.set(rst, 0)
                     break
-                while rng.random() < stall:
-                    await ctx.tick()
-                ctx.set(unit.act.payload, act)
-                ctx.set(unit.wgt.payload, wgt)
-                ctx.set(unit.act.valid, 1)
-                ctx.set(unit.wgt.valid, 1)
-                await ctx.tick().until(unit.act.ready)
-                ctx.set(unit.act.valid, 0)
-                ctx.set(unit.wgt.valid, 0)
+                await stream_put(ctx, (unit.act, unit.wgt), (act, wgt),
+                                 idle=stall_count(rng, stall))
             else:
                 owed += len(want)
 
     async def consumer(ctx):
-        async for _, _, valid, ready, payload in ctx.tick().sample(
-                unit.res.valid, unit.res.ready, unit.res.payload):
-            if valid and ready:
-                got.append([int(v) for v in payload])
-            ctx.set(unit.res.ready, int(rng.random() >= stall))
-            if len(got) == len(expected):
-                break
+        await stream_record(ctx, unit.res, got, lambda: len(got) == len(expected),
+                            ready=lambda: int(rng.random() >= stall), convert=as_ints)
         await ctx.tick().repeat(4)
         flags["code"] = ctx.get(unit.error.code)
         flags["overflow"] = ctx.get(unit.error.overflow)

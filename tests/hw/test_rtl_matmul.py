@@ -5,6 +5,8 @@ import pytest
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
+from streams import as_ints, stall_count, stream_put, stream_record
+
 from ternary_accel.hw.rtl.lanes import DotProduct
 from ternary_accel.hw.rtl.matmul import MatmulUnit
 from ternary_accel.model.arith import acc_width, act_range, matmul_int, round_fixed
@@ -153,36 +155,16 @@ def test_matmul_unit_streams(output_stage, act_width):
                 act_beats.append(payload)
                 wgt_beats.append([[int(c) for c in row] for row in codes[b]])
         for act, wgt in zip(act_beats, wgt_beats):
-            while rng.random() < 0.3:
-                await ctx.tick()
-            ctx.set(dut.act.payload, act)
-            ctx.set(dut.wgt.payload, wgt)
-            ctx.set(dut.act.valid, 1)
-            ctx.set(dut.wgt.valid, 1)
-            await ctx.tick().until(dut.act.ready)
-            ctx.set(dut.act.valid, 0)
-            ctx.set(dut.wgt.valid, 0)
+            await stream_put(ctx, (dut.act, dut.wgt), (act, wgt), idle=stall_count(rng, 0.3))
 
     async def consumer(ctx):
-        while len(got) < len(vectors):
-            ctx.set(dut.res.ready, int(rng.random() < 0.6))
-            await ctx.tick()
-            # sample the transfer that happened at this edge
-        return
-
-    async def monitor(ctx):
-        async for clk_edge, rst, valid, ready, payload in ctx.tick().sample(
-                dut.res.valid, dut.res.ready, dut.res.payload):
-            if valid and ready:
-                got.append([int(v) for v in payload])
-            if len(got) == len(vectors):
-                break
+        await stream_record(ctx, dut.res, got, lambda: len(got) == len(vectors),
+                            ready=lambda: int(rng.random() < 0.6), convert=as_ints)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(producer, background=True)
     sim.add_testbench(consumer)
-    sim.add_testbench(monitor)
     sim.run()
     assert got == [v[4] for v in vectors]
 

@@ -8,6 +8,8 @@ import pytest
 from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 
+from streams import as_ints, stall_count, stream_put, stream_record
+
 from ternary_accel.hw.rtl.matmul import MatmulUnit
 from ternary_accel.hw.rtl.outstage import OutputStage, dsp_chunks, shift_windows
 from ternary_accel.model.arith import SHIFT_MAX, matmul_int, round_fixed, signed_range
@@ -278,26 +280,14 @@ def simulate_stalls(unit, stream, want, *, stall, seed, reset_at=None):
                 got.clear()
                 done_reset[0] = True
                 continue
-            while rng.random() < stall:
-                await ctx.tick()
-            act, wgt = stream[index]
-            ctx.set(unit.act.payload, act)
-            ctx.set(unit.wgt.payload, wgt)
-            ctx.set(unit.act.valid, 1)
-            ctx.set(unit.wgt.valid, 1)
-            await ctx.tick().until(unit.act.ready)
-            ctx.set(unit.act.valid, 0)
-            ctx.set(unit.wgt.valid, 0)
+            await stream_put(ctx, (unit.act, unit.wgt), stream[index],
+                             idle=stall_count(rng, stall))
             index += 1
 
     async def consumer(ctx):
-        async for _, _, valid, ready, payload in ctx.tick().sample(
-                unit.res.valid, unit.res.ready, unit.res.payload):
-            if valid and ready:
-                got.append([int(v) for v in payload])
-            ctx.set(unit.res.ready, int(rng.random() >= stall))
-            if done_reset[0] and len(got) == len(expected):
-                break
+        await stream_record(ctx, unit.res, got,
+                            lambda: done_reset[0] and len(got) == len(expected),
+                            ready=lambda: int(rng.random() >= stall), convert=as_ints)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
