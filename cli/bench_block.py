@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import output_dir, non_negative_int
+from ternary_accel.cli.argtypes import FlagErrors, output_dir, non_negative_int, positive_int
 from ternary_accel.model.config import BITNET_2B4T, ModelConfig
 from ternary_accel.model.decoder import Decoder
 from ternary_accel.model.shapes import MODELS, get_model
@@ -50,11 +50,11 @@ def add_arguments(parser):
     parser.add_argument("--model", default="b1.58-2b4t",
                         help=f"layer shape ({', '.join(MODELS)}; default: %(default)s)")
     parser.add_argument("--checkpoint", metavar="DIR", help="run a layer of this checkpoint")
-    parser.add_argument("--layer", type=int, default=0, help="layer of --checkpoint")
-    parser.add_argument("--prompt-tokens", type=int, default=3, metavar="T")
-    parser.add_argument("--decode-steps", type=int, default=2, metavar="N")
-    parser.add_argument("--lanes", type=int, default=EngineConfig.lanes)
-    parser.add_argument("--rows", type=int, default=EngineConfig.rows)
+    parser.add_argument("--layer", type=non_negative_int, default=0, help="layer of --checkpoint")
+    parser.add_argument("--prompt-tokens", type=positive_int, default=3, metavar="T")
+    parser.add_argument("--decode-steps", type=non_negative_int, default=2, metavar="N")
+    parser.add_argument("--lanes", type=positive_int, default=EngineConfig.lanes)
+    parser.add_argument("--rows", type=positive_int, default=EngineConfig.rows)
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--bench", choices=BENCHES, default=MEMORY_BENCH,
                         help="memory: streams played inside the simulator (default); "
@@ -68,11 +68,7 @@ def add_arguments(parser):
 
 def run(parser, args):
     """Run the command; return the exit status."""
-    for flag in ("prompt_tokens", "lanes", "rows"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be a positive integer")
-    if args.decode_steps < 0:
-        parser.error("--decode-steps must be zero or more")
+    parser = FlagErrors(parser)     # library messages name the flags
 
     rng = np.random.default_rng(args.seed)
     if args.checkpoint:

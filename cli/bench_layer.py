@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import output_dir, non_negative_int, positive_float, positive_int as positive, probability
+from ternary_accel.cli.argtypes import FlagErrors, output_dir, non_negative_int, positive_float, positive_int as positive, probability
 from ternary_accel.model.arith import OUT_WIDTH, matmul_int
 from ternary_accel.model.bitlinear import BitLinearResult, bitlinear_reference
 from ternary_accel.model.quant import quantize_activations
@@ -110,6 +110,8 @@ def add_arguments(parser):
 
 def run(parser, args):
     """Run the command; return the exit status."""
+    # the engine's messages name its parameters: its tokens are this command's --reuse
+    parser = FlagErrors(parser, tokens="--reuse")
     if args.bandwidth <= 0 or (args.fmax is not None and args.fmax <= 0):
         parser.error("--bandwidth and --fmax must be positive")
     try:

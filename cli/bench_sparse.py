@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import output_dir, non_negative_int, positive_int as positive, probability as fraction
+from ternary_accel.cli.argtypes import FlagErrors, output_dir, non_negative_int, positive_int as positive, probability as fraction
 from ternary_accel.model.arith import OUT_WIDTH, matmul_int, round_fixed, scale_to_fixed
 from ternary_accel.model.decoder import rms_norm
 from ternary_accel.hw.mapping import LayerTiling
@@ -135,6 +135,7 @@ def add_arguments(parser):
 
 def run(parser, args):
     """Run the command; return the exit status."""
+    parser = FlagErrors(parser)     # library messages name the flags
     try:
         shape = get_model(args.model)
     except ValueError as error:

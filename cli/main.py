@@ -19,11 +19,42 @@ from ternary_accel.cli.results import write_results
 from ternary_accel.cli import (bench_area, bench_block, bench_layer, bench_packing,
                                bench_sparse, dse, energy, model, perf, sim, synth, verilog)
 
-__all__ = ["main", "run", "build_parser"]
+__all__ = ["main", "run", "build_parser", "CommandParser", "OPTIONAL"]
 
 #: ``ternary-accel bench NAME``: the benchmark commands, in ``--help`` order.
 BENCHES = (("area", bench_area), ("packing", bench_packing), ("layer", bench_layer),
            ("block", bench_block), ("sparse", bench_sparse))
+
+
+#: Optional packages, by the name they import as: the extra that installs them and what
+#: needs them (pyproject's ``[project.optional-dependencies]``).
+OPTIONAL = {
+    "distributed": ("dse", "ternary-accel dse --scheduler"),
+    "dask": ("dse", "ternary-accel dse --scheduler"),
+    "safetensors": ("checkpoints", "reading and writing checkpoints"),
+    "tokenizers": ("checkpoints", "--prompt (the checkpoint's tokenizer)"),
+    "matplotlib": ("plots", "the figure"),
+}
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr, exit status 2:
+    ``ternary-accel bench layer: error: argument --seed: must be non-negative, not -1``.
+    ``--help`` still shows the usage. Sub-parsers are of the same class."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _missing_extra(error):
+    """The one-line message for an optional package that is not installed, or None for
+    any other missing module (a bug: the traceback is kept)."""
+    top = (error.name or "").split(".")[0]
+    if top not in OPTIONAL:
+        return None
+    extra, what = OPTIONAL[top]
+    return (f"ternary-accel: error: {what} needs {top}, which is not installed: "
+            f"pip install 'ternary-accel[{extra}]'")
 
 
 def _version():
@@ -55,7 +86,7 @@ def _leaves(parser):
 
 def build_parser():
     """The whole command tree."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="ternary-accel",
         description="Ternary (BitNet b1.58) LLM accelerator: Verilog, synthesis, RTL "
                     "simulation, benchmarks, performance and energy models, checkpoints.",
@@ -145,6 +176,16 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("ternary-accel: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:
+        message = _missing_extra(error)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 1
+    except OSError as error:            # a path that cannot be written or read
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"ternary-accel: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
     return 0 if status is None else int(status)
 
 

@@ -104,7 +104,9 @@ def add_parser(subparsers):
 
 
 def run(parser, args):
+    from ternary_accel.cli.argtypes import FlagErrors
     from ternary_accel.cli.hw import unit_from_args
+    parser = FlagErrors(parser)     # the unit's and engine's messages name the flags
     if args.name is None:
         args.name = DEFAULT_ENGINE_NAME if args.engine else DEFAULT_NAME
     if not args.name.isidentifier():

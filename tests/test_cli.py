@@ -38,7 +38,7 @@ def test_verilog_to_stdout_and_name():
     (["verilog", "--acc-tiles", "4"], "engine parameters: add --engine"),
     (["verilog", "--weight-order", "columns", "--axis"], "engine parameters"),
     (["synth", "--lane-group", "--acc-tiles", "4"], "engine parameters: add --engine"),
-    (["verilog", "--engine", "--acc-tiles", "0"], "acc_tiles must be at least 1"),
+    (["verilog", "--engine", "--acc-tiles", "0"], "--acc-tiles must be at least 1"),
     (["verilog", "--engine", "--weight-order", "diagonal"], "invalid choice"),
     (["verilog", "--tokens", "4"], "engine parameters: add --engine"),
     (["synth", "--weight-port-bits", "128"], "engine parameters: add --engine"),
@@ -49,11 +49,11 @@ def test_verilog_to_stdout_and_name():
     (["verilog", "--engine", "--packing", "base4"], "invalid choice"),
     (["verilog", "--engine", "--packing", "2bit"], "needs assembled beats"),
     (["verilog", "--engine", "--tokens", "2", "--acc-tiles", "4"], "do not combine"),
-    (["verilog", "--output-stage", "--rows", "8", "--output-rows", "3"], "divide rows"),
+    (["verilog", "--output-stage", "--rows", "8", "--output-rows", "3"], "divide --rows"),
     (["verilog", "--output-rows", "2"], "output stage"),
     (["verilog", "--output-stage", "--output-rows", "0"], "at least 1"),
     (["verilog", "--act-copies", "x"], "invalid count"),
-    (["verilog", "--rows", "4", "--act-copies", "5"], "at most rows"),
+    (["verilog", "--rows", "4", "--act-copies", "5"], "at most --rows"),
     (["verilog", "--engine", "--weight-order", "columns", "--output-stage", "--rows", "8",
       "--output-rows", "2"], "parallel output stage"),
 ])
@@ -78,13 +78,13 @@ def test_sim_cli_errors():
     (("bench", "layer"), ["--layers", "0"], "must be a positive integer"),
     (("bench", "layer"), ["--only", "nope"], "unknown projection 'nope'"),
     (("bench", "layer"), ["--bench", "fast"], "invalid choice: 'fast'"),
-    (("bench", "layer"), ["--lanes", "7"], "not a multiple of the engine's lanes (7)"),
+    (("bench", "layer"), ["--lanes", "7"], "not a multiple of the engine's --lanes (7)"),
     (("bench", "block"), ["--bench", "fast"], "invalid choice: 'fast'"),
     (("bench", "sparse"), ["--gate-zeros", "1"], "must be in [0, 1)"),
     (("bench", "sparse"), ["--down-zeros", "x"], "not a number: 'x'"),
     (("bench", "sparse"), ["--tokens", "0"], "must be a positive integer"),
     (("bench", "sparse"), ["--only", "sparse"], "invalid choice: 'sparse'"),
-    (("bench", "sparse"), ["--rows", "7"], "not a multiple of the engine's rows (7)"),
+    (("bench", "sparse"), ["--rows", "7"], "not a multiple of the engine's --rows (7)"),
 ])
 def test_bench_flags_are_checked_before_anything_is_built(module, args, message):
     result = run(*module, *args)
