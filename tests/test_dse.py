@@ -12,6 +12,7 @@ import pytest
 
 from cli_runner import invoke
 
+from ternary_accel.cli import dse as dse_cli
 from ternary_accel.hw import dse
 from ternary_accel.hw.rtl.matmul import unit_latency
 
@@ -115,13 +116,12 @@ def test_cache_runs_only_what_changed(local_run, tmp_path):
     assert "1 ran, 0 from the cache" in forced.stderr
 
 
-def test_failed_point_is_a_row_and_exit_1(tmp_path, capsys):
+def test_failed_point_is_a_row_and_exit_1(tmp_path):
     # 2560 outputs do not tile onto 3 rows: refused before any tool runs
-    status = dse.main(["--lanes", "2", "--rows", "3", "--tokens", "1", "--port-bits",
-                       "beat", "--packing", "base3", "--synth-only", "--outdir",
-                       str(tmp_path)])
-    assert status == 1
-    out, err = capsys.readouterr()
+    result = invoke("dse", "--lanes", "2", "--rows", "3", "--tokens", "1", "--port-bits",
+                    "beat", "--packing", "base3", "--synth-only", "--outdir", tmp_path)
+    assert result.returncode == 1
+    out, err = result.stdout, result.stderr
     assert "failed: out_features 2560 is not a multiple of the engine's rows (3)" in out
     assert "0 ran, 0 from the cache, 1 failed" in err
     row, = json_rows(tmp_path)
@@ -219,12 +219,11 @@ def closed_port():
     (["--jobs", "2", "--scheduler", "tcp://127.0.0.1:1"], "exclude each other"),
     (["--scheduler", None], "cannot reach the Dask scheduler"),
 ])
-def test_cli_errors(flags, message, capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(dse, "SCHEDULER_TIMEOUT", 1)
+def test_cli_errors(flags, message, monkeypatch, tmp_path):
+    monkeypatch.setattr(dse_cli, "SCHEDULER_TIMEOUT", 1)
     flags = [f"tcp://127.0.0.1:{closed_port()}" if f is None else f for f in flags]
-    with pytest.raises(SystemExit) as exit_:
-        dse.main([*flags, "--outdir", str(tmp_path)])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
+    result = invoke("dse", *flags, "--outdir", tmp_path)
+    assert result.returncode == 2
+    err = result.stderr
     assert "usage: ternary-accel dse" in err and message in err
     assert not (tmp_path / "dse.md").exists()

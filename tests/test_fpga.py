@@ -39,10 +39,11 @@ def test_verilog_lints_and_sidecar_matches(tmp_path, flags):
     out = tmp_path / "unit.v"
     result = hw_cli("verilog", *flags, "-o", str(out))
     assert result.returncode == 0, result.stderr
-    status, messages = lint(out, "matmul_unit")
+    top = "layer_engine" if "--engine" in flags else "matmul_unit"
+    status, messages = lint(out, top)
     assert status == 0, messages
     side = json.loads(out.with_suffix(".json").read_text())
-    declared = top_ports(out.read_text(), "matmul_unit")
+    declared = top_ports(out.read_text(), top)
     assert {p["name"]: (p["direction"], p["width"]) for p in side["ports"]} == declared
     assert side["latency_cycles"] > 0
     act_width = int(flags[flags.index("--act-width") + 1]) if "--act-width" in flags else 8
@@ -59,7 +60,7 @@ def test_verilog_lints_and_sidecar_matches(tmp_path, flags):
 
 @pytest.mark.parametrize("args, message", [
     (["synth", "--target", "virtex"], "invalid choice"),
-    (["synth", "--freq", "0"], "--freq must be positive"),
+    (["synth", "--freq", "0"], "argument --freq: must be positive"),
     (["synth", "--lanes", "0", "--synth-only"], "lanes must be at least 1"),
     (["synth", "--lane-group", "--levels-per-stage", "0"], "levels_per_stage"),
     (["synth", "--target", "ice40", "--fabric", "ecp5"], "cannot be synthesized"),
@@ -165,8 +166,8 @@ def bench_area(*args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--freq", "-1"], "--freq must be positive"),
-    (["--seed", "-3"], "--seed must be non-negative"),
+    (["--freq", "-1"], "argument --freq: must be positive"),
+    (["--seed", "-3"], "argument --seed: must be non-negative"),
     (["--from-json", "missing.json"], "cannot read results from missing.json"),
     (["--sweep"], "unrecognized arguments"),
 ])
