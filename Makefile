@@ -7,6 +7,8 @@ TA := $(VENV)/bin/ternary-accel
 # Where the benchmark targets write their tables for the docs.
 RESULTS ?= docs/results
 STAMP := $(VENV)/.installed
+# The build directory: ./build, or $TERNARY_ACCEL_BUILD as for the commands (hw/paths.py).
+BUILD := $(or $(TERNARY_ACCEL_BUILD),build)
 
 # Design parameters of `make verilog`.
 LANES ?= 16
@@ -34,7 +36,7 @@ help:
 	@echo "make perf     - 2B4T tokens/s, time to first token, J/token per board preset, rooflines"
 	@echo "make dse      - engine design-space sweep on ECP5: area, Fmax, 2B4T tokens/s, Pareto plot"
 	@echo "                under build/dse/ (flags via DSE_ARGS=\"--lanes 16,32 --jobs 2 ...\")"
-	@echo "make clean    - remove build/"
+	@echo "make clean    - remove build/ (or \$$TERNARY_ACCEL_BUILD)"
 
 # (Re)create the virtual environment when it is missing or older than pyproject.toml.
 # Every optional extra too (dev pulls all): the tests run every feature. The filter hides
@@ -53,9 +55,9 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 verilog: $(STAMP)
-	$(TA) verilog --lanes $(LANES) --rows $(ROWS) -o build/verilog/matmul_unit.v
+	$(TA) verilog --lanes $(LANES) --rows $(ROWS) -o $(BUILD)/verilog/matmul_unit.v
 	$(TA) verilog --lanes $(LANES) --rows $(ROWS) --axis --output-stage \
-		-o build/verilog/matmul_unit_axis.v
+		-o $(BUILD)/verilog/matmul_unit_axis.v
 
 synth: $(STAMP)
 	$(TA) synth --lanes $(LANES) --rows $(ROWS) --target ecp5
@@ -86,17 +88,17 @@ bench: bench-area bench-packing bench-sim bench-token bench-block bench-sparse b
 
 perf: $(STAMP)
 	@for p in ecp5-ddr3 kv260 hbm2; do \
-		$(TA) perf --platform $$p --roofline build/perf/roofline-$$p.png || exit 1; \
+		$(TA) perf --platform $$p --roofline $(BUILD)/perf/roofline-$$p.png || exit 1; \
 		echo; done
 
 dse: $(STAMP)
 	$(TA) dse $(DSE_ARGS)
 
 energy: $(STAMP)
-	$(TA) energy report --outdir build/energy
+	$(TA) energy report --outdir $(BUILD)/energy
 
 clean:
-	rm -rf build sim_build
+	rm -rf $(BUILD) sim_build
 
 distclean: clean
 	rm -rf $(VENV) *.egg-info
