@@ -9,7 +9,7 @@ from pathlib import Path
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "probability",
            "finite_float", "FORMATS", "add_format", "output_dir", "output_file",
-           "flag_names", "name_flags", "FlagErrors"]
+           "flag_names", "name_flags", "FlagErrors", "given", "refuse_unless"]
 
 #: Table formats of every command that prints a table.
 FORMATS = ("markdown", "csv", "json")
@@ -153,3 +153,20 @@ class FlagErrors:
 
     def __getattr__(self, name):
         return getattr(self._parser, name)
+
+
+def given(parser, args, *dests):
+    """The flags among ``dests`` whose values differ from ``parser``'s defaults, as the
+    user spells them (``--gate-zeros``)."""
+    flags = flag_names(parser)
+    return [flags.get(dest, "--" + dest.replace("_", "-")) for dest in dests
+            if hasattr(args, dest) and getattr(args, dest) != parser.get_default(dest)]
+
+
+def refuse_unless(parser, args, condition, when, *dests):
+    """A usage error if ``condition`` is false and a flag of ``dests`` was given:
+    "--layer applies only with --checkpoint" (``when`` is "with --checkpoint")."""
+    if not condition:
+        flags = given(parser, args, *dests)
+        if flags:
+            parser.error(f"{flags[0]} applies only {when}")

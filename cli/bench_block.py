@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import FlagErrors, output_dir, non_negative_int, positive_int
+from ternary_accel.cli.argtypes import FlagErrors, refuse_unless, output_dir, non_negative_int, positive_int
 from ternary_accel.model.config import BITNET_2B4T, ModelConfig
 from ternary_accel.model.decoder import Decoder
 from ternary_accel.model.shapes import MODELS, get_model
@@ -70,6 +70,9 @@ def run(parser, args):
     """Run the command; return the exit status."""
     parser = FlagErrors(parser)     # library messages name the flags
 
+    refuse_unless(parser, args, args.checkpoint, "with --checkpoint", "layer")
+    refuse_unless(parser, args, not args.checkpoint, "without --checkpoint (the "
+                  "checkpoint gives the shape)", "model")
     rng = np.random.default_rng(args.seed)
     if args.checkpoint:
         from ternary_accel.model.checkpoint import CheckpointError, load_checkpoint

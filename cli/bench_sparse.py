@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import FlagErrors, output_dir, non_negative_int, positive_int as positive, probability as fraction
+from ternary_accel.cli.argtypes import FlagErrors, refuse_unless, output_dir, non_negative_int, positive_int as positive, probability as fraction
 from ternary_accel.model.arith import OUT_WIDTH, matmul_int, round_fixed, scale_to_fixed
 from ternary_accel.model.decoder import rms_norm
 from ternary_accel.hw.mapping import LayerTiling
@@ -149,6 +149,10 @@ def run(parser, args):
     except ValueError as error:
         parser.error(f"down_proj: {error}")
     scenarios = args.only or SCENARIOS
+    refuse_unless(parser, args, {"dense", "a4.8"} & set(scenarios),
+                  "with the dense or a4.8 scenario", "gate_zeros")
+    refuse_unless(parser, args, "a4.8-down" in scenarios, "with the a4.8-down scenario",
+                  "down_zeros")
     rng = np.random.default_rng(args.seed)
     weights = ternary(rng, n_out, n_in)
     gate, up = gate_up(rng, n_out, n_in, args.tokens)

@@ -106,7 +106,7 @@ def add_arguments(p):
                    help="run the points on this Dask distributed scheduler (e.g. "
                    "tcp://host:8786) instead of a local pool")
     p.add_argument("--outdir", type=output_dir, default=None,
-                   help="table, plot, cache and work folders (default: %(default)s)")
+                   help="table, plot, cache and work folders (default: build/dse)")
     p.add_argument("--no-cache", action="store_true",
                    help="run every point, ignoring the cache (results are still stored)")
 

@@ -89,8 +89,7 @@ def build_parser():
     parser = CommandParser(
         prog="ternary-accel",
         description="Ternary (BitNet b1.58) LLM accelerator: Verilog, synthesis, RTL "
-                    "simulation, benchmarks, performance and energy models, checkpoints.",
-        epilog="Run 'ternary-accel COMMAND --help' for a command's flags.")
+                    "simulation, benchmarks, performance and energy models, checkpoints.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     verilog.add_parser(sub)
@@ -116,7 +115,19 @@ def build_parser():
     model.add_parser(sub)
     for leaf in _leaves(parser):
         leaf.set_defaults(leaf_parser=leaf)
+    parser.epilog = (f"Jobs: {jobs(parser)}. Run 'ternary-accel COMMAND --help' for a "
+                     "command's flags.")
     return parser
+
+
+def jobs(parser):
+    """Every job of the tree in one line: ``verilog, ..., bench area|packing|..., ...``."""
+    sub = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)][0]
+    names = []
+    for name, child in sub.choices.items():
+        inner = [a for a in child._actions if isinstance(a, argparse._SubParsersAction)]
+        names.append(f"{name} {'|'.join(inner[0].choices)}" if inner else name)
+    return ", ".join(names)
 
 
 class _Tee(io.TextIOBase):
@@ -191,4 +202,8 @@ def main(argv=None):
 
 def run():
     """The console script's entry point."""
+    # The process is the command's own: Amaranth's note on components built only to read
+    # their parameters stays silent until the interpreter exits, not only inside main().
+    from amaranth.hdl import UnusedElaboratable
+    warnings.filterwarnings("ignore", category=UnusedElaboratable)
     sys.exit(main())

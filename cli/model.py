@@ -57,7 +57,9 @@ def add_parser(subparsers):
     """Register ``ternary-accel model`` and its subcommands."""
     parser = subparsers.add_parser(
         "model", help="checkpoints: inspect, make-tiny, generate (golden model or --rtl)",
-        description=__doc__.split("\n\n")[0])
+        description="BitNet b1.58 checkpoints: inspect them, make a tiny one, and generate "
+                    "tokens with the golden model or with every BitLinear on the RTL "
+                    "(--rtl).")
     sub = parser.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="configuration, tensor bytes by kind, zero weights",

@@ -3,7 +3,8 @@
 import sys
 import time
 
-from ternary_accel.cli.argtypes import non_negative_int
+from ternary_accel.cli.argtypes import non_negative_int, refuse_unless
+from ternary_accel.hw.paths import build_path
 from ternary_accel.sim.config import REGRESSION_CONFIGS
 from ternary_accel.sim.runner import run_config
 from ternary_accel.sim.verilator import VerilatorNotFound, find_verilator
@@ -20,12 +21,14 @@ def add_arguments(parser):
                              "by --list")
     parser.add_argument("--list", action="store_true", help="list configurations and exit")
     parser.add_argument("--seed", type=non_negative_int, default=1, help="cocotb seed (default: 1)")
-    parser.add_argument("--waves", action="store_true", help="record waveforms (dump.vcd)")
+    parser.add_argument("--waves", action="store_true",
+                        help="record waveforms (dump.vcd in each configuration's build folder; the path is printed on stderr)")
 
 
 def run(parser, args):
     """Run the command; return the exit status."""
     names = {config.name: config for config in REGRESSION_CONFIGS}
+    refuse_unless(parser, args, not args.list, "without --list", "config", "seed", "waves")
     if args.list:
         print("\n".join(names))
         return 0
@@ -56,7 +59,11 @@ def run(parser, args):
                     f"{result.vectors:>7} | {result.cycles:>7} | "
                     f"{result.build_seconds:>7.1f} | {result.run_seconds:>6.1f} |")
         if not result.passed:
-            print(f"  failed: {', '.join(result.failed)} (log: build/sim/{config.name}/sim.log)")
+            print(f"  failed: {', '.join(result.failed)} "
+                  f"(log: {build_path('sim', config.name, 'sim.log')})")
+        if args.waves:
+            print(f"waveforms: {build_path('sim', config.name, 'dump.vcd')}", file=sys.stderr,
+                  flush=True)
     print()
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")

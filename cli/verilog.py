@@ -9,6 +9,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import wiring
 
+from ternary_accel.cli.argtypes import output_file
 from ternary_accel.hw.rtl.lanes import GENERIC
 
 __all__ = ["add_parser", "generate", "DEFAULT_NAME", "DEFAULT_ENGINE_NAME", "ports_of", "sidecar"]
@@ -96,7 +97,7 @@ def add_parser(subparsers):
     parser.add_argument("--axis", action="store_true",
                         help="AXI4-Stream port names (s_axis_act_*, s_axis_wgt_*, "
                              "m_axis_out_*, aclk, aresetn) for vendor block designs")
-    parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+    parser.add_argument("-o", "--output", type=output_file, default=None, metavar="FILE",
                         help="output file (default: standard output); a JSON sidecar "
                              "FILE.json describes the configuration, ports and latency")
     parser.set_defaults(func=lambda _main, args: run(parser, args))
