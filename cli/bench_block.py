@@ -19,7 +19,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import FlagErrors, refuse_unless, output_dir, non_negative_int, positive_int
+from ternary_accel.cli.argtypes import (FlagErrors, non_negative_int, output_dir,
+                                        positive_int, refuse_unless)
 from ternary_accel.model.config import BITNET_2B4T, ModelConfig
 from ternary_accel.model.decoder import Decoder
 from ternary_accel.model.shapes import MODELS, get_model
@@ -122,7 +123,8 @@ def run(parser, args):
     session.start()
     if args.waves:
         print(f"waveforms: {session.waves_file}", file=sys.stderr, flush=True)
-    print(f"build ({args.bench} bench): {session.build_seconds:.1f} s", flush=True)
+    print(f"build ({args.bench} bench): {session.build_seconds:.1f} s", file=sys.stderr,
+          flush=True)
     core = EngineCore(session)
     rtl = Decoder(source, core=core)
     cache_g, cache_r = golden.new_cache(), rtl.new_cache()
@@ -145,7 +147,8 @@ def run(parser, args):
                               sum(c["predicted"] for c in calls), exact,
                               time.monotonic() - t0))
             print(f"  {kind}: {tokens} token(s), bit-exact={exact}, "
-                  f"{step_rows[-1][3]:,} cycles, {step_rows[-1][6]:.1f} s", flush=True)
+                  f"{step_rows[-1][3]:,} cycles, {step_rows[-1][6]:.1f} s", file=sys.stderr,
+                  flush=True)
     finally:
         session.close()
 

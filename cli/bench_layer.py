@@ -20,7 +20,9 @@ import time
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import FlagErrors, output_dir, non_negative_int, positive_float, positive_int as positive, probability
+from ternary_accel.cli.argtypes import (FlagErrors, non_negative_int, output_dir,
+                                        positive_float, probability)
+from ternary_accel.cli.argtypes import positive_int as positive
 from ternary_accel.model.arith import OUT_WIDTH, matmul_int
 from ternary_accel.model.bitlinear import BitLinearResult, bitlinear_reference
 from ternary_accel.model.quant import quantize_activations
@@ -167,7 +169,7 @@ def run(parser, args):
         print(f"waveforms: {session.waves_file}", file=sys.stderr, flush=True)
     phases = session.build_phases
     print(f"build: {session.build_seconds:.1f} s (generate {phases['generate']:.1f} s, "
-          f"Verilator and C++ {phases['compile']:.1f} s)", flush=True)
+          f"Verilator and C++ {phases['compile']:.1f} s)", file=sys.stderr, flush=True)
 
     rng = np.random.default_rng(args.seed)
     totals = {p.name: dict(proj=p, runs=0, cycles=0, predicted=0, exact=True, load=0.0,
@@ -193,12 +195,12 @@ def run(parser, args):
                 t["wall"] += run.wall_seconds
                 if args.layers == 1:
                     print(f"  {proj.name}: {run.cycles} cycles, exact={run.exact}, "
-                          f"{run.wall_seconds:.2f} s", flush=True)
+                          f"{run.wall_seconds:.2f} s", file=sys.stderr, flush=True)
             if args.layers > 1:
                 done = [t for t in totals.values() if t["runs"] == layer + 1]
                 print(f"  layer {layer + 1}/{args.layers}: "
                       f"{'bit-exact' if all(t['exact'] for t in done) else 'MISMATCH'}, "
-                      f"{time.monotonic() - layer_started:.1f} s", flush=True)
+                      f"{time.monotonic() - layer_started:.1f} s", file=sys.stderr, flush=True)
     finally:
         session.close()
 

@@ -33,7 +33,9 @@ import time
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import FlagErrors, refuse_unless, output_dir, non_negative_int, positive_int as positive, probability as fraction
+from ternary_accel.cli.argtypes import (FlagErrors, non_negative_int, output_dir,
+                                        refuse_unless)
+from ternary_accel.cli.argtypes import positive_int as positive, probability as fraction
 from ternary_accel.model.arith import OUT_WIDTH, matmul_int, round_fixed, scale_to_fixed
 from ternary_accel.model.decoder import rms_norm
 from ternary_accel.hw.mapping import LayerTiling
@@ -188,7 +190,7 @@ def run(parser, args):
                 print(f"build ({'sparse' if sparse else 'dense'} engine): "
                       f"{sessions[sparse].build_seconds:.1f} s (generate "
                       f"{phases['generate']:.1f} s, Verilator and C++ "
-                      f"{phases['compile']:.1f} s)", flush=True)
+                      f"{phases['compile']:.1f} s)", file=sys.stderr, flush=True)
             session = sessions[sparse]
             q = quantize_activations(inputs[name])
             acc = matmul_int(weights, q.values)
@@ -222,7 +224,7 @@ def run(parser, args):
                                  burst=burst,
                                  simulate=result.timing.get("simulate", 0.0), wall=wall))
                 print(f"  {name} ({rows[-1]['order']}): {result.cycles:,} cycles, "
-                      f"exact={exact}, {wall:.1f} s", flush=True)
+                      f"exact={exact}, {wall:.1f} s", file=sys.stderr, flush=True)
     finally:
         for session in sessions.values():
             session.close()

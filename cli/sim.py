@@ -20,9 +20,11 @@ def add_arguments(parser):
                         help="run only this configuration (repeatable); names as listed "
                              "by --list")
     parser.add_argument("--list", action="store_true", help="list configurations and exit")
-    parser.add_argument("--seed", type=non_negative_int, default=1, help="cocotb seed (default: 1)")
+    parser.add_argument("--seed", type=non_negative_int, default=1,
+                        help="cocotb seed (default: 1)")
     parser.add_argument("--waves", action="store_true",
-                        help="record waveforms (dump.vcd in each configuration's build folder; the path is printed on stderr)")
+                        help="record waveforms (dump.vcd in each configuration's build "
+                             "folder; the path is printed on stderr)")
 
 
 def run(parser, args):
@@ -52,7 +54,7 @@ def run(parser, args):
     rows = []
     started = time.monotonic()
     for config in configs:
-        print(f"running {config.name} ...", flush=True)
+        print(f"running {config.name} ...", file=sys.stderr, flush=True)
         result = run_config(config, seed=args.seed, waves=args.waves)
         status = "PASS" if result.passed else "FAIL"
         rows.append(f"| {config.name:<{width}} | {status:<6} | {result.tests:>5} | "
