@@ -113,7 +113,7 @@ def add_arguments(parser):
 def run(parser, args):
     """Run the command; return the exit status."""
     # the engine's messages name its parameters: its tokens are this command's --reuse
-    parser = FlagErrors(parser, tokens="--reuse")
+    parser = FlagErrors(parser, tokens="--reuse", port_bits="--weight-port-bits")
     if args.bandwidth <= 0 or (args.fmax is not None and args.fmax <= 0):
         parser.error("--bandwidth and --fmax must be positive")
     try:

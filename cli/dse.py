@@ -112,10 +112,8 @@ def add_arguments(p):
 
 
 def _connect(p, address):
-    try:
-        from distributed import Client
-    except ImportError as error:
-        p.error(f"--scheduler needs dask[distributed]: {error}")
+    # without the [dse] extra the import fails and main names the pip install line
+    from distributed import Client
     try:
         return Client(address, timeout=SCHEDULER_TIMEOUT)
     except Exception as error:       # OSError, TimeoutError, ValueError on a bad address

@@ -83,7 +83,8 @@ def add_parser(subparsers):
 
 def run(parser, args):
     from ternary_accel.cli.argtypes import FlagErrors
-    parser = FlagErrors(parser)     # the unit's and engine's messages name the flags
+    # the unit's and engine's messages name the flags (the mapping's port_bits too)
+    parser = FlagErrors(parser, port_bits="--weight-port-bits")
     args.outdir = args.outdir or build_path("reports")
     from ternary_accel.cli.hw import (act_width_suffix, engine_from_args, engine_kwargs, engine_only_given,
                       engine_suffix, unit_from_args, unit_kwargs, variant_suffix)

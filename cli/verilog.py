@@ -107,7 +107,8 @@ def add_parser(subparsers):
 def run(parser, args):
     from ternary_accel.cli.argtypes import FlagErrors
     from ternary_accel.cli.hw import unit_from_args
-    parser = FlagErrors(parser)     # the unit's and engine's messages name the flags
+    # the unit's and engine's messages name the flags (the mapping's port_bits too)
+    parser = FlagErrors(parser, port_bits="--weight-port-bits")
     if args.name is None:
         args.name = DEFAULT_ENGINE_NAME if args.engine else DEFAULT_NAME
     if not args.name.isidentifier():
