@@ -9,6 +9,7 @@ when the job failed, 2 on a usage error (a one-line message naming the flag).
 
 import argparse
 import contextlib
+import gc
 import io
 import sys
 import warnings
@@ -169,18 +170,26 @@ def main(argv=None):
     int
         The exit status: 0 success, 1 the job failed, 2 a usage error.
     """
+    from amaranth.hdl import UnusedElaboratable
+    with warnings.catch_warnings():
+        # Components built only to check or read their parameters are never elaborated,
+        # nor those whose constructor refused a value (a usage error); Amaranth's note
+        # about them is for library users, not for a command's user. The job and its
+        # exceptions end inside this block, so the note is silenced when they are freed.
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        status = _main(argv)
+        gc.collect()
+    return status
+
+
+def _main(argv):
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        with warnings.catch_warnings():
-            # Components built only to read their ports or latency are never elaborated;
-            # Amaranth's note about it is for library users, not for a command's user.
-            from amaranth.hdl import UnusedElaboratable
-            warnings.simplefilter("ignore", UnusedElaboratable)
-            if getattr(args, "results", None) is not None:
-                status = _recorded(args, argv)
-            else:
-                status = args.func(args.leaf_parser, args)
+        if getattr(args, "results", None) is not None:
+            status = _recorded(args, argv)
+        else:
+            status = args.func(args.leaf_parser, args)
     except SystemExit as exit_:          # argparse's usage errors and --help
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
