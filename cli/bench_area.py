@@ -20,14 +20,14 @@ from ternary_accel.hw.paths import build_path
 from ternary_accel.model.quant import INT8
 
 from ternary_accel.hw.rtl.engine import LayerEngine
-from ternary_accel.hw.rtl.lanes import ECP5, DotProduct
+from ternary_accel.hw.rtl.lanes import DotProduct
 from ternary_accel.hw.rtl.matmul import MatmulUnit
 from ternary_accel.hw.fpga.synth import SynthResult, ToolError, run_flow
-from ternary_accel.cli.hw import act_width_suffix
 from ternary_accel.cli.synth import write_report
 from ternary_accel.hw.fpga.synth import lut4_equivalent
 from ternary_accel.hw.rtl.unpack import DECODERS, TritUnpacker
-from ternary_accel.cli.verilog import unit_params
+from ternary_accel.hw.params import ECP5
+from ternary_accel.hw.params import UnitParams
 
 #: LFE5U-85F resources (Lattice ECP5 family data sheet): LUT4s and 18x18 multipliers.
 ECP5_85F_LUT4 = 83640
@@ -47,6 +47,9 @@ GENERIC_UNITS = ((16, 32),)
 #: Layer engines: unpacker (ROM decoder) + unit with the output stage (its M rescale
 #: multipliers may use DSP blocks).
 ENGINES = ((16, 32),)
+#: Dot products the swept engines' accumulators hold, in beats (the figures of the
+#: area table were measured with 1024).
+ENGINE_MAX_BEATS = 1024
 #: The sparse dataflow's engine (column-order weight beats, an accumulator bank for the
 #: beat-major order) deep enough for every 2B4T projection on 16 rows: 6912 / 16 tiles.
 SPARSE_ENGINES = ((16, 32, 432),)
@@ -117,7 +120,7 @@ def run(parser, args):
         jobs.append((f"lanes{lanes}", lambda k=lanes: DotProduct(lanes=k, fabric=ECP5),
                      lanes, False))
     for lanes in (QUICK_INT4_LANE_GROUPS if quick else INT4_LANE_GROUPS):
-        jobs.append((f"lanes{lanes}{act_width_suffix(INT4_WIDTH_SWEPT)}",
+        jobs.append((f"lanes{lanes}{UnitParams(act_width=INT4_WIDTH_SWEPT).act_width_suffix}",
                      lambda k=lanes: DotProduct(lanes=k, fabric=ECP5,
                                                 act_width=INT4_WIDTH_SWEPT),
                      lanes, False))
@@ -134,7 +137,7 @@ def run(parser, args):
     for rows, lanes, copies in (() if quick else ACT_COPIES_UNITS):
         jobs += units("unit", f"_ac{copies}", ((rows, lanes),), False, fabric=ECP5,
                       act_copies=copies)
-    jobs += units("unit", act_width_suffix(INT4_WIDTH_SWEPT), () if quick else INT4_UNITS,
+    jobs += units("unit", UnitParams(act_width=INT4_WIDTH_SWEPT).act_width_suffix, () if quick else INT4_UNITS,
                   False, fabric=ECP5, act_width=INT4_WIDTH_SWEPT)
     jobs += units("unit", "_generic", () if quick else GENERIC_UNITS, False)
     jobs += units("int8_unit", "_dsp", () if quick else BASELINE_DSP, False,
@@ -143,17 +146,21 @@ def run(parser, args):
                   weight_mode=INT8)
     for rows, lanes in (() if quick else ENGINES):
         jobs.append((f"engine{rows}x{lanes}",
-                     lambda m=rows, k=lanes: LayerEngine(lanes=k, rows=m, fabric=ECP5),
+                     lambda m=rows, k=lanes: LayerEngine(lanes=k, rows=m, fabric=ECP5,
+                                                         max_beats=ENGINE_MAX_BEATS),
                      rows * lanes, False))
     for rows, lanes, params in (() if quick else BATCHED_ENGINES):
         jobs.append((batched_engine_name(rows, lanes, params),
                      lambda m=rows, k=lanes, p=params: LayerEngine(lanes=k, rows=m,
-                                                                   fabric=ECP5, **p),
+                                                                   fabric=ECP5,
+                                                                   max_beats=ENGINE_MAX_BEATS,
+                                                                   **p),
                      rows * lanes, False))
     for rows, lanes, tiles in (() if quick else SPARSE_ENGINES):
         jobs.append((f"engine{rows}x{lanes}_sparse_t{tiles}",
                      lambda m=rows, k=lanes, t=tiles: LayerEngine(
-                         lanes=k, rows=m, fabric=ECP5, weight_order="columns", acc_tiles=t),
+                         lanes=k, rows=m, fabric=ECP5, weight_order="columns", acc_tiles=t,
+                         max_beats=ENGINE_MAX_BEATS),
                      rows * lanes, False))
     unpackers = [(f"unpack_{decoder}",
                   lambda d=decoder: TritUnpacker(bytes_per_beat=UNPACKER_BYTES, decoder=d))
@@ -215,11 +222,8 @@ def load_results(path):
 def design_config(design):
     """The exact constructor parameters of a swept design, for the report."""
     if isinstance(design, LayerEngine):
-        return {"component": "LayerEngine", **unit_params(design.unit),
-                "decoder": getattr(design.unpacker, "decoder", None),
-                "weight_order": design.weight_order, "tokens": design.tokens,
-                "weight_port_bits": design.weight_port_bits if design.assembled else None,
-                "packing": design.packing}
+        return {"component": "LayerEngine", **design.params.to_dict(),
+                "decoder": getattr(design.unpacker, "decoder", None)}
     if isinstance(design, TritUnpacker):
         return {"component": "TritUnpacker", "bytes_per_beat": design.bytes_per_beat,
                 "decoder": design.decoder}
@@ -228,7 +232,7 @@ def design_config(design):
                 "weight_mode": design.weight_mode, "carry_out": design.carry_out,
                 "levels_per_stage": design.levels_per_stage, "fabric": design.fabric,
                 "act_width": design.act_width}
-    return {"component": "MatmulUnit", **unit_params(design)}
+    return {"component": "MatmulUnit", **design.params.to_dict()}
 
 
 def _by_name(results):
@@ -262,7 +266,7 @@ def ratios(results):
 def act_width_ratios(results):
     """int4 / int8 activations for every design measured both ways (``X`` and ``X_a4``)."""
     named = _by_name(results)
-    suffix = act_width_suffix(INT4_WIDTH_SWEPT)
+    suffix = UnitParams(act_width=INT4_WIDTH_SWEPT).act_width_suffix
     lines = ["", "| design (ternary, ECP5 fabric) | int8 activations: LUT4 eq./MAC, MHz | "
              "int4 activations: LUT4 eq./MAC, MHz | int4 / int8 LUT4 eq. |", "|---|---|---|---|"]
     for r4 in results:

@@ -27,7 +27,7 @@ from ternary_accel.model.shapes import MODELS, get_model
 from ternary_accel.model.weights import MasterWeights, PROJECTIONS, random_master_weights
 
 from ternary_accel.sim.build import BENCHES, MEMORY_BENCH
-from ternary_accel.sim.config import EngineConfig
+from ternary_accel.hw.params import EngineParams
 from ternary_accel.sim.session import EngineSession
 from ternary_accel.sim.workloads import EngineCore
 
@@ -54,8 +54,8 @@ def add_arguments(parser):
     parser.add_argument("--layer", type=non_negative_int, default=0, help="layer of --checkpoint")
     parser.add_argument("--prompt-tokens", type=positive_int, default=3, metavar="T")
     parser.add_argument("--decode-steps", type=non_negative_int, default=2, metavar="N")
-    parser.add_argument("--lanes", type=positive_int, default=EngineConfig.lanes)
-    parser.add_argument("--rows", type=positive_int, default=EngineConfig.rows)
+    parser.add_argument("--lanes", type=positive_int, default=EngineParams.lanes)
+    parser.add_argument("--rows", type=positive_int, default=EngineParams.rows)
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--bench", choices=BENCHES, default=MEMORY_BENCH,
                         help="memory: streams played inside the simulator (default); "
@@ -96,7 +96,7 @@ def run(parser, args):
         layer = 0
     config = source.config
     widest = max(p.in_features for p in config.shape.projections())
-    engine = EngineConfig(lanes=args.lanes, rows=args.rows,
+    engine = EngineParams(lanes=args.lanes, rows=args.rows,
                           max_beats=-(-widest // args.lanes), output_stage=False)
     try:
         for p in config.shape.projections():

@@ -31,9 +31,11 @@ from ternary_accel.model.shapes import get_model
 from ternary_accel.hw.mapping import PACKINGS
 
 from ternary_accel.sim.build import BENCHES, MEMORY_BENCH
-from ternary_accel.sim.config import EngineConfig, HarnessConfig
+from ternary_accel.sim.config import HarnessConfig
+from ternary_accel.hw.params import EngineParams, ParamsError, flagged
 from ternary_accel.sim.session import EngineSession
 from ternary_accel.sim.workloads import run_layer
+from ternary_accel.hw.rtl.engine import LayerEngine
 
 
 def frac_bits_for(result):
@@ -67,8 +69,8 @@ HELP = "BitNet projections through the engine's RTL, bit-exact, timed"
 
 def add_arguments(parser):
     """Add this command's flags to ``parser``."""
-    parser.add_argument("--lanes", type=positive, default=EngineConfig.lanes)
-    parser.add_argument("--rows", type=positive, default=EngineConfig.rows)
+    parser.add_argument("--lanes", type=positive, default=EngineParams.lanes)
+    parser.add_argument("--rows", type=positive, default=EngineParams.rows)
     parser.add_argument("--model", default="b1.58-2b4t", help="shape source (model/shapes)")
     parser.add_argument("--tokens", type=positive, default=1, help="tokens per layer (batch)")
     parser.add_argument("--layers", type=positive, default=1,
@@ -129,13 +131,15 @@ def run(parser, args):
         projections = [p for p in projections if p.name in args.only]
     longest = max(p.in_features for p in projections)
     try:
-        config = EngineConfig(lanes=args.lanes, rows=args.rows,
+        config = EngineParams(lanes=args.lanes, rows=args.rows,
                               max_beats=max(1, -(-longest // args.lanes)),
                               tokens=args.reuse, weight_port_bits=args.weight_port_bits,
                               packing=args.packing, output_rows=args.output_rows)
-        config.build()
+        LayerEngine(config)               # the engine's own checks, before a build
         for p in projections:
             config.mapping(p.out_features, p.in_features)
+    except ParamsError as error:             # the engine's parameters, as this command's flags
+        parser.error(flagged(str(error), {"tokens": "--reuse"}))
     except ValueError as error:
         parser.error(str(error))
     mappings = {p.name: config.mapping(p.out_features, p.in_features, args.tokens)

@@ -44,7 +44,7 @@ from ternary_accel.model.shapes import get_model
 from ternary_accel.model.sparse import MASK, NONZERO, ORDERS, kept_columns
 from ternary_accel.hw.mapping import burst_bytes
 
-from ternary_accel.sim.config import EngineConfig
+from ternary_accel.hw.params import EngineParams
 from ternary_accel.sim.session import EngineSession
 from ternary_accel.sim.sparse import run_sparse, sparse_config
 
@@ -111,8 +111,8 @@ HELP = 'dense engine vs the sparse dataflow on down_proj, RTL'
 
 def add_arguments(parser):
     """Add this command's flags to ``parser``."""
-    parser.add_argument("--lanes", type=positive, default=EngineConfig.lanes)
-    parser.add_argument("--rows", type=positive, default=EngineConfig.rows)
+    parser.add_argument("--lanes", type=positive, default=EngineParams.lanes)
+    parser.add_argument("--rows", type=positive, default=EngineParams.rows)
     parser.add_argument("--model", default="b1.58-2b4t", help="shape source (model/shapes)")
     parser.add_argument("--tokens", type=positive, default=4,
                         help="tokens (each a decode step's down_proj; default %(default)s)")
@@ -147,7 +147,7 @@ def run(parser, args):
     beats = -(-n_in // args.lanes)
     common = dict(lanes=args.lanes, rows=args.rows, max_beats=max(1, beats))
     try:
-        EngineConfig(**common).mapping(n_out, n_in)
+        EngineParams(**common).mapping(n_out, n_in)
     except ValueError as error:
         parser.error(f"down_proj: {error}")
     scenarios = args.only or SCENARIOS
@@ -179,7 +179,7 @@ def run(parser, args):
             sparse = name != "dense"
             if sparse not in sessions:
                 config = sparse_config(**common, acc_tiles=n_out // args.rows) if sparse \
-                    else EngineConfig(**common)
+                    else EngineParams(**common)
                 sessions[sparse] = EngineSession(config, build_root=args.build_dir,
                                                  waves=args.waves)
                 sessions[sparse].start()

@@ -12,12 +12,11 @@ from ternary_accel.hw.dse import (
     BEAT_PORT, DEFAULT_BANDWIDTH_GBS, DEFAULT_DEVICES, DEFAULT_FREQ_MHZ, DEFAULT_LANES,
     DEFAULT_OUTPUT_ROWS, DEFAULT_PACKINGS, DEFAULT_PORT_BITS, DEFAULT_PROMPT, DEFAULT_ROWS,
     DEFAULT_TOKENS, DEVICES, FAILED, OK, PANELS, SCHEDULER_TIMEOUT, bitlinear_throughput,
-    check_supported, estimate_seconds, failure_reason, flow_tools, format_figure, fronts,
+    estimate_seconds, failure_reason, flow_tools, format_figure, fronts,
     load_cache, make_points, mapping_params, outcome_of, run_dask, run_local, store,
     write_plot, write_table)
 from ternary_accel.hw.fpga.synth import TARGETS
 from ternary_accel.hw.mapping import PACKINGS
-from ternary_accel.hw.rtl.engine import LayerEngine
 
 
 #: One line for ``ternary-accel --help``.
@@ -184,7 +183,6 @@ def run(p, args):
     outcomes, runnable = {}, []
     for i, point in enumerate(points):
         try:
-            check_supported(LayerEngine, point["engine"], "LayerEngine")
             point["mapping"] = mapping_params(point["engine"])
             bitlinear_throughput(point["mapping"], 1.0, bandwidth_gbs=args.bandwidth,
                                  prompt=args.prompt)

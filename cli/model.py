@@ -229,11 +229,11 @@ def cmd_generate(parser, args):
         parser.error(str(error))
     session = core = None
     if args.rtl:
-        from ternary_accel.sim.config import EngineConfig
+        from ternary_accel.hw.params import EngineParams
         from ternary_accel.sim.session import EngineSession
         from ternary_accel.sim.workloads import EngineCore
         widest = max(p.in_features for p in config.shape.projections())
-        engine = EngineConfig(lanes=lanes, rows=rows,
+        engine = EngineParams(lanes=lanes, rows=rows,
                               max_beats=-(-widest // lanes), output_stage=False)
         for proj in config.shape.projections():
             try:

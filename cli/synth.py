@@ -53,13 +53,13 @@ def write_report(results, outdir, stem, extra=""):
 
 
 def add_parser(subparsers):
-    from ternary_accel.cli.hw import add_engine_arguments, add_unit_arguments
+    from ternary_accel.cli.hw import add_design_arguments
     parser = subparsers.add_parser(
         "synth", help="synthesize and place-and-route a configuration (YoWASP tools)",
         description="Yosys synthesis and nextpnr place-and-route of one matmul unit (or "
                     "lane group) configuration; prints a Markdown table and writes it with "
                     "a JSON copy under --outdir.")
-    add_unit_arguments(parser)
+    add_design_arguments(parser)
     parser.add_argument("--target", choices=tuple(TARGETS), default="ecp5",
                         help="device: ecp5 = LFE5U-45F CABGA381, ecp5-85k = LFE5U-85F, "
                              "ice40 = iCE40 UP5K sg48 (default: %(default)s)")
@@ -68,7 +68,6 @@ def add_parser(subparsers):
     parser.add_argument("--engine", action="store_true",
                         help="the layer engine (trit unpacker + unit; ternary) instead of "
                              "the unit")
-    add_engine_arguments(parser)
     parser.add_argument("--nodsp", action="store_true", help="no DSP blocks (ECP5)")
     parser.add_argument("--seed", type=non_negative_int, default=1, help="P&R seed (default: 1)")
     parser.add_argument("--freq", type=positive_float, default=250.0, metavar="MHZ",
@@ -86,9 +85,12 @@ def run(parser, args):
     # the unit's and engine's messages name the flags (the mapping's port_bits too)
     parser = FlagErrors(parser, port_bits="--weight-port-bits")
     args.outdir = args.outdir or build_path("reports")
-    from ternary_accel.cli.hw import (act_width_suffix, engine_from_args, engine_kwargs, engine_only_given,
-                      engine_suffix, unit_from_args, unit_kwargs, variant_suffix)
-    from ternary_accel.hw.rtl.lanes import GENERIC, DotProduct
+    from ternary_accel.cli.hw import ENGINE_FLAGS, params_from_args
+    from ternary_accel.hw.params import EngineParams
+    from ternary_accel.hw.rtl.engine import LayerEngine
+    from ternary_accel.hw.rtl.matmul import MatmulUnit
+    from ternary_accel.hw.rtl.lanes import DotProduct
+    from ternary_accel.hw.params import GENERIC
     if args.freq <= 0:
         parser.error(f"--freq must be positive, not {args.freq}")
     if args.fabric != GENERIC and TARGETS[args.target].family != args.fabric:
@@ -96,9 +98,8 @@ def run(parser, args):
                      f"synthesized for --target {args.target}")
     if args.lane_group and args.engine:
         parser.error("--lane-group and --engine exclude each other")
-    if not args.engine and engine_only_given(args):
-        parser.error("--weight-order, --acc-tiles, --tokens, --weight-port-bits and "
-                     "--packing are engine parameters: add --engine")
+    if not args.engine and EngineParams.engine_only_given(args):
+        parser.error(f"{ENGINE_FLAGS} are engine parameters: add --engine")
     # the lane group is one DotProduct: the unit's rows and pipeline are not its own
     refuse_unless(parser, args, not args.lane_group, "to a unit or an engine, not with "
                   "--lane-group", "rows", "output_stage", "max_beats", "output_rows",
@@ -110,27 +111,24 @@ def run(parser, args):
                                 act_width=args.act_width)
         except (TypeError, ValueError) as error:
             parser.error(str(error))
-        name, macs = f"lanes{args.lanes}_{args.weight_mode}", args.lanes
-    elif args.engine:
-        design = engine_from_args(parser, args)
-        name = f"engine{args.rows}x{args.lanes}{engine_suffix(args)}"
-        macs = args.rows * args.lanes
+        name = f"lanes{args.lanes}_{args.weight_mode}"
+        name += "" if args.act_width == 8 else f"_a{args.act_width}"
+        macs, config = args.lanes, {"component": "DotProduct", "lanes": args.lanes,
+                                    "weight_mode": args.weight_mode,
+                                    "levels_per_stage": args.levels_per_stage,
+                                    "fabric": args.fabric, "act_width": args.act_width}
     else:
-        design = unit_from_args(parser, args)
-        name = f"unit{args.rows}x{args.lanes}_{args.weight_mode}"
-        macs = args.rows * args.lanes
-    name += act_width_suffix(args.act_width)
-    name += "" if args.lane_group else variant_suffix(args)
+        params = params_from_args(parser, args, engine=args.engine)
+        design = (LayerEngine if args.engine else MatmulUnit)(params)
+        name, macs = params.report_name, args.rows * args.lanes
+        config = {"component": type(design).__name__, **params.to_dict()}
     name += "_nodsp" if args.nodsp else ""
     name += f"_{args.fabric}" if args.fabric != GENERIC else ""
     try:
         result = run_flow(design, design=name, workdir=build_path("synth", name),
                           target=args.target, seed=args.seed, freq_mhz=args.freq,
                           nodsp=args.nodsp, place=not args.synth_only, macs=macs,
-                          config={"component": "DotProduct" if args.lane_group else
-                                  "LayerEngine" if args.engine else "MatmulUnit",
-                                  **unit_kwargs(args),
-                                  **(engine_kwargs(args) if args.engine else {})},
+                          config=config,
                           log=lambda message: print(message, file=sys.stderr, flush=True))
     except ToolError as error:
         print(f"ternary-accel synth: {error}", file=sys.stderr)

@@ -8,9 +8,11 @@ from pathlib import Path
 from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import wiring
+from ternary_accel.hw.params import GENERIC
+from ternary_accel.hw.rtl.engine import LayerEngine
+from ternary_accel.hw.rtl.matmul import MatmulUnit
 
 from ternary_accel.cli.argtypes import output_file
-from ternary_accel.hw.rtl.lanes import GENERIC
 
 __all__ = ["add_parser", "generate", "DEFAULT_NAME", "DEFAULT_ENGINE_NAME", "ports_of", "sidecar"]
 
@@ -18,15 +20,6 @@ __all__ = ["add_parser", "generate", "DEFAULT_NAME", "DEFAULT_ENGINE_NAME", "por
 #: layer engine.
 DEFAULT_NAME = "matmul_unit"
 DEFAULT_ENGINE_NAME = "layer_engine"
-
-
-def unit_params(unit):
-    """The constructor parameters of ``unit``."""
-    return {"lanes": unit.lanes, "rows": unit.rows, "weight_mode": unit.weight_mode,
-            "output_stage": unit.output_stage, "max_beats": unit.max_beats,
-            "levels_per_stage": unit.levels_per_stage, "fabric": unit.fabric,
-            "act_width": unit.act_width, "acc_tiles": unit.acc_tiles,
-            "output_rows": unit.output_rows, "act_copies": unit.act_copies}
 
 
 def _engine_description(top):
@@ -66,7 +59,7 @@ def sidecar(top, unit, name, *, axis):
         "module": name,
         "axis": axis,
         "component": type(top).__name__,
-        "config": unit_params(unit),
+        "config": getattr(getattr(top, "engine", top), "params", unit.params).to_dict(),
         **_engine_description(top),
         "act_width": unit.act_width,
         "acc_width": unit.acc_width,
@@ -82,18 +75,17 @@ def sidecar(top, unit, name, *, axis):
 
 
 def add_parser(subparsers):
-    from ternary_accel.cli.hw import add_engine_arguments, add_unit_arguments
+    from ternary_accel.cli.hw import add_design_arguments
     parser = subparsers.add_parser(
         "verilog", help="write the Verilog of a matmul unit",
         description="Generate self-contained Verilog for one matmul unit configuration.")
-    add_unit_arguments(parser)
+    add_design_arguments(parser)
     parser.add_argument("--name", default=None,
                         help=f"top-level module name (default: {DEFAULT_NAME}, with --engine "
                              f"{DEFAULT_ENGINE_NAME})")
     parser.add_argument("--engine", action="store_true",
                         help="the layer engine (base-3 packed weights through the trit "
                              "unpacker, then the unit; ternary) instead of the unit")
-    add_engine_arguments(parser)
     parser.add_argument("--axis", action="store_true",
                         help="AXI4-Stream port names (s_axis_act_*, s_axis_wgt_*, "
                              "m_axis_out_*, aclk, aresetn) for vendor block designs")
@@ -106,7 +98,7 @@ def add_parser(subparsers):
 
 def run(parser, args):
     from ternary_accel.cli.argtypes import FlagErrors
-    from ternary_accel.cli.hw import unit_from_args
+    from ternary_accel.cli.hw import params_from_args
     # the unit's and engine's messages name the flags (the mapping's port_bits too)
     parser = FlagErrors(parser, port_bits="--weight-port-bits")
     if args.name is None:
@@ -114,19 +106,19 @@ def run(parser, args):
     if not args.name.isidentifier():
         parser.error(f"--name must be a Verilog identifier, not {args.name!r}")
     if args.engine:
-        from ternary_accel.cli.hw import engine_from_args
+        params = params_from_args(parser, args, engine=True)
         if args.axis:
             from ternary_accel.hw.rtl.axis import AxisEngine
-            top = engine_from_args(parser, args, AxisEngine)
+            top = AxisEngine(params)
         else:
-            top = engine_from_args(parser, args)
+            top = LayerEngine(params)
         unit = top.unit
     elif args.axis:
         from ternary_accel.hw.rtl.axis import AxisMatmul
-        top = unit_from_args(parser, args, AxisMatmul)
+        top = AxisMatmul(params_from_args(parser, args, engine=False))
         unit = top.unit
     else:
-        top = unit = unit_from_args(parser, args)
+        top = unit = MatmulUnit(params_from_args(parser, args, engine=False))
     description = sidecar(top, unit, args.name, axis=args.axis)
     text = generate(top, args.name)
     if args.output is None:

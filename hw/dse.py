@@ -4,7 +4,7 @@ A sweep over the engine's parameters (lanes, rows, tokens T sharing each weight 
 weight-port width and packing) and the ECP5 device: each point is a
 :class:`hw.engine.LayerEngine` (``fabric="ecp5"``) through the open flow
 (:func:`hw.synth.run_flow`); its area and Fmax are combined with the engine's cycle model
-(:class:`hw.engine.LayerMapping`) on the BitLinears of BitNet b1.58 2B4T into decode and
+(:meth:`EngineParams.mapping`) on the BitLinears of BitNet b1.58 2B4T into decode and
 prefill tokens/s. Writes a table (Markdown and JSON) and a Pareto plot under
 ``--outdir``.
 
@@ -17,7 +17,6 @@ the tool versions and the point's Verilog, so a re-run runs only what changed.
 import concurrent.futures
 import functools
 import hashlib
-import inspect
 import itertools
 import json
 import os
@@ -25,13 +24,15 @@ import time
 from pathlib import Path
 
 from ternary_accel.hw.paths import build_path
+from ternary_accel.hw.perf.throughput import overlapped_seconds
 from ternary_accel.hw.mapping import BASE3, CODES2, TRITS3_IN5
 from ternary_accel.model.shapes import get_model
 
-from ternary_accel.hw.rtl.engine import LayerEngine, LayerMapping
-from ternary_accel.hw.rtl.lanes import ECP5
+from ternary_accel.hw.rtl.engine import LayerEngine
 from ternary_accel.hw.fpga.synth import (TARGETS, RegisteredHarness, ToolError, lut4_equivalent,
                                          run_flow, tool_versions)
+from ternary_accel.hw.params import ECP5
+from ternary_accel.hw.params import EngineParams
 
 __all__ = ["run_point", "make_points", "bitlinear_throughput", "pareto_front",
            "write_table", "write_plot", "DEVICES", "BEAT_PORT", "MODEL"]
@@ -61,12 +62,6 @@ DEFAULT_FREQ_MHZ = 300.0      # the P&R target of make bench-area (Fmax is what 
 DEFAULT_BANDWIDTH_GBS = 3.2   # DDR3-1600 x16, a typical ECP5 board
 DEFAULT_PROMPT = 128
 
-#: The engine keywords a point sets beyond lanes and rows, with the value that is
-#: today's engine (no reuse, a beat-wide port, base-3): an installed LayerEngine without
-#: the keyword is built without it at that value, and fails the point at any other.
-NEUTRAL = {"tokens": 1, "weight_port_bits": None, "packing": BASE3}
-#: The same parameters' names in the cycle model (:class:`hw.engine.LayerMapping`).
-MAPPING_NAMES = {"tokens": "batch", "weight_port_bits": "port_bits", "packing": "packing"}
 #: Bumped when what a cache entry holds changes.
 CACHE_VERSION = 1
 #: Seconds to wait for a ``--scheduler`` before calling it unreachable.
@@ -85,12 +80,8 @@ OK, FAILED = "ok", "failed"
 # --- points -----------------------------------------------------------------------------
 
 def design_name(engine):
-    """``engine{rows}x{lanes}_t{T}_p{bits|beat}_{packing}[_o{output_rows}]``."""
-    port = engine.get("weight_port_bits")
-    stage = engine.get("output_rows")
-    return (f"engine{engine['rows']}x{engine['lanes']}_t{engine.get('tokens', 1)}"
-            f"_p{BEAT_PORT if port is None else port}_{engine.get('packing', BASE3)}"
-            f"{'' if stage is None else f'_o{stage}'}")
+    """The report name of a point's ``engine`` (:attr:`EngineParams.report_name`)."""
+    return EngineParams(**engine).report_name
 
 
 def make_points(*, lanes, rows, tokens, port_bits, packings, devices, seed=1,
@@ -122,50 +113,22 @@ def make_points(*, lanes, rows, tokens, port_bits, packings, devices, seed=1,
     return points
 
 
-def check_supported(callable_, kwargs, what):
-    """``kwargs`` less the :data:`NEUTRAL`-valued ones ``callable_`` does not take.
-
-    Raises
-    ------
-    ValueError
-        For a keyword ``callable_`` does not take at a value other than today's.
-    """
-    accepted = inspect.signature(callable_).parameters
-    neutral = {MAPPING_NAMES.get(k, k) if what == "LayerMapping" else k: v
-               for k, v in NEUTRAL.items()}
-    out = {}
-    for name, value in kwargs.items():
-        if name in accepted:
-            out[name] = value
-        elif not (name in neutral and value == neutral[name]):
-            raise ValueError(f"the installed {what} takes no {name}= (this point needs "
-                             f"{name}={value!r}); it takes {', '.join(accepted)}")
-    return out
-
-
 def build_engine(engine):
-    """The :class:`LayerEngine` of a point's ``engine`` keywords.
+    """The :class:`LayerEngine` of a point's ``engine`` parameters
+    (:class:`EngineParams` keywords).
 
     Raises
     ------
     ValueError, TypeError
-        For a keyword the installed engine lacks, or values it refuses.
+        For values the engine's parameters refuse.
     """
-    return LayerEngine(**check_supported(LayerEngine, engine, "LayerEngine"))
+    return LayerEngine(EngineParams(**engine))
 
 
 def mapping_params(engine):
-    """The :class:`LayerMapping` keywords (besides the layer and its tokens) of a point's
-    ``engine`` keywords; the pipeline's are the engine's defaults unless the point sets
-    them."""
-    defaults = inspect.signature(LayerEngine).parameters
-    params = {"lanes": engine["lanes"], "rows": engine["rows"]}
-    for name in ("levels_per_stage", "output_stage", "max_beats"):
-        params[name] = engine[name] if name in engine else defaults[name].default
-    params.update({MAPPING_NAMES[k]: v for k, v in engine.items() if k in MAPPING_NAMES})
-    if "output_rows" in engine:
-        params["output_rows"] = engine["output_rows"]
-    return params
+    """The :class:`EngineParams` of a point's ``engine`` keywords (its cycle model is
+    :meth:`EngineParams.mapping`)."""
+    return EngineParams(**engine)
 
 
 # --- the cycle model --------------------------------------------------------------------
@@ -181,9 +144,8 @@ def bitlinear_throughput(params, fmax_mhz, *, bandwidth_gbs, prompt, projections
 
     Parameters
     ----------
-    params : dict
-        :class:`LayerMapping` keywords besides the layer's shape and tokens (lanes, rows,
-        pipeline, ``batch``, ``port_bits``, ``packing``), as :func:`mapping_params`.
+    params : EngineParams
+        The engine; each layer's cycles and bytes are :meth:`EngineParams.mapping`'s.
     fmax_mhz : float
     bandwidth_gbs : float
         DRAM bandwidth, GB/s.
@@ -207,13 +169,12 @@ def bitlinear_throughput(params, fmax_mhz, *, bandwidth_gbs, prompt, projections
         projections = [(p.out_features, p.in_features) for p in shape.projections()]
     layers = shape.layers if layers is None else layers
     hz, bytes_per_s = fmax_mhz * 1e6, bandwidth_gbs * 1e9
-    kwargs = check_supported(LayerMapping, params, "LayerMapping")
 
     def seconds(tokens):
         total = 0.0
         for out_features, in_features in projections:
-            m = LayerMapping(out_features, in_features, tokens, **kwargs)
-            total += max(m.cycles / hz, m.weight_bytes / bytes_per_s)
+            m = params.mapping(out_features, in_features, tokens)
+            total += overlapped_seconds(m.cycles / hz, m.weight_bytes / bytes_per_s)
         return layers * total
 
     return {"decode_tokens_per_s": 1 / seconds(1),

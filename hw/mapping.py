@@ -26,22 +26,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ternary_accel.model.encoding import (BASE3, CODES2, DEFAULT_PACKING, PACKINGS, TRITS3_IN5, check_packing,
+from ternary_accel.model.encoding import (BASE3, CODES2, DEFAULT_PACKING, PACKINGS, TRITS3_IN5,
+                                         check_packing,
                        check_port_bits, codes_per_word, packed_length)
 from ternary_accel.model.quant import ACT_WIDTH
 from ternary_accel.model.sparse import BEAT_MAJOR, TILE_MAJOR, check_order, column_bytes
 
-__all__ = ["DEFAULT_LANES", "DEFAULT_ROWS", "bytes_per_beat", "check_layer_shape",
+__all__ = ["DEFAULT_LANES", "DEFAULT_ROWS", "ROWS_ORDER", "COLUMNS_ORDER", "WEIGHT_ORDERS", "bytes_per_beat", "check_layer_shape",
            "LayerTiling", "PACKINGS", "BASE3", "TRITS3_IN5", "CODES2",
            "port_codes_per_word", "beat_port_bits", "port_words_per_beat",
-           "default_packing", "sparse_beats", "burst_bytes", "SparseTiling"]
-
-def default_packing(assembled):
-    """The packing an engine takes when none is given: base3 for whole beats (no word
-    padding), :data:`model.encoding.DEFAULT_PACKING` for beats assembled from port
-    words."""
-    return DEFAULT_PACKING if assembled else BASE3
-
+           "default_packing", "weight_beat_bytes", "sparse_beats", "burst_bytes", "SparseTiling"]
 
 def _check_port_bits(port_bits):
     return None if port_bits is None else check_port_bits(port_bits)
@@ -70,9 +64,23 @@ def port_words_per_beat(codes, packing, port_bits):
         return 1
     return -(-codes // port_codes_per_word(packing, port_bits))
 
-#: The default engine: 16 rows x 32 lanes, 512 MACs per cycle.
-DEFAULT_LANES = 32
-DEFAULT_ROWS = 16
+#: The engine of the BitNet b1.58 2B4T figures, which the tilings and the cost models
+#: assume unless told otherwise: 16 rows x 32 lanes, 512 MACs per cycle (the defaults of
+#: :class:`ternary_accel.hw.params.EngineParams`).
+DEFAULT_LANES, DEFAULT_ROWS = 32, 16
+
+#: How a weight beat is packed: the tile's ``rows x lanes`` codes row-major, 5 per byte
+#: (the dense dataflow), or ``lanes`` stored columns (the sparse dataflow).
+ROWS_ORDER, COLUMNS_ORDER = "rows", "columns"
+WEIGHT_ORDERS = (ROWS_ORDER, COLUMNS_ORDER)
+
+
+def default_packing(assembled):
+    """The packing of an engine's weight words when none is given: ``3in5``
+    (:data:`ternary_accel.model.encoding.DEFAULT_PACKING`) when beats are assembled from
+    port words (weight reuse or a port width: the same bits a weight as ``base3`` on a
+    128-bit port, a fifth of the decoder), ``base3`` for whole beats."""
+    return DEFAULT_PACKING if assembled else BASE3
 
 
 def bytes_per_beat(lanes, rows):
@@ -357,3 +365,14 @@ class SparseTiling:
     def activation_bytes(self):
         """Compacted activation bytes streamed (a token's beats once per row tile)."""
         return self.beats * self.lanes * ACT_WIDTH // 8
+
+
+def weight_beat_bytes(lanes, rows, weight_order=ROWS_ORDER):
+    """Packed bytes of one weight beat: :func:`bytes_per_beat` row-major, or ``lanes``
+    columns of :func:`ternary_accel.model.sparse.column_bytes` each."""
+    if weight_order == ROWS_ORDER:
+        return bytes_per_beat(lanes, rows)
+    if weight_order == COLUMNS_ORDER:
+        return lanes * column_bytes(rows)
+    raise ValueError(f"weight_order must be one of {', '.join(WEIGHT_ORDERS)}, "
+                     f"not {weight_order!r}")

@@ -65,6 +65,7 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
         ``compile`` (Verilator and the C++ compiler).
     """
     from amaranth.back import verilog
+    from ternary_accel.hw.rtl.engine import LayerEngine
     from ternary_accel.sim.verilator import VERILATOR_WAIVERS, build_cached, configure_environment
     if bench not in BENCHES:
         raise ValueError(f"bench must be one of {', '.join(BENCHES)}, not {bench!r}")
@@ -76,7 +77,7 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
         build_dir.mkdir(parents=True, exist_ok=True)
         source = build_dir / "layer_engine.v"
         generated = _generate(source, _design_digest(asdict(config), bench),
-                  lambda: verilog.convert(config.build(), name="layer_engine",
+                  lambda: verilog.convert(LayerEngine(config), name="layer_engine",
                                           emit_src=False))
         runner, _ = build_cached(sources=[source], hdl_toplevel="layer_engine",
                                  build_dir=build_dir, build_args=args, waves=waves,

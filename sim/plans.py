@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ternary_accel.hw.rtl.engine import LayerMapping
 from ternary_accel.model.arith import SCALE_WIDTH, SHIFT_MAX, check_activations
 from ternary_accel.model.encoding import TRITS_PER_BYTE, check_ternary, pack_trits
 
-from ternary_accel.sim.config import EngineConfig
+from ternary_accel.hw.params import EngineParams
 from ternary_accel.sim.packing import pack_struct
+from ternary_accel.hw.timing import LayerMapping
 
 __all__ = ["LayerPlan", "BatchedPlan", "plan_layer", "plan_batches", "check_layer_inputs",
            "check_shape", "predicted_cycles"]
@@ -204,7 +204,7 @@ def plan_layer(weights, activations, scale=None, shift=None, config=None):
     LayerPlan
     """
     from ternary_accel.hw.rtl.matmul import act_layout
-    config = EngineConfig() if config is None else config
+    config = EngineParams() if config is None else config
     if config.weight_order != "rows":
         raise ValueError(f"this engine takes weight beats in {config.weight_order!r} order "
                          f"(the sparse dataflow): plan with sim.sparse.plan_sparse")

@@ -10,10 +10,11 @@ from amaranth.back import verilog
 
 from ternary_accel.hw.paths import build_path
 from ternary_accel.hw.rtl.ecp5 import SIM_MODEL_WAIVERS, cell_models
-from ternary_accel.hw.rtl.lanes import ECP5
 
 from ternary_accel.sim.config import TOPLEVEL
 from ternary_accel.sim.verilator import VERILATOR_WAIVERS, build_cached, configure_environment, retry_text_busy
+from ternary_accel.hw.params import ECP5
+from ternary_accel.hw.rtl.matmul import MatmulUnit
 
 __all__ = ["VERILATOR_WAIVERS", "write_verilog", "run_config", "RunResult"]
 
@@ -24,7 +25,7 @@ def write_verilog(config, directory):
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{TOPLEVEL}.v"
-    text = verilog.convert(config.build_unit(), name=TOPLEVEL, emit_src=False)
+    text = verilog.convert(MatmulUnit(config), name=TOPLEVEL, emit_src=False)
     if not path.exists() or path.read_text() != text:  # keep the build cache warm
         path.write_text(text)
     return path

@@ -18,7 +18,8 @@ import numpy as np
 from ternary_accel.model.bitlinear import bitlinear_fixed
 
 from ternary_accel.sim.build import BENCHES, HARNESS_TOP, MEMORY_BENCH, build_engine
-from ternary_accel.sim.config import EngineConfig, HarnessConfig
+from ternary_accel.sim.config import HarnessConfig
+from ternary_accel.hw.params import EngineParams
 from ternary_accel.sim.plans import BatchedPlan, plan_layer
 from ternary_accel.sim.verilator import retry_text_busy
 
@@ -69,7 +70,7 @@ class EngineSession:
 
     Parameters
     ----------
-    config : EngineConfig
+    config : EngineParams
     build_root : path-like, optional
         Folder of the builds (default ``sim`` under :func:`ternary_accel.hw.paths.build_root`); the engine's build
         and the session's logs go to a folder named after the configuration in it.
@@ -97,7 +98,7 @@ class EngineSession:
         if not isinstance(waves, bool):
             raise TypeError(f"waves must be True or False, not {waves!r}")
         self.waves = waves
-        self.config = EngineConfig() if config is None else config
+        self.config = EngineParams() if config is None else config
         for name, value in (("idle", idle), ("backpressure", backpressure)):
             if not 0 <= value < 1:
                 raise ValueError(f"{name} must be a probability in [0, 1), not {value!r}")
@@ -280,7 +281,7 @@ def run_on_engine(weights, activations, *, scale=None, shift=None, config=None,
     """Run one quantized layer on the engine's RTL and return its outputs.
 
     With ``config.output_stage`` (the default engine) pass the per-token ``scale`` and
-    ``shift`` and get the int16 results; with ``EngineConfig(output_stage=False)`` get
+    ``shift`` and get the int16 results; with ``EngineParams(output_stage=False)`` get
     the raw accumulators. A 1-D activation vector is one token.
 
     Returns
@@ -297,7 +298,7 @@ def run_bitlinear(result, *, frac_bits=None, config=None, **kwargs):
     stage with ``frac_bits`` fractional output bits (the engine ``config`` must have
     it), or as raw accumulators when ``frac_bits`` is None."""
     if frac_bits is None:
-        config = config or EngineConfig(output_stage=False)
+        config = config or EngineParams(output_stage=False)
         return run_on_engine(result.weights, result.activations, config=config, **kwargs)
     fixed = bitlinear_fixed(result, frac_bits)
     return run_on_engine(result.weights, result.activations, scale=fixed["scale"],

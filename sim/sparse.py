@@ -25,20 +25,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ternary_accel.hw.rtl.engine import COLUMNS_ORDER, SparseLayerMapping
 from ternary_accel.model.encoding import pack_trits
 from ternary_accel.model.sparse import BEAT_MAJOR, NONZERO, TILE_MAJOR, check_order, column_bytes, kept_columns, pack_columns
 
-from ternary_accel.sim.config import EngineConfig
+from ternary_accel.hw.params import EngineParams
 from ternary_accel.sim.plans import check_layer_inputs
 from ternary_accel.sim.packing import pack_struct
+from ternary_accel.hw.params import COLUMNS_ORDER
+from ternary_accel.hw.timing import SparseLayerMapping
 
 __all__ = ["SparsePlan", "SparseResult", "plan_sparse", "run_sparse", "sparse_config"]
 
 
 def sparse_config(**kwargs):
-    """An :class:`sim.config.EngineConfig` of the sparse dataflow (``weight_order="columns"``)."""
-    return EngineConfig(weight_order=COLUMNS_ORDER, **kwargs)
+    """An :class:`sim.config.EngineParams` of the sparse dataflow (``weight_order="columns"``)."""
+    return EngineParams(weight_order=COLUMNS_ORDER, **kwargs)
 
 
 @dataclass
@@ -126,7 +127,7 @@ def plan_sparse(stored, activations, columns, scale, shift, config, order=TILE_M
         The kept columns, ascending (:func:`model.sparse.kept_columns`).
     scale, shift : int or None
         The token's output-stage factor (None without the output stage).
-    config : sim.config.EngineConfig
+    config : sim.config.EngineParams
         An engine with ``weight_order="columns"``.
     order : str
         ``"tiles"`` or ``"beats"`` (an engine with ``acc_tiles`` >= the row tiles).

@@ -37,7 +37,7 @@ class EngineCore:
 
     def __post_init__(self):
         if self.session.config.output_stage:
-            raise ValueError("the decoder's core needs raw accumulators: an EngineConfig "
+            raise ValueError("the decoder's core needs raw accumulators: an EngineParams "
                              "with output_stage=False")
 
     def __call__(self, weights, activations, *, layer=None, name=None):

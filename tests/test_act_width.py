@@ -234,17 +234,17 @@ def test_int4_dot_product_random_and_extremes(lanes, weight_mode):
 
 def test_engine_config_int4_inputs():
     """The layer driver checks int4 ranges and packs two activations per byte."""
-    from ternary_accel.sim.config import EngineConfig
+    from ternary_accel.hw.params import EngineParams
     from ternary_accel.sim.plans import plan_layer
-    config = EngineConfig(lanes=8, rows=4, act_width=4, output_stage=False)
-    assert config.name.endswith("_a4") and config.build().act_width == 4
+    config = EngineParams(lanes=8, rows=4, act_width=4, output_stage=False)
+    assert config.name.endswith("_a4") and LayerEngine(config).act_width == 4
     weights = np.ones((4, 16), dtype=np.int64)
     plan = plan_layer(weights, np.full((2, 16), -8), config=config)
     beat = act_layout(8, False, 4).const({"data": [-8] * 8, "last": 0}).as_bits()
     assert plan.token_words[0] == beat
     with pytest.raises(ValueError, match=r"int4 \(-8\.\.7\)"):
         plan_layer(weights, np.full((2, 16), 8), config=config)
-    assert EngineConfig().act_width == 8 and not EngineConfig().name.endswith("_a4")
+    assert EngineParams().act_width == 8 and not EngineParams().name.endswith("_a4")
 
 
 @pytest.mark.xdist_group("engine_a4")
@@ -252,9 +252,9 @@ def test_int4_engine_on_the_memory_bench():
     """An int4 layer engine under Verilator, streams played from memories with random
     stalls: every accumulator equals the golden model's, at the corners (all -8, all 7,
     alternating) and on random int4 tokens; without stalls the cycles are the model's."""
-    from ternary_accel.sim.config import EngineConfig
+    from ternary_accel.hw.params import EngineParams
     from ternary_accel.sim.session import EngineSession
-    config = EngineConfig(lanes=8, rows=4, act_width=4, max_beats=8, output_stage=False)
+    config = EngineParams(lanes=8, rows=4, act_width=4, max_beats=8, output_stage=False)
     rng = np.random.default_rng(11)
     weights = rng.integers(-1, 2, size=(12, 64)).astype(np.int8)
     weights[0], weights[1] = 1, -1              # the accumulator extremes: +-8 * 64

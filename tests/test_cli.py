@@ -29,7 +29,7 @@ def test_verilog_to_stdout_and_name():
 
 @pytest.mark.parametrize("args, message", [
     (["verilog", "--lanes", "0"], "lanes must be at least 1"),
-    (["verilog", "--lanes", "x"], "invalid int value"),
+    (["verilog", "--lanes", "x"], "argument --lanes/-k: not an integer: 'x'"),
     (["verilog", "--weight-mode", "int4"], "invalid choice"),
     (["verilog", "--bogus"], "unrecognized arguments"),
     (["verilog", "--name", "1bad"], "Verilog identifier"),
@@ -38,22 +38,24 @@ def test_verilog_to_stdout_and_name():
     (["verilog", "--acc-tiles", "4"], "engine parameters: add --engine"),
     (["verilog", "--weight-order", "columns", "--axis"], "engine parameters"),
     (["synth", "--lane-group", "--acc-tiles", "4"], "engine parameters: add --engine"),
-    (["verilog", "--engine", "--acc-tiles", "0"], "--acc-tiles must be at least 1"),
+    (["verilog", "--engine", "--acc-tiles", "0"], "--acc-tiles must be at least 1, not 0"),
     (["verilog", "--engine", "--weight-order", "diagonal"], "invalid choice"),
     (["verilog", "--tokens", "4"], "engine parameters: add --engine"),
     (["synth", "--weight-port-bits", "128"], "engine parameters: add --engine"),
     (["verilog", "--packing", "2bit"], "engine parameters: add --engine"),
     (["verilog", "--engine", "--tokens", "0"], "tokens must be at least 1"),
-    (["verilog", "--engine", "--tokens", "300"], "tokens must be at most 256"),
+    (["verilog", "--engine", "--tokens", "300"], "--tokens must be at most 256, not 300"),
+    (["verilog", "--engine", "--output-rows", "1"], "parameter of the output stage "
+                                                    "(--output-stage)"),
     (["verilog", "--engine", "--weight-port-bits", "100"], "multiple of 8"),
     (["verilog", "--engine", "--packing", "base4"], "invalid choice"),
     (["verilog", "--engine", "--packing", "2bit"], "needs assembled beats"),
     (["verilog", "--engine", "--tokens", "2", "--acc-tiles", "4"], "do not combine"),
-    (["verilog", "--output-stage", "--rows", "8", "--output-rows", "3"], "divide --rows"),
+    (["verilog", "--output-stage", "--rows", "8", "--output-rows", "3"], "--output-rows must divide --rows (8), not 3"),
     (["verilog", "--output-rows", "2"], "output stage"),
     (["verilog", "--output-stage", "--output-rows", "0"], "at least 1"),
     (["verilog", "--act-copies", "x"], "invalid count"),
-    (["verilog", "--rows", "4", "--act-copies", "5"], "at most --rows"),
+    (["verilog", "--rows", "4", "--act-copies", "5"], "--act-copies must be at most --rows (4), not 5"),
     (["verilog", "--engine", "--weight-order", "columns", "--output-stage", "--rows", "8",
       "--output-rows", "2"], "parallel output stage"),
 ])
@@ -79,6 +81,9 @@ def test_sim_cli_errors():
     (("bench", "layer"), ["--only", "nope"], "unknown projection 'nope'"),
     (("bench", "layer"), ["--bench", "fast"], "invalid choice: 'fast'"),
     (("bench", "layer"), ["--lanes", "7"], "not a multiple of the engine's --lanes (7)"),
+    (("bench", "layer"), ["--reuse", "1000"], "--reuse must be at most 256, not 1000"),
+    (("bench", "layer"), ["--seed", "-1"], "argument --seed: must be non-negative"),
+    (("bench", "layer"), ["--bandwidth", "nan"], "argument --bandwidth: must be a finite"),
     (("bench", "block"), ["--bench", "fast"], "invalid choice: 'fast'"),
     (("bench", "sparse"), ["--gate-zeros", "1"], "must be in [0, 1)"),
     (("bench", "sparse"), ["--down-zeros", "x"], "not a number: 'x'"),
@@ -135,7 +140,7 @@ def test_batched_engine_verilog_sidecar_and_axis(tmp_path):
 def test_pipelined_output_stage_from_the_cli(tmp_path):
     """--output-rows and --act-copies reach the unit; the sidecar's latency is the
     timing contract's L (hw.matmul.unit_latency) and its config names both."""
-    from ternary_accel.hw.rtl.matmul import unit_latency
+    from ternary_accel.hw.timing import unit_latency
     out = tmp_path / "stage.v"
     result = run("verilog", "--engine", "--lanes", "8", "--rows", "4",
                  "--tokens", "4", "--weight-port-bits", "64", "--output-stage",

@@ -14,7 +14,7 @@ from cli_runner import invoke
 
 from ternary_accel.cli import dse as dse_cli
 from ternary_accel.hw import dse
-from ternary_accel.hw.rtl.matmul import unit_latency
+from ternary_accel.hw.timing import unit_latency
 
 pytestmark = pytest.mark.xdist_group("dse")
 
@@ -128,14 +128,11 @@ def test_failed_point_is_a_row_and_exit_1(tmp_path):
     assert row["status"] == "failed" and row["lut4"] is None
 
 
-def test_unknown_engine_keyword_fails_the_point_not_the_sweep():
-    with pytest.raises(ValueError, match="the installed LayerEngine takes no bogus="):
+def test_bad_engine_parameters_are_refused_by_name():
+    with pytest.raises(TypeError, match="bogus"):
         dse.build_engine({"lanes": 2, "rows": 1, "bogus": 3})
-    # today's value of a keyword an older engine lacks is no reason to fail
-    assert dse.check_supported(lambda *, lanes: None, {"lanes": 2, "tokens": 1},
-                          "LayerEngine") == {"lanes": 2}
-    with pytest.raises(ValueError, match="takes no tokens= .*tokens=4"):
-        dse.check_supported(lambda *, lanes: None, {"lanes": 2, "tokens": 4}, "LayerEngine")
+    with pytest.raises(ValueError, match="tokens must be at most 256, not 300"):
+        dse.mapping_params({"lanes": 2, "rows": 1, "tokens": 300})
 
 
 def test_pareto_front_hand_made():

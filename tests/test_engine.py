@@ -11,7 +11,8 @@ from ternary_accel.model.decoder import Decoder, generate
 from ternary_accel.model.encoding import TRITS_PER_BYTE, unpack_byte_mulshift
 from ternary_accel.model.weights import MasterWeights, random_master_weights
 from ternary_accel.sim.build import BENCHES
-from ternary_accel.sim.config import EngineConfig, HarnessConfig
+from ternary_accel.sim.config import HarnessConfig
+from ternary_accel.hw.params import EngineParams
 from ternary_accel.sim.plans import check_shape, plan_layer, predicted_cycles
 from ternary_accel.sim.session import EngineSession, run_bitlinear, run_on_engine
 from ternary_accel.sim.workloads import EngineCore, run_layer
@@ -21,7 +22,7 @@ from ternary_accel.sim.workloads import EngineCore, run_layer
 pytestmark = pytest.mark.xdist_group("engine")
 
 #: A small engine for make test: K = 16 lanes, M = 8 rows.
-SMALL = EngineConfig(lanes=16, rows=8, max_beats=16)
+SMALL = EngineParams(lanes=16, rows=8, max_beats=16)
 
 
 def quantized(n_out, n_in, tokens, seed=0):
@@ -137,7 +138,7 @@ def test_harness_memories_bound_the_layer():
 # -- the driver's public API ---------------------------------------------------------------
 
 #: The same small engine without the output stage: raw accumulators (the decoder's core).
-ACC = EngineConfig(lanes=16, rows=8, max_beats=8, output_stage=False)
+ACC = EngineParams(lanes=16, rows=8, max_beats=8, output_stage=False)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -196,7 +197,7 @@ def test_session_returns_raw_accumulators_and_takes_one_token():
 
 
 def test_build_root_is_a_parameter(tmp_path):
-    tiny = EngineConfig(lanes=4, rows=2, max_beats=2, output_stage=False)
+    tiny = EngineParams(lanes=4, rows=2, max_beats=2, output_stage=False)
     w = np.array([[1, -1, 0, 1], [0, 0, -1, -1]])
     run = run_on_engine(w, np.array([5, -7, 127, -128]), config=tiny, build_root=tmp_path)
     assert np.array_equal(run.outputs, [5 + 7 - 128, -127 + 128])

@@ -65,7 +65,7 @@ def test_verilog_lints_and_sidecar_matches(tmp_path, flags):
     (["synth", "--lane-group", "--levels-per-stage", "0"], "levels_per_stage"),
     (["synth", "--target", "ice40", "--fabric", "ecp5"], "cannot be synthesized"),
     (["synth", "--act-width", "5"], "invalid choice: 5 (choose from 4, 8)"),
-    (["synth", "--act-width", "four"], "invalid int value"),
+    (["synth", "--act-width", "four"], "argument --act-width: not an integer"),
     (["synth", "--act-width", "4", "--weight-mode", "int8"], "the int8 baseline multiplies"),
     (["synth", "--lane-group", "--engine"], "exclude each other"),
     (["synth", "--engine", "--weight-mode", "binary"], "--engine takes ternary weights"),

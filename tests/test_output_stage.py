@@ -8,11 +8,11 @@ import pytest
 from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 
-from ternary_accel.hw.rtl.matmul import (MatmulUnit, output_interval, result_cycles, stream_arrivals,
-                       throttled_result_cycles, unit_latency)
-from ternary_accel.hw.rtl.outstage import OUTPUT_STAGE_LATENCY, OutputStage, dsp_chunks, shift_windows
+from ternary_accel.hw.rtl.matmul import MatmulUnit
+from ternary_accel.hw.rtl.outstage import OutputStage, dsp_chunks, shift_windows
 from ternary_accel.model.arith import SHIFT_MAX, matmul_int, round_fixed, signed_range
 from ternary_accel.model.encoding import encode_lane_codes
+from ternary_accel.hw.timing import OUTPUT_STAGE_LATENCY, output_interval, result_cycles, stream_arrivals, throttled_result_cycles, unit_latency
 
 SCALE_MAX = (1 << 16) - 1
 

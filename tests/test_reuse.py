@@ -10,30 +10,32 @@ import pytest
 from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 
-from ternary_accel.hw.rtl.engine import LayerEngine, LayerMapping, result_cycles
+from ternary_accel.hw.rtl.engine import LayerEngine
 from ternary_accel.model.arith import round_fixed
 from ternary_accel.model.encoding import unpack_words
-from ternary_accel.sim.config import EngineConfig
+from ternary_accel.hw.params import EngineParams
 from ternary_accel.sim.plans import BatchedPlan, plan_layer
 from ternary_accel.sim.session import EngineSession
+from ternary_accel.hw.timing import LayerMapping
+from ternary_accel.hw.timing import result_cycles
 
 #: Two unit shapes with T = 4: 8 x 4 on a 16-bit base-3 port (a beat is 4 words:
 #: W = T) and 4 x 8 on a 64-bit 3-in-5 port (a beat is 1 word); and 4 x 8 with T = 2 on
 #: a 32-bit port of 2-bit codes (W = 2).
-REUSE_A = EngineConfig(lanes=8, rows=4, max_beats=16, tokens=4, weight_port_bits=16,
+REUSE_A = EngineParams(lanes=8, rows=4, max_beats=16, tokens=4, weight_port_bits=16,
                        packing="base3")
-REUSE_B = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=4, weight_port_bits=64,
+REUSE_B = EngineParams(lanes=4, rows=8, max_beats=32, tokens=4, weight_port_bits=64,
                        packing="3in5")
-REUSE_C = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=2, weight_port_bits=32,
+REUSE_C = EngineParams(lanes=4, rows=8, max_beats=32, tokens=2, weight_port_bits=32,
                        packing="2bit")
 #: The pipelined output stage: shared by the rows (2 a cycle of 8: R = 4) on a batched
 #: engine, parallel (R = 1) on another, and shared (1 row a cycle of 4) on an engine of
 #: whole beats; short layers fill the stage's queue, so last beats are held.
-REUSE_D = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=4, weight_port_bits=64,
+REUSE_D = EngineParams(lanes=4, rows=8, max_beats=32, tokens=4, weight_port_bits=64,
                        packing="3in5", output_rows=2)
-REUSE_E = EngineConfig(lanes=4, rows=8, max_beats=32, tokens=2, weight_port_bits=32,
+REUSE_E = EngineParams(lanes=4, rows=8, max_beats=32, tokens=2, weight_port_bits=32,
                        packing="2bit", output_rows=8)
-WHOLE_O = EngineConfig(lanes=8, rows=4, max_beats=16, output_rows=1)
+WHOLE_O = EngineParams(lanes=8, rows=4, max_beats=16, output_rows=1)
 CONFIGS = {"8x4_p16_base3": REUSE_A, "4x8_p64_3in5": REUSE_B, "4x8_p32_2bit": REUSE_C,
            "4x8_p64_3in5_o2": REUSE_D}
 STAGE_CONFIGS = {"4x8_p64_3in5_o2": REUSE_D, "4x8_p32_2bit_o8": REUSE_E,
@@ -142,7 +144,7 @@ def simulate(config, runs, *, stall=0.3, reset_after=None, seed=3):
     through the engine; ``reset_after = (run, n)`` pulses the reset after ``n`` words
     of that run's weights and drops the run. Returns the results of each run kept (in
     stream order) and the error flags."""
-    engine = config.build()
+    engine = LayerEngine(config)
     rst = Signal()
     dut = ResetInserter({"sync": rst})(engine)
     rng = np.random.default_rng(seed)
@@ -238,7 +240,7 @@ def test_reset_mid_stream_leaves_nothing_stale():
 def run_unstalled(config, runs):
     """Every stream always valid, ``res`` always ready: the results of each run and its
     cycles from its first transfer (act or wgt) to its last result."""
-    engine = config.build()
+    engine = LayerEngine(config)
     got, cycles = [], []
 
     async def bench(ctx):

@@ -12,7 +12,6 @@ from cli_runner import invoke
 
 from ternary_accel.energy.ops import op_energy
 from ternary_accel.hw.perf.energy import fp16_reference, pass_energy
-from ternary_accel.hw.rtl.engine import SparseLayerMapping
 from ternary_accel.hw.perf.throughput import model_report, phase_report
 from ternary_accel.hw.perf.platforms import get_platform
 from ternary_accel.hw.perf.accounting import account, batched
@@ -22,6 +21,7 @@ from ternary_accel.model.schemes import (A48_DENSITY, B158, PROJECTIONS, Activat
                            block_q_sparse, get_scheme, q_sparse)
 from ternary_accel.model.sparse import MASK
 from ternary_accel.hw.mapping import SparseTiling
+from ternary_accel.hw.timing import SparseLayerMapping
 
 # TINY on 16 lanes x 8 rows: a dense beat is 128 trits in 26 bytes (1.625 bytes a column
 # per tile), a stored column 8 trits in 2 bytes: the sparse layout pays below 0.8125.

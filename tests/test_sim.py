@@ -6,7 +6,8 @@ test of ``sim/tb_matmul.py``; every output word is compared with ``model/``.
 
 import pytest
 
-from ternary_accel.sim.config import REGRESSION_CONFIGS, UnitConfig
+from ternary_accel.sim.config import REGRESSION_CONFIGS, REGRESSION_MAX_BEATS
+from ternary_accel.hw.params import UnitParams
 from ternary_accel.sim.runner import run_config
 from ternary_accel.sim.verilator import configure_environment, find_verilator
 
@@ -22,7 +23,8 @@ def test_cocotb_regression(config):
 
 def test_deeper_tree_pipeline():
     """levels_per_stage > 1 changes the latency; the throughput test checks it exactly."""
-    result = run_config(UnitConfig(lanes=16, rows=2, levels_per_stage=2, output_stage=True))
+    result = run_config(UnitParams(lanes=16, rows=2, levels_per_stage=2, output_stage=True,
+                                   max_beats=REGRESSION_MAX_BEATS))
     assert result.passed, result.failed
 
 

@@ -5,7 +5,6 @@ dense golden model (:mod:`sim.sparse`)."""
 import numpy as np
 import pytest
 
-from ternary_accel.hw.rtl.engine import SparseLayerMapping, weight_beat_bytes
 from ternary_accel.model.arith import matmul_int, round_fixed
 from ternary_accel.model.encoding import unpack_trits
 from ternary_accel.model.sparse import BEAT_MAJOR, MASK, NONZERO, ORDERS, column_bytes, kept_columns, pack_columns
@@ -13,11 +12,13 @@ from ternary_accel.hw.mapping import SparseTiling, burst_bytes, sparse_beats
 from ternary_accel.model.config import TINY
 from ternary_accel.model.decoder import Decoder, generate
 from ternary_accel.model.weights import MasterWeights, random_master_weights
-from ternary_accel.sim.config import EngineConfig
+from ternary_accel.hw.params import EngineParams
 from ternary_accel.sim.plans import plan_layer
 from ternary_accel.sim.session import EngineSession
 from ternary_accel.sim.workloads import EngineCore
 from ternary_accel.sim.sparse import plan_sparse, run_sparse, sparse_config
+from ternary_accel.hw.timing import SparseLayerMapping
+from ternary_accel.hw.mapping import weight_beat_bytes
 
 # One Verilator build serves the RTL tests here: one xdist worker.
 pytestmark = pytest.mark.xdist_group("sparse")
@@ -217,7 +218,7 @@ def test_invalid_byte_is_flagged_and_decoded_as_zero_weights(full_speed):
 
 def test_wrong_engine_or_inputs():
     w, x, scale, shift = sparse_layer(8, 16, 1, 0.5, seed=8)
-    dense = EngineSession(EngineConfig(lanes=8, rows=4, max_beats=8))
+    dense = EngineSession(EngineParams(lanes=8, rows=4, max_beats=8))
     with pytest.raises(ValueError, match="weight_order='columns'"):
         run_sparse(dense, w, x, scale, shift)
     with pytest.raises(ValueError, match="sim.sparse.plan_sparse"):

@@ -6,10 +6,10 @@ import pytest
 
 from ternary_accel.model.arith import matmul_int
 from ternary_accel.sim.build import BENCHES
-from ternary_accel.sim.config import EngineConfig
+from ternary_accel.hw.params import EngineParams
 from ternary_accel.sim.session import EngineSession
 
-TINY_ENGINE = EngineConfig(lanes=4, rows=2, max_beats=2, output_stage=False)
+TINY_ENGINE = EngineParams(lanes=4, rows=2, max_beats=2, output_stage=False)
 
 
 def test_waves_must_be_a_bool():

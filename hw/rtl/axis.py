@@ -47,8 +47,8 @@ class AxisMatmul(wiring.Component):
         The :class:`MatmulUnit` parameters.
     """
 
-    def __init__(self, **unit_params):
-        self._init(MatmulUnit(**unit_params))
+    def __init__(self, params=None, **kwargs):
+        self._init(MatmulUnit(params, **kwargs))
 
     def _init(self, core):
         self._core = core
@@ -127,9 +127,9 @@ class AxisEngine(AxisMatmul):
         The :class:`hw.engine.LayerEngine` parameters.
     """
 
-    def __init__(self, **engine_params):
+    def __init__(self, params=None, **kwargs):
         from ternary_accel.hw.rtl.engine import LayerEngine
-        self._init(LayerEngine(**engine_params))
+        self._init(LayerEngine(params, **kwargs))
 
     @property
     def engine(self):

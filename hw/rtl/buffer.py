@@ -15,10 +15,9 @@ from amaranth.lib.wiring import In, Out
 
 from ternary_accel.hw.params import check_positive_int
 
-__all__ = ["ResultBuffer", "RESULT_BUFFER_LATENCY"]
+__all__ = ["ResultBuffer"]
 
-#: Cycles from a write to the word on ``r.payload``, with the buffer empty.
-RESULT_BUFFER_LATENCY = 2
+
 
 
 class ResultBuffer(wiring.Component):

@@ -14,50 +14,15 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ternary_accel.model.arith import acc_width, act_range
-from ternary_accel.model.arith import check_act_width as check_act_width_value
 from ternary_accel.model.encoding import NEGATIVE_BIT, NONZERO_BIT, code_width
 from ternary_accel.model.quant import ACT_WIDTH, BINARY, INT8, TERNARY
 
 from ternary_accel.hw.params import check_bool, check_positive_int, check_weight_mode
+from ternary_accel.hw.params import ECP5, GENERIC, check_act_width, check_fabric
+from ternary_accel.hw.timing import tree_latency, tree_levels
 
 __all__ = ["DotProduct", "lane_term", "add_with_carry", "invalid_code", "tree_levels",
-           "tree_latency", "FABRICS", "GENERIC", "ECP5", "check_fabric", "check_act_width"]
-
-
-#: Fabrics a lane group can be built for: portable Verilog, or Lattice ECP5 carry cells.
-GENERIC = "generic"
-ECP5 = "ecp5"
-FABRICS = (GENERIC, ECP5)
-
-
-def check_fabric(value):
-    """Return ``value`` if it names one of :data:`FABRICS`."""
-    if not isinstance(value, str):
-        raise TypeError(f"fabric must be a string, not {value!r}")
-    if value not in FABRICS:
-        raise ValueError(f"fabric must be one of {', '.join(FABRICS)}, not {value!r}")
-    return value
-
-
-def check_act_width(value, weight_mode):
-    """Return ``value`` if it is an activation width (:data:`model.quant.ACT_WIDTHS`)
-    that ``weight_mode`` is built for: ternary and binary lanes take 4 or 8, the int8
-    multiplier baseline only 8 (it is the int8 x int8 comparison point)."""
-    value = check_act_width_value(value)
-    if weight_mode == INT8 and value != ACT_WIDTH:
-        raise ValueError(f"act_width {value} is for ternary and binary weights; the int8 "
-                         f"baseline multiplies int8 x int8 (act_width {ACT_WIDTH})")
-    return value
-
-
-def tree_levels(lanes):
-    """Adder levels of a balanced tree over ``lanes`` leaves: ``ceil(log2(lanes))``."""
-    return (lanes - 1).bit_length()
-
-
-def tree_latency(lanes, levels_per_stage):
-    """Stage registers of a :class:`DotProduct`: one per ``levels_per_stage`` levels, >= 1."""
-    return max(1, -(-tree_levels(lanes) // levels_per_stage))
+           "tree_latency", "GENERIC", "ECP5", "check_fabric", "check_act_width"]
 
 
 def lane_term(activation, code, weight_mode):

@@ -1,7 +1,6 @@
 """The matmul unit: ``rows`` dot-product lane groups sharing one activation stream,
 multi-beat accumulation, an optional fixed-point output stage, and stream interfaces."""
 
-import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -9,19 +8,20 @@ from amaranth.lib.wiring import In, Out
 
 from ternary_accel.model.arith import OUT_WIDTH, SCALE_WIDTH, SHIFT_WIDTH, acc_width, signed_range
 from ternary_accel.model.encoding import code_width
-from ternary_accel.model.quant import ACT_WIDTH, TERNARY
+from ternary_accel.model.quant import ACT_WIDTH
 
-from ternary_accel.hw.rtl.buffer import RESULT_BUFFER_LATENCY, ResultBuffer
-from ternary_accel.hw.rtl.outstage import OUTPUT_STAGE_LATENCY, OutputStage
-from ternary_accel.hw.rtl.lanes import (ECP5, GENERIC, DotProduct, add_with_carry, check_act_width, check_fabric,
-                    invalid_code, tree_latency)
-from ternary_accel.hw.params import check_bool, check_positive_int, check_weight_mode
+from ternary_accel.hw.params import ECP5, UnitParams
+from ternary_accel.hw.rtl.buffer import ResultBuffer
+from ternary_accel.hw.rtl.lanes import DotProduct, add_with_carry, invalid_code
+from ternary_accel.hw.rtl.outstage import OutputStage
+from ternary_accel.hw.timing import (INVALID_OR_FANIN, QUEUE_DEPTH, accumulate_delay,
+                                     code_flag_latency, input_latency, output_interval,
+                                     result_fifo_depth, result_width, shared_output_stage,
+                                     tree_latency, unit_latency)
 
 __all__ = ["MatmulUnit", "ErrorLayout", "act_layout", "wgt_layout", "res_layout",
-           "result_width", "unit_latency", "pipeline_depth", "result_fifo_depth",
-           "code_flag_latency", "input_latency", "accumulate_delay", "output_interval",
-           "result_cycles", "stream_arrivals", "throttled_result_cycles",
-           "DEFAULT_ACT_COPIES", "QUEUE_DEPTH", "QUEUE_LATENCY"]
+           "result_width", "unit_latency", "result_fifo_depth", "code_flag_latency",
+           "input_latency", "accumulate_delay", "output_interval", "QUEUE_DEPTH"]
 
 
 def act_layout(lanes, output_stage, act_width=ACT_WIDTH):
@@ -43,177 +43,6 @@ def wgt_layout(lanes, rows, weight_mode):
     return data.ArrayLayout(codes, rows)
 
 
-def result_width(lanes, max_beats, output_stage, weight_mode=TERNARY, act_width=ACT_WIDTH):
-    """Bits of one result: ``OUT_WIDTH`` with the output stage, else the accumulator's
-    ``acc_width(lanes * max_beats, weight_mode, act_width)``."""
-    return (OUT_WIDTH if output_stage else
-            acc_width(lanes * max_beats, weight_mode, act_width))
-
-
-#: Inputs of each OR of the invalid-code flag tree (one LUT4).
-INVALID_OR_FANIN = 4
-
-
-def code_flag_latency(lanes, rows):
-    """Cycles from a beat carrying an invalid code to ``error.code`` high: the pair
-    flags, the registered OR tree over the ``rows * ceil(lanes / 2)`` pair flags, the
-    sticky flag."""
-    count, levels = rows * -(-lanes // 2), 0
-    while count > 1:
-        count, levels = -(-count // INVALID_OR_FANIN), levels + 1
-    return 1 + levels + 1
-
-
-#: Cycles from a write into the result FIFO to that result on ``res``.
-RESULT_FIFO_LATENCY = RESULT_BUFFER_LATENCY
-
-
-#: Copies of the activation register by default (``None``: no input register).
-DEFAULT_ACT_COPIES = None
-
-
-def check_act_copies(value, rows):
-    """Return ``value`` (``None``, or 1 to ``rows`` copies of the activation register)."""
-    if value is None:
-        return None
-    check_positive_int("act_copies", value)
-    if value > rows:
-        raise ValueError(f"act_copies must be at most rows ({rows}), not {value}")
-    return value
-
-
-def input_latency(act_copies=DEFAULT_ACT_COPIES):
-    """Registers between the input handshake and the lane groups: none, or with
-    ``act_copies`` the input stage (activations in that many copies, weight codes)."""
-    return 0 if act_copies is None else 1
-
-
-def check_output_rows(value, rows, output_stage):
-    """Return ``value`` (``None``, or a divisor of ``rows`` with the output stage)."""
-    if value is None:
-        return None
-    check_positive_int("output_rows", value)
-    if not output_stage:
-        raise ValueError("output_rows is a parameter of the output stage "
-                         "(output_stage=True)")
-    if rows % value:
-        raise ValueError(f"output_rows must divide rows ({rows}), not {value}")
-    return value
-
-
-def output_interval(rows, output_rows=None):
-    """R: cycles one result vector holds the output stage, ``rows / output_rows``
-    (1 for a fully parallel stage, ``output_rows`` ``None`` or ``rows``).
-
-    Parameters
-    ----------
-    rows : int
-        M, the rows of a result vector.
-    output_rows : int or None
-        Rows the output stage takes per cycle; must divide ``rows``.
-
-    Returns
-    -------
-    int
-    """
-    if output_rows is None:
-        return 1
-    if rows % output_rows:
-        raise ValueError(f"output_rows must divide rows ({rows}), not {output_rows}")
-    return rows // output_rows
-
-
-def _serial(output_rows, rows):
-    """Whether the output stage is shared: ``output_rows`` rows at a time through a queue."""
-    if output_rows is None:
-        return False
-    if rows is None:
-        raise TypeError("rows must be given with output_rows")
-    return output_interval(rows, output_rows) > 1
-
-
-def accumulate_delay(lanes, levels_per_stage, *, act_copies=DEFAULT_ACT_COPIES):
-    """Cycles from a ``last`` beat's transfer to its dot products in the ``done``
-    register: the input stage, the lane groups' tree stages, the accumulate register."""
-    return input_latency(act_copies) + tree_latency(lanes, levels_per_stage) + 1
-
-
-#: Cycles from a vector entering the output queue to its output-stage start (the queue's
-#: write), from the start to the vector in the read register, from there to the first
-#: slice in the serializer's register.
-QUEUE_LATENCY = 3
-
-
-def pipeline_depth(lanes, levels_per_stage, output_stage, output_rows=None, rows=None, *,
-                   act_copies=DEFAULT_ACT_COPIES):
-    """Registers from the input handshake to the result FIFO's write port, the output
-    stage idle: :func:`accumulate_delay`, then with the output stage (``output_rows``
-    ``None``) its multiply and round registers, or (``output_rows`` given) the
-    pipelined stage (:data:`hw.outstage.OUTPUT_STAGE_LATENCY`); when that is shared
-    (``output_rows < rows``) first the queue (:data:`QUEUE_LATENCY`) and after it the
-    ``R - 1`` cycles the collector waits for the vector's last slice
-    (:func:`output_interval`)."""
-    depth = accumulate_delay(lanes, levels_per_stage, act_copies=act_copies)
-    if not output_stage:
-        return depth
-    if output_rows is None:
-        return depth + 2
-    depth += OUTPUT_STAGE_LATENCY
-    if _serial(output_rows, rows):
-        depth += QUEUE_LATENCY + output_interval(rows, output_rows) - 1
-    return depth
-
-
-def unit_latency(lanes, levels_per_stage, output_stage, output_rows=None, rows=None, *,
-                 act_copies=DEFAULT_ACT_COPIES):
-    """L: cycles from a ``last`` beat's transfer to its result on ``res``, the output stage
-    idle and ``res`` ready.
-
-    The timing contract: with ``res.ready`` always high and the inputs never starved,
-    result vector ``n`` leaves (is on ``res``, valid) at cycle
-    ``C_n = max(A_n + L, C_(n-1) + R)``, ``A_n`` the cycle its ``last`` beat transfers
-    and ``R`` = :func:`output_interval` (:func:`result_cycles`). While the output
-    queue has room ``A_n`` is the cycle of the unthrottled stream (beats back to back);
-    see :func:`throttled_result_cycles` for a stream that fills it.
-
-    Parameters
-    ----------
-    lanes, levels_per_stage : int
-        As :class:`MatmulUnit`.
-    output_stage : bool
-        With the output stage.
-    output_rows : int or None
-        As :class:`MatmulUnit`.
-    rows : int or None
-        M; needed with ``output_rows``.
-    act_copies : int or None
-        As :class:`MatmulUnit`.
-
-    Returns
-    -------
-    int
-    """
-    return (pipeline_depth(lanes, levels_per_stage, output_stage, output_rows, rows,
-                           act_copies=act_copies) + RESULT_FIFO_LATENCY)
-
-
-def result_fifo_depth(lanes, levels_per_stage, output_stage, output_rows=None, rows=None,
-                      *, act_copies=DEFAULT_ACT_COPIES):
-    """Entries of the result FIFO: every result that can be in flight, plus slack so an
-    always-ready consumer never throttles the input (with a shared output stage: the
-    results of vectors started in the stage, one per ``R`` cycles)."""
-    if _serial(output_rows, rows):
-        interval = output_interval(rows, output_rows)
-        in_flight = interval + OUTPUT_STAGE_LATENCY + QUEUE_LATENCY - 1 + RESULT_FIFO_LATENCY
-        return -(-in_flight // interval) + 2
-    return unit_latency(lanes, levels_per_stage, output_stage, output_rows, rows,
-                        act_copies=act_copies) + 2
-
-
-#: Vectors the shared output stage's queue holds (its credits): one LUT RAM's depth.
-QUEUE_DEPTH = 16
-
-
 #: Yosys ``ram_style`` of the queue: LUT RAM (16 vectors cost what 2 would).
 QUEUE_RAM_STYLE = "distributed"
 
@@ -232,81 +61,6 @@ def _credits(m, name, limit, take, give):
         room.eq(Mux(take & ~give, below_after_take, Mux(give & ~take, 1, ~full))),
     ]
     return room
-
-
-def result_cycles(arrivals, latency, interval):
-    """Exit cycles of the timing contract: ``C_n = max(A_n + L, C_(n-1) + R)``.
-
-    Parameters
-    ----------
-    arrivals : array_like of int
-        ``A_n``, the cycle each vector's ``last`` beat transfers, in order.
-    latency : int
-        L, :func:`unit_latency`.
-    interval : int
-        R, :func:`output_interval`.
-
-    Returns
-    -------
-    numpy.ndarray of int64
-        ``C_n``, in the closed form ``max_(i <= n) (A_i + L + (n - i) R)``.
-    """
-    a = np.asarray(arrivals, dtype=np.int64)
-    n = np.arange(len(a), dtype=np.int64)
-    return np.maximum.accumulate(a + latency - n * interval) + n * interval
-
-
-def stream_arrivals(beats):
-    """``A_n`` of a stream of dot products of ``beats[n]`` beats each, back to back from
-    cycle 0: the cycle of each ``last`` beat."""
-    b = np.asarray(beats, dtype=np.int64)
-    if np.any(b < 1):
-        raise ValueError("every dot product has at least one beat")
-    return np.cumsum(b) - 1
-
-
-def throttled_result_cycles(beats, latency, interval, *, queue_depth=QUEUE_DEPTH,
-                            start_delay):
-    """Exit cycles of a stream of dot products of ``beats[n]`` beats, back to back from
-    cycle 0, ``res`` always ready, including the shared output stage's input throttle.
-
-    A ``last`` beat is held while ``queue_depth`` vectors wait for the stage (accepted,
-    not started); other beats never are. Vector ``n`` starts in the stage at
-    ``S_n = max(a_n + start_delay, S_(n-1) + R)`` and leaves at
-    ``C_n = S_n + L - start_delay``, where its ``last`` beat transfers at
-    ``a_n = max(a_(n-1) + beats[n], S_(n - queue_depth) + 1)``. A held beat delays all
-    that follow it, so once the queue has filled, a later dot product that finds the
-    stage idle leaves later than :func:`result_cycles` of the unthrottled stream says.
-
-    Parameters
-    ----------
-    beats : array_like of int
-        Beats of each dot product (>= 1).
-    latency, interval : int
-        L and R.
-    queue_depth : int
-        The queue's credits (:attr:`MatmulUnit.queue_depth`).
-    start_delay : int
-        Cycles from a ``last`` beat to its vector's start in an idle stage
-        (:attr:`MatmulUnit.start_delay`).
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        The ``last`` beats' transfer cycles ``a_n`` and the exit cycles ``C_n``.
-    """
-    b = np.asarray(beats, dtype=np.int64)
-    stream_arrivals(b)  # checks
-    a = np.zeros(len(b), dtype=np.int64)
-    start = np.zeros(len(b), dtype=np.int64)
-    for n in range(len(b)):
-        a[n] = (a[n - 1] if n else -1) + b[n]
-        if n >= queue_depth:
-            a[n] = max(a[n], start[n - queue_depth] + 1)
-        start[n] = a[n] + start_delay
-        if n:
-            start[n] = max(start[n], start[n - 1] + interval)
-    return a, start + latency - start_delay
 
 
 def res_layout(rows, width):
@@ -353,37 +107,28 @@ class MatmulUnit(wiring.Component):
 
     Parameters
     ----------
-    lanes : int
-        K, activations per beat (>= 1).
-    rows : int
-        M, output rows (>= 1).
-    weight_mode : str
-        ``"ternary"`` or ``"binary"``.
-    output_stage : bool
-        Rescale accumulators to ``OUT_WIDTH``-bit fixed point, or bypass.
-    max_beats : int
-        Longest dot product, in beats, that the accumulator is sized for
-        (``acc_width(lanes * max_beats)`` bits). Longer ones raise ``error.overflow``.
-    levels_per_stage : int
-        Adder levels per pipeline register in the lane groups.
-    acc_tiles : int, optional
-        Keep the partial sums of up to ``acc_tiles`` row tiles in an accumulator bank
-        (per row a memory ``acc_tiles`` deep, read and written back every beat) instead
-        of one register per row. The stream then interleaves the dot products of
-        ``tiles`` tiles (the beat-major order of :mod:`model.sparse`): beat ``n`` adds
-        into tile ``n mod tiles``, and the ``tiles`` beats after a round's first one
-        that carry ``last`` end their tiles' dot products, one result each, in tile
-        order. With ``tiles = 1`` the bank behaves as the registers. A dot product's
-        first round ignores what the bank holds, so a reset mid-stream leaves nothing
-        stale. ``max_beats`` counts rounds.
-    fabric : str
-        ``"generic"`` (portable Verilog) or ``"ecp5"``: lane groups built from Lattice
-        ``CCU2C`` carry cells (see :class:`hw.lanes.DotProduct`); same behaviour and
-        latency, fewer LUTs on ECP5, and the Verilog then needs the Lattice cell library.
-    act_width : int
-        Bits of an activation: 8 (the default) or 4 (BitNet a4.8's int4 inputs,
-        -8..7, two per byte on ``act``); lane groups and accumulators narrow to the
-        int4 range. Ternary and binary weights only.
+    params : UnitParams, optional
+        The unit's parameters (:class:`ternary_accel.hw.params.UnitParams`: lanes K, rows
+        M, weight mode, output stage, ``max_beats``, pipeline, fabric, activation width,
+        accumulator bank, output rows, activation copies; their meaning, defaults and
+        checks are there).
+    **kwargs
+        Instead of ``params``: the same parameters by keyword
+        (``MatmulUnit(lanes=16, rows=8)`` is ``MatmulUnit(UnitParams(lanes=16, rows=8))``).
+
+    With ``acc_tiles`` the partial sums of up to ``acc_tiles`` row tiles are kept in an
+    accumulator bank (per row a memory ``acc_tiles`` deep, read and written back every
+    beat) instead of one register per row. The stream then interleaves the dot products
+    of ``tiles`` tiles (the beat-major order of :mod:`ternary_accel.model.sparse`): beat
+    ``n`` adds into tile ``n mod tiles``, and the ``tiles`` beats after a round's first
+    one that carry ``last`` end their tiles' dot products, one result each, in tile
+    order. With ``tiles = 1`` the bank behaves as the registers. A dot product's first
+    round ignores what the bank holds, so a reset mid-stream leaves nothing stale.
+    ``max_beats`` counts rounds. With ``fabric="ecp5"`` the lane groups are built from
+    Lattice ``CCU2C`` carry cells (:class:`ternary_accel.hw.rtl.lanes.DotProduct`): same
+    behaviour and latency, fewer LUTs, and the Verilog then needs the Lattice cell
+    library. With ``act_width=4`` the lane groups and accumulators narrow to the int4
+    range (two activations per byte on ``act``).
 
     Attributes
     ----------
@@ -407,21 +152,20 @@ class MatmulUnit(wiring.Component):
         On a parameter of the wrong type or out of range.
     """
 
-    def __init__(self, *, lanes, rows, weight_mode=TERNARY, output_stage=False,
-                 max_beats=1024, levels_per_stage=1, fabric=GENERIC, act_width=ACT_WIDTH,
-                 acc_tiles=None, output_rows=None, act_copies=DEFAULT_ACT_COPIES):
-        self._lanes = check_positive_int("lanes", lanes)
-        self._rows = check_positive_int("rows", rows)
-        self._weight_mode = check_weight_mode(weight_mode)
-        self._output_stage = check_bool("output_stage", output_stage)
-        self._max_beats = check_positive_int("max_beats", max_beats)
-        self._levels_per_stage = check_positive_int("levels_per_stage", levels_per_stage)
-        self._fabric = check_fabric(fabric)
-        self._act_width = check_act_width(act_width, self._weight_mode)
-        self._acc_tiles = None if acc_tiles is None else check_positive_int("acc_tiles",
-                                                                            acc_tiles)
-        self._output_rows = check_output_rows(output_rows, self._rows, self._output_stage)
-        self._act_copies = check_act_copies(act_copies, self._rows)
+    def __init__(self, params=None, **kwargs):
+        if params is None:
+            params = UnitParams(**kwargs)
+        elif kwargs:
+            raise TypeError("give a UnitParams or keyword parameters, not both")
+        elif not isinstance(params, UnitParams):
+            raise TypeError(f"params must be a UnitParams, not {params!r}")
+        self._params = params
+        self._lanes, self._rows = params.lanes, params.rows
+        self._weight_mode, self._output_stage = params.weight_mode, params.output_stage
+        self._max_beats, self._levels_per_stage = params.max_beats, params.levels_per_stage
+        self._fabric, self._act_width = params.fabric, params.act_width
+        self._acc_tiles, self._output_rows = params.acc_tiles, params.output_rows
+        self._act_copies = params.act_copies
         ports = {
             "act": In(stream.Signature(self.act_layout)),
             "wgt": In(stream.Signature(self.wgt_layout)),
@@ -433,6 +177,11 @@ class MatmulUnit(wiring.Component):
         super().__init__(ports)
 
     # Parameters, read-only.
+
+    @property
+    def params(self):
+        """The :class:`ternary_accel.hw.params.UnitParams` the unit was built with."""
+        return self._params
 
     @property
     def lanes(self):
@@ -486,7 +235,7 @@ class MatmulUnit(wiring.Component):
     @property
     def shared_output_stage(self):
         """Whether ``output_rows < rows``: vectors queue for one shared output stage."""
-        return _serial(self._output_rows, self._rows)
+        return shared_output_stage(self._output_rows, self._rows)
 
     @property
     def queue_depth(self):

@@ -32,23 +32,13 @@ from amaranth.lib.wiring import In, Out
 
 from ternary_accel.model.arith import OUT_WIDTH, SCALE_WIDTH, SHIFT_WIDTH, signed_range
 
-from ternary_accel.hw.rtl.lanes import ECP5, GENERIC, check_fabric
 from ternary_accel.hw.params import check_positive_int
+from ternary_accel.hw.params import ECP5, GENERIC, check_fabric
+from ternary_accel.hw.timing import MULTIPLY_LATENCY, OUTPUT_STAGE_LATENCY, SHIFT_LEVELS_PER_STAGE, SHIFT_STAGES
 
 __all__ = ["OutputStage", "OUTPUT_STAGE_LATENCY", "MULTIPLY_LATENCY", "SHIFT_STAGES",
            "DSP_CHUNK", "dsp_chunks", "product_width", "shift_windows"]
 
-#: Registers of the multiply: the DSP block's input, pipeline and output registers, and
-#: a fabric register the products land in (a DSP block's outputs are a long route from
-#: any adder nextpnr places).
-MULTIPLY_LATENCY = 4
-#: Shift levels (of ``SHIFT_WIDTH``) done between two registers.
-SHIFT_LEVELS_PER_STAGE = 2
-#: Register stages of the variable shift.
-SHIFT_STAGES = -(-SHIFT_WIDTH // SHIFT_LEVELS_PER_STAGE)
-#: Registers from the stage's input to its results: the input copies, the multiply, the
-#: partial-product sum, the shift stages, the rounding increment, the saturation.
-OUTPUT_STAGE_LATENCY = 1 + MULTIPLY_LATENCY + 1 + SHIFT_STAGES + 2
 #: The register holding the product (stage 1 takes the inputs, one copy of the scale and
 #: shift per slot).
 PRODUCT_STAGE = 1 + MULTIPLY_LATENCY + 1

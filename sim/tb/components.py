@@ -25,6 +25,7 @@ from ternary_accel.model.encoding import (CODE_INVALID, code_width, decode_binar
 from ternary_accel.model.quant import TERNARY
 
 from ternary_accel.sim.packing import field_slices, pack_array, pack_struct, unpack_array
+from ternary_accel.hw.rtl.matmul import act_layout as unit_act_layout
 
 __all__ = ["Vector", "StreamDriver", "StreamMonitor", "MatmulModel", "Scoreboard",
            "MatmulBench", "pauses", "never", "codes_for"]
@@ -294,7 +295,8 @@ class MatmulBench:
 
     def send(self, vectors):
         """Queue ``vectors`` on the input streams and their results on the scoreboard."""
-        act_layout = self.config.act_layout
+        act_layout = unit_act_layout(self.config.lanes, self.config.output_stage,
+                                     self.config.act_width)
         act_words, wgt_words = [], []
         for vector in vectors:
             beats = vector.beats

@@ -21,7 +21,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from ternary_accel.sim.config import EngineConfig
+from ternary_accel.hw.params import EngineParams
 from ternary_accel.sim.packing import unpack_array
 
 
@@ -131,7 +131,7 @@ async def serve_jobs(job):
 
 @cocotb.test()
 async def serve(dut):
-    config = EngineConfig(**json.loads(os.environ["TB_ENGINE"]))
+    config = EngineParams(**json.loads(os.environ["TB_ENGINE"]))
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
 
     async def job(plan, traffic):

@@ -23,7 +23,7 @@ from ternary_accel.hw.rtl.matmul import act_layout
 
 from ternary_accel.sim.harness import (ACT_FILE, MEMORY_NAME, PART_BITS, PERIOD_NS, WGT_FILE, join_parts,
                       memory_image, parts_per_word, stall_threshold)
-from ternary_accel.sim.config import EngineConfig
+from ternary_accel.hw.params import EngineParams
 from ternary_accel.sim.packing import unpack_array
 from ternary_accel.sim.tb.engine import serve_jobs
 
@@ -137,7 +137,7 @@ async def run(dut, results, widths, plan, traffic, cycle_limit):
 
 @cocotb.test()
 async def serve(dut):
-    config = EngineConfig(**json.loads(os.environ["TB_ENGINE"]))
+    config = EngineParams(**json.loads(os.environ["TB_ENGINE"]))
     results = Results(dut.res, config.rows * config.res_width)
     widths = {"act": act_layout(config.lanes, config.output_stage, config.act_width).size,
               "wgt": 8 * config.wgt_word_bytes}

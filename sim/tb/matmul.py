@@ -1,7 +1,7 @@
 """cocotb regression of :class:`hw.matmul.MatmulUnit` against :mod:`model`.
 
 The design configuration comes from the ``TB_CONFIG`` environment variable (JSON of
-:class:`sim.config.UnitConfig`), set by :mod:`sim.runner`.
+:class:`sim.config.UnitParams`), set by :mod:`sim.runner`.
 """
 
 import os
@@ -16,12 +16,12 @@ from ternary_accel.model.encoding import CODE_INVALID
 from ternary_accel.model.arith import matmul_int
 from ternary_accel.model.quant import ACT_WIDTH, TERNARY, quantize_activations_int4, quantize_weights
 
-from ternary_accel.hw.rtl.matmul import result_cycles, stream_arrivals
 
 from ternary_accel.sim.tb.components import MatmulBench, Vector, codes_for
-from ternary_accel.sim.config import UnitConfig
+from ternary_accel.hw.params import UnitParams
+from ternary_accel.hw.timing import result_cycles, stream_arrivals
 
-CONFIG = UnitConfig.from_json(os.environ.get("TB_CONFIG", "{}")) \
+CONFIG = UnitParams.from_json(os.environ.get("TB_CONFIG", "{}")) \
     if os.environ.get("TB_CONFIG") else None
 
 #: (seed, idle probability on each input, backpressure probability on the output); the
