@@ -7,6 +7,7 @@ package that is not installed, or a path that cannot be written, is one line too
 """
 
 import argparse
+import json
 import sys
 
 import pytest
@@ -147,3 +148,16 @@ def test_unwritable_path_is_one_line():
     # /proc takes no new folders, whoever runs the test (root included)
     line = one_line(invoke("energy", "report", "--outdir", "/proc/ternary-accel-test"), 1)
     assert line.startswith("ternary-accel: error: /proc/ternary-accel-test")
+
+
+@pytest.mark.verilator
+def test_sim_table_as_json(tmp_path, monkeypatch):
+    # the smallest regression configuration, built under tmp_path (TERNARY_ACCEL_BUILD)
+    monkeypatch.setenv("TERNARY_ACCEL_BUILD", str(tmp_path))
+    name = invoke("sim", "--list").stdout.split()[0]
+    result = invoke("sim", "--config", name, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)          # stdout is the table alone
+    assert row["configuration"] == name and row["result"] == "PASS" and row["tests"] > 0
+    assert (tmp_path / "sim" / name).is_dir()   # the build went where the variable says
+    assert "passed" in result.stderr
