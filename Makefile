@@ -9,6 +9,7 @@ RESULTS ?= docs/results
 STAMP := $(VENV)/.installed
 # The build directory: ./build, or $TERNARY_ACCEL_BUILD as for the commands (hw/paths.py).
 BUILD := $(or $(TERNARY_ACCEL_BUILD),build)
+DOCS_STAMP := $(VENV)/.installed-docs
 
 # Design parameters of `make verilog`.
 LANES ?= 16
@@ -16,7 +17,7 @@ ROWS ?= 8
 # Extra flags of `make dse`, e.g. DSE_ARGS="--jobs 2 --device 45f,85f".
 DSE_ARGS ?=
 
-.PHONY: all sim test verilog synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill perf clean distclean help
+.PHONY: all docs sim test verilog synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill perf clean distclean help
 
 all: test
 
@@ -36,6 +37,7 @@ help:
 	@echo "make perf     - 2B4T tokens/s, time to first token, J/token per board preset, rooflines"
 	@echo "make dse      - engine design-space sweep on ECP5: area, Fmax, 2B4T tokens/s, Pareto plot"
 	@echo "                under build/dse/ (flags via DSE_ARGS=\"--lanes 16,32 --jobs 2 ...\")"
+	@echo "make docs     - the documentation (topics and API) under build/docs, warnings as errors"
 	@echo "make clean    - remove build/ (or \$$TERNARY_ACCEL_BUILD)"
 
 # (Re)create the virtual environment when it is missing or older than pyproject.toml.
@@ -47,6 +49,16 @@ $(STAMP): pyproject.toml
 	PYTHONWARNINGS="ignore:::setuptools.command.editable_wheel" \
 		$(PY) -m pip install --quiet -e '.[dev,all]'
 	@touch $@
+
+# The docs extra on top of the project's install.
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	@touch $@
+
+docs: $(DOCS_STAMP)
+	rm -rf docs/api/generated
+	$(PY) -m sphinx -W --keep-going -b html -q docs build/docs
+	@echo "docs: build/docs/index.html"
 
 sim: $(STAMP)
 	$(TA) sim
@@ -88,7 +100,8 @@ bench: bench-area bench-packing bench-sim bench-token bench-block bench-sparse b
 
 perf: $(STAMP)
 	@for p in ecp5-ddr3 kv260 hbm2; do \
-		$(TA) perf --platform $$p --roofline $(BUILD)/perf/roofline-$$p.png || exit 1; \
+		$(TA) perf --platform $$p --roofline $(BUILD)/perf/roofline-$$p.png \
+			--results $(RESULTS) --results-name perf-$$p || exit 1; \
 		echo; done
 
 dse: $(STAMP)
@@ -96,9 +109,12 @@ dse: $(STAMP)
 
 energy: $(STAMP)
 	$(TA) energy report --outdir $(BUILD)/energy
+	$(TA) energy table1 --results $(RESULTS)
+	$(TA) energy sweep --results $(RESULTS)
+	$(TA) schemes --results $(RESULTS)
 
 clean:
-	rm -rf $(BUILD) sim_build
+	rm -rf $(BUILD) sim_build docs/api/generated
 
 distclean: clean
 	rm -rf $(VENV) *.egg-info

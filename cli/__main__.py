@@ -2,4 +2,5 @@
 
 from ternary_accel.cli.main import run
 
-run()
+if __name__ == "__main__":
+    run()

@@ -50,7 +50,7 @@ from ternary_accel.sim.sparse import run_sparse, sparse_config
 
 SCENARIOS = ("dense", "relu2", "a4.8", "a4.8-down", "block")
 #: a4.8's reported share of zero gate outputs at 7B, and of zero down_proj inputs
-#: (``a48-qsparse.md``).
+#: (``docs/a48-qsparse.md``).
 A48_GATE_ZEROS = 0.675
 A48_DOWN_ZEROS = 0.842
 #: DRAM burst of the burst-granular byte count (DDR3/DDR4 x16, BL8: 16 bytes; x64 DIMM

@@ -102,20 +102,18 @@ def build_parser():
                                        "--results DIR as well when given.")
     benches = bench.add_subparsers(dest="bench_name", metavar="BENCH", required=True)
     for name, module in BENCHES:
-        bench_parser = _add_simple(benches, name, module)
-        bench_parser.add_argument(
-            "--results", type=output_dir, default=None, metavar="DIR",
-            help="also write what the bench prints to DIR/NAME.md with the command, date "
-                 "and tool versions (the Makefile passes docs/results)")
-        bench_parser.add_argument(
-            "--results-name", default=f"bench-{name}", metavar="NAME",
-            help="file stem under --results (default: %(default)s)")
+        _add_results_arguments(_add_simple(benches, name, module), f"bench-{name}")
     _add_simple(sub, "dse", dse)
     perf.add_parser(sub)            # perf and schemes
     energy.add_parser(sub)
     model.add_parser(sub)
     for leaf in _leaves(parser):
         leaf.set_defaults(leaf_parser=leaf)
+        # the other table-printing jobs record their tables the same way
+        words = leaf.prog.split()[1:]
+        if words and words[0] in RECORDED and not any(
+                a.dest == "results" for a in leaf._actions):
+            _add_results_arguments(leaf, "-".join(words))
     parser.epilog = (f"Jobs: {jobs(parser)}. Run 'ternary-accel COMMAND --help' for a "
                      "command's flags.")
     return parser
@@ -129,6 +127,20 @@ def jobs(parser):
         inner = [a for a in child._actions if isinstance(a, argparse._SubParsersAction)]
         names.append(f"{name} {'|'.join(inner[0].choices)}" if inner else name)
     return ", ".join(names)
+
+
+#: Commands besides the benches whose tables ``--results`` records.
+RECORDED = ("perf", "schemes", "energy")
+
+
+def _add_results_arguments(parser, name):
+    parser.add_argument(
+        "--results", type=output_dir, default=None, metavar="DIR",
+        help="also write what the command prints to DIR/NAME.md with the command, date "
+             "and tool versions (the Makefile passes docs/results)")
+    parser.add_argument(
+        "--results-name", default=name, metavar="NAME",
+        help="file stem under --results (default: %(default)s)")
 
 
 class _Tee(io.TextIOBase):
@@ -156,7 +168,7 @@ def _recorded(args, argv):
     if not status:
         argv = sys.argv[1:] if argv is None else list(argv)
         path = write_results(args.results, args.results_name,
-                             f"ternary-accel bench {args.bench_name}", tee.copy.getvalue(),
+                             args.leaf_parser.prog, tee.copy.getvalue(),
                              argv=argv)
         print(f"results: {path}", file=sys.stderr)
     return status

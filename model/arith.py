@@ -27,7 +27,7 @@ __all__ = [
     "round_fixed", "scale_to_fixed", "fixed_error_bound",
 ]
 
-#: Largest magnitude of one product term: |w * x| <= |-128| for w in {-1, 0, +1}.
+#: Largest magnitude of one product term: ``|w * x|`` <= ``|-128|`` for w in {-1, 0, +1}.
 TERM_MAGNITUDE = -ACT_MIN
 
 def check_act_width(act_width):
@@ -63,7 +63,7 @@ OUT_WIDTH = 16
 
 
 def term_magnitude(mode=TERNARY, act_width=ACT_WIDTH):
-    """Largest |w * x| of one lane: ``2**(act_width - 1)`` for ternary/binary (128 for
+    """Largest ``|w * x|`` of one lane: ``2**(act_width - 1)`` for ternary/binary (128 for
     int8 activations, 8 for int4), times 128 for the int8 weights of the baseline."""
     return -act_range(act_width)[0] * (-ACT_MIN if mode == INT8 else 1)
 

@@ -3,7 +3,7 @@
 A checkpoint directory holds ``config.json`` and the weights, either in one
 ``model.safetensors`` or in shards ``model-0000K-of-0000N.safetensors`` listed by
 ``model.safetensors.index.json`` (``{"metadata": {...}, "weight_map": {tensor: file}}``).
-Two layouts exist (``models.md``, "Checkpoint formats"):
+Two layouts exist (``docs/models.md``, "Checkpoint formats"):
 
 - **packed** (``quantization_mode: offline``): each projection ``weight`` is uint8
   ``[out/4, in]`` in the 2-bit layout of :func:`model.encoding.unpack_hf_2bit`, with a

@@ -226,7 +226,7 @@ class ModelConfig:
         return replace(self, quantization_mode=quantization_mode)
 
 
-#: microsoft/bitnet-b1.58-2B-4T (``models.md``).
+#: microsoft/bitnet-b1.58-2B-4T (``docs/models.md``).
 BITNET_2B4T = ModelConfig(get_model("b1.58-2b4t"), rope_theta=500000.0, rms_norm_eps=1e-5,
                           max_position_embeddings=4096, tie_word_embeddings=True,
                           bos_token_id=128000, eos_token_id=128001)

@@ -1,7 +1,7 @@
 """The BitNet b1.58 decoder (2B4T's architecture) in NumPy, with a KV cache and greedy
 generation.
 
-One layer (``models.md``; x is T x hidden)::
+One layer (``docs/models.md``; x is T x hidden)::
 
     h = RMSNorm_in(x); q, k, v = BL_q(h), BL_k(h), BL_v(h); RoPE(q, k)
     a = softmax(q k^T / sqrt(head_dim) + causal mask) v       (grouped-query)
@@ -34,22 +34,22 @@ Numerics (float32 throughout unless stated):
   the KV cache gives bit-identical logits to recomputing the whole sequence.
 * The KV cache holds post-RoPE keys and values in float32 (the reference holds bf16).
 * Activation quantizer: float64 by default (the project's quantizer); ``act_quant``
-  selects the float32 evaluation of PyTorch or bitnet.cpp (``models.md``, "Reference
+  selects the float32 evaluation of PyTorch or bitnet.cpp (``docs/models.md``, "Reference
   numerics") to check the accelerator against a given runtime.
 * BitLinear output: ``acc * (weight_scale / s)``, the factor in float64, the product
   rounded once to float32.
 
-Activation modes (``shared/reference/a48-qsparse.md``; :class:`Decoder` parameters):
+Activation modes (``docs/a48-qsparse.md``; :class:`Decoder` parameters):
 
 * ``activations="a8"`` (default): every BitLinear input int8 absmax, as above.
 * ``activations="a4.8"`` (BitNet a4.8): q/k/v and gate/up inputs INT4 absmean
   (:func:`model.quant.quantize_activations_int4`); the o input Top-K 50 % per token
-  (``k = D // 2``, mask from the unquantized |x|) then int8 absmax; the down input int8
+  (``k = D // 2``, mask from the unquantized ``|x|``) then int8 absmax; the down input int8
   absmax. Gate first: ``up`` is only needed where ``relu(gate)^2 != 0``; the core still
   computes every output of up (the engine has no output skipping), the others are
   zeroed, which changes nothing (their product with the gate is 0), and the ledger
   counts the needed ones. The int4 values travel to the core as int8 in -8..7.
-* ``topk=r`` (Q-Sparse): every BitLinear input keeps its ``int((1 - r) D)`` largest |x|
+* ``topk=r`` (Q-Sparse): every BitLinear input keeps its ``int((1 - r) D)`` largest ``|x|``
   per token (:func:`model.quant.topk_count`); ``block_topk=(N, M)`` keeps N of every M
   consecutive channels instead. The mask is taken on the full-precision input and
   applied *before* the projection's quantizer (for int8 absmax the order does not

@@ -1,7 +1,7 @@
 """Weight encodings: the datapath lane codes and the base-3 packed storage format.
 
 Every encoding the hardware, the simulator and the host driver use is defined here
-and nowhere else (see ``shared/reference/bitlinear.md``).
+and nowhere else (see ``docs/arithmetic.md``).
 
 Lane codes
 ----------
@@ -329,7 +329,7 @@ def unpack_byte_mulshift(packed):
     return weights.astype(np.int8), valid
 
 
-# Hugging Face packed BitNet layout (``models.md``, "Checkpoint formats") ----------------
+# Hugging Face packed BitNet layout (``docs/models.md``, "Checkpoint formats") ----------------
 #
 # A packed checkpoint (microsoft/bitnet-b1.58-2B-4T) stores each projection as uint8 of
 # shape [out/4, in]: bits 2i..2i+1 of byte P[j, c] hold the code w + 1 (0, 1, 2) of

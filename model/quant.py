@@ -1,6 +1,6 @@
 """Quantizers of BitLinear: absmean ternary / sign binary weights, absmax int8 activations.
 
-Conventions (``shared/reference/bitlinear.md``):
+Conventions (``docs/arithmetic.md``):
 
 * ``round`` is round-half-to-even (``numpy.rint``), as ``torch.round`` does.
 * ``eps = 1e-5`` floors both scales so that an all-zero tensor or token never divides
@@ -8,7 +8,7 @@ Conventions (``shared/reference/bitlinear.md``):
 * Activations are int8 for both weight modes (the original BitNet's Q_b = 128 is
   replaced by the int8 convention, as the reference page says).
 
-BitNet a4.8 and Q-Sparse (``shared/reference/a48-qsparse.md``) add:
+BitNet a4.8 and Q-Sparse (``docs/a48-qsparse.md``) add:
 
 * :func:`quantize_activations_int4`, the a4.8 INT4 absmean quantizer, with the paper's
   ``beta + eps`` (eps = 1e-5: the paper gives none).
@@ -48,7 +48,7 @@ ACT_MAX = (1 << (ACT_WIDTH - 1)) - 1
 INT4_WIDTH = 4
 #: Activation widths the hardware datapath can be built for (``act_width``).
 ACT_WIDTHS = (INT4_WIDTH, ACT_WIDTH)
-#: Absmax target of the activation quantizer (|x * s| <= 127).
+#: Absmax target of the activation quantizer (``|x * s|`` <= 127).
 ACT_QMAX = ACT_MAX
 #: Floor of the weight and activation scales.
 EPS = 1e-5
@@ -165,7 +165,7 @@ FLOAT64 = "float64"
 TORCH_FP32 = "torch-fp32"
 #: bitnet.cpp: ``s = (float)(127 / (double)m)``, one rounding, then ``x * s`` in float32.
 BITNET_CPP = "bitnet.cpp"
-#: Evaluation paths of the activation quantizer (``models.md``, "Reference numerics").
+#: Evaluation paths of the activation quantizer (``docs/models.md``, "Reference numerics").
 ACT_QUANT_PATHS = (FLOAT64, TORCH_FP32, BITNET_CPP)
 
 
@@ -288,16 +288,16 @@ def topk_count(width, ratio):
 
 
 def _magnitude_order(x):
-    """Per row of ``x`` (..., n), the indices by decreasing |x|, ties to the lower index
-    (a stable sort of -|x|)."""
+    """Per row of ``x`` (..., n), the indices by decreasing ``|x|``, ties to the lower index
+    (a stable sort of ``-|x|``)."""
     return np.argsort(-np.abs(x), axis=-1, kind="stable")
 
 
 def topk_mask(activations, k):
-    """Q-Sparse Top-K mask: per token, True at the ``k`` largest |x|.
+    """Q-Sparse Top-K mask: per token, True at the ``k`` largest ``|x|``.
 
     Ties are broken towards the lower index: of equal magnitudes the earlier channels are
-    kept (a stable sort on -|x|), so the mask is deterministic and has exactly ``k``
+    kept (a stable sort on ``-|x|``), so the mask is deterministic and has exactly ``k``
     True entries per row.
 
     Parameters
@@ -325,7 +325,7 @@ def topk_mask(activations, k):
 
 def block_topk_mask(activations, n, m):
     """Block Q-Sparse N:M mask: in every block of ``m`` consecutive channels of a token,
-    True at the ``n`` largest |x| (ties to the lower index, as :func:`topk_mask`).
+    True at the ``n`` largest ``|x|`` (ties to the lower index, as :func:`topk_mask`).
 
     Parameters
     ----------
@@ -396,7 +396,7 @@ def quantize_kv(x, bits):
       ``qmax = 2**(bits-1) - 1`` (7 for 4 bits, 3 for 3 bits),
       ``s = max(max|x|, eps) / qmax`` rounded to float32 (the stored scale),
       ``code = clip(rint(x / s) + z, 0, 2**bits - 1)``. 0 is exact (code ``z``), the
-      grid is symmetric (codes 1 .. 2**bits - 1), the largest |x| is exact up to the
+      grid is symmetric (codes 1 .. 2**bits - 1), the largest ``|x|`` is exact up to the
       scale's rounding, and code 0 is unused. Rounding half to even.
 
     Parameters

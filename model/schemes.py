@@ -5,7 +5,7 @@ charges them.
 A scheme says, per projection input, how many bits an activation has (4 or 8) and
 which fraction of a token's activations is kept (its *density*: the rest are zero, and
 the sparse dataflow of :mod:`model.sparse` skips them with their weight columns). The
-inputs (``shared/reference/a48-qsparse.md``) are those of :data:`INPUTS`: q/k/v share
+inputs (``docs/a48-qsparse.md``) are those of :data:`INPUTS`: q/k/v share
 the attention input, gate/up the FFN input. The presets (:data:`SCHEMES`):
 
 * ``b1.58``: BitNet b1.58, int8 everywhere, dense (the accounting's figures before
@@ -49,7 +49,7 @@ _INPUT_OF = {p: name for name, group in INPUTS.items() for p in group}
 ACT_BITS = (4, 8)
 
 #: BitNet a4.8 at 7B, "fraction of weights not needed per token" (arXiv 2411.04965,
-#: as quoted in shared/reference/a48-qsparse.md): 44.5 % overall.
+#: as the Q-Sparse paper reports it): 44.5 % overall.
 A48_SPARSITY = {"q": 0.121, "k": 0.121, "v": 0.121, "o": 0.5, "gate": 0.12,
                 "up": 0.714, "down": 0.842}
 #: Gate outputs that are zero at 7B (relu^2 of the gate; gate first: up is needed only

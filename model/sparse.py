@@ -3,7 +3,7 @@
 A zero activation contributes nothing to a BitLinear: neither its adds nor the weight
 column it multiplies are needed. A dense engine gains nothing from scattered zeros (a
 beat of 32 activations at 80 % sparsity is all zero 0.08 % of the time), so the saving
-has to come from the dataflow (``shared/reference/a48-qsparse.md``):
+has to come from the dataflow (``docs/a48-qsparse.md``):
 
 1. **Compaction.** A token's kept activations are compacted with their column indices
    (:func:`kept_columns`), in ascending column order, and cut into ``lanes``-wide beats;

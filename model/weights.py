@@ -2,7 +2,7 @@
 
 A source of weights (a checkpoint on disk, :class:`MasterWeights` in memory) hands the
 decoder one :class:`LayerWeights` at a time, so a model can run without every layer
-held at once. Tensor names follow the Hugging Face LLaMA layout (``models.md``);
+held at once. Tensor names follow the Hugging Face LLaMA layout (``docs/models.md``);
 :func:`tensor_name` is the one place that spells them.
 """
 
@@ -146,7 +146,7 @@ class LayerWeights:
 
 
 def ternarize_master(master):
-    """The online quantizer of a master weight (bf16 master weights, ``models.md``):
+    """The online quantizer of a master weight (bf16 master weights, ``docs/models.md``):
     absmean ternary values (:func:`model.quant.quantize_weights_ternary`) and the scale
     ``mean|W|`` rounded to bfloat16, as the bf16 reference model holds it (and as a
     packed checkpoint stores ``weight_scale``), so both layouts of the same weights give

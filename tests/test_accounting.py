@@ -1,5 +1,5 @@
 """The accounting of a forward pass (model.accounting) and its energy (energy.system):
-counts by hand on the tiny model, 2B4T's bytes per token from models.md's parameter
+counts by hand on the tiny model, 2B4T's bytes per token from the 2B4T report's parameter
 counts, and the counting run being the decoder's own run."""
 
 import numpy as np
@@ -61,7 +61,7 @@ def test_tiny_prefill_by_hand():
 
 
 def test_2b4t_decode_bytes_at_context_0_from_the_parameter_counts():
-    # models.md: 30 layers of 69,482,752 parameters, of which the norms are
+    # the 2B4T report: 30 layers of 69,482,752 parameters, of which the norms are
     # 3 x 2560 + 6912; embedding 128256 x 2560 (= the tied LM head); KV 5 heads of 128.
     norms = 3 * 2560 + 6912
     trits = 30 * (69_482_752 - norms)

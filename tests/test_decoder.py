@@ -213,7 +213,7 @@ def test_quantizer_paths_differ_only_at_near_ties():
     for path in (TORCH_FP32, BITNET_CPP):
         diff = quantize_activations_as(x, path).values.astype(int) - base
         assert np.abs(diff).max() <= 1
-        assert np.count_nonzero(diff) <= 5     # about one in a million in models.md
+        assert np.count_nonzero(diff) <= 5     # about one in a million (docs/models.md)
 
 
 def test_config_round_trip_and_errors():

@@ -14,6 +14,7 @@ from cli_runner import invoke
 
 from ternary_accel.cli import dse as dse_cli
 from ternary_accel.hw import dse
+from ternary_accel.hw.params import EngineParams
 from ternary_accel.hw.timing import unit_latency
 
 pytestmark = pytest.mark.xdist_group("dse")
@@ -145,8 +146,8 @@ def test_pareto_front_hand_made():
 def test_throughput_by_hand():
     # one 8 x 8 layer, 2 blocks, on 4 lanes x 2 rows: 4 row tiles x 2 beats = 8 beats a
     # token, 8 codes a beat = 2 bytes (5 per byte), so 16 weight bytes a pass
-    params = {"lanes": 4, "rows": 2, "levels_per_stage": 1, "output_stage": True,
-              "max_beats": 2, "batch": 1, "port_bits": None, "packing": "base3"}
+    params = EngineParams(lanes=4, rows=2, levels_per_stage=1, output_stage=True,
+                          max_beats=2, tokens=1, weight_port_bits=None, packing="base3")
     latency = unit_latency(4, 1, True)
     fast = dse.bitlinear_throughput(params, 1.0, bandwidth_gbs=1.0, prompt=3,
                                     projections=[(8, 8)], layers=2)
@@ -163,8 +164,8 @@ def test_throughput_by_hand():
 def test_throughput_with_weight_reuse_by_hand():
     # the same layer with T = 2 and a 16-bit base-3 port (10 codes a word: one word a
     # beat, 2 bytes); a prompt of 4 is 2 passes over the weights
-    params = {"lanes": 4, "rows": 2, "levels_per_stage": 1, "output_stage": True,
-              "max_beats": 2, "batch": 2, "port_bits": 16, "packing": "base3"}
+    params = EngineParams(lanes=4, rows=2, levels_per_stage=1, output_stage=True,
+                          max_beats=2, tokens=2, weight_port_bits=16, packing="base3")
     latency = unit_latency(4, 1, True)
     fast = dse.bitlinear_throughput(params, 1.0, bandwidth_gbs=1.0, prompt=4,
                                     projections=[(8, 8)], layers=2)

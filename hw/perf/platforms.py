@@ -101,7 +101,7 @@ PLATFORMS = {p.name: p for p in (
              reports_family="ecp5", vector_ops_per_cycle=16, attention_macs_per_cycle=16,
              head_macs_per_cycle=64),
     Platform("kv260", "AMD Kria KV260 (Zynq UltraScale+ K26), DDR4-2400 x64", 19.2, 15.0,
-             "assumed: a typical DDR4 figure (no source in shared/reference)",
+             "assumed: a typical DDR4 figure (no published source)",
              lanes=64, rows=32, fallback_clock_mhz=200.0,
              clock_source="assumed (no UltraScale+ flow here)",
              vector_ops_per_cycle=32, attention_macs_per_cycle=64, head_macs_per_cycle=256),

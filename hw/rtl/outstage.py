@@ -1,25 +1,26 @@
-"""The pipelined fixed-point output stage: :func:`model.arith.round_fixed` at the unit's
-clock, ``slots`` accumulators per cycle.
+"""The pipelined fixed-point output stage: the golden model's rounding at the unit's clock,
+several accumulators per cycle (:func:`ternary_accel.model.arith.round_fixed` on
+``slots`` accumulators).
 
 Per slot, every register stage does one cheap step:
 
-1. the inputs, registered, the scale and the shift in a copy per slot.
-2. to 5. the multiply ``p = acc * scale``: on ECP5 (``fabric="ecp5"``) in ``MULT18X18D``
-   blocks with their input, pipeline and output registers (Yosys maps ``*`` onto the
-   blocks but keeps its registers in the fabric, so the blocks are instantiated), the
-   accumulator cut into 17-bit chunks, one block each, then a fabric register; the
-   generic design registers a ``*`` the same number of times.
-6. the chunks' partial products added (one carry chain; a plain register with one chunk).
-7. to 9. the right shift of ``q = 2 p`` by ``shift`` (0..63), two mux levels per stage,
-   largest first, keeping only the ``OUT_WIDTH + 1`` low bits the result needs: a bit
-   leaving the window at the top ends up above the result, so instead of being shifted it
-   sets a sticky "too large" flag when it differs from the sign.
-10. and 11. round, then saturate: ``u = q >> shift = floor(p / 2**(shift - 1))`` (``2 p`` for
-    ``shift = 0``) holds the result ``floor(p / 2**shift)`` above its lowest bit, which is
-    the rounding bit: ``round_fixed = sat((u >> 1) + u[0])``, a 17-bit increment instead of
-    the wide bias add ``p + 2**(shift - 1)`` (the same value: ``floor((x + 1) / 2)``
-    depends only on ``floor(x)``). A shift past the product's width leaves ``u`` all sign
-    bits, so the result is 0 with no special case.
+- 1: the inputs, registered, the scale and the shift in a copy per slot.
+- 2 to 5: the multiply ``p = acc * scale``: on ECP5 (``fabric="ecp5"``) in ``MULT18X18D``
+  blocks with their input, pipeline and output registers (Yosys maps ``*`` onto the
+  blocks but keeps its registers in the fabric, so the blocks are instantiated), the
+  accumulator cut into 17-bit chunks, one block each, then a fabric register; the
+  generic design registers a ``*`` the same number of times.
+- 6: the chunks' partial products added (one carry chain; a plain register with one chunk).
+- 7 to 9: the right shift of ``q = 2 p`` by ``shift`` (0..63), two mux levels per stage,
+  largest first, keeping only the ``OUT_WIDTH + 1`` low bits the result needs: a bit
+  leaving the window at the top ends up above the result, so instead of being shifted it
+  sets a sticky "too large" flag when it differs from the sign.
+- 10 and 11: round, then saturate: ``u = q >> shift = floor(p / 2**(shift - 1))`` (``2 p`` for
+  ``shift = 0``) holds the result ``floor(p / 2**shift)`` above its lowest bit, which is
+  the rounding bit: ``round_fixed = sat((u >> 1) + u[0])``, a 17-bit increment instead of
+  the wide bias add ``p + 2**(shift - 1)`` (the same value: ``floor((x + 1) / 2)``
+  depends only on ``floor(x)``). A shift past the product's width leaves ``u`` all sign
+  bits, so the result is 0 with no special case.
 
 The datapath registers have no enable and no reset (results are qualified by ``valid``,
 which resets); the stage never stalls.
@@ -68,7 +69,7 @@ def dsp_chunks(acc_width):
 
 def shift_windows(width):
     """``[(amount, window)]`` per shift level, largest amount first: after the level only
-    bits ``0 .. window - 1`` of the shifted ``width``-bit value are kept (the rest ends
+    bits 0 to ``window - 1`` of the shifted ``width``-bit value are kept (the rest ends
     above the result whatever the later levels shift)."""
     amounts = [1 << bit for bit in reversed(range(SHIFT_WIDTH))]
     levels, window = [], width
