@@ -52,7 +52,8 @@ $(STAMP): pyproject.toml
 
 # The docs extra on top of the project's install.
 $(DOCS_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[docs]'
+	PYTHONWARNINGS="ignore:::setuptools.command.editable_wheel" \
+		$(PY) -m pip install --quiet -e '.[docs]'
 	@touch $@
 
 docs: $(DOCS_STAMP)
