@@ -217,7 +217,9 @@ def cmd_generate(parser, args):
             tokenizer = _tokenizer(args.checkpoint)
     bad = [i for i in prompt if not 0 <= i < config.vocab]
     if bad:
-        parser.error(f"token id {bad[0]} is outside the vocabulary (0..{config.vocab - 1})")
+        flag = "--prompt-ids" if args.prompt is None else "--prompt"
+        parser.error(f"{flag}: token id {bad[0]} is outside the vocabulary "
+                     f"(0..{config.vocab - 1})")
     if len(prompt) + args.max_new_tokens > config.max_position_embeddings:
         parser.error(f"prompt ({len(prompt)}) + --max-new-tokens ({args.max_new_tokens}) "
                      f"exceed max_position_embeddings ({config.max_position_embeddings})")

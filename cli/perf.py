@@ -18,7 +18,7 @@ from ternary_accel.model.shapes import MODELS
 
 from ternary_accel.hw.perf.throughput import NODES, model_report, scheme_rows
 from ternary_accel.hw.perf.platforms import PLATFORMS, get_platform
-from ternary_accel.cli.argtypes import add_format, finite_float, output_file, positive_float
+from ternary_accel.cli.argtypes import add_format, output_file, positive_float, probability
 
 __all__ = ["add_parser", "render_markdown", "render_csv", "plot_roofline",
            "render_schemes", "DEFAULT_SCHEME_MODELS"]
@@ -61,7 +61,7 @@ def _add_scheme_arguments(parser, repeat=False):
                         help="activation scheme (model.schemes)" +
                              (", repeatable (default: all)" if repeat else
                               " (default: %(default)s)"))
-    parser.add_argument("--sparsity", type=finite_float, default=None, metavar="R",
+    parser.add_argument("--sparsity", type=probability, default=None, metavar="R",
                         help="the q-sparse sparsity ratio (default: 0.6125)")
     if not repeat:
         parser.add_argument("--density", action="append", default=[], metavar="P=D",
