@@ -95,6 +95,14 @@ def run(parser, args):
             parser.error(f"{shape.name} is not a BitNet b1.58 decoder: {error}")
         layer = 0
     config = source.config
+    limit = config.max_position_embeddings
+    if args.prompt_tokens > limit:
+        parser.error(f"--prompt-tokens {args.prompt_tokens}: the model holds at most "
+                     f"{limit} positions (max_position_embeddings)")
+    if args.prompt_tokens + args.decode_steps > limit:
+        parser.error(f"--decode-steps {args.decode_steps}: with --prompt-tokens "
+                     f"{args.prompt_tokens} the model holds at most "
+                     f"{limit - args.prompt_tokens} (max_position_embeddings {limit})")
     widest = max(p.in_features for p in config.shape.projections())
     engine = EngineParams(lanes=args.lanes, rows=args.rows,
                           max_beats=-(-widest // args.lanes), output_stage=False)

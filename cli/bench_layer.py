@@ -124,6 +124,8 @@ def run(parser, args):
         shape = get_model(args.model)
     except ValueError as error:
         parser.error(str(error))
+    from ternary_accel.cli.perf import check_context
+    check_context(parser, args.model, args.tokens, "--tokens", tokens=0)
     make = WEIGHTS[args.weights or ("gaussian" if args.layers == 1 else "ternary")]
     projections = shape.projections()
     if args.only:

@@ -58,6 +58,8 @@ A48_DOWN_ZEROS = 0.842
 #: DRAM burst of the burst-granular byte count (DDR3/DDR4 x16, BL8: 16 bytes; x64 DIMM
 #: 64 bytes).
 BURST = 64
+#: Largest ``--burst``: a DRAM page (a burst never spans more).
+MAX_BURST = 4096
 #: Block Q-Sparse: keep 16 of every 32 consecutive channels.
 BLOCK_N, BLOCK_M = 16, 32
 
@@ -145,6 +147,10 @@ def run(parser, args):
         shape = get_model(args.model)
     except ValueError as error:
         parser.error(str(error))
+    from ternary_accel.cli.perf import check_context
+    check_context(parser, args.model, args.tokens, "--tokens", tokens=0)
+    if args.burst > MAX_BURST:
+        parser.error(f"--burst {args.burst}: a DRAM burst is at most {MAX_BURST} bytes here")
     down = next(p for p in shape.projections() if p.name == "down")
     n_out, n_in = down.out_features, down.in_features
     beats = -(-n_in // args.lanes)

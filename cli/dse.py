@@ -165,6 +165,9 @@ def run(p, args):
     if args.scheduler is not None and args.jobs is not None:
         p.error("--jobs and --scheduler exclude each other (the cluster's workers set how "
                 "many points run at once)")
+    from ternary_accel.cli.perf import check_context
+    from ternary_accel.hw.dse import MODEL
+    check_context(p, MODEL, args.prompt, "--prompt", tokens=0)
     client = _connect(p, args.scheduler) if args.scheduler is not None else None
     outdir = (args.outdir or build_path("dse")).resolve()
     options = {"synth_only": args.synth_only, "seed": args.seed, "freq_mhz": args.freq,
