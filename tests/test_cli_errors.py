@@ -434,3 +434,29 @@ def test_console_script_lists_every_job():
     bad = subprocess.run([script, "bench", "layer", "--seed", "-1"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+# --- sizes past what the model or the machine holds ---------------------------------------
+
+@pytest.fixture
+def no_build(monkeypatch):
+    """A bench that let a bad size through fails here instead of building the engine."""
+    from ternary_accel.sim.session import EngineSession
+
+    def start(self):
+        raise AssertionError("the bench accepted the size and went on to build the engine")
+    monkeypatch.setattr(EngineSession, "start", start)
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["bench", "layer", "--tokens", "100000000"], "--tokens"),
+    (["bench", "sparse", "--tokens", "100000000"], "--tokens"),
+    (["bench", "block", "--prompt-tokens", "100000000"], "--prompt-tokens"),
+    (["bench", "block", "--decode-steps", "100000000"], "--decode-steps"),
+    (["dse", "--prompt", "100000000"], "--prompt"),
+    (["bench", "sparse", "--burst", "100000000000"], "--burst"),
+])
+def test_token_counts_past_the_model_are_refused_before_any_work(cli, no_build, args, flag):
+    started = time.monotonic()
+    usage_error(cli(*args), flag)
+    assert time.monotonic() - started < 10
