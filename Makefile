@@ -17,13 +17,14 @@ ROWS ?= 8
 # Extra flags of `make dse`, e.g. DSE_ARGS="--jobs 2 --device 45f,85f".
 DSE_ARGS ?=
 
-.PHONY: all docs sim test verilog synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill perf clean distclean help
+.PHONY: all docs sim test test-fast verilog synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill perf clean distclean help
 
 all: test
 
 help:
 	@echo "make sim      - generate Verilog, run the cocotb regression under Verilator"
 	@echo "make test     - the whole pytest suite (model, hw, cocotb, energy)"
+	@echo "make test-fast - the suite without Verilator, synthesis and slow tests (about a minute)"
 	@echo "make verilog  - write build/verilog/matmul_unit.v (LANES=$(LANES) ROWS=$(ROWS))"
 	@echo "make synth    - Yosys + nextpnr for one unit (LANES, ROWS), report under build/reports/"
 	@echo "make energy   - Table 1, model-size sweep and figure under build/energy/"
@@ -66,6 +67,9 @@ sim: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not verilator and not synth and not slow"
 
 verilog: $(STAMP)
 	$(TA) verilog --lanes $(LANES) --rows $(ROWS) -o $(BUILD)/verilog/matmul_unit.v

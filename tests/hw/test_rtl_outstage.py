@@ -33,6 +33,7 @@ def stage_cases(acc_width, rng, count=1500):
     return cases
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("acc_width, slots", [(24, 1), (24, 3), (9, 2), (41, 1), (2, 1)])
 def test_output_stage_is_round_fixed(acc_width, slots):
     """One set of slots per cycle, a new scale and shift every cycle."""
@@ -188,6 +189,7 @@ STREAMS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output_rows", [1, 2, ROWS, None])
 @pytest.mark.parametrize("name", list(STREAMS))
 def test_exit_cycles_follow_the_contract(output_rows, name):

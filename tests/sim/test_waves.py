@@ -12,11 +12,13 @@ from ternary_accel.sim.session import EngineSession
 TINY_ENGINE = EngineParams(lanes=4, rows=2, max_beats=2, output_stage=False)
 
 
+@pytest.mark.verilator
 def test_waves_must_be_a_bool():
     with pytest.raises(TypeError, match="waves must be True or False"):
         EngineSession(TINY_ENGINE, waves="yes")
 
 
+@pytest.mark.verilator
 @pytest.mark.parametrize("bench", BENCHES)
 def test_session_records_waveforms(tmp_path, bench):
     w = np.array([[1, -1, 0, 1], [0, 0, -1, -1]])

@@ -65,6 +65,7 @@ def test_prompt_text_with_a_tokenizer(tiny, tmp_path):
     assert "text: " in by_text.stdout
 
 
+@pytest.mark.verilator
 @pytest.mark.parametrize("args, message", [
     (["generate", "{ck}"], "one of the arguments --prompt-ids --prompt is required"),
     (["generate", "{ck}", "--prompt-ids", "1 x"], "token ids must be integers"),
@@ -92,7 +93,8 @@ def test_bad_checkpoint_is_one_line_and_exit_1(tiny, tmp_path):
     assert result.returncode == 2 and "add --overwrite" in result.stderr
 
 
-@pytest.mark.xdist_group("engine")   # the Verilator build is shared with test_engine.py
+@pytest.mark.verilator
+@pytest.mark.xdist_group("engine-acc")   # the build of tests/sim/test_session.py's ACC
 def test_generate_with_rtl_equals_golden(tiny, tmp_path):
     golden_out, rtl_out = tmp_path / "golden.npz", tmp_path / "rtl.npz"
     args = ["generate", str(tiny / "packed"), "--prompt-ids", "7 3 99", "--max-new-tokens",
@@ -104,7 +106,8 @@ def test_generate_with_rtl_equals_golden(tiny, tmp_path):
     assert np.array_equal(np.load(golden_out)["logits"], np.load(rtl_out)["logits"])
 
 
-@pytest.mark.xdist_group("engine")
+@pytest.mark.verilator
+@pytest.mark.xdist_group("engine-acc")
 def test_bench_block_on_a_checkpoint_layer(tiny):
     result = invoke("bench", "block", "--checkpoint", tiny / "packed", "--layer", "1",
                     "--lanes", "16", "--rows", "8", "--prompt-tokens", "2",
@@ -120,6 +123,7 @@ def run_in_process(capsys, *args):
     return result.returncode, result.stdout, result.stderr
 
 
+@pytest.mark.verilator
 def test_generate_activation_modes(tiny, tmp_path, capsys):
     logits = {}
     for label, flags in [("default", []), ("a8", ["--activations", "a8"]),

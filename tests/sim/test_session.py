@@ -17,9 +17,10 @@ from ternary_accel.sim.plans import check_shape, plan_layer, predicted_cycles
 from ternary_accel.sim.session import EngineSession, run_bitlinear, run_on_engine
 from ternary_accel.sim.workloads import EngineCore, run_layer
 
-# One Verilator build serves every test here: keep them on one xdist worker so that no
-# two compile into the same build folder at once.
-pytestmark = pytest.mark.xdist_group("engine")
+# Tests of one Verilator build stay on one xdist worker (no two generate into the same
+# build folder at once); the two engines here, and their tests, are two groups.
+SMALL_BUILD = pytest.mark.xdist_group("engine-small")
+ACC_BUILD = pytest.mark.xdist_group("engine-acc")
 
 #: A small engine for make test: K = 16 lanes, M = 8 rows.
 SMALL = EngineParams(lanes=16, rows=8, max_beats=16)
@@ -70,6 +71,8 @@ def test_cycle_model_by_hand():
     assert predicted_cycles(64, 128, 2, SMALL) == 2 * 8 * 8 + SMALL.latency
 
 
+@SMALL_BUILD
+@pytest.mark.verilator
 @pytest.mark.parametrize("bench", BENCHES)
 @pytest.mark.parametrize("n_out, n_in, tokens", [(8, 16, 1), (32, 64, 2), (64, 128, 1)])
 def test_cycle_model_matches_simulation(n_out, n_in, tokens, bench):
@@ -79,6 +82,8 @@ def test_cycle_model_matches_simulation(n_out, n_in, tokens, bench):
     assert run.cycles == run.predicted
 
 
+@SMALL_BUILD
+@pytest.mark.verilator
 @pytest.mark.parametrize("bench", BENCHES)
 def test_small_layer_exact_with_idle_and_backpressure(bench):
     run = run_layer("traffic_64x128", quantized(64, 128, 3, seed=5), SMALL, frac_bits=6,
@@ -87,6 +92,8 @@ def test_small_layer_exact_with_idle_and_backpressure(bench):
     assert run.cycles > run.predicted  # stalls cost cycles, never correctness
 
 
+@SMALL_BUILD
+@pytest.mark.verilator
 def test_both_benches_give_the_same_results_on_the_same_layers():
     """The memory-played harness and the per-cycle bench, same configuration and seed:
     every output word equal (and equal to the golden model) on layers of 1 to 5 tokens
@@ -117,6 +124,7 @@ def test_both_benches_give_the_same_results_on_the_same_layers():
         assert outcome["memory", 0.35][i].cycles > outcome["memory", 0.35][i].predicted
 
 
+@pytest.mark.verilator
 def test_harness_memories_bound_the_layer():
     small = HarnessConfig(act_depth=16, wgt_depth=32, res_depth=8)
     session = EngineSession(SMALL, harness=small)    # checked before anything is built
@@ -167,6 +175,8 @@ def test_plan_refuses_scale_without_output_stage():
         plan_layer(np.zeros((8, 32), dtype=int), np.zeros(32, dtype=int), 3, 2, ACC)
 
 
+@SMALL_BUILD
+@pytest.mark.verilator
 def test_run_on_engine_returns_output_stage_results():
     r = quantized(24, 48, 2, seed=11)
     fixed = bitlinear_fixed(r, 6)
@@ -180,6 +190,8 @@ def test_run_on_engine_returns_output_stage_results():
                           fixed["y_fixed"])
 
 
+@ACC_BUILD
+@pytest.mark.verilator
 def test_session_returns_raw_accumulators_and_takes_one_token():
     rng = np.random.default_rng(4)
     w = rng.integers(-1, 2, size=(32, 128))
@@ -196,6 +208,7 @@ def test_session_returns_raw_accumulators_and_takes_one_token():
         assert single.cycles == single.predicted == ACC.mapping(32, 128).cycles
 
 
+@pytest.mark.verilator
 def test_build_root_is_a_parameter(tmp_path):
     tiny = EngineParams(lanes=4, rows=2, max_beats=2, output_stage=False)
     w = np.array([[1, -1, 0, 1], [0, 0, -1, -1]])
@@ -204,6 +217,8 @@ def test_build_root_is_a_parameter(tmp_path):
     assert (tmp_path / f"{tiny.name}_{HarnessConfig().name}" / "engine_harness.v").exists()
 
 
+@ACC_BUILD
+@pytest.mark.verilator
 def test_tiny_model_generates_bit_exact_on_the_rtl(tmp_path):
     """Every BitLinear of a tiny model on the engine: the same logits, bit for bit."""
     weights = MasterWeights(TINY, random_master_weights(TINY, seed=2))

@@ -19,7 +19,7 @@ from ternary_accel.hw.timing import unit_latency
 
 pytestmark = pytest.mark.xdist_group("dse")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Two tiny engines (2 and 4 lanes, 1 row), today's port, synthesis only.
 SWEEP = ["--lanes", "2,4", "--rows", "1", "--tokens", "1", "--port-bits", "beat",
          "--packing", "base3", "--device", "45f", "--synth-only"]
@@ -52,6 +52,7 @@ def local_run(tmp_path_factory):
     return outdir, result
 
 
+@pytest.mark.synth
 def test_local_pool_sweep(local_run):
     outdir, result = local_run
     assert "2 points (2 to build" in result.stderr
@@ -67,6 +68,7 @@ def test_local_pool_sweep(local_run):
     assert all(line in result.stdout for line in table_lines(outdir))
 
 
+@pytest.mark.synth
 def test_table_and_plot_written(local_run):
     outdir, _ = local_run
     markdown = (outdir / "dse.md").read_text()
@@ -80,6 +82,7 @@ def test_table_and_plot_written(local_run):
     assert len(list((outdir / "cache").glob("*.json"))) == 2
 
 
+@pytest.mark.synth
 def test_dask_cluster_gives_identical_rows(local_run, tmp_path):
     import distributed     # a dependency of the project: missing is a failure, not a skip
     outdir, local = local_run
@@ -94,6 +97,7 @@ def test_dask_cluster_gives_identical_rows(local_run, tmp_path):
     assert stable(json_rows(tmp_path)) == stable(json_rows(outdir))
 
 
+@pytest.mark.synth
 def test_cache_runs_only_what_changed(local_run, tmp_path):
     # a copy of the first run's folder: its cache holds both points
     outdir = tmp_path / "dse"
@@ -129,6 +133,7 @@ def test_failed_point_is_a_row_and_exit_1(tmp_path):
     assert row["status"] == "failed" and row["lut4"] is None
 
 
+@pytest.mark.verilator
 def test_bad_engine_parameters_are_refused_by_name():
     with pytest.raises(TypeError, match="bogus"):
         dse.build_engine({"lanes": 2, "rows": 1, "bogus": 3})

@@ -247,6 +247,7 @@ def test_engine_config_int4_inputs():
     assert EngineParams().act_width == 8 and not EngineParams().name.endswith("_a4")
 
 
+@pytest.mark.verilator
 @pytest.mark.xdist_group("engine_a4")
 def test_int4_engine_on_the_memory_bench():
     """An int4 layer engine under Verilator, streams played from memories with random

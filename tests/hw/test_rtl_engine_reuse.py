@@ -282,6 +282,7 @@ def run_unstalled(config, runs):
     return got, cycles
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", STAGE_CONFIGS.values(), ids=STAGE_CONFIGS.keys())
 @pytest.mark.parametrize("n_out, n_in, tokens", [(16, 32, 9), (8, 128, 4), (64, 8, 6)])
 def test_pipelined_output_stage_cycle_model_is_exact(config, n_out, n_in, tokens):
@@ -318,6 +319,7 @@ def test_a_short_layer_fills_the_shared_stage_queue():
 
 # --- the RTL under Verilator: the cycle model equals the simulation ------------------
 
+@pytest.mark.verilator
 @pytest.mark.xdist_group("reuse")
 @pytest.mark.parametrize("config", [REUSE_A, REUSE_B, REUSE_D],
                          ids=["8x4_p16", "4x8_p64_3in5", "4x8_p64_3in5_o2"])
@@ -335,6 +337,7 @@ def test_cycle_model_matches_verilator(config):
                 config.mapping(n_out, n_in, tokens).cycles
 
 
+@pytest.mark.verilator
 @pytest.mark.xdist_group("reuse")
 def test_verilator_stalls_and_invalid_bytes():
     rng = np.random.default_rng(5)

@@ -30,6 +30,7 @@ def runnable(platform):
     return names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("platform", PLATFORMS.values(), ids=lambda p: p.name)
 def test_no_preset_beats_its_memory_bound(platform):
     names = runnable(platform)

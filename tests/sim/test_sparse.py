@@ -154,6 +154,7 @@ def full_speed():
         yield s
 
 
+@pytest.mark.verilator
 @pytest.mark.parametrize("order", ORDERS)
 def test_random_sparse_tokens_exact_with_stalls(session, order):
     """80 % zeros, an all-zero token, a fully dense one, all -128: every output word."""
@@ -170,6 +171,7 @@ def test_random_sparse_tokens_exact_with_stalls(session, order):
     assert result.cycles > result.predicted          # the stalls cost cycles
 
 
+@pytest.mark.verilator
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("n_out, n_in, tokens, density", [
     (4, 8, 1, 0.5), (16, 64, 3, 0.2), (32, 64, 2, 0.9)])
@@ -180,6 +182,7 @@ def test_cycle_model_matches_simulation(full_speed, n_out, n_in, tokens, density
     assert result.cycles == result.predicted
 
 
+@pytest.mark.verilator
 def test_block_sparse_static_schedule(session):
     """N:M = 4:8 masks: every token keeps the same number of columns, zeros included."""
     w, x, scale, shift = sparse_layer(8, 64, 3, 1.0, seed=4)
@@ -197,6 +200,7 @@ def test_block_sparse_static_schedule(session):
     assert np.array_equal(result.outputs, expected(w, x, scale, shift))
 
 
+@pytest.mark.verilator
 def test_one_token_vector(full_speed):
     w, x, scale, shift = sparse_layer(8, 16, 1, 0.3, seed=5)
     result = run_sparse(full_speed, w, x[0])
@@ -204,6 +208,7 @@ def test_one_token_vector(full_speed):
     assert np.array_equal(result.outputs, expected(w, x, scale, shift)[0])
 
 
+@pytest.mark.verilator
 def test_invalid_byte_is_flagged_and_decoded_as_zero_weights(full_speed):
     w, x, scale, shift = sparse_layer(8, 16, 1, 1.0, seed=6)
     columns = kept_columns(x)[0]
@@ -216,6 +221,7 @@ def test_invalid_byte_is_flagged_and_decoded_as_zero_weights(full_speed):
     assert np.array_equal(result.outputs[0], expected(zeroed, x, scale, shift)[0])
 
 
+@pytest.mark.verilator
 def test_wrong_engine_or_inputs():
     w, x, scale, shift = sparse_layer(8, 16, 1, 0.5, seed=8)
     dense = EngineSession(EngineParams(lanes=8, rows=4, max_beats=8))
@@ -237,6 +243,7 @@ def test_wrong_engine_or_inputs():
         run_sparse(columns, w, x, scale, shift, order="rows")
 
 
+@pytest.mark.verilator
 def test_a48_decoder_on_the_sparse_dataflow(session):
     """BitNet a4.8 with Q-Sparse Top-K on the tiny model, every BitLinear through the
     sparse RTL (random stalls): the same tokens and bit-identical logits as the golden

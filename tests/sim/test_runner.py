@@ -12,6 +12,7 @@ from ternary_accel.sim.runner import run_config
 from ternary_accel.sim.verilator import configure_environment, find_verilator
 
 
+@pytest.mark.verilator
 @pytest.mark.parametrize("config", REGRESSION_CONFIGS, ids=lambda c: c.name)
 def test_cocotb_regression(config):
     result = run_config(config)
@@ -21,6 +22,7 @@ def test_cocotb_regression(config):
     assert result.vectors > 300
 
 
+@pytest.mark.verilator
 def test_deeper_tree_pipeline():
     """levels_per_stage > 1 changes the latency; the throughput test checks it exactly."""
     result = run_config(UnitParams(lanes=16, rows=2, levels_per_stage=2, output_stage=True,
@@ -28,6 +30,7 @@ def test_deeper_tree_pipeline():
     assert result.passed, result.failed
 
 
+@pytest.mark.verilator
 def test_verilator_is_found_and_recent():
     found = find_verilator()
     assert found.version >= (5, 36)
@@ -62,6 +65,7 @@ def test_retry_text_busy():
         retry_text_busy(lambda: open("/nonexistent/x"), delay_s=0)
 
 
+@pytest.mark.verilator
 def test_build_is_reused_rebuilt_on_change_and_fails_with_its_log(tmp_path):
     from ternary_accel.sim.verilator import BuildFailed, build_cached
     source = tmp_path / "counter.v"

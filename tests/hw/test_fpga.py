@@ -33,6 +33,7 @@ CONFIGS = [
 ]
 
 
+@pytest.mark.verilator
 @pytest.mark.parametrize("flags", CONFIGS, ids=["default", "k4_m1_binary_os", "k64_m4_axis",
                                                 "k8_m2_a4_axis", "k8_m2_a4_engine"])
 def test_verilog_lints_and_sidecar_matches(tmp_path, flags):
@@ -77,6 +78,7 @@ def test_synth_cli_errors(args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.synth
 def test_int4_lane_group_synthesis_smoke(tmp_path):
     """An int4 lane group through Yosys: its report name carries the width, and it is
     narrower than the int8 one."""
@@ -92,6 +94,7 @@ def test_int4_lane_group_synthesis_smoke(tmp_path):
     assert 0 < int4["lut4"] < int8["lut4"] and 0 < int4["carry"] < int8["carry"]
 
 
+@pytest.mark.synth
 @pytest.mark.parametrize("fabric", ["generic", "ecp5"])
 def test_synthesis_smoke(tmp_path, fabric):
     """A small unit through Yosys (no P&R): it maps to LUTs and carry chains, no DSP."""
@@ -118,6 +121,7 @@ EQUIV_CASES = [
 ]
 
 
+@pytest.mark.synth
 @pytest.mark.parametrize("params", EQUIV_CASES, ids=lambda p: "_".join(
     f"{k}{v}" for k, v in p.items()))
 def test_ecp5_lane_group_equivalent(tmp_path, params):
@@ -145,6 +149,7 @@ def test_fabric_flag():
     assert result.returncode == 2 and "invalid choice" in result.stderr
 
 
+@pytest.mark.verilator
 def test_ecp5_fabric_verilog_lints_with_cell_models(tmp_path):
     from ternary_accel.hw.rtl.ecp5 import SIM_MODEL_WAIVERS, cell_models
     out = tmp_path / "unit.v"
@@ -206,6 +211,7 @@ def test_bench_area_report_from_json(tmp_path):
     assert (tmp_path / "out" / "bench_area.md").read_text().startswith("Tools:")
 
 
+@pytest.mark.synth
 def test_flow_reuse(tmp_path):
     """reuse=True skips the tools only for the same Verilog through the same commands."""
     from ternary_accel.hw.rtl.lanes import DotProduct
