@@ -1,4 +1,4 @@
-"""Every bad input to ``ternary-accel`` is one clear line, never a traceback (the issue's cases and their kinds).
+"""Every bad input to ``ternary-accel`` is one clear line, never a traceback.
 
 Each case the issue lists has a test, and beside it a test of the kind of case it stands
 for, run over the whole command tree where it can be (every ``--seed``, every numeric
