@@ -12,6 +12,7 @@ The layer is 2B4T-shaped with random Gaussian master weights ternarized per proj
 N``, fed the golden model's hidden states of layers 0..N-1 on random token ids).
 """
 
+import json
 import sys
 import time
 from collections import defaultdict
@@ -19,7 +20,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import (FlagErrors, non_negative_int, output_dir,
+from ternary_accel.cli.results import render_records
+from ternary_accel.cli.argtypes import (FlagErrors, add_format, non_negative_int, output_dir,
                                         positive_int, refuse_unless)
 from ternary_accel.model.config import BITNET_2B4T, ModelConfig
 from ternary_accel.model.decoder import Decoder
@@ -62,6 +64,7 @@ def add_arguments(parser):
                              "cycle: driven from Python every cycle")
     parser.add_argument("--build-dir", type=output_dir, default=None,
                         help="where the engine is built (default build/sim)")
+    add_format(parser)
     parser.add_argument("--waves", action="store_true",
                         help="record every signal of the engine to a VCD (a traced build of "
                              "its own; slower); the file's path is printed on stderr")
@@ -122,9 +125,12 @@ def run(parser, args):
             inputs = golden.layer_forward(index, inputs, cache)
     else:
         inputs = rng.normal(size=(sum(steps), config.hidden)).astype(np.float32)
+    # csv and json: the tables alone on stdout, their description and verdict on stderr
+    notes = sys.stdout if args.format == "markdown" else sys.stderr
     print(f"{config.shape.name} layer {layer}: prompt of {args.prompt_tokens} tokens, "
           f"{args.decode_steps} decode steps; engine K={engine.lanes} M={engine.rows} "
-          f"({engine.lanes * engine.rows} MACs/cycle, raw accumulators)", flush=True)
+          f"({engine.lanes * engine.rows} MACs/cycle, raw accumulators)", file=notes,
+          flush=True)
     started = time.monotonic()
     session = EngineSession(engine, build_root=args.build_dir, bench=args.bench,
                             waves=args.waves)
@@ -174,27 +180,47 @@ def run(parser, args):
     def rate(cycles, seconds):
         return f"{cycles / seconds:,.0f}" if seconds else "-"
 
-    print("\n| projection | N_out x N_in | calls | tokens | cycles | cycle model | wall s | "
-          "simulate s | cycles/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name in PROJECTIONS:
-        p, s = per[name], shapes[name]
-        print(f"| {name} | {s.out_features} x {s.in_features} | {p['calls']} | "
-              f"{p['tokens']} | {p['cycles']:,} | {p['predicted']:,} | {p['wall']:.2f} | "
-              f"{p['simulate']:.2f} | {rate(p['cycles'], p['simulate'])} |")
-    cycles = sum(p["cycles"] for p in per.values())
-    predicted = sum(p["predicted"] for p in per.values())
-    wall = sum(p["wall"] for p in per.values())
-    simulate = sum(p["simulate"] for p in per.values())
-    print(f"| **layer** | | {len(core.calls)} | {sum(steps)} | {cycles:,} | {predicted:,} | "
-          f"{wall:.2f} | {simulate:.2f} | {rate(cycles, simulate)} |")
-    print("\n| step | tokens | context | cycles | cycle model | hidden states bit-exact | "
-          "wall s |")
-    print("|---|---|---|---|---|---|---|")
-    for kind, tokens, context, cyc, pred, exact, secs in step_rows:
-        print(f"| {kind} | {tokens} | {context} | {cyc:,} | {pred:,} | "
-              f"{'yes' if exact else 'NO'} | {secs:.2f} |")
+    if args.format == "markdown":
+        print("\n| projection | N_out x N_in | calls | tokens | cycles | cycle model | wall s | "
+              "simulate s | cycles/s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for name in PROJECTIONS:
+            p, s = per[name], shapes[name]
+            print(f"| {name} | {s.out_features} x {s.in_features} | {p['calls']} | "
+                  f"{p['tokens']} | {p['cycles']:,} | {p['predicted']:,} | {p['wall']:.2f} | "
+                  f"{p['simulate']:.2f} | {rate(p['cycles'], p['simulate'])} |")
+        cycles = sum(p["cycles"] for p in per.values())
+        predicted = sum(p["predicted"] for p in per.values())
+        wall = sum(p["wall"] for p in per.values())
+        simulate = sum(p["simulate"] for p in per.values())
+        print(f"| **layer** | | {len(core.calls)} | {sum(steps)} | {cycles:,} | "
+              f"{predicted:,} | {wall:.2f} | {simulate:.2f} | {rate(cycles, simulate)} |")
+        print("\n| step | tokens | context | cycles | cycle model | hidden states bit-exact | "
+              "wall s |")
+        print("|---|---|---|---|---|---|---|")
+        for kind, tokens, context, cyc, pred, exact, secs in step_rows:
+            print(f"| {kind} | {tokens} | {context} | {cyc:,} | {pred:,} | "
+                  f"{'yes' if exact else 'NO'} | {secs:.2f} |")
+    else:
+        cycles = sum(p["cycles"] for p in per.values())
+        predicted = sum(p["predicted"] for p in per.values())
+        projections = [{"projection": name, "out_features": shapes[name].out_features,
+                        "in_features": shapes[name].in_features,
+                        "calls": per[name]["calls"], "tokens": per[name]["tokens"],
+                        "cycles": per[name]["cycles"], "predicted": per[name]["predicted"],
+                        "wall_s": round(per[name]["wall"], 2),
+                        "simulate_s": round(per[name]["simulate"], 2)}
+                       for name in PROJECTIONS]
+        step_table = [{"step": kind, "tokens": tokens, "context": context, "cycles": cyc,
+                       "predicted": pred, "bit_exact": exact, "wall_s": round(secs, 2)}
+                      for kind, tokens, context, cyc, pred, exact, secs in step_rows]
+        if args.format == "json":
+            print(json.dumps({"projections": projections, "steps": step_table}, indent=2))
+        else:           # two CSV tables, a blank line between them
+            print(render_records(projections, "csv") + "\n\n" +
+                  render_records(step_table, "csv"))
     ok = all(r[5] for r in step_rows) and cycles == predicted
     print(f"\n{'all steps bit-exact' if ok else 'MISMATCH'}; total wall time "
-          f"{time.monotonic() - started:.1f} s (build {session.build_seconds:.1f} s)")
+          f"{time.monotonic() - started:.1f} s (build {session.build_seconds:.1f} s)",
+          file=notes)
     return 0 if ok else 1
