@@ -161,3 +161,19 @@ def test_sim_table_as_json(tmp_path, monkeypatch):
     assert row["configuration"] == name and row["result"] == "PASS" and row["tests"] > 0
     assert (tmp_path / "sim" / name).is_dir()   # the build went where the variable says
     assert "passed" in result.stderr
+
+
+@pytest.mark.verilator
+@pytest.mark.xdist_group("engine-acc")   # the build of the other bench block test
+def test_bench_block_tables_as_json(tmp_path):
+    # the tiny checkpoint's layer on the 16 x 8 engine
+    assert invoke("model", "make-tiny", tmp_path / "tiny").returncode == 0
+    result = invoke("bench", "block", "--checkpoint", tmp_path / "tiny", "--lanes", "16",
+                    "--rows", "8", "--prompt-tokens", "2", "--decode-steps", "1",
+                    "--format", "json")
+    assert result.returncode == 0, result.stderr
+    tables = json.loads(result.stdout)           # stdout is the tables alone
+    assert [row["step"] for row in tables["steps"]] == ["prefill", "decode 1"]
+    assert all(row["bit_exact"] for row in tables["steps"])
+    assert all(row["cycles"] == row["predicted"] for row in tables["projections"])
+    assert "all steps bit-exact" in result.stderr
