@@ -7,6 +7,8 @@ TA := $(VENV)/bin/ternary-accel
 # Where the benchmark targets write their tables for the docs.
 RESULTS ?= docs/results
 STAMP := $(VENV)/.installed
+# The build directory: ./build, or $TERNARY_ACCEL_BUILD as for the commands (hw/paths.py).
+BUILD := $(or $(TERNARY_ACCEL_BUILD),build)
 DOCS_STAMP := $(VENV)/.installed-docs
 
 # Design parameters of `make verilog`.
@@ -37,18 +39,22 @@ help:
 	@echo "make dse      - engine design-space sweep on ECP5: area, Fmax, 2B4T tokens/s, Pareto plot"
 	@echo "                under build/dse/ (flags via DSE_ARGS=\"--lanes 16,32 --jobs 2 ...\")"
 	@echo "make docs     - the documentation (topics and API) under build/docs, warnings as errors"
-	@echo "make clean    - remove build/"
+	@echo "make clean    - remove build/ (or \$$TERNARY_ACCEL_BUILD)"
 
 # (Re)create the virtual environment when it is missing or older than pyproject.toml.
+# Every optional extra too (dev pulls all): the tests run every feature. The filter hides
+# setuptools' note that an editable install uses an import finder (it always does here).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	PYTHONWARNINGS="ignore:::setuptools.command.editable_wheel" \
+		$(PY) -m pip install --quiet -e '.[dev,all]'
 	@touch $@
 
 # The docs extra on top of the project's install.
 $(DOCS_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[docs]'
+	PYTHONWARNINGS="ignore:::setuptools.command.editable_wheel" \
+		$(PY) -m pip install --quiet -e '.[docs]'
 	@touch $@
 
 docs: $(DOCS_STAMP)
@@ -66,9 +72,9 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not verilator and not synth and not slow"
 
 verilog: $(STAMP)
-	$(TA) verilog --lanes $(LANES) --rows $(ROWS) -o build/verilog/matmul_unit.v
+	$(TA) verilog --lanes $(LANES) --rows $(ROWS) -o $(BUILD)/verilog/matmul_unit.v
 	$(TA) verilog --lanes $(LANES) --rows $(ROWS) --axis --output-stage \
-		-o build/verilog/matmul_unit_axis.v
+		-o $(BUILD)/verilog/matmul_unit_axis.v
 
 synth: $(STAMP)
 	$(TA) synth --lanes $(LANES) --rows $(ROWS) --target ecp5
@@ -99,7 +105,7 @@ bench: bench-area bench-packing bench-sim bench-token bench-block bench-sparse b
 
 perf: $(STAMP)
 	@for p in ecp5-ddr3 kv260 hbm2; do \
-		$(TA) perf --platform $$p --roofline build/perf/roofline-$$p.png \
+		$(TA) perf --platform $$p --roofline $(BUILD)/perf/roofline-$$p.png \
 			--results $(RESULTS) --results-name perf-$$p || exit 1; \
 		echo; done
 
@@ -107,13 +113,13 @@ dse: $(STAMP)
 	$(TA) dse $(DSE_ARGS)
 
 energy: $(STAMP)
-	$(TA) energy report --outdir build/energy
+	$(TA) energy report --outdir $(BUILD)/energy
 	$(TA) energy table1 --results $(RESULTS)
 	$(TA) energy sweep --results $(RESULTS)
 	$(TA) schemes --results $(RESULTS)
 
 clean:
-	rm -rf build sim_build docs/api/generated
+	rm -rf $(BUILD) sim_build docs/api/generated
 
 distclean: clean
 	rm -rf $(VENV) *.egg-info

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from ternary_accel.cli.argtypes import non_negative_int, output_dir, positive_float
+from ternary_accel.cli.argtypes import non_negative_int, output_dir, positive_float, refuse_unless
 from ternary_accel.hw.paths import build_path
 from ternary_accel.model.quant import INT8
 
@@ -104,6 +104,8 @@ def run(parser, args):
         parser.error(f"--freq must be positive, not {args.freq}")
     if args.seed < 0:
         parser.error(f"--seed must be non-negative, not {args.seed}")
+    refuse_unless(parser, args, args.from_json is None, "without --from-json (which runs "
+                  "no tool)", "quick", "seed", "freq", "reuse", "only")
     if args.from_json is not None:
         try:
             results = load_results(args.from_json)

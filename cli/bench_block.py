@@ -12,6 +12,7 @@ The layer is 2B4T-shaped with random Gaussian master weights ternarized per proj
 N``, fed the golden model's hidden states of layers 0..N-1 on random token ids).
 """
 
+import json
 import sys
 import time
 from collections import defaultdict
@@ -19,7 +20,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import output_dir, non_negative_int
+from ternary_accel.cli.results import render_records
+from ternary_accel.cli.argtypes import (FlagErrors, add_format, non_negative_int, output_dir,
+                                        positive_int, refuse_unless)
 from ternary_accel.model.config import BITNET_2B4T, ModelConfig
 from ternary_accel.model.decoder import Decoder
 from ternary_accel.model.shapes import MODELS, get_model
@@ -50,17 +53,18 @@ def add_arguments(parser):
     parser.add_argument("--model", default="b1.58-2b4t",
                         help=f"layer shape ({', '.join(MODELS)}; default: %(default)s)")
     parser.add_argument("--checkpoint", metavar="DIR", help="run a layer of this checkpoint")
-    parser.add_argument("--layer", type=int, default=0, help="layer of --checkpoint")
-    parser.add_argument("--prompt-tokens", type=int, default=3, metavar="T")
-    parser.add_argument("--decode-steps", type=int, default=2, metavar="N")
-    parser.add_argument("--lanes", type=int, default=EngineParams.lanes)
-    parser.add_argument("--rows", type=int, default=EngineParams.rows)
+    parser.add_argument("--layer", type=non_negative_int, default=0, help="layer of --checkpoint")
+    parser.add_argument("--prompt-tokens", type=positive_int, default=3, metavar="T")
+    parser.add_argument("--decode-steps", type=non_negative_int, default=2, metavar="N")
+    parser.add_argument("--lanes", type=positive_int, default=EngineParams.lanes)
+    parser.add_argument("--rows", type=positive_int, default=EngineParams.rows)
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--bench", choices=BENCHES, default=MEMORY_BENCH,
                         help="memory: streams played inside the simulator (default); "
                              "cycle: driven from Python every cycle")
     parser.add_argument("--build-dir", type=output_dir, default=None,
                         help="where the engine is built (default build/sim)")
+    add_format(parser)
     parser.add_argument("--waves", action="store_true",
                         help="record every signal of the engine to a VCD (a traced build of "
                              "its own; slower); the file's path is printed on stderr")
@@ -68,12 +72,11 @@ def add_arguments(parser):
 
 def run(parser, args):
     """Run the command; return the exit status."""
-    for flag in ("prompt_tokens", "lanes", "rows"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be a positive integer")
-    if args.decode_steps < 0:
-        parser.error("--decode-steps must be zero or more")
+    parser = FlagErrors(parser)     # library messages name the flags
 
+    refuse_unless(parser, args, args.checkpoint, "with --checkpoint", "layer")
+    refuse_unless(parser, args, not args.checkpoint, "without --checkpoint (the "
+                  "checkpoint gives the shape)", "model")
     rng = np.random.default_rng(args.seed)
     if args.checkpoint:
         from ternary_accel.model.checkpoint import CheckpointError, load_checkpoint
@@ -95,6 +98,14 @@ def run(parser, args):
             parser.error(f"{shape.name} is not a BitNet b1.58 decoder: {error}")
         layer = 0
     config = source.config
+    limit = config.max_position_embeddings
+    if args.prompt_tokens > limit:
+        parser.error(f"--prompt-tokens {args.prompt_tokens}: the model holds at most "
+                     f"{limit} positions (max_position_embeddings)")
+    if args.prompt_tokens + args.decode_steps > limit:
+        parser.error(f"--decode-steps {args.decode_steps}: with --prompt-tokens "
+                     f"{args.prompt_tokens} the model holds at most "
+                     f"{limit - args.prompt_tokens} (max_position_embeddings {limit})")
     widest = max(p.in_features for p in config.shape.projections())
     engine = EngineParams(lanes=args.lanes, rows=args.rows,
                           max_beats=-(-widest // args.lanes), output_stage=False)
@@ -114,16 +125,20 @@ def run(parser, args):
             inputs = golden.layer_forward(index, inputs, cache)
     else:
         inputs = rng.normal(size=(sum(steps), config.hidden)).astype(np.float32)
+    # csv and json: the tables alone on stdout, their description and verdict on stderr
+    notes = sys.stdout if args.format == "markdown" else sys.stderr
     print(f"{config.shape.name} layer {layer}: prompt of {args.prompt_tokens} tokens, "
           f"{args.decode_steps} decode steps; engine K={engine.lanes} M={engine.rows} "
-          f"({engine.lanes * engine.rows} MACs/cycle, raw accumulators)", flush=True)
+          f"({engine.lanes * engine.rows} MACs/cycle, raw accumulators)", file=notes,
+          flush=True)
     started = time.monotonic()
     session = EngineSession(engine, build_root=args.build_dir, bench=args.bench,
                             waves=args.waves)
     session.start()
     if args.waves:
         print(f"waveforms: {session.waves_file}", file=sys.stderr, flush=True)
-    print(f"build ({args.bench} bench): {session.build_seconds:.1f} s", flush=True)
+    print(f"build ({args.bench} bench): {session.build_seconds:.1f} s", file=sys.stderr,
+          flush=True)
     core = EngineCore(session)
     rtl = Decoder(source, core=core)
     cache_g, cache_r = golden.new_cache(), rtl.new_cache()
@@ -146,7 +161,8 @@ def run(parser, args):
                               sum(c["predicted"] for c in calls), exact,
                               time.monotonic() - t0))
             print(f"  {kind}: {tokens} token(s), bit-exact={exact}, "
-                  f"{step_rows[-1][3]:,} cycles, {step_rows[-1][6]:.1f} s", flush=True)
+                  f"{step_rows[-1][3]:,} cycles, {step_rows[-1][6]:.1f} s", file=sys.stderr,
+                  flush=True)
     finally:
         session.close()
 
@@ -164,27 +180,47 @@ def run(parser, args):
     def rate(cycles, seconds):
         return f"{cycles / seconds:,.0f}" if seconds else "-"
 
-    print("\n| projection | N_out x N_in | calls | tokens | cycles | cycle model | wall s | "
-          "simulate s | cycles/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name in PROJECTIONS:
-        p, s = per[name], shapes[name]
-        print(f"| {name} | {s.out_features} x {s.in_features} | {p['calls']} | "
-              f"{p['tokens']} | {p['cycles']:,} | {p['predicted']:,} | {p['wall']:.2f} | "
-              f"{p['simulate']:.2f} | {rate(p['cycles'], p['simulate'])} |")
-    cycles = sum(p["cycles"] for p in per.values())
-    predicted = sum(p["predicted"] for p in per.values())
-    wall = sum(p["wall"] for p in per.values())
-    simulate = sum(p["simulate"] for p in per.values())
-    print(f"| **layer** | | {len(core.calls)} | {sum(steps)} | {cycles:,} | {predicted:,} | "
-          f"{wall:.2f} | {simulate:.2f} | {rate(cycles, simulate)} |")
-    print("\n| step | tokens | context | cycles | cycle model | hidden states bit-exact | "
-          "wall s |")
-    print("|---|---|---|---|---|---|---|")
-    for kind, tokens, context, cyc, pred, exact, secs in step_rows:
-        print(f"| {kind} | {tokens} | {context} | {cyc:,} | {pred:,} | "
-              f"{'yes' if exact else 'NO'} | {secs:.2f} |")
+    if args.format == "markdown":
+        print("\n| projection | N_out x N_in | calls | tokens | cycles | cycle model | wall s | "
+              "simulate s | cycles/s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for name in PROJECTIONS:
+            p, s = per[name], shapes[name]
+            print(f"| {name} | {s.out_features} x {s.in_features} | {p['calls']} | "
+                  f"{p['tokens']} | {p['cycles']:,} | {p['predicted']:,} | {p['wall']:.2f} | "
+                  f"{p['simulate']:.2f} | {rate(p['cycles'], p['simulate'])} |")
+        cycles = sum(p["cycles"] for p in per.values())
+        predicted = sum(p["predicted"] for p in per.values())
+        wall = sum(p["wall"] for p in per.values())
+        simulate = sum(p["simulate"] for p in per.values())
+        print(f"| **layer** | | {len(core.calls)} | {sum(steps)} | {cycles:,} | "
+              f"{predicted:,} | {wall:.2f} | {simulate:.2f} | {rate(cycles, simulate)} |")
+        print("\n| step | tokens | context | cycles | cycle model | hidden states bit-exact | "
+              "wall s |")
+        print("|---|---|---|---|---|---|---|")
+        for kind, tokens, context, cyc, pred, exact, secs in step_rows:
+            print(f"| {kind} | {tokens} | {context} | {cyc:,} | {pred:,} | "
+                  f"{'yes' if exact else 'NO'} | {secs:.2f} |")
+    else:
+        cycles = sum(p["cycles"] for p in per.values())
+        predicted = sum(p["predicted"] for p in per.values())
+        projections = [{"projection": name, "out_features": shapes[name].out_features,
+                        "in_features": shapes[name].in_features,
+                        "calls": per[name]["calls"], "tokens": per[name]["tokens"],
+                        "cycles": per[name]["cycles"], "predicted": per[name]["predicted"],
+                        "wall_s": round(per[name]["wall"], 2),
+                        "simulate_s": round(per[name]["simulate"], 2)}
+                       for name in PROJECTIONS]
+        step_table = [{"step": kind, "tokens": tokens, "context": context, "cycles": cyc,
+                       "predicted": pred, "bit_exact": exact, "wall_s": round(secs, 2)}
+                      for kind, tokens, context, cyc, pred, exact, secs in step_rows]
+        if args.format == "json":
+            print(json.dumps({"projections": projections, "steps": step_table}, indent=2))
+        else:           # two CSV tables, a blank line between them
+            print(render_records(projections, "csv") + "\n\n" +
+                  render_records(step_table, "csv"))
     ok = all(r[5] for r in step_rows) and cycles == predicted
     print(f"\n{'all steps bit-exact' if ok else 'MISMATCH'}; total wall time "
-          f"{time.monotonic() - started:.1f} s (build {session.build_seconds:.1f} s)")
+          f"{time.monotonic() - started:.1f} s (build {session.build_seconds:.1f} s)",
+          file=notes)
     return 0 if ok else 1

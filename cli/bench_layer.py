@@ -20,7 +20,10 @@ import time
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import output_dir, non_negative_int, positive_float, positive_int as positive, probability
+from ternary_accel.cli.results import render_records
+from ternary_accel.cli.argtypes import (FlagErrors, add_format, non_negative_int, output_dir,
+                                        positive_float, probability)
+from ternary_accel.cli.argtypes import positive_int as positive
 from ternary_accel.model.arith import OUT_WIDTH, matmul_int
 from ternary_accel.model.bitlinear import BitLinearResult, bitlinear_reference
 from ternary_accel.model.quant import quantize_activations
@@ -105,6 +108,7 @@ def add_arguments(parser):
     parser.add_argument("--fmax", type=positive_float, default=None, metavar="MHZ",
                         help="engine clock of the compute-bound check (default: the "
                              "ecp5-ddr3 preset's clock, hw.platforms)")
+    add_format(parser)
     parser.add_argument("--waves", action="store_true",
                         help="record every signal of the engine to a VCD (a traced build of "
                              "its own; slower); the file's path is printed on stderr")
@@ -112,12 +116,16 @@ def add_arguments(parser):
 
 def run(parser, args):
     """Run the command; return the exit status."""
+    # the engine's messages name its parameters: its tokens are this command's --reuse
+    parser = FlagErrors(parser, tokens="--reuse", port_bits="--weight-port-bits")
     if args.bandwidth <= 0 or (args.fmax is not None and args.fmax <= 0):
         parser.error("--bandwidth and --fmax must be positive")
     try:
         shape = get_model(args.model)
     except ValueError as error:
         parser.error(str(error))
+    from ternary_accel.cli.perf import check_context
+    check_context(parser, args.model, args.tokens, "--tokens", tokens=0)
     make = WEIGHTS[args.weights or ("gaussian" if args.layers == 1 else "ternary")]
     projections = shape.projections()
     if args.only:
@@ -155,9 +163,11 @@ def run(parser, args):
     reuse = (f", weight reuse T={config.tokens}" if config.tokens > 1 else "") + \
         (f", {config.weight_port_bits}-bit weight port ({config.packing})"
          if config.weight_port_bits else "")
+    # csv and json: the table alone on stdout, its description and summary on stderr
+    notes = sys.stdout if args.format == "markdown" else sys.stderr
     print(f"engine K={config.lanes} M={config.rows} ({config.lanes * config.rows} MACs/cycle),"
           f" latency {config.latency}{reuse}; {shape.name}, {args.layers} block(s), "
-          f"{args.tokens} token(s), {args.bench} bench{stalls}", flush=True)
+          f"{args.tokens} token(s), {args.bench} bench{stalls}", file=notes, flush=True)
     started = time.monotonic()
     session = EngineSession(config, bench=args.bench, idle=args.idle,
                             backpressure=args.backpressure, seed=args.seed + 1,
@@ -169,7 +179,7 @@ def run(parser, args):
         print(f"waveforms: {session.waves_file}", file=sys.stderr, flush=True)
     phases = session.build_phases
     print(f"build: {session.build_seconds:.1f} s (generate {phases['generate']:.1f} s, "
-          f"Verilator and C++ {phases['compile']:.1f} s)", flush=True)
+          f"Verilator and C++ {phases['compile']:.1f} s)", file=sys.stderr, flush=True)
 
     rng = np.random.default_rng(args.seed)
     totals = {p.name: dict(proj=p, runs=0, cycles=0, predicted=0, exact=True, load=0.0,
@@ -195,12 +205,12 @@ def run(parser, args):
                 t["wall"] += run.wall_seconds
                 if args.layers == 1:
                     print(f"  {proj.name}: {run.cycles} cycles, exact={run.exact}, "
-                          f"{run.wall_seconds:.2f} s", flush=True)
+                          f"{run.wall_seconds:.2f} s", file=sys.stderr, flush=True)
             if args.layers > 1:
                 done = [t for t in totals.values() if t["runs"] == layer + 1]
                 print(f"  layer {layer + 1}/{args.layers}: "
                       f"{'bit-exact' if all(t['exact'] for t in done) else 'MISMATCH'}, "
-                      f"{time.monotonic() - layer_started:.1f} s", flush=True)
+                      f"{time.monotonic() - layer_started:.1f} s", file=sys.stderr, flush=True)
     finally:
         session.close()
 
@@ -219,15 +229,37 @@ def run(parser, args):
                 f"{sum(t['load'] for t in t_list):.2f} | {simulate:.2f} | {rate} | "
                 f"{sum(t['wall'] for t in t_list):.2f} |")
 
-    print()
-    print("| projection | N_out x N_in | runs | MACs | cycles | predicted | bit-exact | "
-          "load s | simulate s | cycles/s | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for t in totals.values():
-        p = t["proj"]
-        print(row(p.name, f"{p.out_features} x {p.in_features}", [t]))
+    def record(name, t_list):
+        simulate = sum(t["simulate"] for t in t_list)
+        cycles = sum(t["cycles"] for t in t_list)
+        return {"projection": name,
+                "out_features": t_list[0]["proj"].out_features if len(t_list) == 1 else None,
+                "in_features": t_list[0]["proj"].in_features if len(t_list) == 1 else None,
+                "runs": sum(t["runs"] for t in t_list),
+                "macs": sum(t["proj"].out_features * t["proj"].in_features * args.tokens *
+                            t["runs"] for t in t_list),
+                "cycles": cycles, "predicted": sum(t["predicted"] for t in t_list),
+                "bit_exact": all(t["exact"] for t in t_list),
+                "mismatches": sum(t["mismatches"] for t in t_list),
+                "load_s": round(sum(t["load"] for t in t_list), 2),
+                "simulate_s": round(simulate, 2),
+                "cycles_per_s": round(cycles / simulate) if simulate else None,
+                "wall_s": round(sum(t["wall"] for t in t_list), 2)}
+
     label = "**block**" if args.layers == 1 else f"**{args.layers} blocks**"
-    print(row(label, "", list(totals.values())))
+    if args.format == "markdown":
+        print()
+        print("| projection | N_out x N_in | runs | MACs | cycles | predicted | bit-exact | "
+              "load s | simulate s | cycles/s | wall s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for t in totals.values():
+            p = t["proj"]
+            print(row(p.name, f"{p.out_features} x {p.in_features}", [t]))
+        print(row(label, "", list(totals.values())))
+    else:
+        records = [record(t["proj"].name, [t]) for t in totals.values()]
+        records.append(record(label.strip("*"), list(totals.values())))
+        print(render_records(records, args.format))
     cycles = sum(t["cycles"] for t in totals.values())
     if cycles:
         from ternary_accel.hw.perf.platforms import get_platform
@@ -240,10 +272,12 @@ def run(parser, args):
               f"projection at {fmax:g} MHz and {args.bandwidth:g} GB/s: compute "
               f"{compute_s * 1e3:.2f} ms, weight traffic {memory_s * 1e3:.2f} ms: "
               f"{'compute' if compute_s >= memory_s else 'memory'}-bound, "
-              f"{args.tokens / max(compute_s, memory_s):,.1f} tokens/s for these layers")
+              f"{args.tokens / max(compute_s, memory_s):,.1f} tokens/s for these layers",
+              file=notes)
     total = time.monotonic() - started
     print(f"\nwall time {total:.1f} s: build {session.build_seconds:.1f} s, making the "
-          f"layers {make_seconds:.1f} s, the rest planning, loading, simulating, checking")
+          f"layers {make_seconds:.1f} s, the rest planning, loading, simulating, checking",
+          file=notes)
     ok = all(t["exact"] and t["cycles"] == t["predicted"] for t in totals.values()) \
         if not (args.idle or args.backpressure) else all(t["exact"] for t in totals.values())
     return 0 if ok else 1

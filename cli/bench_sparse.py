@@ -33,7 +33,10 @@ import time
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import output_dir, non_negative_int, positive_int as positive, probability as fraction
+from ternary_accel.cli.results import render_records
+from ternary_accel.cli.argtypes import (FlagErrors, add_format, non_negative_int, output_dir,
+                                        refuse_unless)
+from ternary_accel.cli.argtypes import positive_int as positive, probability as fraction
 from ternary_accel.model.arith import OUT_WIDTH, matmul_int, round_fixed, scale_to_fixed
 from ternary_accel.model.decoder import rms_norm
 from ternary_accel.hw.mapping import LayerTiling
@@ -43,6 +46,7 @@ from ternary_accel.model.sparse import MASK, NONZERO, ORDERS, kept_columns
 from ternary_accel.hw.mapping import burst_bytes
 
 from ternary_accel.hw.params import EngineParams
+from ternary_accel.sim.config import HarnessConfig
 from ternary_accel.sim.session import EngineSession
 from ternary_accel.sim.sparse import run_sparse, sparse_config
 
@@ -54,6 +58,8 @@ A48_DOWN_ZEROS = 0.842
 #: DRAM burst of the burst-granular byte count (DDR3/DDR4 x16, BL8: 16 bytes; x64 DIMM
 #: 64 bytes).
 BURST = 64
+#: Largest ``--burst``: a DRAM page (a burst never spans more).
+MAX_BURST = 4096
 #: Block Q-Sparse: keep 16 of every 32 consecutive channels.
 BLOCK_N, BLOCK_M = 16, 32
 
@@ -128,6 +134,7 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--build-dir", type=output_dir, default=None,
                         help="where the engines are built (default build/sim)")
+    add_format(parser)
     parser.add_argument("--waves", action="store_true",
                         help="record every signal of the engine to a VCD (a traced build of "
                              "its own; slower); the file's path is printed on stderr")
@@ -135,10 +142,15 @@ def add_arguments(parser):
 
 def run(parser, args):
     """Run the command; return the exit status."""
+    parser = FlagErrors(parser)     # library messages name the flags
     try:
         shape = get_model(args.model)
     except ValueError as error:
         parser.error(str(error))
+    from ternary_accel.cli.perf import check_context
+    check_context(parser, args.model, args.tokens, "--tokens", tokens=0)
+    if args.burst > MAX_BURST:
+        parser.error(f"--burst {args.burst}: a DRAM burst is at most {MAX_BURST} bytes here")
     down = next(p for p in shape.projections() if p.name == "down")
     n_out, n_in = down.out_features, down.in_features
     beats = -(-n_in // args.lanes)
@@ -148,22 +160,37 @@ def run(parser, args):
     except ValueError as error:
         parser.error(f"down_proj: {error}")
     scenarios = args.only or SCENARIOS
+    refuse_unless(parser, args, {"dense", "a4.8"} & set(scenarios),
+                  "with the dense or a4.8 scenario", "gate_zeros")
+    refuse_unless(parser, args, "a4.8-down" in scenarios, "with the a4.8-down scenario",
+                  "down_zeros")
     rng = np.random.default_rng(args.seed)
     weights = ternary(rng, n_out, n_in)
     gate, up = gate_up(rng, n_out, n_in, args.tokens)
     inputs = {"relu2": ffn_inputs(gate, up, 0.0),
               "a4.8": ffn_inputs(gate, up, args.gate_zeros)}
+    # csv and json: the table alone on stdout, its description and notes on stderr
+    notes = sys.stdout if args.format == "markdown" else sys.stderr
     if "a4.8-down" in scenarios:
         shift = calibrated_gate_zeros(gate, up, args.down_zeros)
         inputs["a4.8-down"] = ffn_inputs(gate, up, shift)
         print(f"a4.8-down: gate shifted by its {shift:.1%} quantile for "
-              f"{args.down_zeros:.1%} zero down_proj inputs", flush=True)
+              f"{args.down_zeros:.1%} zero down_proj inputs", file=notes, flush=True)
     block_mask = block_topk_mask(inputs["relu2"], BLOCK_N, BLOCK_M)
     inputs["block"] = np.where(block_mask, inputs["relu2"], np.float32(0))
     inputs["dense"] = inputs["a4.8"]
     print(f"{shape.name} down_proj {n_out} x {n_in}, {args.tokens} token(s), engine "
-          f"K={args.lanes} M={args.rows}", flush=True)
+          f"K={args.lanes} M={args.rows}", file=notes, flush=True)
 
+    # the harness's memories hold the layer's dense streams (the sparse ones are fewer;
+    # the defaults when they hold them already, as on the default engine)
+    dense = EngineParams(**common).mapping(n_out, n_in, args.tokens)
+    words = dense.row_tiles * dense.col_beats * dense.port_words_per_beat
+    defaults = HarnessConfig()
+    harness = HarnessConfig(
+        act_depth=max(defaults.act_depth, args.tokens * dense.col_beats),
+        wgt_depth=max(defaults.wgt_depth, 1 << (words - 1).bit_length()),
+        res_depth=max(defaults.res_depth, dense.result_words))
     sessions = {}
     rows = []
     dense_tiling = LayerTiling(n_out, n_in, args.tokens, args.lanes, args.rows)
@@ -174,6 +201,7 @@ def run(parser, args):
                 config = sparse_config(**common, acc_tiles=n_out // args.rows) if sparse \
                     else EngineParams(**common)
                 sessions[sparse] = EngineSession(config, build_root=args.build_dir,
+                                                 harness=harness,
                                                  waves=args.waves)
                 sessions[sparse].start()
                 if args.waves:
@@ -183,7 +211,7 @@ def run(parser, args):
                 print(f"build ({'sparse' if sparse else 'dense'} engine): "
                       f"{sessions[sparse].build_seconds:.1f} s (generate "
                       f"{phases['generate']:.1f} s, Verilator and C++ "
-                      f"{phases['compile']:.1f} s)", flush=True)
+                      f"{phases['compile']:.1f} s)", file=sys.stderr, flush=True)
             session = sessions[sparse]
             q = quantize_activations(inputs[name])
             acc = matmul_int(weights, q.values)
@@ -217,32 +245,47 @@ def run(parser, args):
                                  burst=burst,
                                  simulate=result.timing.get("simulate", 0.0), wall=wall))
                 print(f"  {name} ({rows[-1]['order']}): {result.cycles:,} cycles, "
-                      f"exact={exact}, {wall:.1f} s", flush=True)
+                      f"exact={exact}, {wall:.1f} s", file=sys.stderr, flush=True)
     finally:
         for session in sessions.values():
             session.close()
 
     dense_cycles = LayerTiling(n_out, n_in, 1, args.lanes, args.rows).beats
     dense_bytes = dense_tiling.weight_bytes_per_token
-    print()
-    print(f"| scenario | order | zero inputs | beats per tile | cycles (sim) | "
-          f"cycles (model) | weight bytes per token | fewer cycles | fewer weight bytes | "
-          f"bytes at {args.burst} B bursts | fewer (bursts) | bit-exact | simulate s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        per_token = r["cycles"] / args.tokens
-        burst = dense_bytes if r["burst"] is None else r["burst"]
-        print(f"| {r['name']} | {r['order']} | {r['zeros']:.1%} | {r['beats']:.1f} | "
-              f"{r['cycles']:,} | {r['predicted']:,} | {r['bytes']:,.0f} | "
-              f"{dense_cycles / per_token:.2f}x | {dense_bytes / r['bytes']:.2f}x | "
-              f"{burst:,.0f} | {dense_bytes / burst:.2f}x | "
-              f"{'yes' if r['exact'] else 'NO'} | {r['simulate']:.2f} |")
+    if args.format == "markdown":
+        print()
+        print(f"| scenario | order | zero inputs | beats per tile | cycles (sim) | "
+              f"cycles (model) | weight bytes per token | fewer cycles | fewer weight bytes | "
+              f"bytes at {args.burst} B bursts | fewer (bursts) | bit-exact | simulate s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            per_token = r["cycles"] / args.tokens
+            burst = dense_bytes if r["burst"] is None else r["burst"]
+            print(f"| {r['name']} | {r['order']} | {r['zeros']:.1%} | {r['beats']:.1f} | "
+                  f"{r['cycles']:,} | {r['predicted']:,} | {r['bytes']:,.0f} | "
+                  f"{dense_cycles / per_token:.2f}x | {dense_bytes / r['bytes']:.2f}x | "
+                  f"{burst:,.0f} | {dense_bytes / burst:.2f}x | "
+                  f"{'yes' if r['exact'] else 'NO'} | {r['simulate']:.2f} |")
+    else:
+        records = []
+        for r in rows:
+            burst = dense_bytes if r["burst"] is None else r["burst"]
+            records.append({
+                "scenario": r["name"], "order": r["order"], "zero_inputs": r["zeros"],
+                "beats_per_tile": r["beats"], "cycles": r["cycles"],
+                "predicted": r["predicted"], "weight_bytes_per_token": r["bytes"],
+                "fewer_cycles": dense_cycles / (r["cycles"] / args.tokens),
+                "fewer_weight_bytes": dense_bytes / r["bytes"],
+                "burst_bytes_per_token": burst, "fewer_burst_bytes": dense_bytes / burst,
+                "bit_exact": r["exact"], "simulate_s": round(r["simulate"], 2)})
+        print(render_records(records, args.format))
     print(f"\nfewer cycles: the dense beats of one token ({dense_cycles:,}) over the "
           f"scenario's simulated cycles per token (each sparse token pays the unit's "
           f"latency once). Weight bytes: fetched per token at column granularity "
           f"({args.rows} trits, {-(-args.rows // 5)} bytes a column of a tile; dense "
           f"{dense_bytes:,}), and at whole {args.burst}-byte bursts: tile-major stores each "
           f"tile's columns together (a burst holds several columns of one tile), "
-          f"beat-major each layer column's tiles together (a kept column is whole bursts).")
+          f"beat-major each layer column's tiles together (a kept column is whole bursts).",
+          file=notes)
     ok = all(r["exact"] and r["cycles"] == r["predicted"] for r in rows)
     return 0 if ok else 1

@@ -105,16 +105,14 @@ def add_arguments(p):
                    help="run the points on this Dask distributed scheduler (e.g. "
                    "tcp://host:8786) instead of a local pool")
     p.add_argument("--outdir", type=output_dir, default=None,
-                   help="table, plot, cache and work folders (default: %(default)s)")
+                   help="table, plot, cache and work folders (default: build/dse)")
     p.add_argument("--no-cache", action="store_true",
                    help="run every point, ignoring the cache (results are still stored)")
 
 
 def _connect(p, address):
-    try:
-        from distributed import Client
-    except ImportError as error:
-        p.error(f"--scheduler needs dask[distributed]: {error}")
+    # without the [dse] extra the import fails and main names the pip install line
+    from distributed import Client
     try:
         return Client(address, timeout=SCHEDULER_TIMEOUT)
     except Exception as error:       # OSError, TimeoutError, ValueError on a bad address
@@ -167,6 +165,9 @@ def run(p, args):
     if args.scheduler is not None and args.jobs is not None:
         p.error("--jobs and --scheduler exclude each other (the cluster's workers set how "
                 "many points run at once)")
+    from ternary_accel.cli.perf import check_context
+    from ternary_accel.hw.dse import MODEL
+    check_context(p, MODEL, args.prompt, "--prompt", tokens=0)
     client = _connect(p, args.scheduler) if args.scheduler is not None else None
     outdir = (args.outdir or build_path("dse")).resolve()
     options = {"synth_only": args.synth_only, "seed": args.seed, "freq_mhz": args.freq,

@@ -2,7 +2,7 @@
 
 
 from ternary_accel.hw.paths import build_path
-from ternary_accel.cli.argtypes import add_format, output_dir
+from ternary_accel.cli.argtypes import FlagErrors, add_format, output_dir
 from ternary_accel.model.shapes import FFN_KINDS, MODELS, TransformerShape, get_model
 
 from ternary_accel.energy.count import BITNET, TRANSFORMER, CountOptions, count_ops, energy_joules
@@ -54,6 +54,7 @@ def _options(parser, args):
 
 def _shapes(parser, args, default):
     """Models named by --model, or one built from --hidden/--ffn/..., or ``default``."""
+    parser = FlagErrors(parser)     # the shape's messages name the flags
     params = {k: getattr(args, k) for k in ("hidden", "ffn", "layers", "heads", "kv_heads",
                                             "vocab") if getattr(args, k) is not None}
     names = args.model if isinstance(args.model, list) else \
@@ -172,6 +173,10 @@ def cmd_token(parser, args):
     names = args.model or ["b1.58-2b4t"]
     if args.context < 0:
         parser.error(f"--context must be zero or more, not {args.context}")
+    from ternary_accel.cli.perf import check_context
+    for name in names:
+        if name in MODELS:
+            check_context(parser, name, args.context)
     try:
         header, rows = token_rows(names, args.context, dram=args.dram)
     except ValueError as error:

@@ -9,6 +9,7 @@ when the job failed, 2 on a usage error (a one-line message naming the flag).
 
 import argparse
 import contextlib
+import gc
 import io
 import sys
 import warnings
@@ -19,11 +20,42 @@ from ternary_accel.cli.results import write_results
 from ternary_accel.cli import (bench_area, bench_block, bench_layer, bench_packing,
                                bench_sparse, dse, energy, model, perf, sim, synth, verilog)
 
-__all__ = ["main", "run", "build_parser"]
+__all__ = ["main", "run", "build_parser", "CommandParser", "OPTIONAL"]
 
 #: ``ternary-accel bench NAME``: the benchmark commands, in ``--help`` order.
 BENCHES = (("area", bench_area), ("packing", bench_packing), ("layer", bench_layer),
            ("block", bench_block), ("sparse", bench_sparse))
+
+
+#: Optional packages, by the name they import as: the extra that installs them and what
+#: needs them (pyproject's ``[project.optional-dependencies]``).
+OPTIONAL = {
+    "distributed": ("dse", "ternary-accel dse --scheduler"),
+    "dask": ("dse", "ternary-accel dse --scheduler"),
+    "safetensors": ("checkpoints", "reading and writing checkpoints"),
+    "tokenizers": ("checkpoints", "--prompt (the checkpoint's tokenizer)"),
+    "matplotlib": ("plots", "the figure"),
+}
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr, exit status 2:
+    ``ternary-accel bench layer: error: argument --seed: must be non-negative, not -1``.
+    ``--help`` still shows the usage. Sub-parsers are of the same class."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _missing_extra(error):
+    """The one-line message for an optional package that is not installed, or None for
+    any other missing module (a bug: the traceback is kept)."""
+    top = (error.name or "").split(".")[0]
+    if top not in OPTIONAL:
+        return None
+    extra, what = OPTIONAL[top]
+    return (f"ternary-accel: error: {what} needs {top}, which is not installed: "
+            f"pip install 'ternary-accel[{extra}]'")
 
 
 def _version():
@@ -55,11 +87,10 @@ def _leaves(parser):
 
 def build_parser():
     """The whole command tree."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="ternary-accel",
         description="Ternary (BitNet b1.58) LLM accelerator: Verilog, synthesis, RTL "
-                    "simulation, benchmarks, performance and energy models, checkpoints.",
-        epilog="Run 'ternary-accel COMMAND --help' for a command's flags.")
+                    "simulation, benchmarks, performance and energy models, checkpoints.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     verilog.add_parser(sub)
@@ -83,7 +114,19 @@ def build_parser():
         if words and words[0] in RECORDED and not any(
                 a.dest == "results" for a in leaf._actions):
             _add_results_arguments(leaf, "-".join(words))
+    parser.epilog = (f"Jobs: {jobs(parser)}. Run 'ternary-accel COMMAND --help' for a "
+                     "command's flags.")
     return parser
+
+
+def jobs(parser):
+    """Every job of the tree in one line: ``verilog, ..., bench area|packing|..., ...``."""
+    sub = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)][0]
+    names = []
+    for name, child in sub.choices.items():
+        inner = [a for a in child._actions if isinstance(a, argparse._SubParsersAction)]
+        names.append(f"{name} {'|'.join(inner[0].choices)}" if inner else name)
+    return ", ".join(names)
 
 
 #: Commands besides the benches whose tables ``--results`` records.
@@ -139,27 +182,49 @@ def main(argv=None):
     int
         The exit status: 0 success, 1 the job failed, 2 a usage error.
     """
+    from amaranth.hdl import UnusedElaboratable
+    with warnings.catch_warnings():
+        # Components built only to check or read their parameters are never elaborated,
+        # nor those whose constructor refused a value (a usage error); Amaranth's note
+        # about them is for library users, not for a command's user. The job and its
+        # exceptions end inside this block, so the note is silenced when they are freed.
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        status = _main(argv)
+        gc.collect()
+    return status
+
+
+def _main(argv):
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        with warnings.catch_warnings():
-            # Components built only to read their ports or latency are never elaborated;
-            # Amaranth's note about it is for library users, not for a command's user.
-            from amaranth.hdl import UnusedElaboratable
-            warnings.simplefilter("ignore", UnusedElaboratable)
-            if getattr(args, "results", None) is not None:
-                status = _recorded(args, argv)
-            else:
-                status = args.func(args.leaf_parser, args)
+        if getattr(args, "results", None) is not None:
+            status = _recorded(args, argv)
+        else:
+            status = args.func(args.leaf_parser, args)
     except SystemExit as exit_:          # argparse's usage errors and --help
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except KeyboardInterrupt:
         print("ternary-accel: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:
+        message = _missing_extra(error)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 1
+    except OSError as error:            # a path that cannot be written or read
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"ternary-accel: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
     return 0 if status is None else int(status)
 
 
 def run():
     """The console script's entry point."""
+    # The process is the command's own: Amaranth's note on components built only to read
+    # their parameters stays silent until the interpreter exits, not only inside main().
+    from amaranth.hdl import UnusedElaboratable
+    warnings.filterwarnings("ignore", category=UnusedElaboratable)
     sys.exit(main())

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import non_negative_int, output_dir, output_file
+from ternary_accel.cli.argtypes import (FlagErrors, flag_names, name_flags,
+                                        non_negative_int, output_dir, output_file)
 from ternary_accel.cli.argtypes import positive_int as _positive_int
-from ternary_accel.model.checkpoint import (CheckpointError, format_inspect, inspect_checkpoint,
-                         load_checkpoint, make_tiny)
 from ternary_accel.model.decoder import A8, ACTIVATION_MODES, Decoder, generate
 from ternary_accel.model.quant import ACT_QUANT_PATHS, FLOAT64, KV_BITS
 
@@ -58,7 +57,9 @@ def add_parser(subparsers):
     """Register ``ternary-accel model`` and its subcommands."""
     parser = subparsers.add_parser(
         "model", help="checkpoints: inspect, make-tiny, generate (golden model or --rtl)",
-        description=__doc__.split("\n\n")[0])
+        description="BitNet b1.58 checkpoints: inspect them, make a tiny one, and generate "
+                    "tokens with the golden model or with every BitLinear on the RTL "
+                    "(--rtl).")
     sub = parser.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="configuration, tensor bytes by kind, zero weights",
@@ -151,18 +152,23 @@ RTL_ONLY = ("lanes", "rows", "build_dir", "waves")
 
 
 def _guarded(command):
-    """``command(parser, args)`` with the checkpoint's and the model's errors as one line
-    (exit status 1)."""
+    """``command(parser, args)`` with the checkpoint's and the model's errors (a
+    :class:`~ternary_accel.model.checkpoint.CheckpointError` is a ``ValueError``) as one
+    line naming the flags (exit status 1). The checkpoint module, and with it the
+    optional safetensors, is imported by the commands that read or write one."""
     def run(parser, args):
         try:
-            return command(parser, args)
-        except (CheckpointError, ValueError) as error:
-            print(f"{parser.prog}: error: {error}", file=sys.stderr)
+            return command(FlagErrors(parser), args)
+        except ValueError as error:
+            print(f"{parser.prog}: error: {name_flags(str(error), flag_names(parser))}",
+                  file=sys.stderr)
             return 1
     return run
 
 
 def cmd_inspect(args):
+    from ternary_accel.model.checkpoint import format_inspect, inspect_checkpoint, \
+        load_checkpoint
     checkpoint = load_checkpoint(args.checkpoint)
     print(format_inspect(inspect_checkpoint(checkpoint)))
     return 0
@@ -174,6 +180,7 @@ def cmd_make_tiny(parser, args):
     if args.directory.is_dir() and any(args.directory.iterdir()) and not args.overwrite:
         parser.error(f"{args.directory}: not empty; add --overwrite to replace the "
                      "checkpoint in it")
+    from ternary_accel.model.checkpoint import make_tiny
     path = make_tiny(args.directory, seed=args.seed, layout=args.layout, shards=args.shards,
                      overwrite=args.overwrite)
     print(f"wrote a tiny {args.layout} checkpoint to {path}")
@@ -183,6 +190,7 @@ def cmd_make_tiny(parser, args):
 def _tokenizer(directory):
     path = directory / "tokenizer.json"
     if not path.exists():
+        from ternary_accel.model.checkpoint import CheckpointError
         raise CheckpointError(f"{directory}: --prompt needs tokenizer.json in the "
                               "checkpoint directory (or give --prompt-ids)")
     from tokenizers import Tokenizer
@@ -196,6 +204,7 @@ def cmd_generate(parser, args):
             parser.error(f"--{given[0].replace('_', '-')} applies only with --rtl")
     lanes = RTL_LANES if args.lanes is None else args.lanes
     rows = RTL_ROWS if args.rows is None else args.rows
+    from ternary_accel.model.checkpoint import load_checkpoint
     checkpoint = load_checkpoint(args.checkpoint)
     config = checkpoint.config
     tokenizer = None
@@ -208,7 +217,9 @@ def cmd_generate(parser, args):
             tokenizer = _tokenizer(args.checkpoint)
     bad = [i for i in prompt if not 0 <= i < config.vocab]
     if bad:
-        parser.error(f"token id {bad[0]} is outside the vocabulary (0..{config.vocab - 1})")
+        flag = "--prompt-ids" if args.prompt is None else "--prompt"
+        parser.error(f"{flag}: token id {bad[0]} is outside the vocabulary "
+                     f"(0..{config.vocab - 1})")
     if len(prompt) + args.max_new_tokens > config.max_position_embeddings:
         parser.error(f"prompt ({len(prompt)}) + --max-new-tokens ({args.max_new_tokens}) "
                      f"exceed max_position_embeddings ({config.max_position_embeddings})")

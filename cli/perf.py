@@ -18,7 +18,7 @@ from ternary_accel.model.shapes import MODELS
 
 from ternary_accel.hw.perf.throughput import NODES, model_report, scheme_rows
 from ternary_accel.hw.perf.platforms import PLATFORMS, get_platform
-from ternary_accel.cli.argtypes import add_format, finite_float, output_file, positive_float
+from ternary_accel.cli.argtypes import add_format, output_file, positive_float, probability
 
 __all__ = ["add_parser", "render_markdown", "render_csv", "plot_roofline",
            "render_schemes", "DEFAULT_SCHEME_MODELS"]
@@ -61,7 +61,7 @@ def _add_scheme_arguments(parser, repeat=False):
                         help="activation scheme (model.schemes)" +
                              (", repeatable (default: all)" if repeat else
                               " (default: %(default)s)"))
-    parser.add_argument("--sparsity", type=finite_float, default=None, metavar="R",
+    parser.add_argument("--sparsity", type=probability, default=None, metavar="R",
                         help="the q-sparse sparsity ratio (default: 0.6125)")
     if not repeat:
         parser.add_argument("--density", action="append", default=[], metavar="P=D",
@@ -127,6 +127,8 @@ def run_schemes(parser, args):
             parser.error(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
     if args.context < 0:
         parser.error("--context must be zero or more")
+    for name in models:
+        check_context(parser, name, args.context)
     names = args.scheme or list(SCHEMES)
     if args.sparsity is not None and "q-sparse" not in names:
         parser.error("--sparsity goes with the q-sparse scheme")
@@ -207,7 +209,22 @@ def render_schemes(rows, skipped, schemes, context):
     return "\n".join(out)
 
 
+def check_context(parser, model, context, flag="--context", tokens=1):
+    """Refuse a ``context`` past the model's ``max_position_embeddings`` (a usage error
+    naming ``flag``) before anything is allocated for its KV cache."""
+    from ternary_accel.model.config import model_config
+    try:
+        limit = model_config(model).max_position_embeddings
+    except ValueError:
+        return          # a model the decoder cannot run: the report says why
+    if context + tokens > limit:
+        parser.error(f"{flag} {context}: {model} holds at most {limit} positions "
+                     f"(max_position_embeddings), so at most {limit - tokens}")
+
+
 def run(parser, args):
+    from ternary_accel.cli.argtypes import FlagErrors
+    parser = FlagErrors(parser)     # the model's messages name the flags
     try:
         platform = get_platform(args.platform)
     except ValueError as error:
@@ -224,6 +241,10 @@ def run(parser, args):
         value = getattr(args, flag)
         if value is not None and not value > 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive")
+    if args.context is None:
+        check_context(parser, args.model, args.prompt, "--prompt", tokens=0)
+    else:
+        check_context(parser, args.model, args.context)
     scheme = _scheme(parser, args.scheme, args.sparsity, args.density)
     try:
         report = model_report(args.model, platform, prompt=args.prompt, context=args.context,

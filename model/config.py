@@ -251,7 +251,7 @@ def model_config(name):
         raise ValueError(f"model {name!r} cannot run on the decoder: {error}") from None
 
 
-#: The tiny model of the tests and ``python -m model make-tiny``: hidden 64, 4 heads of
+#: The tiny model of the tests and ``ternary-accel model make-tiny``: hidden 64, 4 heads of
 #: 16, 2 KV heads, FFN 128, 2 layers, vocabulary 256. Every projection tiles onto the
 #: test engine (16 lanes, 8 rows).
 TINY = ModelConfig(TransformerShape("tiny", 64, 128, 2, 4, kv_heads=2, vocab=256),

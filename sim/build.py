@@ -91,9 +91,26 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
                  f"{config.name}_{harness.name}{_waves_suffix(waves)}")
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / f"{HARNESS_TOP}.v"
-    design = EngineHarness(**asdict(harness), **asdict(config))
+    # The harness is built only when its Verilog is generated: a component built and
+    # dropped unelaborated draws Amaranth's UnusedElaboratable warning. Its port names
+    # are kept beside the Verilog for the runs that find it cached.
+    ports_file = source.with_suffix(".ports")
+    if not ports_file.exists():
+        source.with_suffix(".key").unlink(missing_ok=True)      # generate again
+    ports = []
+
+    def convert():
+        design = EngineHarness(**asdict(harness), **asdict(config))
+        ports[:] = ["__".join(map(str, path))
+                    for path, _ in design.signature.members.flatten()]
+        return simulation_verilog(design, HARNESS_TOP)
+
     generated = _generate(source, _design_digest(asdict(config), asdict(harness), bench),
-              lambda: simulation_verilog(design, HARNESS_TOP))
+                          convert)
+    if ports:
+        ports_file.write_text("\n".join(ports) + "\n")
+    else:
+        ports = ports_file.read_text().split()
     leaves = []
     for name, text in (("harness_memory.v", MEMORY_VERILOG),
                        ("harness_clock.v", CLOCK_VERILOG)):
@@ -105,7 +122,6 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
     # is re-evaluated on every eval with all the logic behind it: making the whole top
     # module public ran 6 times slower.)
     control = build_dir / "public.vlt"
-    ports = ["__".join(map(str, path)) for path, _ in design.signature.members.flatten()]
     text = "`verilator_config\n" + f'public_flat_rd -module "{HARNESS_TOP}" -var "clk"\n' + \
         "".join(f'public_flat_rw -module "{HARNESS_TOP}" -var "{port}"\n' for port in ports)
     if not control.exists() or control.read_text() != text:

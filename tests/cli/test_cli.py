@@ -80,7 +80,7 @@ def test_sim_cli_errors():
     (("bench", "layer"), ["--layers", "0"], "must be a positive integer"),
     (("bench", "layer"), ["--only", "nope"], "unknown projection 'nope'"),
     (("bench", "layer"), ["--bench", "fast"], "invalid choice: 'fast'"),
-    (("bench", "layer"), ["--lanes", "7"], "not a multiple of the engine's lanes (7)"),
+    (("bench", "layer"), ["--lanes", "7"], "not a multiple of the engine's --lanes (7)"),
     (("bench", "layer"), ["--reuse", "1000"], "--reuse must be at most 256, not 1000"),
     (("bench", "layer"), ["--seed", "-1"], "argument --seed: must be non-negative"),
     (("bench", "layer"), ["--bandwidth", "nan"], "argument --bandwidth: must be a finite"),
@@ -89,7 +89,7 @@ def test_sim_cli_errors():
     (("bench", "sparse"), ["--down-zeros", "x"], "not a number: 'x'"),
     (("bench", "sparse"), ["--tokens", "0"], "must be a positive integer"),
     (("bench", "sparse"), ["--only", "sparse"], "invalid choice: 'sparse'"),
-    (("bench", "sparse"), ["--rows", "7"], "not a multiple of the engine's rows (7)"),
+    (("bench", "sparse"), ["--rows", "7"], "not a multiple of the engine's --rows (7)"),
 ])
 def test_bench_flags_are_checked_before_anything_is_built(module, args, message):
     result = run(*module, *args)

@@ -228,5 +228,7 @@ def test_cli_errors(flags, message, monkeypatch, tmp_path):
     result = invoke("dse", *flags, "--outdir", tmp_path)
     assert result.returncode == 2
     err = result.stderr
-    assert "usage: ternary-accel dse" in err and message in err
+    # one line: the command, "error:", the message naming the flag
+    assert err.startswith("ternary-accel dse: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "dse.md").exists()

@@ -63,7 +63,7 @@ def test_verilog_lints_and_sidecar_matches(tmp_path, flags):
     (["synth", "--target", "virtex"], "invalid choice"),
     (["synth", "--freq", "0"], "argument --freq: must be positive"),
     (["synth", "--lanes", "0", "--synth-only"], "lanes must be at least 1"),
-    (["synth", "--lane-group", "--levels-per-stage", "0"], "levels_per_stage"),
+    (["synth", "--lane-group", "--levels-per-stage", "0"], "--levels-per-stage must be at least 1"),
     (["synth", "--target", "ice40", "--fabric", "ecp5"], "cannot be synthesized"),
     (["synth", "--act-width", "5"], "invalid choice: 5 (choose from 4, 8)"),
     (["synth", "--act-width", "four"], "argument --act-width: not an integer"),

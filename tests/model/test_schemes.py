@@ -222,7 +222,7 @@ def test_cli_schemes_table():
     (["schemes", "--model", "gpt-5"], "unknown model"),
     (["schemes", "--context", "-1"], "--context"),
     (["schemes", "--scheme", "a4.8", "--sparsity", "0.5"], "--sparsity goes with"),
-    (["schemes", "--sparsity", "1.0", "--model", "b1.58-2b4t"], "sparsity ratio"),
+    (["schemes", "--sparsity", "1.0", "--model", "b1.58-2b4t"], "argument --sparsity: must be in [0, 1)"),
     (["schemes", "--model", "b1.58-1.3b"], "no model runs"),
     (["schemes", "--format", "xml"], "invalid choice"),
     (["perf", "--scheme", "a8"], "invalid choice"),
