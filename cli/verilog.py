@@ -5,7 +5,6 @@ the timing contract, the error bits and the weight word format
 
 import json
 import sys
-from pathlib import Path
 
 from amaranth.back import verilog
 from amaranth.hdl import Shape

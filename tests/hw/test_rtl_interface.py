@@ -5,7 +5,6 @@ and Markdown page ``ternary-accel verilog -o`` writes."""
 
 import json
 
-import numpy as np
 import pytest
 from amaranth.hdl import Shape
 from amaranth.lib import data
