@@ -32,13 +32,20 @@ __all__ = ["UnitParams", "EngineParams", "ParamsError", "BITNET_ENGINE",
            "check_positive_int", "check_bool", "check_weight_mode", "check_fabric",
            "check_act_width", "check_act_copies", "check_output_rows", "check_weight_order",
            "GENERIC", "ECP5", "FABRICS", "ROWS_ORDER", "COLUMNS_ORDER", "WEIGHT_ORDERS",
-           "MAX_TOKENS", "default_packing", "flag_of", "flagged"]
+           "MAX_TOKENS", "MAX_LANES", "MAX_ROWS", "MAX_BEATS", "MAX_PORT_BITS",
+           "default_packing", "flag_of", "flagged"]
 
 #: Fabrics a lane group can be built for: portable Verilog, or Lattice ECP5 carry cells.
 GENERIC = "generic"
 ECP5 = "ecp5"
 FABRICS = (GENERIC, ECP5)
 
+#: Bounds of the design sizes: far beyond any design the flows here can build, and small
+#: enough that a mistyped size is an error rather than an elaboration of billions of
+#: bits that never ends.
+MAX_LANES = MAX_ROWS = 4096
+MAX_BEATS = 1 << 24
+MAX_PORT_BITS = 1 << 16
 #: The most tokens that may share a weight beat (``EngineParams.tokens``).
 MAX_TOKENS = 256
 
@@ -54,8 +61,8 @@ class ParamsError(ValueError):
 
 # Checks of single values, shared by the parameter objects and the components' helpers.
 
-def check_positive_int(name, value, *, minimum=1):
-    """Return ``value`` if it is an ``int`` >= ``minimum``.
+def check_positive_int(name, value, *, minimum=1, maximum=None):
+    """Return ``value`` if it is an ``int`` >= ``minimum`` (and <= ``maximum``).
 
     Raises
     ------
@@ -68,6 +75,8 @@ def check_positive_int(name, value, *, minimum=1):
         raise TypeError(f"{name} must be a positive integer, not {value!r}")
     if value < minimum:
         raise ParamsError(name, f"{name} must be at least {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise ParamsError(name, f"{name} must be at most {maximum}, not {value}")
     return value
 
 
@@ -281,11 +290,11 @@ class UnitParams(_Params):
     act_copies: int = None
 
     def __post_init__(self):
-        check_positive_int("lanes", self.lanes)
-        check_positive_int("rows", self.rows)
+        check_positive_int("lanes", self.lanes, maximum=MAX_LANES)
+        check_positive_int("rows", self.rows, maximum=MAX_ROWS)
         check_weight_mode(self.weight_mode)
         check_bool("output_stage", self.output_stage)
-        check_positive_int("max_beats", self.max_beats)
+        check_positive_int("max_beats", self.max_beats, maximum=MAX_BEATS)
         check_positive_int("levels_per_stage", self.levels_per_stage)
         check_fabric(self.fabric)
         check_act_width(self.act_width, self.weight_mode)
@@ -488,6 +497,8 @@ class EngineParams(_Params):
             except ValueError as error:
                 raise ParamsError("packing", str(error)) from None
         if self.weight_port_bits is not None:
+            check_positive_int("weight_port_bits", self.weight_port_bits,
+                               maximum=MAX_PORT_BITS)
             try:
                 port_words_per_beat(1, self.effective_packing, self.weight_port_bits)
             except ValueError as error:

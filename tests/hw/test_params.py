@@ -327,3 +327,15 @@ def test_plain_modules_do_not_import_amaranth(module):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "", f"{module} imports {result.stdout.strip()}"
+
+
+@pytest.mark.parametrize("cls, changes, message", [
+    (UnitParams, {"lanes": 4097}, "lanes must be at most 4096, not 4097"),
+    (UnitParams, {"rows": 10**8}, "rows must be at most 4096"),
+    (UnitParams, {"max_beats": 1 << 30}, "max_beats must be at most 16777216"),
+    (EngineParams, {"weight_port_bits": 1 << 20}, "weight_port_bits must be at most 65536"),
+])
+def test_design_sizes_are_bounded(cls, changes, message):
+    # a mistyped size is refused at once, never an elaboration that does not end
+    with pytest.raises(ValueError, match=message):
+        cls(**changes)
