@@ -14,6 +14,9 @@ DOCS_STAMP := $(VENV)/.installed-docs
 # Design parameters of `make verilog`.
 LANES ?= 16
 ROWS ?= 8
+# The PyTorch of the [train] extra, installed first: the CPU build (a plain 'torch' from
+# PyPI is a CUDA build of several GB). Override with TORCH=torch==X.Y or another spec.
+TORCH ?= torch==2.13.0
 # Extra flags of `make dse`, e.g. DSE_ARGS="--jobs 2 --device 45f,85f".
 DSE_ARGS ?=
 
@@ -47,6 +50,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet '$(TORCH)'
 	PYTHONWARNINGS="ignore:::setuptools.command.editable_wheel" \
 		$(PY) -m pip install --quiet -e '.[dev,all]'
 	@touch $@

@@ -18,7 +18,8 @@ from importlib import metadata
 from ternary_accel.cli.argtypes import output_dir
 from ternary_accel.cli.results import write_results
 from ternary_accel.cli import (bench_area, bench_block, bench_layer, bench_packing,
-                               bench_sparse, dse, energy, model, perf, sim, synth, verilog)
+                               bench_sparse, dse, energy, model, perf, sim, synth, train,
+                               verilog)
 
 __all__ = ["main", "run", "build_parser", "CommandParser", "OPTIONAL"]
 
@@ -35,6 +36,8 @@ OPTIONAL = {
     "safetensors": ("checkpoints", "reading and writing checkpoints"),
     "tokenizers": ("checkpoints", "--prompt (the checkpoint's tokenizer)"),
     "matplotlib": ("plots", "the figure"),
+    "torch": ("train", "ternary-accel train"),
+    "tqdm": ("train", "ternary-accel train"),
 }
 
 
@@ -107,6 +110,7 @@ def build_parser():
     perf.add_parser(sub)            # perf and schemes
     energy.add_parser(sub)
     model.add_parser(sub)
+    _add_simple(sub, "train", train)
     for leaf in _leaves(parser):
         leaf.set_defaults(leaf_parser=leaf)
         # the other table-printing jobs record their tables the same way

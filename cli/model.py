@@ -7,16 +7,19 @@ for.
 """
 
 import argparse
+import csv
+import io
+import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ternary_accel.cli.argtypes import (FlagErrors, flag_names, name_flags,
+from ternary_accel.cli.argtypes import (FlagErrors, add_format, flag_names, name_flags,
                                         non_negative_int, output_dir, output_file)
 from ternary_accel.cli.argtypes import positive_int as _positive_int
-from ternary_accel.model.decoder import A8, ACTIVATION_MODES, Decoder, generate
+from ternary_accel.model.decoder import A8, A_FLOAT, ACTIVATION_MODES, Decoder, generate
 from ternary_accel.model.quant import ACT_QUANT_PATHS, FLOAT64, KV_BITS
 
 
@@ -51,6 +54,31 @@ def _n_of_m(text):
     if not 0 < n <= m:
         raise argparse.ArgumentTypeError(f"N:M needs 0 < N <= M, not {text}")
     return n, m
+
+
+def _add_numerics(p):
+    """The decoder's numerics flags (generate and eval)."""
+    p.add_argument("--act-quant", choices=ACT_QUANT_PATHS, default=FLOAT64,
+                   help="how the int8 activation quantizer is evaluated: the project's "
+                        "float64 (default) or as PyTorch / bitnet.cpp evaluate it in float32")
+    sparse = p.add_argument_group(
+        "activations", "BitNet a4.8 and Q-Sparse activations (model.decoder's docstring "
+                       "says what each option quantizes how).")
+    sparse.add_argument("--activations", choices=ACTIVATION_MODES, default=A8,
+                        help="a8: every BitLinear input int8 absmax (BitNet b1.58, the "
+                             "default); a4.8: q/k/v and gate/up inputs INT4 absmean, o "
+                             "input Top-K 50%% then int8, down input int8; float: no "
+                             "quantizer, every BitLinear in float32")
+    mask = sparse.add_mutually_exclusive_group()
+    mask.add_argument("--topk", type=_sparsity_ratio, metavar="RATIO",
+                      help="Q-Sparse: every BitLinear input keeps its int((1 - RATIO) D) "
+                           "largest |x| per token (0 <= RATIO < 1)")
+    mask.add_argument("--block-topk", type=_n_of_m, metavar="N:M",
+                      help="Block Q-Sparse: every BitLinear input keeps N of every M "
+                           "consecutive channels (e.g. 16:32)")
+    sparse.add_argument("--kv-bits", type=int, choices=KV_BITS,
+                        help="KV cache quantized to 3 or 4 bits (3: position 0 stays at "
+                             "4 bits); default float32")
 
 
 def add_parser(subparsers):
@@ -104,26 +132,7 @@ def add_parser(subparsers):
     p.add_argument("--logits-out", type=output_file, metavar="FILE.npz",
                    help="write prompt_ids, generated_ids and logits (float32, one row per "
                         "processed position) to an .npz file")
-    p.add_argument("--act-quant", choices=ACT_QUANT_PATHS, default=FLOAT64,
-                   help="how the int8 activation quantizer is evaluated: the project's "
-                        "float64 (default) or as PyTorch / bitnet.cpp evaluate it in float32")
-    sparse = p.add_argument_group(
-        "activations", "BitNet a4.8 and Q-Sparse activations (model.decoder's docstring "
-                       "says what each option quantizes how).")
-    sparse.add_argument("--activations", choices=ACTIVATION_MODES, default=A8,
-                        help="a8: every BitLinear input int8 absmax (BitNet b1.58, the "
-                             "default); a4.8: q/k/v and gate/up inputs INT4 absmean, o "
-                             "input Top-K 50%% then int8, down input int8")
-    mask = sparse.add_mutually_exclusive_group()
-    mask.add_argument("--topk", type=_sparsity_ratio, metavar="RATIO",
-                      help="Q-Sparse: every BitLinear input keeps its int((1 - RATIO) D) "
-                           "largest |x| per token (0 <= RATIO < 1)")
-    mask.add_argument("--block-topk", type=_n_of_m, metavar="N:M",
-                      help="Block Q-Sparse: every BitLinear input keeps N of every M "
-                           "consecutive channels (e.g. 16:32)")
-    sparse.add_argument("--kv-bits", type=int, choices=KV_BITS,
-                        help="KV cache quantized to 3 or 4 bits (3: position 0 stays at "
-                             "4 bits); default float32")
+    _add_numerics(p)
     rtl = p.add_argument_group(
         "RTL", "--rtl runs every BitLinear on the layer engine under Verilator (the rest "
                "in the golden model), the int8 engine in every activation mode (INT4 "
@@ -142,6 +151,30 @@ def add_parser(subparsers):
                      help="with --rtl: record the engine's waveforms (a VCD; its path is "
                           "printed)")
     p.set_defaults(func=_guarded(cmd_generate))
+
+    p = sub.add_parser(
+        "eval", help="test perplexity, bits per byte, agreement with the float run",
+        description="Evaluate a checkpoint made by 'ternary-accel train' on the test split "
+                    "of its corpus (this Python's standard library): perplexity, bits per "
+                    "byte, and top-1 / top-5 agreement and logit cosine against the same "
+                    "weights computed in float (--activations float, no Top-K, float KV "
+                    "cache). The numerics flags select what is evaluated.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--tokens", type=_positive_int, default=None, metavar="N",
+                   help="tokens predicted, in whole windows of CONTEXT - 1 (default "
+                        "4080: 16 windows of 256)")
+    p.add_argument("--context", type=_positive_int, default=None, metavar="N",
+                   help="tokens per window (default: the model's max_position_embeddings)")
+    p.add_argument("--split", choices=("test", "validation"), default="test")
+    p.add_argument("--full-precision", action="store_true",
+                   help="the master weights as they are, not ternarized (a master "
+                        "checkpoint; implies --activations float): a float model's own "
+                        "forward pass")
+    p.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="skip the reference run (perplexity only, half the time)")
+    add_format(p)
+    _add_numerics(p)
+    p.set_defaults(func=_guarded(cmd_eval))
     return parser
 
 
@@ -278,3 +311,80 @@ def cmd_generate(parser, args):
         print(f"text: {tokenizer.decode(run.generated_ids)!r}")
     print("generated: " + " ".join(map(str, run.generated_ids)))
     return 0
+
+
+def cmd_eval(parser, args):
+    from ternary_accel.model.checkpoint import load_checkpoint
+    from ternary_accel.model.corpus import CorpusError
+    from ternary_accel.model.evaluate import DEFAULT_TOKENS, evaluate, load_eval_text
+    checkpoint = load_checkpoint(args.checkpoint)
+    config = checkpoint.config
+    context = config.max_position_embeddings if args.context is None else args.context
+    if context > config.max_position_embeddings:
+        parser.error(f"--context {context} is longer than the model's "
+                     f"max_position_embeddings ({config.max_position_embeddings})")
+    if args.full_precision and args.activations not in (A_FLOAT, A8):
+        parser.error("--full-precision computes in float: --activations must be float")
+    activations = A_FLOAT if args.full_precision else args.activations
+    weights = checkpoint.full_precision() if args.full_precision else checkpoint
+    options = dict(act_quant=args.act_quant, activations=activations,
+                   topk=args.topk, block_topk=args.block_topk, kv_bits=args.kv_bits)
+    decoder = Decoder(weights, **options)
+    reference = Decoder(weights, activations=A_FLOAT) if args.reference else None
+    try:
+        text = load_eval_text(args.checkpoint, args.split)
+    except CorpusError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
+    tokens = DEFAULT_TOKENS if args.tokens is None else args.tokens
+    started = time.monotonic()
+
+    def progress(done, total):
+        print(f"\rwindow {done}/{total}, {time.monotonic() - started:.0f} s",
+              end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    quality = evaluate(decoder, text, reference=reference, context=context,
+                       tokens=tokens, progress=progress)
+    numerics = _numerics_name(args, activations)
+    row = {"checkpoint": str(args.checkpoint), "numerics": numerics, **quality.to_dict()}
+    print(format_quality([row], args.format))
+    return 0
+
+
+def _numerics_name(args, activations):
+    parts = ["full-precision weights" if args.full_precision else activations]
+    if args.topk is not None:
+        parts.append(f"top-k {args.topk:g}")
+    if args.block_topk is not None:
+        parts.append(f"block top-k {args.block_topk[0]}:{args.block_topk[1]}")
+    if args.kv_bits is not None:
+        parts.append(f"KV {args.kv_bits}-bit")
+    return ", ".join(parts)
+
+
+#: Columns of an evaluation table: (key, header, format).
+QUALITY_COLUMNS = (("checkpoint", "checkpoint", "{}"), ("numerics", "numerics", "{}"),
+                   ("tokens", "tokens", "{}"), ("perplexity", "test PPL", "{:.3f}"),
+                   ("bits_per_byte", "bits/byte", "{:.4f}"),
+                   ("top1", "top-1 agree", "{:.2%}"), ("top5", "top-5 agree", "{:.2%}"),
+                   ("cosine", "logit cosine", "{:.5f}"))
+
+
+def format_quality(rows, fmt):
+    """Evaluation rows as a Markdown, CSV or JSON table."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    cells = [[("-" if row.get(key) is None else spec.format(row[key]))
+              for key, _, spec in QUALITY_COLUMNS] for row in rows]
+    headers = [header for _, header, _ in QUALITY_COLUMNS]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows([[("" if row.get(key) is None else row[key])
+                           for key, _, _ in QUALITY_COLUMNS] for row in rows])
+        return out.getvalue().rstrip("\n")
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    return "\n".join(lines)

@@ -40,7 +40,8 @@ from safetensors import SafetensorError, TensorSpec, safe_open, serialize_file
 
 from ternary_accel.model.config import OFFLINE, ONLINE, TINY, ModelConfig
 from ternary_accel.model.encoding import HF_CODES_PER_BYTE, pack_hf_2bit, unpack_hf_2bit
-from ternary_accel.model.weights import (NORMS, PROJECTIONS, LayerWeights, TernaryProjection, bf16_round,
+from ternary_accel.model.weights import (NORMS, PROJECTIONS, FloatProjection, LayerWeights,
+                                         TernaryProjection, bf16_round,
                       model_tensor_names, random_master_weights, tensor_name,
                       ternarize_master)
 
@@ -541,10 +542,48 @@ class Checkpoint:
         layer.check(self.config, index)
         return layer
 
+    def full_precision(self):
+        """The master weights as they are, without the ternary quantizer: a source of
+        weights whose projections are :class:`model.weights.FloatProjection` (for a
+        decoder with ``activations="float"``: a full-precision model's forward pass, or
+        a ternary model's master weights unquantized).
+
+        Raises
+        ------
+        CheckpointError
+            For a packed checkpoint (its float weights are gone).
+        """
+        if self.layout != MASTER:
+            raise CheckpointError(f"{self.directory}: a packed checkpoint has no "
+                                  "full-precision weights; use its master layout")
+        return _FullPrecision(self)
+
     def _check_layer(self, index):
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
                 or not 0 <= index < self.config.layers:
             raise IndexError(f"layer {index!r} out of range 0..{self.config.layers - 1}")
+
+
+class _FullPrecision:
+    """A master checkpoint's weights without the ternary quantizer
+    (:meth:`Checkpoint.full_precision`)."""
+
+    def __init__(self, checkpoint):
+        self.checkpoint = checkpoint
+        self.config = checkpoint.config
+        self.embedding = checkpoint.embedding
+        self.lm_head = checkpoint.lm_head
+        self.final_norm = checkpoint.final_norm
+
+    def layer(self, index):
+        ck = self.checkpoint
+        ck._check_layer(index)
+        layer = LayerWeights(
+            {name: FloatProjection(ck.float_tensor(tensor_name(index, name)))
+             for name in PROJECTIONS},
+            {norm: ck.float_tensor(tensor_name(index, norm)) for norm in NORMS})
+        layer.check(self.config, index)
+        return layer
 
 
 def load_checkpoint(directory):

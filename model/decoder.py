@@ -49,6 +49,12 @@ Activation modes (``docs/a48-qsparse.md``; :class:`Decoder` parameters):
   computes every output of up (the engine has no output skipping), the others are
   zeroed, which changes nothing (their product with the gate is 0), and the ledger
   counts the needed ones. The int4 values travel to the core as int8 in -8..7.
+* ``activations="float"``: no activation quantizer and no integer core: each BitLinear
+  is ``x @ (values * scale)^T`` in float32 (after any Top-K mask). With ternary weights
+  this is the checkpoint "in float", the reference an evaluation compares the hardware's
+  numerics with; with full-precision weights (:class:`model.weights.FloatProjection`,
+  :meth:`model.checkpoint.Checkpoint.full_precision`) it is a float model's own forward
+  pass. Full-precision weights need this mode.
 * ``topk=r`` (Q-Sparse): every BitLinear input keeps its ``int((1 - r) D)`` largest ``|x|``
   per token (:func:`model.quant.topk_count`); ``block_topk=(N, M)`` keeps N of every M
   consecutive channels instead. The mask is taken on the full-precision input and
@@ -77,13 +83,15 @@ from ternary_accel.model.weights import PROJECTIONS
 __all__ = ["GoldenCore", "KVCache", "Decoder", "Generation", "generate", "rms_norm",
            "matvec_head",
            "rope_tables", "apply_rope", "rotate_half",
-           "A8", "A4_8", "ACTIVATION_MODES", "A48_INT4_INPUTS", "A48_TOPK_INPUTS"]
+           "A8", "A4_8", "A_FLOAT", "ACTIVATION_MODES", "A48_INT4_INPUTS", "A48_TOPK_INPUTS"]
 
 #: Every BitLinear input int8 absmax (BitNet b1.58).
 A8 = "a8"
 #: BitNet a4.8: INT4 absmean, Top-K 50 % + int8, int8 by projection.
 A4_8 = "a4.8"
-ACTIVATION_MODES = (A8, A4_8)
+#: No activation quantizer: every BitLinear in float32 (the reference of an evaluation).
+A_FLOAT = "float"
+ACTIVATION_MODES = (A8, A4_8, A_FLOAT)
 #: The projections whose input a4.8 quantizes to INT4 absmean.
 A48_INT4_INPUTS = ("q", "k", "v", "gate", "up")
 #: The projections whose input a4.8 sparsifies with Top-K 50 % before int8 absmax.
@@ -368,6 +376,11 @@ class Decoder:
         -------
         numpy.ndarray, (T, out_features) float32
         """
+        if self.activations == A_FLOAT:
+            return self._float_linear(x, projection, layer=layer, name=name, needed=needed)
+        if not projection.ternary:
+            raise ValueError(f"projection {name} of layer {layer} has full-precision "
+                             f"weights: they need activations {A_FLOAT!r}")
         self._record("act_quant", layer, name, tokens=x.shape[0], width=x.shape[1])
         q = self.quantize_input(x, name)
         counts = {}
@@ -387,6 +400,18 @@ class Decoder:
             acc = np.where(needed, acc, 0)
         factor = projection.scale / q.scale                 # float64, per token
         return (acc * factor[:, None]).astype(np.float32)
+
+    def _float_linear(self, x, projection, *, layer, name, needed):
+        """A BitLinear without quantizer: ``x @ W^T`` in float32 (masks applied)."""
+        mask = self.sparsity_mask(x, name)
+        if mask is not None:
+            x = np.where(mask, x, np.float32(0))
+        self._record("float_linear", layer, name, tokens=x.shape[0],
+                     out_features=projection.shape[0], in_features=projection.shape[1])
+        y = np.asarray(x, dtype=np.float32) @ projection.matrix().T
+        if needed is not None:
+            y = np.where(needed, y, np.float32(0))
+        return y.astype(np.float32)
 
     def kv_store(self, x, start):
         """Keys or values (kv_heads, T, head_dim) of positions ``start ..`` as the cache

@@ -14,7 +14,7 @@ from ternary_accel.model.encoding import check_ternary
 from ternary_accel.model.quant import quantize_weights_ternary
 
 __all__ = ["PROJECTIONS", "ATTENTION_PROJECTIONS", "FFN_PROJECTIONS", "NORMS",
-           "TernaryProjection", "LayerWeights", "MasterWeights", "tensor_name",
+           "TernaryProjection", "FloatProjection", "LayerWeights", "MasterWeights", "tensor_name",
            "layer_tensor_names", "model_tensor_names", "ternarize_master",
            "random_master_weights", "bf16_round"]
 
@@ -100,6 +100,13 @@ class TernaryProjection:
     def shape(self):
         return self.values.shape
 
+    #: The values are ternary (an integer core can take them).
+    ternary = True
+
+    def matrix(self):
+        """``values * scale`` as float32 (the weights a float BitLinear multiplies by)."""
+        return self.values.astype(np.float32) * np.float32(self.scale)
+
     @classmethod
     def zeros(cls, out_features, in_features):
         """All-zero weights of this shape held as one zero-stride array (no memory, no
@@ -108,6 +115,34 @@ class TernaryProjection:
         object.__setattr__(projection, "values",
                            np.broadcast_to(np.int8(0), (out_features, in_features)))
         return projection
+
+
+@dataclass(frozen=True)
+class FloatProjection:
+    """Full-precision weights of a linear layer (a master checkpoint read as it is, or
+    a float model's): only a decoder with ``activations="float"`` multiplies by them.
+
+    Attributes
+    ----------
+    values : numpy.ndarray of float32, (out_features, in_features)
+    """
+
+    values: np.ndarray
+    scale = 1.0
+    ternary = False
+
+    def __post_init__(self):
+        values = np.asarray(self.values, dtype=np.float32)
+        if values.ndim != 2:
+            raise ValueError(f"projection weights must be 2-D, not shape {values.shape}")
+        object.__setattr__(self, "values", values)
+
+    @property
+    def shape(self):
+        return self.values.shape
+
+    def matrix(self):
+        return self.values
 
 
 @dataclass(frozen=True)
