@@ -18,14 +18,14 @@ from importlib import metadata
 from ternary_accel.cli.argtypes import output_dir
 from ternary_accel.cli.results import write_results
 from ternary_accel.cli import (bench_area, bench_block, bench_layer, bench_packing,
-                               bench_sparse, dse, energy, model, perf, sim, synth, train,
+                               bench_quality, bench_sparse, dse, energy, model, perf, sim, synth, train,
                                verilog)
 
 __all__ = ["main", "run", "build_parser", "CommandParser", "OPTIONAL"]
 
 #: ``ternary-accel bench NAME``: the benchmark commands, in ``--help`` order.
 BENCHES = (("area", bench_area), ("packing", bench_packing), ("layer", bench_layer),
-           ("block", bench_block), ("sparse", bench_sparse))
+           ("block", bench_block), ("sparse", bench_sparse), ("quality", bench_quality))
 
 
 #: Optional packages, by the name they import as: the extra that installs them and what

@@ -56,6 +56,23 @@ def _n_of_m(text):
     return n, m
 
 
+def _add_checkpoint(p):
+    p.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                   help="checkpoint directory (config.json + *.safetensors); default: "
+                        "the shipped reference model (b1.58, packed)")
+
+
+def _checkpoint_dir(args):
+    """The CHECKPOINT argument, or the shipped reference model."""
+    if args.checkpoint is None:
+        from ternary_accel.model.reference import reference_checkpoint
+        try:
+            args.checkpoint = reference_checkpoint()
+        except FileNotFoundError as error:
+            raise ValueError(str(error)) from None
+    return args.checkpoint
+
+
 def _add_numerics(p):
     """The decoder's numerics flags (generate and eval)."""
     p.add_argument("--act-quant", choices=ACT_QUANT_PATHS, default=FLOAT64,
@@ -94,8 +111,7 @@ def add_parser(subparsers):
                        description="Print a checkpoint's configuration, its tensor count "
                                    "and bytes by kind, and the fraction of zero weights "
                                    "per projection (reads every projection once).")
-    p.add_argument("checkpoint", type=Path, help="checkpoint directory (config.json + "
-                   "*.safetensors)")
+    _add_checkpoint(p)
     p.set_defaults(func=_guarded(lambda parser, args: cmd_inspect(args)))
 
     p = sub.add_parser("make-tiny", help="write a tiny random checkpoint",
@@ -119,7 +135,7 @@ def add_parser(subparsers):
         "generate", help="greedy generation",
         description="Greedy generation: prefill the prompt, then decode one token at a "
                     "time with the KV cache. The last line printed is 'generated: ID ...'.")
-    p.add_argument("checkpoint", type=Path)
+    _add_checkpoint(p)
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt-ids", type=_token_ids, metavar='"ID ID ..."',
                         help="the prompt as token ids")
@@ -159,7 +175,7 @@ def add_parser(subparsers):
                     "byte, and top-1 / top-5 agreement and logit cosine against the same "
                     "weights computed in float (--activations float, no Top-K, float KV "
                     "cache). The numerics flags select what is evaluated.")
-    p.add_argument("checkpoint", type=Path)
+    _add_checkpoint(p)
     p.add_argument("--tokens", type=_positive_int, default=None, metavar="N",
                    help="tokens predicted, in whole windows of CONTEXT - 1 (default "
                         "4080: 16 windows of 256)")
@@ -202,7 +218,7 @@ def _guarded(command):
 def cmd_inspect(args):
     from ternary_accel.model.checkpoint import format_inspect, inspect_checkpoint, \
         load_checkpoint
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(_checkpoint_dir(args))
     print(format_inspect(inspect_checkpoint(checkpoint)))
     return 0
 
@@ -238,7 +254,7 @@ def cmd_generate(parser, args):
     lanes = RTL_LANES if args.lanes is None else args.lanes
     rows = RTL_ROWS if args.rows is None else args.rows
     from ternary_accel.model.checkpoint import load_checkpoint
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(_checkpoint_dir(args))
     config = checkpoint.config
     tokenizer = None
     if args.prompt is not None:
@@ -317,7 +333,7 @@ def cmd_eval(parser, args):
     from ternary_accel.model.checkpoint import load_checkpoint
     from ternary_accel.model.corpus import CorpusError
     from ternary_accel.model.evaluate import DEFAULT_TOKENS, evaluate, load_eval_text
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(_checkpoint_dir(args))
     config = checkpoint.config
     context = config.max_position_embeddings if args.context is None else args.context
     if context > config.max_position_embeddings:

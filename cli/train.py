@@ -128,12 +128,21 @@ def run(parser, args):
         if progress is not None:
             progress.close()
     summary = job.export()
+    print("test split: evaluating the exported checkpoint...", file=sys.stderr, flush=True)
+    from ternary_accel.model.evaluate import checkpoint_quality
+    layout = job.layouts[0]
+    quality = checkpoint_quality(args.folder / layout, full_precision=not config.ternary)
+    test = {"layout": layout, "tokens": quality.tokens,
+            "perplexity": round(quality.perplexity, 3),
+            "bits_per_byte": round(quality.bits_per_byte, 4)}
+    job.record("test", test)
     print(f"variant {summary['variant']}, {summary['parameters']:,} parameters, "
           f"{summary['tokens']:,} tokens in {summary['seconds']:.0f} s "
           f"({summary['tokens'] / max(summary['seconds'], 1e-9):,.0f} tokens/s, "
           f"{summary['threads']} threads); last train loss {loss:.4f}, validation loss "
-          f"{summary['validation_loss']:.4f}")
-    print(f"checkpoints: {args.folder / 'packed'} {args.folder / 'master'}")
+          f"{summary['validation_loss']:.4f}; test perplexity {test['perplexity']:.3f} "
+          f"({test['bits_per_byte']:.4f} bits/byte, {test['tokens']} tokens)")
+    print("checkpoints: " + " ".join(str(args.folder / layout) for layout in job.layouts))
     return 0
 
 

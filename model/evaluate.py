@@ -27,7 +27,7 @@ import numpy as np
 from ternary_accel.model.corpus import CorpusError, encode_split, load_corpus, load_tokenizer
 
 __all__ = ["Quality", "EvalText", "load_eval_text", "window_starts", "evaluate",
-           "DEFAULT_TOKENS"]
+           "checkpoint_quality", "DEFAULT_TOKENS"]
 
 #: Tokens an evaluation predicts by default (16 windows of 256).
 DEFAULT_TOKENS = 4080
@@ -176,3 +176,39 @@ def evaluate(decoder, text, *, reference=None, context=256, tokens=DEFAULT_TOKEN
     return Quality(tokens=count, bytes=text_bytes, nll=nll / count,
                    perplexity=math.exp(nll / count),
                    bits_per_byte=nll / math.log(2) / text_bytes, **figures)
+
+
+def checkpoint_quality(checkpoint_dir, *, full_precision=False, tokens=DEFAULT_TOKENS,
+                 progress=None):
+    """The checkpoint's own figures on the test split at the default budget: its
+    training numerics (``training.json``'s ``run``: activations and Top-K) on its
+    weights (full-precision weights in float for ``full_precision``), no reference run.
+    Written into ``training.json`` by ``ternary-accel train``; the tests reproduce it.
+
+    Returns
+    -------
+    Quality
+    """
+    from ternary_accel.model.checkpoint import load_checkpoint
+    from ternary_accel.model.decoder import A_FLOAT, Decoder
+    folder = Path(checkpoint_dir)
+    checkpoint = load_checkpoint(folder)
+    run = _training(folder).get("run", {})
+    if full_precision:
+        decoder = Decoder(checkpoint.full_precision(), activations=A_FLOAT)
+    else:
+        decoder = Decoder(checkpoint, activations=run.get("activations", "a8"),
+                          topk=run.get("topk"))
+    context = checkpoint.config.max_position_embeddings
+    return evaluate(decoder, load_eval_text(folder), context=context, tokens=tokens,
+                    progress=progress)
+
+
+def _training(folder):
+    path = Path(folder) / "training.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise CorpusError(f"{path}: not a JSON file") from None

@@ -1,9 +1,10 @@
 """The layering of the packages: data flows one way, and no module imports itself back.
 
-model <- hw <- sim, model <- energy, and only the command-line layer (``cli``) wires
-them together: the golden model imports nothing else of the project, the hardware
-never imports the simulator, and nothing but ``cli`` imports ``cli``. The plain-Python
-parts of ``hw`` (parameters, cycle model, mapping, cost models) do not import Amaranth.
+model <- hw <- sim, model <- energy, model <- train, and only the command-line layer
+(``cli``) wires them together: the golden model imports nothing else of the project,
+the hardware never imports the simulator, and nothing but ``cli`` imports ``cli``. The
+plain-Python parts of ``hw`` (parameters, cycle model, mapping, cost models) do not
+import Amaranth, and nothing but ``train`` imports PyTorch (the optional [train] extra).
 """
 
 import ast
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("model", "hw", "sim", "energy", "cli")
+PACKAGES = ("model", "hw", "sim", "energy", "train", "cli")
 NAMESPACE = "ternary_accel"
 
 #: What each package may import of the project (besides itself).
@@ -22,7 +23,8 @@ ALLOWED = {
     "energy": {"model"},
     "hw": {"model", "energy"},
     "sim": {"model", "hw"},
-    "cli": {"model", "hw", "sim", "energy"},
+    "train": {"model"},
+    "cli": {"model", "hw", "sim", "energy", "train"},
 }
 
 
@@ -122,3 +124,22 @@ def test_the_graph_sees_the_known_arrows():
     # the checks above are only as good as the graph: it must see real imports
     assert f"{NAMESPACE}.model.quant" in GRAPH[f"{NAMESPACE}.hw.rtl.matmul"]
     assert f"{NAMESPACE}.sim.session" in GRAPH[f"{NAMESPACE}.sim.workloads"]
+
+
+def _imports_torch(path):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "torch"
+                                                for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.split(".")[0] == "torch":
+            return True
+    return False
+
+
+def test_only_train_imports_torch():
+    # cli/train.py checks that the extra is there before using it
+    users = sorted(module for module, path in MODULES.items()
+                   if _package(module) not in ("train",) and _imports_torch(path)
+                   and module != f"{NAMESPACE}.cli.train")
+    assert not users, f"modules outside train import torch: {users}"

@@ -353,9 +353,25 @@ class Run:
         return loss_value
 
     # -- the result ----------------------------------------------------------------------
+    @property
+    def layouts(self):
+        """The exported layouts: packed and master, or only master for a float model
+        (packing would ternarize it)."""
+        return ("packed", "master") if self.config.ternary else ("master",)
+
+    def record(self, key, value):
+        """Add ``key: value`` to ``summary.json`` and every layout's ``training.json``."""
+        paths = [self.folder / "summary.json"] + [self.folder / layout / "training.json"
+                                                  for layout in self.layouts]
+        for path in paths:
+            data = json.loads(path.read_text())
+            data[key] = value
+            path.write_text(json.dumps(data, indent=2) + "\n")
+
     def export(self, *, validation_windows=32):
         """Write ``summary.json`` and the checkpoints ``packed/`` and ``master/`` (the
-        master weights rounded to bfloat16, which both layouts store), each with
+        master weights rounded to bfloat16, which both layouts store; a float model
+        only ``master/``), each with
         ``tokenizer.json``, ``corpus.json`` and ``training.json``.
 
         Returns
@@ -378,7 +394,7 @@ class Run:
                    "corpus": self.manifest}
         (self.folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         config = c.model_config()
-        for layout in ("packed", "master"):
+        for layout in self.layouts:
             out = write_checkpoint(self.folder / layout, config, rounded, layout=layout,
                                    overwrite=True)
             (out / "tokenizer.json").write_bytes((self.folder / "tokenizer.json").read_bytes())

@@ -1,0 +1,1 @@
+"""The reference checkpoints (data only): :mod:`ternary_accel.model.reference`."""
