@@ -143,6 +143,11 @@ def add_parser(subparsers):
                         help="the prompt as text (needs tokenizer.json in the checkpoint "
                              "directory and the tokenizers package)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=16, metavar="N")
+    p.add_argument("--no-token-healing", dest="token_healing", action="store_false",
+                   help="with --prompt: keep the prompt's last token (by default it is "
+                        "taken off and the first generated token must start with its "
+                        "text, so 'def ' continues with ' name' as in the training text, "
+                        "not after a lone space token)")
     p.add_argument("--stop-at-eos", action="store_true",
                    help="stop after the configuration's eos_token_id")
     p.add_argument("--logits-out", type=output_file, metavar="FILE.npz",
@@ -246,6 +251,14 @@ def _tokenizer(directory):
     return Tokenizer.from_file(str(path))
 
 
+def _heal(tokenizer, prompt, vocab):
+    """Token healing: the prompt without its last token, that token's text, and the
+    tokens whose text starts with it (the first generated token must be one of them)."""
+    healed = tokenizer.decode(prompt[-1:])
+    allowed = np.array([tokenizer.decode([i]).startswith(healed) for i in range(vocab)])
+    return prompt[:-1], healed, allowed
+
+
 def cmd_generate(parser, args):
     if not args.rtl:
         given = [name for name in RTL_ONLY if getattr(args, name) not in (None, False)]
@@ -257,9 +270,12 @@ def cmd_generate(parser, args):
     checkpoint = load_checkpoint(_checkpoint_dir(args))
     config = checkpoint.config
     tokenizer = None
+    healed, first_allowed = "", None
     if args.prompt is not None:
         tokenizer = _tokenizer(args.checkpoint)
         prompt = tokenizer.encode(args.prompt).ids
+        if args.token_healing and len(prompt) > 1:
+            prompt, healed, first_allowed = _heal(tokenizer, prompt, config.vocab)
     else:
         prompt = args.prompt_ids
         if (args.checkpoint / "tokenizer.json").exists():
@@ -305,7 +321,8 @@ def cmd_generate(parser, args):
         decoder = Decoder(checkpoint, core=core, **options)
         print(f"prompt: {' '.join(map(str, prompt))}", flush=True)
         run = generate(decoder, prompt, args.max_new_tokens, stop_at_eos=args.stop_at_eos,
-                       on_token=lambda t: print(f"token {t}", file=sys.stderr, flush=True))
+                       on_token=lambda t: print(f"token {t}", file=sys.stderr, flush=True),
+                       first_allowed=first_allowed)
     finally:
         if session is not None:
             session.close()
@@ -324,7 +341,7 @@ def cmd_generate(parser, args):
                  logits=run.logits)
         print(f"logits: {args.logits_out} ({run.logits.shape[0]} rows)")
     if tokenizer is not None:
-        print(f"text: {tokenizer.decode(run.generated_ids)!r}")
+        print(f"text: {tokenizer.decode(run.generated_ids)[len(healed):]!r}")
     print("generated: " + " ".join(map(str, run.generated_ids)))
     return 0
 

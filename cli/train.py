@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ternary_accel.cli.argtypes import FlagErrors, flag_names, name_flags, positive_int
-from ternary_accel.model.decoder import A8, ACTIVATION_MODES
+from ternary_accel.model.decoder import A4_8, A8
 
 HELP = "train a small BitNet b1.58 model (QAT) and export its checkpoints"
 
@@ -51,7 +51,7 @@ def add_arguments(parser):
     variant.add_argument("--linear", choices=("ternary", "float"), default=None,
                          help="ternary BitLinears (default) or nn.Linear: the "
                               "full-precision baseline")
-    variant.add_argument("--activations", choices=ACTIVATION_MODES, default=None,
+    variant.add_argument("--activations", choices=(A8, A4_8), default=None,
                          help=f"BitLinear inputs: a8 (default, int8 absmax) or a4.8 (INT4 "
                               f"q/k/v/gate/up, Top-K 50%% on o), default {A8}")
     variant.add_argument("--topk", type=_ratio, default=None, metavar="R",

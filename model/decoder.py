@@ -408,7 +408,10 @@ class Decoder:
             x = np.where(mask, x, np.float32(0))
         self._record("float_linear", layer, name, tokens=x.shape[0],
                      out_features=projection.shape[0], in_features=projection.shape[1])
-        y = np.asarray(x, dtype=np.float32) @ projection.matrix().T
+        # one row at a time (as matvec_head): a token's product is the same in a prompt
+        # and decoded alone, so the KV cache stays bit-identical to recomputation
+        matrix = projection.matrix()
+        y = np.stack([matrix @ row for row in np.asarray(x, dtype=np.float32)])
         if needed is not None:
             y = np.where(needed, y, np.float32(0))
         return y.astype(np.float32)
@@ -537,7 +540,8 @@ class Decoder:
         return np.asarray(self.head(self.lm_head, x), dtype=np.float32)
 
 
-def generate(decoder, prompt_ids, max_new_tokens, *, stop_at_eos=False, on_token=None):
+def generate(decoder, prompt_ids, max_new_tokens, *, stop_at_eos=False, on_token=None,
+             first_allowed=None):
     """Greedy generation: prefill the prompt, then decode one token at a time.
 
     Parameters
@@ -550,6 +554,10 @@ def generate(decoder, prompt_ids, max_new_tokens, *, stop_at_eos=False, on_token
         Stop after the configuration's ``eos_token_id``.
     on_token : callable, optional
         Called with each generated token id as soon as it is known.
+    first_allowed : array_like of bool, (vocab,), optional
+        The tokens the first generated token may be (the argmax over these only): token
+        healing, where the prompt's last token was taken off and the continuation must
+        start with its text.
 
     Returns
     -------
@@ -562,8 +570,15 @@ def generate(decoder, prompt_ids, max_new_tokens, *, stop_at_eos=False, on_token
     cache = decoder.new_cache()
     rows = [decoder.forward(prompt, cache)]
     generated = []
+    if first_allowed is not None:
+        first_allowed = np.asarray(first_allowed, dtype=bool)
+        if first_allowed.shape != (decoder.config.vocab,) or not first_allowed.any():
+            raise ValueError("first_allowed must be a non-empty mask over the vocabulary")
     while len(generated) < max_new_tokens:
-        token = int(np.argmax(rows[-1][-1]))   # ties: the lowest id
+        last = rows[-1][-1]
+        if first_allowed is not None and not generated:
+            last = np.where(first_allowed, last, -np.inf)
+        token = int(np.argmax(last))           # ties: the lowest id
         generated.append(token)
         if on_token is not None:
             on_token(token)

@@ -30,12 +30,16 @@ from ternary_accel.model.checkpoint import write_checkpoint
 from ternary_accel.model.config import ModelConfig
 from ternary_accel.model.corpus import (encode_split, load_corpus, load_tokenizer,
                                         train_tokenizer, write_manifest)
-from ternary_accel.model.decoder import A8, ACTIVATION_MODES
+from ternary_accel.model.decoder import A4_8, A8
 from ternary_accel.model.quant import topk_count
 from ternary_accel.model.shapes import FFN_GATED, TransformerShape
 from ternary_accel.train.qat import FLOAT_LINEAR, LINEARS, TERNARY_LINEAR, BitNetLM
 
-__all__ = ["TrainConfig", "TrainError", "Run", "lr_at", "weight_decay_at"]
+#: The activation modes a model can be trained in (the decoder's "float" has no
+#: quantizer to train with: that is --linear float).
+TRAINED_ACTIVATIONS = (A8, A4_8)
+
+__all__ = ["TRAINED_ACTIVATIONS", "TrainConfig", "TrainError", "Run", "lr_at", "weight_decay_at"]
 
 
 class TrainError(ValueError):
@@ -78,11 +82,14 @@ class TrainConfig:
         if self.linear not in LINEARS:
             raise TrainError(f"linear must be one of {', '.join(LINEARS)}, not "
                              f"{self.linear!r}")
-        if self.activations not in ACTIVATION_MODES:
-            raise TrainError(f"activations must be one of {', '.join(ACTIVATION_MODES)}, "
+        if self.activations not in TRAINED_ACTIVATIONS:
+            raise TrainError(f"activations must be one of {', '.join(TRAINED_ACTIVATIONS)}, "
                              f"not {self.activations!r}")
         if self.topk is not None:
-            topk_count(1, self.topk)
+            try:
+                topk_count(1, self.topk)
+            except ValueError as error:
+                raise TrainError(f"topk: {error}") from None
         if self.linear == FLOAT_LINEAR and (self.activations != A8 or self.topk):
             raise TrainError("the full-precision baseline has no activation quantizer: "
                              "--activations and --topk need --linear ternary")

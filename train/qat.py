@@ -73,7 +73,8 @@ def topk_keep(x, k):
     the kept entries)."""
     if k >= x.shape[-1]:
         return x
-    index = x.abs().topk(k, dim=-1, sorted=False).indices
+    # ties to the lower index, as the golden model's stable sort (model.quant.topk_mask)
+    index = torch.sort(x.abs(), dim=-1, descending=True, stable=True).indices[..., :k]
     mask = torch.zeros_like(x, dtype=torch.bool).scatter_(-1, index, True)
     return x * mask
 
