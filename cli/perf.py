@@ -5,7 +5,12 @@ of a whole model on a platform, per operation kind, beside the published peers
 
 ``ternary-accel schemes``: BitNet b1.58 vs a4.8 vs b1.58 + Q-Sparse across models
 (:func:`hw.perf.scheme_rows`): BitLinear arithmetic energy, weight bytes per token and
-decode tokens/s on every preset."""
+decode tokens/s on every preset. With ``--trained`` (the shipped reference models) or
+``--activations-from DIR``, each of b1.58, a4.8 and q-sparse gets a second row beside its
+synthetic one (the presets' densities: dense, the a4.8 paper's 7B sparsities, the exact
+Top-K ratio) charged with the densities measured on a trained model
+(:mod:`model.activations`: the kept fraction of every BitLinear input on its test
+split, the mean of its layers)."""
 
 import csv
 import io
@@ -18,7 +23,8 @@ from ternary_accel.model.shapes import MODELS
 
 from ternary_accel.hw.perf.throughput import NODES, model_report, scheme_rows
 from ternary_accel.hw.perf.platforms import PLATFORMS, get_platform
-from ternary_accel.cli.argtypes import add_format, output_file, positive_float, probability
+from ternary_accel.cli.argtypes import (add_format, output_file, positive_float,
+                                        positive_int, probability)
 
 __all__ = ["add_parser", "render_markdown", "render_csv", "plot_roofline",
            "render_schemes", "DEFAULT_SCHEME_MODELS"]
@@ -115,12 +121,89 @@ def _add_schemes_parser(subparsers):
     _add_scheme_arguments(parser, repeat=True)
     parser.add_argument("--context", type=int, default=128,
                         help="cached positions of the decode step (default: %(default)s)")
+    trained = parser.add_argument_group(
+        "trained-model activations", "a row with densities measured on a trained model "
+        "beside each synthetic one (model.activations)")
+    source = trained.add_mutually_exclusive_group()
+    source.add_argument("--trained", action="store_true",
+                        help="the shipped reference model of each scheme (" +
+                             ", ".join(TRAINED_SCHEMES) + "), under its training numerics")
+    source.add_argument("--activations-from", type=_checkpoint_folder, default=None,
+                        metavar="CHECKPOINT",
+                        help="one checkpoint trained here, run under each scheme's "
+                             "numerics (a8; a4.8; a8 + Top-K at the q-sparse ratio)")
+    trained.add_argument("--trained-windows", type=positive_int, default=2, metavar="N",
+                         help="windows of the test split each run reads (default "
+                              "%(default)s)")
     add_format(parser)
     parser.set_defaults(func=lambda _main, args: run_schemes(parser, args))
     return parser
 
 
+#: The schemes with a trained counterpart: the reference model of the same name
+#: (model.reference), and the decoder numerics that measure it on any checkpoint.
+TRAINED_SCHEMES = ("b1.58", "a4.8", "q-sparse")
+
+#: What a preset's densities are, beside a trained row.
+SYNTHETIC_LABELS = {"b1.58": "synthetic (dense)",
+                    "a4.8": "synthetic (the paper's 7B sparsities)",
+                    "q-sparse": "synthetic (Top-K ratio exactly)",
+                    "block-q-sparse": "synthetic (16:32 mask)"}
+
+
+def _checkpoint_folder(text):
+    import argparse
+    path = Path(text)
+    if not (path / "config.json").is_file():
+        raise argparse.ArgumentTypeError(f"{text}: not a checkpoint folder (no config.json)")
+    return path
+
+
+def trained_schemes(schemes, args):
+    """``[(scheme, label)]``: each of ``schemes``, and after each with a trained
+    counterpart its scheme with the measured densities (named ``"NAME trained"``), with
+    the label of its activations. Raises ValueError (a bad checkpoint or corpus) or
+    FileNotFoundError (a reference model not shipped)."""
+    from dataclasses import replace
+    from ternary_accel.model.activations import checkpoint_activations
+    from ternary_accel.model.decoder import A4_8, A8
+    from ternary_accel.model.schemes import Q_SPARSE_RATIO
+    out = []
+    for scheme in schemes:
+        out.append((scheme, SYNTHETIC_LABELS.get(scheme.name, "synthetic")))
+        if scheme.name not in TRAINED_SCHEMES:
+            continue
+        label = None
+        if args.activations_from is not None:
+            from ternary_accel.model.activations import checkpoint_label
+            folder = args.activations_from
+            label = f"{checkpoint_label(folder)} run {scheme.name}"
+            numerics = {"b1.58": {"activations": A8},
+                        "a4.8": {"activations": A4_8},
+                        "q-sparse": {"activations": A8,
+                                     "topk": args.sparsity if args.sparsity is not None
+                                     else Q_SPARSE_RATIO}}[scheme.name]
+        else:
+            from ternary_accel.model.reference import reference_checkpoint
+            folder, numerics = reference_checkpoint(scheme.name), None
+        record = checkpoint_activations(folder, windows=args.trained_windows,
+                                        numerics=numerics, label=label)
+        label = record.layer_label()
+        print(f"recorded {label}: {record.windows} window(s) of {record.context} tokens",
+              file=sys.stderr, flush=True)
+        measured = scheme.with_density(record.density())
+        out.append((replace(measured, name=f"{scheme.name} trained",
+                            bits=dict(measured.bits), density=dict(measured.density),
+                            description=f"{scheme.description}; densities of {label}"),
+                    label))
+    return out
+
+
 def run_schemes(parser, args):
+    from ternary_accel.cli.argtypes import refuse_unless
+    with_trained = args.trained or args.activations_from is not None
+    refuse_unless(parser, args, with_trained, "with --trained or --activations-from",
+                  "trained_windows")
     models = args.model or list(DEFAULT_SCHEME_MODELS)
     for name in models:
         if name not in MODELS:
@@ -133,10 +216,22 @@ def run_schemes(parser, args):
     if args.sparsity is not None and "q-sparse" not in names:
         parser.error("--sparsity goes with the q-sparse scheme")
     schemes = [_scheme(parser, name, args.sparsity, strict=False) for name in names]
+    labels = None
+    if with_trained:
+        try:
+            pairs = trained_schemes(schemes, args)
+        except (ValueError, FileNotFoundError) as error:
+            print(f"{parser.prog}: error: {error}", file=sys.stderr)
+            return 1
+        schemes = [scheme for scheme, _ in pairs]
+        labels = {scheme.name: label for scheme, label in pairs}
     try:
         rows, skipped = scheme_rows(models, schemes, context=args.context)
     except ValueError as error:
         parser.error(str(error))
+    if labels is not None:
+        for row in rows:
+            row["activations"] = labels[row["scheme"]]
     if not rows:
         parser.error("no model runs on the default engine: " +
                      "; ".join(f"{m}: {why}" for m, why in skipped.items()))
@@ -146,14 +241,16 @@ def run_schemes(parser, args):
     elif args.format == "csv":
         sys.stdout.write(_schemes_csv(rows))
     else:
-        print(render_schemes(rows, skipped, schemes, args.context))
+        print(render_schemes(rows, skipped, schemes, args.context,
+                             trained=labels is not None))
     return 0
 
 
 def _schemes_csv(rows):
     buffer = io.StringIO()
     platforms = list(rows[0]["tokens_per_s"])
-    fields = ["model", "scheme", "bitlinear_adds", "int4_adds", "bitlinear_joules_7nm",
+    fields = ["model", "scheme"] + (["activations"] if "activations" in rows[0] else []) + [
+              "bitlinear_adds", "int4_adds", "bitlinear_joules_7nm",
               "bitlinear_joules_45nm", "ternary_weight_bytes", "kv_cache_bytes",
               "dram_bytes"] + [f"tokens_per_s_{p}" for p in platforms]
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore",
@@ -165,20 +262,24 @@ def _schemes_csv(rows):
     return buffer.getvalue()
 
 
-def render_schemes(rows, skipped, schemes, context):
-    """The scheme comparison as Markdown: the table, the schemes, what is assumed."""
+def render_schemes(rows, skipped, schemes, context, trained=False):
+    """The scheme comparison as Markdown: the table, the schemes, what is assumed; with
+    ``trained``, an activations column (the rows' ``"activations"`` labels)."""
     platforms = list(rows[0]["tokens_per_s"])
     out = [f"## BitNet b1.58 vs a4.8 vs Q-Sparse: a decode step at context {context}", "",
-           "| model | scheme | BitLinear adds/token (M) | INT4 share | BitLinear arithmetic "
+           f"| model | scheme | {'activations | ' if trained else ''}BitLinear adds/token "
+           "(M) | INT4 share | BitLinear arithmetic "
            "7 nm (uJ/token) | 45 nm (uJ/token) | ternary weights MB/token | KV cache "
            "MB/token | DRAM MB/token | " +
            " | ".join(f"tokens/s {p}" for p in platforms) + " |",
-           "|" + "---|" * (9 + len(platforms))]
+           "|" + "---|" * (9 + len(platforms) + bool(trained))]
     for r in rows:
         speeds = " | ".join("-" if v is None else f"{v:,.2f}"
                             for v in r["tokens_per_s"].values())
         share = r["int4_adds"] / r["bitlinear_adds"] if r["bitlinear_adds"] else 0
-        out.append(f"| {r['model']} | {r['scheme']} | {r['bitlinear_adds'] / 1e6:,.0f} | "
+        label = f"{r['activations']} | " if trained else ""
+        out.append(f"| {r['model']} | {r['scheme']} | {label}"
+                   f"{r['bitlinear_adds'] / 1e6:,.0f} | "
                    f"{share:.0%} | {r['bitlinear_joules_7nm'] * 1e6:,.2f} | "
                    f"{r['bitlinear_joules_45nm'] * 1e6:,.2f} | "
                    f"{_mb(r['ternary_weight_bytes'])} | {_mb(r['kv_cache_bytes'])} | "

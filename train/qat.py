@@ -68,13 +68,18 @@ def int4_absmean(x):
     return (x * scale).round().clamp(-8, 7) / scale
 
 
-def topk_keep(x, k):
+def topk_keep(x, k, *, stable=False):
     """Zero all but the ``k`` largest ``|x|`` of each row (the gradient flows through
-    the kept entries)."""
+    the kept entries). ``stable`` breaks ties towards the lower index, as the golden
+    model does (:func:`ternary_accel.model.quant.topk_mask`): exact ties happen in an
+    exported model (bf16 weights), hardly ever in training, where the fast
+    ``torch.topk`` (ties unspecified) is used."""
     if k >= x.shape[-1]:
         return x
-    # ties to the lower index, as the golden model's stable sort (model.quant.topk_mask)
-    index = torch.sort(x.abs(), dim=-1, descending=True, stable=True).indices[..., :k]
+    if stable:
+        index = torch.sort(x.abs(), dim=-1, descending=True, stable=True).indices[..., :k]
+    else:
+        index = x.abs().topk(k, dim=-1, sorted=False).indices
     mask = torch.zeros_like(x, dtype=torch.bool).scatter_(-1, index, True)
     return x * mask
 
@@ -97,7 +102,7 @@ class BitLinear(nn.Linear):
         if self.topk is not None:
             ks.append(topk_count(x.shape[-1], self.topk))
         if ks:
-            x = topk_keep(x, min(ks))
+            x = topk_keep(x, min(ks), stable=self.export)
         if self.activations == A4_8 and self.name in A48_INT4_INPUTS:
             xq = ste(x, int4_absmean(x))
         else:
