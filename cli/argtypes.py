@@ -57,6 +57,17 @@ def positive_float(text):
     return value
 
 
+def sparsity_ratio(text):
+    """A sparsity ratio in [0, 1) (Top-K: the fraction of the entries zeroed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a sparsity ratio in [0, 1), not {text}")
+    return value
+
+
 def probability(text):
     """A probability or share in [0, 1)."""
     value = finite_float(text)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ternary_accel.cli.argtypes import (FlagErrors, add_format, flag_names, name_flags,
+                                        sparsity_ratio,
                                         non_negative_int, output_dir, output_file)
 from ternary_accel.cli.argtypes import positive_int as _positive_int
 from ternary_accel.model.decoder import A8, A_FLOAT, ACTIVATION_MODES, Decoder, generate
@@ -33,15 +34,6 @@ def _token_ids(text):
         raise argparse.ArgumentTypeError("no token ids given")
     return ids
 
-
-def _sparsity_ratio(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a sparsity ratio in [0, 1), not {text}")
-    return value
 
 
 def _n_of_m(text):
@@ -87,7 +79,7 @@ def _add_numerics(p):
                              "input Top-K 50%% then int8, down input int8; float: no "
                              "quantizer, every BitLinear in float32")
     mask = sparse.add_mutually_exclusive_group()
-    mask.add_argument("--topk", type=_sparsity_ratio, metavar="RATIO",
+    mask.add_argument("--topk", type=sparsity_ratio, metavar="RATIO",
                       help="Q-Sparse: every BitLinear input keeps its int((1 - RATIO) D) "
                            "largest |x| per token (0 <= RATIO < 1)")
     mask.add_argument("--block-topk", type=_n_of_m, metavar="N:M",

@@ -13,32 +13,12 @@ variants. Needs PyTorch: pip install 'ternary-accel[train]'.
 import sys
 from pathlib import Path
 
-from ternary_accel.cli.argtypes import FlagErrors, flag_names, name_flags, positive_int
+from ternary_accel.cli.argtypes import (FlagErrors, flag_names, name_flags,
+                                        non_negative_int, positive_float, positive_int,
+                                        sparsity_ratio)
 from ternary_accel.model.decoder import A4_8, A8
 
 HELP = "train a small BitNet b1.58 model (QAT) and export its checkpoints"
-
-
-def _ratio(text):
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a sparsity ratio in [0, 1), not {text}")
-    return value
-
-
-def _positive_float(text):
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
 
 
 def add_arguments(parser):
@@ -54,7 +34,7 @@ def add_arguments(parser):
     variant.add_argument("--activations", choices=(A8, A4_8), default=None,
                          help=f"BitLinear inputs: a8 (default, int8 absmax) or a4.8 (INT4 "
                               f"q/k/v/gate/up, Top-K 50%% on o), default {A8}")
-    variant.add_argument("--topk", type=_ratio, default=None, metavar="R",
+    variant.add_argument("--topk", type=sparsity_ratio, default=None, metavar="R",
                          help="Q-Sparse: every BitLinear input keeps its int((1 - R) D) "
                               "largest |x|")
     size = parser.add_argument_group("model and budget (defaults: the reference model)")
@@ -65,9 +45,9 @@ def add_arguments(parser):
                         ("batch", "windows per step"),
                         ("tokens", "training budget in tokens")):
         size.add_argument(f"--{name}", type=positive_int, default=None, help=help_)
-    size.add_argument("--lr", type=_positive_float, default=None,
+    size.add_argument("--lr", type=positive_float, default=None,
                       help="peak learning rate (default 3e-3 ternary, 1e-3 float)")
-    size.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    size.add_argument("--seed", type=non_negative_int, default=None, help="seed (default 0)")
     run = parser.add_argument_group("running")
     run.add_argument("--threads", type=positive_int, default=None,
                      help="PyTorch CPU threads (default: PyTorch's choice)")

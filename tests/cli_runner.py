@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ternary_accel.cli.main import main
 
-__all__ = ["invoke", "CliResult"]
+__all__ = ["invoke", "CliResult", "usage_error"]
 
 
 @dataclass
@@ -31,3 +31,16 @@ def invoke(*args, cwd=None):
     finally:
         os.chdir(here)
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def usage_error(result, *fragments):
+    """Assert ``result`` is a usage error: status 2, one line on stderr naming what is
+    wrong (every one of ``fragments``), no traceback, no warning; returns the line."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ternary-accel") and ": error: " in lines[0], lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+    return lines[0]

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from cli_runner import invoke
+from cli_runner import invoke, usage_error
 from ternary_accel.model.checkpoint import make_tiny
 from ternary_accel.model.config import TINY, ModelConfig
 
@@ -31,13 +31,6 @@ def trained(tmp_path_factory):
         "run": {"activations": "a8", "topk": None}}))
     return folder
 
-
-def usage_error(result, *fragments):
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 # --- schemes ----------------------------------------------------------------------------

@@ -27,21 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from cli_runner import invoke
+from cli_runner import invoke, usage_error
 from ternary_accel.cli.main import build_parser
 
-
-def usage_error(result, *fragments):
-    """Assert ``result`` is a usage error: status 2, one line on stderr naming what is
-    wrong (every one of ``fragments``), no traceback, nothing on stdout."""
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ternary-accel") and ": error: " in lines[0], lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
-    return lines[0]
 
 
 def job_error(result, *fragments):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cli_runner import invoke
+from cli_runner import invoke, usage_error
 from ternary_accel.model.checkpoint import make_tiny
 from ternary_accel.model.config import ModelConfig
 from ternary_accel.model.corpus import load_corpus, train_tokenizer, write_manifest
@@ -18,17 +18,6 @@ from ternary_accel.model.shapes import TransformerShape
 TOY = ["--hidden", "64", "--ffn", "128", "--layers", "2", "--vocab", "512",
        "--context", "64", "--batch", "8", "--threads", "1", "--no-progress"]
 
-
-def usage_error(result, *fragments):
-    """Status 2, one line ``ternary-accel ...: error: ...`` naming every fragment."""
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ternary-accel") and ": error: " in lines[0], lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert "Traceback" not in result.stderr and not result.stdout
-    return lines[0]
 
 
 def job_error(result, *fragments):

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from decoder_reference import reference_layer
+
 from ternary_accel.model.arith import matmul_int
 from ternary_accel.model.config import TINY, BITNET_2B4T, ConfigError, ModelConfig
 from ternary_accel.model.decoder import (Decoder, GoldenCore, apply_rope, generate, rms_norm,
@@ -91,48 +93,6 @@ def test_rope_by_hand():
     c2, s2 = np.cos(0.01), np.sin(0.01)
     np.testing.assert_allclose(got, [1 * c - 3 * s, 2 * c2 - 4 * s2, 3 * c + 1 * s,
                                      4 * c2 + 2 * s2], rtol=1e-6)
-
-
-def reference_layer(decoder, x, index):
-    """An independent float64 evaluation of one layer over a whole sequence (explicit
-    per-head loops, mask by -inf), with the decoder's own BitLinear."""
-    c = decoder.config
-    w = decoder.layer_weights(index)
-    t = x.shape[0]
-
-    def norm(v, name):
-        v = v.astype(np.float64)
-        return w.norms[name] * v / np.sqrt(np.mean(v * v, axis=-1, keepdims=True)
-                                           + c.rms_norm_eps)
-
-    def lin(v, name):
-        return decoder.bit_linear(v.astype(np.float32), w.projections[name], layer=index,
-                                  name=name).astype(np.float64)
-
-    h = norm(x, "input_layernorm")
-    q, k, v = lin(h, "q"), lin(h, "k"), lin(h, "v")
-    d = c.head_dim
-    inv = c.rope_theta ** (-np.arange(0, d, 2) / d)
-    ang = np.arange(t)[:, None] * np.concatenate([inv, inv])[None, :]
-
-    def rope(m):
-        return m * np.cos(ang) + np.concatenate([-m[:, d // 2:], m[:, :d // 2]], 1) \
-            * np.sin(ang)
-
-    out = np.zeros((t, c.hidden))
-    for head in range(c.heads):
-        kv = head // (c.heads // c.kv_heads)
-        qh = rope(q[:, head * d:(head + 1) * d])
-        kh = rope(k[:, kv * d:(kv + 1) * d])
-        vh = v[:, kv * d:(kv + 1) * d]
-        s = qh @ kh.T / np.sqrt(d)
-        s[np.triu(np.ones((t, t), dtype=bool), 1)] = -np.inf
-        p = np.exp(s - s.max(1, keepdims=True))
-        out[:, head * d:(head + 1) * d] = (p / p.sum(1, keepdims=True)) @ vh
-    x = x + lin(norm(out, "attn_sub_norm"), "o")
-    h = norm(x, "post_attention_layernorm")
-    f = np.maximum(lin(h, "gate"), 0) ** 2 * lin(h, "up")
-    return x + lin(norm(f, "ffn_sub_norm"), "down")
 
 
 def test_layer_against_independent_reference(weights):

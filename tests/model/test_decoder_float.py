@@ -4,6 +4,8 @@ and full-precision weights (``Checkpoint.full_precision``, ``FloatProjection``).
 import numpy as np
 import pytest
 
+from decoder_reference import reference_layer
+
 from ternary_accel.model.checkpoint import CheckpointError, load_checkpoint, make_tiny
 from ternary_accel.model.config import TINY
 from ternary_accel.model.decoder import A4_8, A8, A_FLOAT, ACTIVATION_MODES, Decoder, generate
@@ -39,49 +41,19 @@ class Ledger:
         self.kinds.append(kind)
 
 
+def _float_linear(v, projection, name):
+    """``v @ W^T`` in float64 with the weights the decoder holds."""
+    if projection.ternary:
+        matrix = projection.values.astype(np.float64) * projection.scale
+    else:
+        matrix = np.asarray(projection.values, dtype=np.float64)
+    return v @ matrix.T
+
+
 def float_layer(decoder, x, index):
     """An independent float64 evaluation of one layer over a whole sequence: every
-    projection ``x @ W^T`` with the weights the decoder holds (``matrix()``)."""
-    c = decoder.config
-    w = decoder.layer_weights(index)
-    t = x.shape[0]
-
-    def norm(v, name):
-        return w.norms[name] * v / np.sqrt(np.mean(v * v, axis=-1, keepdims=True)
-                                           + c.rms_norm_eps)
-
-    def lin(v, name):
-        p = w.projections[name]
-        if p.ternary:
-            matrix = p.values.astype(np.float64) * p.scale
-        else:
-            matrix = np.asarray(p.values, dtype=np.float64)
-        return v @ matrix.T
-
-    h = norm(x, "input_layernorm")
-    q, k, v = lin(h, "q"), lin(h, "k"), lin(h, "v")
-    d = c.head_dim
-    inv = c.rope_theta ** (-np.arange(0, d, 2) / d)
-    ang = np.arange(t)[:, None] * np.concatenate([inv, inv])[None, :]
-
-    def rope(m):
-        return m * np.cos(ang) + np.concatenate([-m[:, d // 2:], m[:, :d // 2]], 1) \
-            * np.sin(ang)
-
-    out = np.zeros((t, c.heads * d))
-    for head in range(c.heads):
-        kv = head // (c.heads // c.kv_heads)
-        qh = rope(q[:, head * d:(head + 1) * d])
-        kh = rope(k[:, kv * d:(kv + 1) * d])
-        vh = v[:, kv * d:(kv + 1) * d]
-        s = qh @ kh.T / np.sqrt(d)
-        s[np.triu(np.ones((t, t), dtype=bool), 1)] = -np.inf
-        p = np.exp(s - s.max(1, keepdims=True))
-        out[:, head * d:(head + 1) * d] = (p / p.sum(1, keepdims=True)) @ vh
-    x = x + lin(norm(out, "attn_sub_norm"), "o")
-    h = norm(x, "post_attention_layernorm")
-    f = np.maximum(lin(h, "gate"), 0) ** 2 * lin(h, "up")
-    return x + lin(norm(f, "ffn_sub_norm"), "down")
+    projection ``x @ W^T`` with the weights the decoder holds."""
+    return reference_layer(decoder, x, index, linear=_float_linear)
 
 
 def test_float_is_an_activation_mode():
