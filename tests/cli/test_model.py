@@ -59,10 +59,16 @@ def test_prompt_text_with_a_tokenizer(tiny, tmp_path):
     tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = Whitespace()
     tokenizer.save(str(directory / "tokenizer.json"))
-    by_text = run("generate", str(directory), "--prompt", "w1 w5 w9", "--max-new-tokens", "2")
+    by_text = run("generate", str(directory), "--prompt", "w1 w5 w9", "--max-new-tokens", "2",
+                  "--no-token-healing")
     by_ids = run("generate", str(directory), "--prompt-ids", "1 5 9", "--max-new-tokens", "2")
     assert generated(by_text) == generated(by_ids)
     assert "text: " in by_text.stdout
+    # token healing: the prompt's last token is taken off, and the first generated token
+    # is one whose text starts with it (w9, w90 .. w99)
+    healed = run("generate", str(directory), "--prompt", "w1 w5 w9", "--max-new-tokens", "2")
+    assert "prompt: 1 5\n" in healed.stdout
+    assert generated(healed)[0] in [9] + list(range(90, 100))
 
 
 @pytest.mark.verilator
