@@ -24,7 +24,10 @@ def test_reference_checkpoints_are_shipped_complete(name, layout):
         assert (folder / file).is_file(), f"{folder} lacks {file}"
     checkpoint = load_checkpoint(folder)
     training = json.loads((folder / "training.json").read_text())
-    assert training["variant"] == name
+    run = training["run"]
+    assert {"b1.58": run["activations"] == "a8" and run["topk"] is None,
+            "a4.8": run["activations"] == "a4.8",
+            "q-sparse": run["topk"] is not None}[name], training["variant"]
     assert checkpoint.config.hidden == training["run"]["hidden"]
     assert "perplexity" in training["test"]
 
