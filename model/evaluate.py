@@ -74,13 +74,14 @@ def load_eval_text(checkpoint_dir, split="test"):
         raise CorpusError(f"{folder}: no corpus.json: the checkpoint does not say which "
                           "text it was trained on (ternary-accel train writes one)")
     try:
-        recorded = json.loads(manifest_file.read_text())["splits"][split]
+        manifest = json.loads(manifest_file.read_text())
+        recorded = manifest["splits"][split]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise CorpusError(f"{manifest_file}: not a corpus manifest") from None
     corpus = load_corpus()
     digest = corpus.digest(split)
     if digest != recorded.get("sha256"):
-        python = json.loads(manifest_file.read_text()).get("python", "another")
+        python = manifest.get("python", "another")
         raise CorpusError(f"{folder}: the {split} split of this Python's standard library "
                           f"is not the one the checkpoint was made with (Python {python})")
     tokenizer = load_tokenizer(folder / "tokenizer.json")

@@ -266,8 +266,8 @@ class Run:
         decay = [p for n, p in self.model.named_parameters() if p.ndim == 2]
         rest = [p for n, p in self.model.named_parameters() if p.ndim != 2]
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": c.weight_decay},
-             {"params": rest, "weight_decay": 0.0}],
+            [{"params": decay, "weight_decay": c.weight_decay, "decayed": True},
+             {"params": rest, "weight_decay": 0.0, "decayed": False}],
             lr=c.peak_lr, betas=(0.9, 0.95), eps=1e-8)
         self.step = 0
         self.elapsed = 0.0
@@ -329,7 +329,8 @@ class Run:
             lr, wd = lr_at(c, self.step), weight_decay_at(c, self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-                if group["weight_decay"]:
+                if group.get("decayed", group["weight_decay"] > 0):
+                    # the shipped models were trained with this 1e-12 floor in stage 2
                     group["weight_decay"] = wd if wd > 0 else 1e-12
             x, y = self.batch(self.step)
             t0 = time.perf_counter()
