@@ -107,7 +107,8 @@ bench-sparse: $(STAMP)
 	$(TA) bench sparse --results $(RESULTS)
 
 bench-quality: $(STAMP)
-	$(TA) bench quality --results $(RESULTS)
+	$(TA) bench quality --results $(RESULTS) \
+		$(if $(wildcard $(BUILD)/train/float/master),--float-baseline $(BUILD)/train/float/master)
 
 bench: bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill
 
