@@ -1,0 +1,525 @@
+"""Hardware numerics: every operation of a token besides the BitLinears' integer core,
+defined in integer and fixed-point arithmetic with explicit widths, rounding and
+saturation (``docs/numerics.md``).
+
+This module is the definition the RTL of the vector, attention and LM-head units is
+checked against, word for word: every function here is pure NumPy on ``int64`` arrays,
+vectorized, with no float in its integer path. Where a float makes a table (the rsqrt
+seeds, the exp2 table, RoPE's cos/sin, a checkpoint's gains and scales), the table is
+built once by code here and the integers it holds are what the hardware holds.
+
+Conventions (one rule each, used everywhere):
+
+* A **fixed-point** value with ``F`` fractional bits is the integer ``round(x * 2**F)``.
+* **Rounding** is round-half-up by an arithmetic right shift (:func:`round_shift`):
+  ``floor((v + 2**(n-1)) / 2**n)``, the output stage's rule (:func:`model.arith.round_fixed`).
+* **Saturation** clips to a signed width (:func:`saturate`) and is counted per operation
+  in a :class:`Saturations` tally; an evaluation reports the counts. A constant of a
+  checkpoint that does not fit its format is an error (:class:`NumericsError`), never
+  clipped.
+* A positive quantity of unknown range (a maximum, a sum of squares, a per-token scale)
+  is carried as a **mantissa and exponent** (:func:`normalize`): ``value ~= mant *
+  2**exp`` with ``mant`` of a stated width; this is the block format of every scale.
+"""
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from numbers import Integral
+
+import numpy as np
+
+__all__ = ["NumericsError", "HwNumerics", "Saturations", "DEFAULT", "WIDE",
+           "round_shift", "shift_left", "saturate", "signed_limits", "bit_length",
+           "normalize", "to_fixed", "fixed_constant", "reciprocal", "rsqrt_table",
+           "rsqrt", "exp2_table", "exp2_neg", "rope_table", "quantize_absmax",
+           "quantize_absmean", "rescale", "NormQuant", "norm_quant", "softmax_weights",
+           "head_trits", "trits_value", "HEAD_FORMATS", "TRIT5_MAX"]
+
+
+class NumericsError(ValueError):
+    """A width out of range, or a checkpoint constant that its format cannot hold."""
+
+
+#: LM head formats: int8 rows (absmax per row), or five balanced trits per weight
+#: (-121..121; five passes of the add-only engine).
+HEAD_FORMATS = ("int8", "trit5")
+#: Largest magnitude of five balanced trits: 1 + 3 + 9 + 27 + 81.
+TRIT5_MAX = 121
+
+_INT64_BITS = 63
+
+
+@dataclass(frozen=True)
+class HwNumerics:
+    """The widths and table sizes of the hardware numerics; every one a parameter.
+
+    The defaults are those chosen by measurement on the reference model
+    (``docs/numerics.md``, ``ternary-accel bench numerics``); :data:`WIDE` is the same
+    arithmetic at widths where each operation's error is negligible, the baseline of
+    the per-operation measurements.
+
+    Attributes
+    ----------
+    resid_bits, resid_frac : int
+        The residual stream and every vector passed between units (BitLinear outputs,
+        RoPE'd q/k, attention outputs, the FFN product): signed fixed point of
+        ``resid_bits`` bits with ``resid_frac`` fractional bits. Adds saturate.
+    gain_bits : int
+        Signed width of the RMSNorm gains; each gain vector gets its own exponent.
+    rsqrt_bits, rsqrt_seed_bits, newton_steps : int
+        RMSNorm's reciprocal square root: a table of ``2**rsqrt_seed_bits`` seeds,
+        then Newton steps, in ``rsqrt_bits``-bit unsigned fixed point.
+    recip_bits : int
+        Mantissa bits of the per-token reciprocal of the activation quantizers (and of
+        the attention's per-head quantizers and the softmax's row sum).
+    scale_bits : int
+        Mantissa bits of every scale: the BitLinear output stage's per-token factor,
+        the projections' weight scales, the LM head's row scales.
+    rope_bits : int
+        Signed width of the cos/sin tables (``rope_bits - 2`` fractional bits).
+    qk_bits : int
+        Q and K quantized per head and token (absmax) for the integer scores; K as the
+        cache stores it.
+    softmax_frac : int
+        Fractional bits of the scores in log2 units; the exp2 table has
+        ``2**softmax_frac`` entries.
+    exp_bits : int
+        Fractional bits of the exp2 table's entries (1.0 = ``2**exp_bits``).
+    prob_bits : int
+        Fractional bits of the softmax weights.
+    v_bits : int
+        V in the cache, absmax per head and position (``kv_bits`` of the decoder, a4.8's
+        3 or 4, overrides both K and V).
+    head : str
+        LM head format, :data:`HEAD_FORMATS`.
+    head_bits : int
+        Width of an ``int8`` head's weights (8; wider only for measurements).
+    head_act_bits : int
+        Width of the head's input (the final norm's absmax quantizer; 8).
+    """
+
+    resid_bits: int = 24
+    resid_frac: int = 12
+    gain_bits: int = 12
+    rsqrt_bits: int = 16
+    rsqrt_seed_bits: int = 6
+    newton_steps: int = 1
+    recip_bits: int = 16
+    scale_bits: int = 16
+    rope_bits: int = 16
+    qk_bits: int = 8
+    softmax_frac: int = 8
+    exp_bits: int = 16
+    prob_bits: int = 16
+    v_bits: int = 8
+    head: str = "int8"
+    head_bits: int = 8
+    head_act_bits: int = 8
+
+    _RANGES = {
+        "resid_bits": (8, 24), "resid_frac": (0, 22), "gain_bits": (4, 24),
+        "rsqrt_bits": (8, 24), "rsqrt_seed_bits": (2, 12), "newton_steps": (0, 3),
+        "recip_bits": (8, 24), "scale_bits": (8, 24), "rope_bits": (4, 24),
+        "qk_bits": (3, 16), "softmax_frac": (2, 14), "exp_bits": (8, 24),
+        "prob_bits": (8, 20), "v_bits": (3, 16), "head_bits": (4, 16),
+        "head_act_bits": (4, 16),
+    }
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "head":
+                if value not in HEAD_FORMATS:
+                    raise NumericsError(f"head must be one of {HEAD_FORMATS}, not {value!r}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, Integral):
+                raise NumericsError(f"{f.name} must be an integer, not {value!r}")
+            low, high = self._RANGES[f.name]
+            if not low <= value <= high:
+                raise NumericsError(f"{f.name} = {value} is outside {low}..{high}")
+        if self.resid_frac > self.resid_bits - 2:
+            raise NumericsError(f"resid_frac = {self.resid_frac} leaves no integer bits in "
+                                f"{self.resid_bits}-bit residuals (at most "
+                                f"{self.resid_bits - 2})")
+        if self.rsqrt_seed_bits > self.rsqrt_bits - 2:
+            raise NumericsError(f"rsqrt_seed_bits = {self.rsqrt_seed_bits} exceeds "
+                                f"rsqrt_bits - 2 = {self.rsqrt_bits - 2}")
+
+    def to_dict(self):
+        return {k: v for k, v in asdict(self).items()}
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (checked)."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise NumericsError(f"unknown numerics parameter(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)
+
+    @property
+    def one(self):
+        """1.0 in the residual format."""
+        return 1 << self.resid_frac
+
+
+#: The defaults (chosen by measurement, ``docs/numerics.md``).
+DEFAULT = HwNumerics()
+#: Each operation at a width where its error is negligible: the baseline against which
+#: one operation at a time is narrowed to its default (``bench numerics``).
+WIDE = HwNumerics(resid_bits=24, resid_frac=14, gain_bits=20, rsqrt_bits=24,
+                  rsqrt_seed_bits=10, newton_steps=2, recip_bits=24, scale_bits=24,
+                  rope_bits=24, qk_bits=16, softmax_frac=14, exp_bits=24, prob_bits=20,
+                  v_bits=16, head="int8", head_bits=16,
+                  head_act_bits=16)
+
+
+@dataclass
+class Saturations:
+    """Saturations counted per operation (values clipped to their format)."""
+
+    counts: dict = field(default_factory=dict)
+
+    def add(self, op, n):
+        n = int(n)
+        if n:
+            self.counts[op] = self.counts.get(op, 0) + n
+
+    @property
+    def total(self):
+        return sum(self.counts.values())
+
+    def __str__(self):
+        if not self.counts:
+            return "none"
+        return ", ".join(f"{op} {n:,}" for op, n in sorted(self.counts.items()))
+
+
+# -- integer primitives -------------------------------------------------------------------
+
+def _int(a):
+    return np.asarray(a, dtype=np.int64)
+
+
+def round_shift(value, shift):
+    """``value / 2**shift`` rounded half up (ties toward +inf), by an arithmetic shift.
+
+    ``shift`` (scalar or broadcast array) may be 0 or negative: a left shift, exact.
+    """
+    v = _int(value)
+    s = _int(shift)
+    right = np.maximum(s, 0)
+    half = np.where(right > 0, np.left_shift(np.int64(1), np.maximum(right - 1, 0)), 0)
+    down = np.right_shift(v + half, right)
+    return np.where(s < 0, np.left_shift(v, np.maximum(-s, 0)), down)
+
+
+def shift_left(value, shift):
+    """``value * 2**shift`` for ``shift`` >= 0, ``round_shift`` for negative shifts."""
+    return round_shift(value, -_int(shift))
+
+
+def signed_limits(bits):
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def saturate(value, bits, tally=None, op=None):
+    """Clip to the signed range of ``bits`` bits; count the clipped values in ``tally``."""
+    v = _int(value)
+    low, high = signed_limits(bits)
+    if tally is not None:
+        tally.add(op, np.count_nonzero((v < low) | (v > high)))
+    return np.clip(v, low, high)
+
+
+def bit_length(value):
+    """Bits of each non-negative integer (0 for 0): a leading-one detector."""
+    v = _int(value)
+    if np.any(v < 0):
+        raise NumericsError("bit_length of a negative value")
+    n = np.zeros(v.shape, dtype=np.int64)
+    for b in (32, 16, 8, 4, 2, 1):
+        big = np.right_shift(v, n + b) > 0            # a one at or above bit n + b
+        n = np.where(big, n + b, n)
+    return np.where(v > 0, n + 1, 0)
+
+
+def normalize(value, bits):
+    """Mantissa and exponent of non-negative integers: ``value ~= mant * 2**exp`` with
+    ``mant`` in ``2**(bits-1) .. 2**bits`` (rounded half up, so ``2**bits`` itself
+    occurs), exact when ``value`` has at most ``bits`` bits. ``value = 0`` gives
+    ``(0, 0)``."""
+    v = _int(value)
+    exp = bit_length(v) - bits
+    mant = round_shift(v, exp)
+    return np.where(v > 0, mant, 0), np.where(v > 0, exp, 0)
+
+
+def to_fixed(values, frac):
+    """Float constants to fixed point: ``round_half_up(x * 2**frac)`` (table making only;
+    exact for float64 inputs whose scaled value is below 2**52)."""
+    x = np.asarray(values, dtype=np.float64) * np.exp2(frac)
+    return np.floor(x + 0.5).astype(np.int64)
+
+
+def fixed_constant(values, bits, what):
+    """Positive float constants (scales) as mantissa/exponent pairs: ``x ~= mant *
+    2**exp``, ``mant`` in ``2**(bits-1) .. 2**bits - 1``. Raises on non-positive or
+    non-finite values (naming ``what``)."""
+    x = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(x)) or np.any(x <= 0):
+        raise NumericsError(f"{what}: scales must be positive and finite")
+    exp = np.floor(np.log2(x)).astype(np.int64) - (bits - 1)
+    mant = np.floor(x * np.exp2(-exp.astype(np.float64)) + 0.5).astype(np.int64)
+    over = mant >= (1 << bits)
+    exp = np.where(over, exp + 1, exp)
+    mant = np.where(over, mant >> 1, mant)
+    return mant, exp
+
+
+def reciprocal(value, bits):
+    """``1 / value`` of positive integers as ``(r, exp)``: ``1/value ~= r * 2**exp``.
+
+    ``value`` is normalized to a ``bits``-bit mantissa ``m`` (:func:`normalize`), then
+    ``r = round(2**(2*bits - 1) / m)`` by an integer division (one per token: a
+    ``bits``-cycle divider), so ``r`` is in ``2**(bits-1) .. 2**bits``. Zero is refused
+    (callers substitute 1 for an all-zero row).
+    """
+    v = _int(value)
+    if np.any(v <= 0):
+        raise NumericsError("reciprocal of a non-positive value")
+    m, e = normalize(v, bits)
+    r = ((np.int64(1) << (2 * bits)) // m + 1) >> 1
+    return r, -(2 * bits - 1) - e
+
+
+def rsqrt_table(seed_bits, bits):
+    """Seeds of ``1/sqrt(u)`` for ``u`` in [1/4, 1): entry ``i`` (``i`` from
+    ``2**(seed_bits-2)`` to ``2**seed_bits - 1``, the top ``seed_bits`` bits of ``u``)
+    holds ``1/sqrt`` of the interval's midpoint in ``bits - 2`` fractional bits. The
+    table has ``2**seed_bits`` entries (the first quarter unused: ``u >= 1/4``)."""
+    i = np.arange(1 << seed_bits, dtype=np.float64)
+    mid = (i + 0.5) / (1 << seed_bits)
+    table = to_fixed(1.0 / np.sqrt(np.maximum(mid, 0.25)), bits - 2)
+    table[: 1 << (seed_bits - 2)] = 0
+    return table
+
+
+def rsqrt(value, numerics, table=None):
+    """``1/sqrt(value)`` of positive integers as ``(y, exp)``: ``~= y * 2**exp``.
+
+    ``value = u * 2**(2k)`` with ``u`` in [1/4, 1) as a ``rsqrt_bits``-bit mantissa
+    (even exponent); the seed is the table entry of ``u``'s top ``rsqrt_seed_bits``
+    bits; each Newton step is ``y <- y * (3 - u * y**2) / 2`` with every product
+    rounded to ``rsqrt_bits - 2`` fractional bits. ``y`` is in (1, 2] then.
+    """
+    p = numerics.rsqrt_bits
+    frac = p - 2
+    if table is None:
+        table = rsqrt_table(numerics.rsqrt_seed_bits, p)
+    v = _int(value)
+    if np.any(v <= 0):
+        raise NumericsError("rsqrt of a non-positive value")
+    e = bit_length(v) - p
+    e = e + (e & 1)                          # even: u = v / 2**(e + p) in [1/4, 1)
+    u = round_shift(v, e)                    # p fractional bits
+    u = np.minimum(u, (np.int64(1) << p) - 1)
+    y = table[np.right_shift(u, p - numerics.rsqrt_seed_bits)]
+    three = np.int64(3) << frac
+    for _ in range(numerics.newton_steps):
+        y2 = round_shift(y * y, frac)                    # frac bits
+        uy2 = round_shift(u * y2, p)                     # frac bits
+        y = round_shift(y * (three - uy2), frac + 1)
+    # 1/sqrt(v) = 1/sqrt(u) * 2**(-(e + p)/2); y holds 1/sqrt(u) with frac bits.
+    return y, -frac - (e + p) // 2
+
+
+def exp2_table(softmax_frac, exp_bits):
+    """``2**(-i / 2**softmax_frac)`` for ``i`` in ``0 .. 2**softmax_frac - 1``, in
+    ``exp_bits`` fractional bits (entry 0 is 1.0 = ``2**exp_bits``)."""
+    i = np.arange(1 << softmax_frac, dtype=np.float64)
+    return to_fixed(np.exp2(-i / (1 << softmax_frac)), exp_bits)
+
+
+def exp2_neg(d, numerics, table=None):
+    """``2**(-d)`` for non-negative fixed-point ``d`` (``softmax_frac`` fractional bits),
+    in ``exp_bits`` fractional bits: the table entry of the fraction, shifted right by
+    the integer part (rounded; 0 beyond ``exp_bits + 1``)."""
+    frac = numerics.softmax_frac
+    if table is None:
+        table = exp2_table(frac, numerics.exp_bits)
+    d = _int(d)
+    if np.any(d < 0):
+        raise NumericsError("exp2_neg of a positive exponent")
+    whole = np.minimum(np.right_shift(d, frac), numerics.exp_bits + 2)
+    return round_shift(table[d & ((1 << frac) - 1)], whole)
+
+
+def rope_table(head_dim, theta, positions, bits):
+    """RoPE's cos and sin, (positions, head_dim) int64 in ``bits - 2`` fractional bits,
+    non-interleaved (column ``i`` and ``i + head_dim/2`` share a frequency); angles in
+    float64 (``position * theta**(-2i/head_dim)``)."""
+    i = np.arange(0, head_dim, 2, dtype=np.float64)
+    inv_freq = 1.0 / (float(theta) ** (i / head_dim))
+    angles = np.arange(positions, dtype=np.float64)[:, None] * inv_freq[None, :]
+    angles = np.concatenate([angles, angles], axis=1)
+    return to_fixed(np.cos(angles), bits - 2), to_fixed(np.sin(angles), bits - 2)
+
+
+# -- quantizers -----------------------------------------------------------------------------
+
+def quantize_absmax(z, qmax, bits, tally=None, op=None):
+    """Absmax quantizer of integer rows (last axis): ``q = round(qmax * z / max|z|)``.
+
+    ``m = max|z|`` (1 for an all-zero row) and ``z`` are brought to a ``bits``-bit
+    mantissa by the same shift, ``r = reciprocal(m)`` once per row, ``q =
+    round_shift(z * qmax * r)``; clipped to ``-qmax .. qmax`` (never reached: the row's
+    maximum maps to exactly ``qmax``; counted if it were). Returns ``(q, m)``: ``z ~=
+    q * m / qmax``.
+    """
+    z = _int(z)
+    m = np.maximum(np.max(np.abs(z), axis=-1), 1)
+    shift = np.maximum(bit_length(m) - bits, 0)[..., None]
+    zn = round_shift(z, shift)
+    mn = round_shift(m[..., None], shift)
+    r, e = reciprocal(mn, bits)               # mn is already <= bits bits: e exact
+    q = round_shift(zn * qmax * r, -e)
+    if tally is not None:
+        tally.add(op, np.count_nonzero(np.abs(q) > qmax))
+    return np.clip(q, -qmax, qmax), m
+
+
+def quantize_absmean(z, numerics):
+    """BitNet a4.8's INT4 absmean quantizer of integer rows: ``q = clip(round(sqrt(7) *
+    z / mean|z|), -8, 7)``.
+
+    ``A = sum|z|`` (wide) and ``z`` are brought to ``recip_bits`` bits by the shift
+    that brings the row's maximum there, ``r = reciprocal(A)`` once per row, the
+    constant ``sqrt(7) * D`` as a ``recip_bits``-bit mantissa times ``r`` once per row,
+    then one product per value. An all-zero row gives zeros. The eps of the float
+    quantizer is left out (it only matters for an all-zero row). Returns ``(q, A)``:
+    ``z ~= q * A / (sqrt(7) * D)``.
+    """
+    bits = numerics.recip_bits
+    z = _int(z)
+    width = z.shape[-1]
+    a = np.sum(np.abs(z), axis=-1)
+    zero = a == 0
+    a = np.where(zero, 1, a)
+    m = np.maximum(np.max(np.abs(z), axis=-1), 1)
+    shift = np.maximum(bit_length(m) - bits, 0)
+    zn = round_shift(z, shift[..., None])
+    an = np.maximum(round_shift(a, shift), 1)          # same scale as zn
+    c_m, c_e = fixed_constant(np.sqrt(7.0) * width, bits, "sqrt(7) D")
+    r, e = reciprocal(an, bits)
+    cr_m, cr_e = normalize(int(c_m) * r, bits)
+    q = round_shift(zn * cr_m[..., None], -(int(c_e) + e + cr_e)[..., None])
+    q = np.where(zero[..., None], 0, np.clip(q, -8, 7))
+    return q, a
+
+
+def rescale(acc, mant, exp, out_frac, out_bits, tally=None, op=None):
+    """The output stage: ``acc * mant * 2**exp`` in fixed point with ``out_frac``
+    fractional bits, rounded half up, saturated to ``out_bits``.
+
+    ``mant``/``exp`` broadcast against ``acc`` (per token, per output row, or both).
+    """
+    prod = _int(acc) * _int(mant)
+    out = round_shift(prod, -(_int(exp) + out_frac))
+    return saturate(out, out_bits, tally, op)
+
+
+@dataclass(frozen=True)
+class NormQuant:
+    """A BitLinear input from the fused RMSNorm + quantizer (:func:`norm_quant`).
+
+    ``values`` are the integers the core receives (int8 -127..127, or INT4 -8..7);
+    ``mant`` / ``exp`` (per token) the factor that turns one unit of ``values`` into
+    the float quantity ``RMSNorm(x)`` it stands for: ``h ~= values * mant * 2**exp``.
+    """
+
+    values: np.ndarray
+    mant: np.ndarray
+    exp: np.ndarray
+
+
+def norm_quant(x, gain, eps_term, numerics, *, bits=8, mask=None, tally=None, op=None,
+               table=None):
+    """RMSNorm fused with the per-token activation quantizer (absmax int8, or INT4
+    absmean for ``bits=4``), on residual-format rows ``x`` (T, D).
+
+    The norm's scale cancels in the quantizer (``q`` of ``g * x * inv`` is ``q`` of ``g *
+    x``), so the unit computes ``z = x * g`` (exact), the Top-K ``mask`` on ``|z|``,
+    the quantizer on ``z``, and, once per token, ``inv = rsqrt(sum(x**2) + eps_term)``
+    (the wide sum of squares; ``eps_term = round(D * eps * 2**(2F))``). The float
+    quantity one code stands for is then ``sqrt(D) * max|z| * inv / qmax`` times the
+    gain's and the residual's scales (int8), or ``sqrt(D) * sum|z| * inv / c``
+    (INT4): that is what the output stage multiplies the accumulators by.
+
+    Parameters
+    ----------
+    x : numpy.ndarray of int64, (T, D)
+    gain : (numpy.ndarray of int64, int)
+        The gain vector's integers and exponent (``g ~= gint * 2**gexp``).
+    eps_term : int
+    bits : int
+        4 (absmean), else absmax to ``-(2**(bits-1) - 1) .. 2**(bits-1) - 1`` (8: the
+        BitLinears' int8).
+    mask : numpy.ndarray of bool, optional
+        Entries kept (Top-K); the others are zeroed in ``z`` before the quantizer.
+    """
+    gint, gexp = gain
+    x = _int(x)
+    width = x.shape[-1]
+    z = x * _int(gint)[None, :]
+    if mask is not None:
+        z = np.where(mask, z, 0)
+    sumsq = np.sum(x * x, axis=-1) + eps_term
+    y, ye = rsqrt(sumsq, numerics, table)
+    s = numerics.scale_bits
+    # h = g x / rms(x) with g x = z 2**(gexp - F) and 1/rms = sqrt(D) 2**F y 2**ye:
+    # int8:  h ~= q * max|z| * y * sqrt(D)/127 * 2**(gexp + ye)
+    # INT4:  h ~= q * sum|z| * y * sqrt(D)/(sqrt(7) D) * 2**(gexp + ye)
+    if bits != 4:
+        qmax = (1 << (bits - 1)) - 1
+        q, m = quantize_absmax(z, qmax, numerics.recip_bits, tally, op)
+        c_m, c_e = fixed_constant(np.sqrt(width) / qmax, s, "sqrt(D)/qmax")
+    else:
+        q, m = quantize_absmean(z, numerics)
+        c_m, c_e = fixed_constant(1 / np.sqrt(7.0 * width), s, "1/sqrt(7 D)")
+    mm, me = normalize(m, s)
+    t_m, t_e = normalize(mm * y, s)
+    f_m, f_e = normalize(t_m * int(c_m), s)
+    return NormQuant(q, f_m, f_e + t_e + me + ye + int(c_e) + int(gexp))
+
+
+def softmax_weights(scores, numerics, table=None):
+    """Integer softmax of rows of log2-domain scores (``softmax_frac`` fractional bits):
+    subtract the row maximum, ``2**(s - max)`` by :func:`exp2_neg`, the row sum (wide),
+    one reciprocal per row (``recip_bits``), and the weights in ``prob_bits``
+    fractional bits (rounded half up; a row sums to 1 within one LSB a weight)."""
+    s = _int(scores)
+    d = np.max(s, axis=-1, keepdims=True) - s
+    p = exp2_neg(d, numerics, table)
+    total = np.sum(p, axis=-1, keepdims=True)
+    r, e = reciprocal(total, numerics.recip_bits)
+    return round_shift(p * r, -(e + numerics.prob_bits))
+
+
+# -- the LM head in balanced ternary ---------------------------------------------------------
+
+def head_trits(values):
+    """Five balanced trits of each integer in -121..121: ``v = sum_k d_k 3**k``, ``d_k``
+    in {-1, 0, 1}; returns (5, ...) int8, least significant digit first."""
+    v = _int(values)
+    if np.any(np.abs(v) > TRIT5_MAX):
+        raise NumericsError(f"five trits hold -{TRIT5_MAX}..{TRIT5_MAX}")
+    digits = []
+    for _ in range(5):
+        r = ((v + 1) % 3) - 1                 # -1, 0, 1
+        digits.append(r)
+        v = (v - r) // 3
+    return np.stack(digits).astype(np.int8)
+
+
+def trits_value(digits):
+    """Inverse of :func:`head_trits`."""
+    d = _int(digits)
+    return sum(d[k] * 3 ** k for k in range(d.shape[0]))
