@@ -20,7 +20,7 @@ TORCH ?= torch==2.13.0
 # Extra flags of `make dse`, e.g. DSE_ARGS="--jobs 2 --device 45f,85f".
 DSE_ARGS ?=
 
-.PHONY: all docs sim test test-fast verilog synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill bench-quality perf clean distclean help
+.PHONY: all docs sim test test-fast verilog synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill bench-quality bench-numerics perf clean distclean help
 
 all: test
 
@@ -38,6 +38,7 @@ help:
 	@echo "make bench-block - one 2B4T decoder layer (prompt + decode steps) through the RTL"
 	@echo "make bench-prefill - a 2B4T block, 16 tokens, weight reuse T=16, 128-bit weight port, pipelined output stage, RTL"
 	@echo "make bench-sparse - 2B4T down_proj: dense engine vs the sparse dataflow, RTL"
+	@echo "make bench-numerics - hardware numerics against float, per operation and together (about 10 min)"
 	@echo "make bench-quality - test perplexity of the shipped reference models under each numerics (about 15 min)"
 	@echo "make perf     - 2B4T tokens/s, time to first token, J/token per board preset, rooflines"
 	@echo "make dse      - engine design-space sweep on ECP5: area, Fmax, 2B4T tokens/s, Pareto plot"
@@ -109,6 +110,9 @@ bench-sparse: $(STAMP)
 bench-quality: $(STAMP)
 	$(TA) bench quality --results $(RESULTS) \
 		$(if $(wildcard $(BUILD)/train/float/master),--float-baseline $(BUILD)/train/float/master)
+
+bench-numerics: $(STAMP)
+	$(TA) bench numerics --sweep --results $(RESULTS)
 
 bench: bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill
 

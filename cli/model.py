@@ -12,6 +12,7 @@ import io
 import json
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from ternary_accel.cli.argtypes import (FlagErrors, add_format, flag_names, name
                                         non_negative_int, output_dir, output_file)
 from ternary_accel.cli.argtypes import positive_int as _positive_int
 from ternary_accel.model.decoder import A8, A_FLOAT, ACTIVATION_MODES, Decoder, generate
+from ternary_accel.model.hwdecoder import FLOAT_NUMERICS, HW_NUMERICS, NUMERICS, make_decoder
 from ternary_accel.model.quant import ACT_QUANT_PATHS, FLOAT64, KV_BITS
 
 
@@ -65,11 +67,40 @@ def _checkpoint_dir(args):
     return args.checkpoint
 
 
+def _hw_width(text):
+    """``NAME=VALUE`` of :class:`ternary_accel.model.hwnum.HwNumerics`."""
+    from ternary_accel.model.hwnum import HwNumerics
+    names = [f.name for f in fields(HwNumerics) if not f.name.startswith("_")]
+    name, sep, value = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or name not in names:
+        raise argparse.ArgumentTypeError(f"must be NAME=VALUE with NAME one of "
+                                         f"{', '.join(names)}, not {text!r}")
+    if name == "head":
+        return name, value.strip()
+    try:
+        return name, int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name} must be an integer, not {value!r}") from None
+
+
 def _add_numerics(p):
     """The decoder's numerics flags (generate and eval)."""
     p.add_argument("--act-quant", choices=ACT_QUANT_PATHS, default=FLOAT64,
                    help="how the int8 activation quantizer is evaluated: the project's "
                         "float64 (default) or as PyTorch / bitnet.cpp evaluate it in float32")
+    hw = p.add_argument_group(
+        "hardware numerics", "Every operation of a token in integer and fixed-point "
+                             "arithmetic (model.hwnum, docs/numerics.md).")
+    hw.add_argument("--numerics", choices=NUMERICS, default=FLOAT_NUMERICS,
+                    help="float: norms, RoPE, attention, softmax and the LM head in "
+                         "float32 around the integer BitLinears (default); hw: all of it "
+                         "in the hardware's integer arithmetic")
+    hw.add_argument("--hw", type=_hw_width, action="append", default=[],
+                    metavar="NAME=VALUE",
+                    help="with --numerics hw: one width or table size (repeatable), e.g. "
+                         "--hw resid_frac=14 --hw head=trit5; the names and defaults are "
+                         "model.hwnum.HwNumerics's")
     sparse = p.add_argument_group(
         "activations", "BitNet a4.8 and Q-Sparse activations (model.decoder's docstring "
                        "says what each option quantizes how).")
@@ -185,6 +216,11 @@ def add_parser(subparsers):
                         "forward pass")
     p.add_argument("--no-reference", dest="reference", action="store_false",
                    help="skip the reference run (perplexity only, half the time)")
+    p.add_argument("--against", choices=("float", "float-numerics"), default="float",
+                   help="the reference run: float (float activations, no Top-K, float KV "
+                        "cache; default) or float-numerics (with --numerics hw: the same "
+                        "activations, masks and KV bits with float numerics, so only the "
+                        "hardware numerics differ)")
     add_format(p)
     _add_numerics(p)
     p.set_defaults(func=_guarded(cmd_eval))
@@ -251,6 +287,35 @@ def _heal(tokenizer, prompt, vocab):
     return prompt[:-1], healed, allowed
 
 
+def _decoder_options(parser, args, activations):
+    """The decoder's keyword arguments from the numerics flags (checked)."""
+    options = dict(activations=activations, topk=args.topk, block_topk=args.block_topk,
+                   kv_bits=args.kv_bits, numerics=args.numerics)
+    if args.numerics == HW_NUMERICS:
+        if args.act_quant != FLOAT64:
+            parser.error("--act-quant applies to --numerics float only (the hardware "
+                         "quantizer is integer)")
+        if activations == A_FLOAT:
+            parser.error("--numerics hw quantizes every BitLinear input: --activations "
+                         "must be a8 or a4.8")
+        from ternary_accel.model.hwnum import DEFAULT, NumericsError
+        try:
+            options["hw"] = DEFAULT.replace(**dict(args.hw))
+        except NumericsError as error:
+            parser.error(f"--hw: {error}")
+    else:
+        if args.hw:
+            parser.error("--hw applies only with --numerics hw")
+        options["act_quant"] = args.act_quant
+    return options
+
+
+def _saturations(decoder):
+    counts = getattr(decoder, "saturations", None)
+    if counts is not None:
+        print(f"saturations: {counts}", file=sys.stderr)
+
+
 def cmd_generate(parser, args):
     if not args.rtl:
         given = [name for name in RTL_ONLY if getattr(args, name) not in (None, False)]
@@ -280,10 +345,9 @@ def cmd_generate(parser, args):
     if len(prompt) + args.max_new_tokens > config.max_position_embeddings:
         parser.error(f"prompt ({len(prompt)}) + --max-new-tokens ({args.max_new_tokens}) "
                      f"exceed max_position_embeddings ({config.max_position_embeddings})")
-    options = dict(act_quant=args.act_quant, activations=args.activations,
-                   topk=args.topk, block_topk=args.block_topk, kv_bits=args.kv_bits)
+    options = _decoder_options(parser, args, args.activations)
     try:
-        Decoder(checkpoint, **options)            # the options' errors before a build
+        make_decoder(checkpoint, **options)       # the options' errors before a build
     except ValueError as error:
         parser.error(str(error))
     session = core = None
@@ -310,7 +374,7 @@ def cmd_generate(parser, args):
         core = EngineCore(session)
     started = time.monotonic()
     try:
-        decoder = Decoder(checkpoint, core=core, **options)
+        decoder = make_decoder(checkpoint, core=core, **options)
         print(f"prompt: {' '.join(map(str, prompt))}", flush=True)
         run = generate(decoder, prompt, args.max_new_tokens, stop_at_eos=args.stop_at_eos,
                        on_token=lambda t: print(f"token {t}", file=sys.stderr, flush=True),
@@ -326,6 +390,7 @@ def cmd_generate(parser, args):
               f"(cycle model {predicted:,}), {elapsed:.1f} s")
     else:
         print(f"golden model: {elapsed:.1f} s")
+    _saturations(decoder)
     if args.logits_out is not None:
         args.logits_out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(args.logits_out, prompt_ids=np.array(run.prompt_ids, dtype=np.int64),
@@ -352,10 +417,20 @@ def cmd_eval(parser, args):
         parser.error("--full-precision computes in float: --activations must be float")
     activations = A_FLOAT if args.full_precision else args.activations
     weights = checkpoint.full_precision() if args.full_precision else checkpoint
-    options = dict(act_quant=args.act_quant, activations=activations,
-                   topk=args.topk, block_topk=args.block_topk, kv_bits=args.kv_bits)
-    decoder = Decoder(weights, **options)
-    reference = Decoder(weights, activations=A_FLOAT) if args.reference else None
+    if args.full_precision and args.numerics == HW_NUMERICS:
+        parser.error("--full-precision computes in float: it does not take --numerics hw")
+    options = _decoder_options(parser, args, activations)
+    if args.against == "float-numerics" and args.numerics != HW_NUMERICS:
+        parser.error("--against float-numerics compares --numerics hw with float; give "
+                     "--numerics hw")
+    decoder = make_decoder(weights, **options)
+    reference = None
+    if args.reference:
+        if args.against == "float-numerics":
+            same = {k: v for k, v in options.items() if k not in ("numerics", "hw")}
+            reference = Decoder(weights, **same)
+        else:
+            reference = Decoder(weights, activations=A_FLOAT)
     try:
         text = load_eval_text(args.checkpoint, args.split)
     except CorpusError as error:
@@ -370,14 +445,19 @@ def cmd_eval(parser, args):
 
     quality = evaluate(decoder, text, reference=reference, context=context,
                        tokens=tokens, progress=progress)
+    _saturations(decoder)
     numerics = _numerics_name(args, activations)
     row = {"checkpoint": str(args.checkpoint), "numerics": numerics, **quality.to_dict()}
+    if args.numerics == HW_NUMERICS:
+        row["saturations"] = decoder.saturations.total
     print(format_quality([row], args.format))
     return 0
 
 
 def _numerics_name(args, activations):
     parts = ["full-precision weights" if args.full_precision else activations]
+    if args.numerics == HW_NUMERICS:
+        parts.append("hw numerics" + "".join(f", {k}={v}" for k, v in args.hw))
     if args.topk is not None:
         parts.append(f"top-k {args.topk:g}")
     if args.block_topk is not None:
@@ -393,21 +473,26 @@ QUALITY_COLUMNS = (("checkpoint", "checkpoint", "{}"), ("numerics", "numerics", 
                    ("bits_per_byte", "bits/byte", "{:.4f}"),
                    ("top1", "top-1 agree", "{:.2%}"), ("top5", "top-5 agree", "{:.2%}"),
                    ("cosine", "logit cosine", "{:.5f}"))
+#: Added when a row has it (hardware numerics).
+SATURATION_COLUMN = ("saturations", "saturations", "{:,}")
 
 
 def format_quality(rows, fmt):
     """Evaluation rows as a Markdown, CSV or JSON table."""
     if fmt == "json":
         return json.dumps(rows, indent=2)
+    columns = QUALITY_COLUMNS
+    if any("saturations" in row for row in rows):
+        columns = columns + (SATURATION_COLUMN,)
     cells = [[("-" if row.get(key) is None else spec.format(row[key]))
-              for key, _, spec in QUALITY_COLUMNS] for row in rows]
-    headers = [header for _, header, _ in QUALITY_COLUMNS]
+              for key, _, spec in columns] for row in rows]
+    headers = [header for _, header, _ in columns]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(headers)
         writer.writerows([[("" if row.get(key) is None else row[key])
-                           for key, _, _ in QUALITY_COLUMNS] for row in rows])
+                           for key, _, _ in columns] for row in rows])
         return out.getvalue().rstrip("\n")
     lines = ["| " + " | ".join(headers) + " |",
              "|" + "|".join("---" for _ in headers) + "|"]

@@ -14,7 +14,8 @@ next token.
 * Against the **reference run** (the same weights, computed in float:
   ``activations="float"``, no Top-K, no KV quantization): **top-1 agreement** (the two
   runs' argmax tokens are equal), **top-5 agreement** (the reference's argmax is among the
-  run's five highest logits) and the mean **logit cosine** per position.
+  run's five highest logits), the mean **logit cosine** per position and the **max abs
+  logit error** over all positions and tokens.
 """
 
 import json
@@ -45,6 +46,7 @@ class Quality:
     top1: float = None
     top5: float = None
     cosine: float = None
+    max_error: float = None
 
     def to_dict(self):
         return asdict(self)
@@ -150,6 +152,7 @@ def evaluate(decoder, text, *, reference=None, context=256, tokens=DEFAULT_TOKEN
     text_bytes = 0
     top1 = top5 = 0
     cosine = 0.0
+    max_error = 0.0
     for done, start in enumerate(starts, 1):
         window = np.asarray(text.ids[start:start + context], dtype=np.int64)
         targets = window[1:]
@@ -166,6 +169,7 @@ def evaluate(decoder, text, *, reference=None, context=256, tokens=DEFAULT_TOKEN
             five = np.argpartition(-logits, 5, axis=-1)[:, :5]
             top5 += int(np.sum(np.any(five == best[:, None], axis=-1)))
             run = logits.astype(np.float64)
+            max_error = max(max_error, float(np.max(np.abs(run - ref))))
             cosine += float(np.sum(np.sum(run * ref, axis=-1)
                                    / (np.linalg.norm(run, axis=-1)
                                       * np.linalg.norm(ref, axis=-1))))
@@ -173,7 +177,8 @@ def evaluate(decoder, text, *, reference=None, context=256, tokens=DEFAULT_TOKEN
             progress(done, len(starts))
     figures = {}
     if reference is not None:
-        figures = {"top1": top1 / count, "top5": top5 / count, "cosine": cosine / count}
+        figures = {"top1": top1 / count, "top5": top5 / count, "cosine": cosine / count,
+                   "max_error": max_error}
     return Quality(tokens=count, bytes=text_bytes, nll=nll / count,
                    perplexity=math.exp(nll / count),
                    bits_per_byte=nll / math.log(2) / text_bytes, **figures)

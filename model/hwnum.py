@@ -32,7 +32,8 @@ __all__ = ["NumericsError", "HwNumerics", "Saturations", "DEFAULT", "WIDE",
            "normalize", "to_fixed", "fixed_constant", "reciprocal", "rsqrt_table",
            "rsqrt", "exp2_table", "exp2_neg", "rope_table", "quantize_absmax",
            "quantize_absmean", "rescale", "NormQuant", "norm_quant", "softmax_weights",
-           "head_trits", "trits_value", "HEAD_FORMATS", "TRIT5_MAX"]
+           "head_trits", "trits_value", "HEAD_FORMATS", "TRIT5_MAX", "operations",
+           "kv_bytes_per_position"]
 
 
 class NumericsError(ValueError):
@@ -523,3 +524,76 @@ def trits_value(digits):
     """Inverse of :func:`head_trits`."""
     d = _int(digits)
     return sum(d[k] * 3 ** k for k in range(d.shape[0]))
+
+
+# -- what each operation holds: formats, tables, cache ---------------------------------------
+
+def _bytes(bits):
+    return -(-int(bits) // 8)
+
+
+def operations(numerics, config):
+    """The operations of a token in hardware numerics, as rows for the docs and the
+    accounting: ``op``, ``format`` (what is computed at which widths), ``parameters``
+    (the :class:`HwNumerics` fields it reads) and ``table_bytes`` (constant tables the
+    unit holds; per layer where a layer has its own)."""
+    n = numerics
+    f = n.resid_frac
+    qk_max = (1 << (n.qk_bits - 1)) - 1
+    head_levels = (f"five balanced trits (-{TRIT5_MAX}..{TRIT5_MAX}, five add-only passes)"
+                   if n.head == "trit5" else f"int{n.head_bits} rows, absmax per row")
+    rope_entries = config.max_position_embeddings * config.head_dim // 2 * 2
+    return [
+        dict(op="embedding", parameters="resid_bits, resid_frac",
+             format=f"bf16 row rounded to Q{n.resid_bits - f}.{f} (s{n.resid_bits})",
+             table_bytes=0),
+        dict(op="residual add", parameters="resid_bits, resid_frac",
+             format=f"s{n.resid_bits} add, saturating (counted)", table_bytes=0),
+        dict(op="RMSNorm", parameters="gain_bits, rsqrt_bits, rsqrt_seed_bits, newton_steps",
+             format=(f"sum of x^2 in 64 bits (+ eps term); rsqrt: {1 << n.rsqrt_seed_bits}-entry "
+                     f"seed table, {n.newton_steps} Newton step(s), u{n.rsqrt_bits}; gains "
+                     f"s{n.gain_bits} with one exponent a vector"),
+             table_bytes=(1 << n.rsqrt_seed_bits) * _bytes(n.rsqrt_bits)),
+        dict(op="activation quantizer", parameters="recip_bits",
+             format=(f"fused with the norm: z = x g, max|z| (int8) or sum|z| (INT4), one "
+                     f"u{n.recip_bits} reciprocal a token (a divider), a product a value, "
+                     "round half up"),
+             table_bytes=0),
+        dict(op="BitLinear output stage", parameters="scale_bits",
+             format=(f"acc x (weight scale x token factor, u{n.scale_bits} mantissa + "
+                     f"exponent), round half up, saturate to s{n.resid_bits}"),
+             table_bytes=0),
+        dict(op="RoPE", parameters="rope_bits",
+             format=(f"cos/sin tables s{n.rope_bits} ({n.rope_bits - 2} fractional bits), "
+                     "two products and an add a pair, round half up"),
+             table_bytes=rope_entries * _bytes(n.rope_bits)),
+        dict(op="Q and K codes", parameters="qk_bits",
+             format=f"absmax per head and token, -{qk_max}..{qk_max}; integer dot products",
+             table_bytes=0),
+        dict(op="softmax", parameters="softmax_frac, exp_bits, prob_bits",
+             format=(f"scores in log2 units, {n.softmax_frac} fractional bits; max "
+                     f"subtracted; exp2 by a {1 << n.softmax_frac}-entry table "
+                     f"(u{n.exp_bits + 1}) and a shift; one u{n.recip_bits} reciprocal a "
+                     f"row; weights u{n.prob_bits}"),
+             table_bytes=(1 << n.softmax_frac) * _bytes(n.exp_bits + 1)),
+        dict(op="attention values", parameters="v_bits",
+             format=(f"V codes absmax per head and position (s{n.v_bits}), weighted sum "
+                     "of the codes, the position's max folded into its weight"),
+             table_bytes=0),
+        dict(op="relu2 and gate product", parameters="resid_bits, resid_frac",
+             format=f"relu(gate)^2 and x up, each rounded to Q.{f}, saturating",
+             table_bytes=0),
+        dict(op="LM head", parameters="head, head_bits, head_act_bits",
+             format=(f"{head_levels}, scale u{n.scale_bits} a row; input "
+                     f"int{n.head_act_bits} from the final norm; logits Q.{f}; argmax"),
+             table_bytes=0),
+    ]
+
+
+def kv_bytes_per_position(numerics, config, kv_bits=None):
+    """Bytes of KV cache a position takes in every layer: K and V codes of every KV head
+    and the two maxima (one residual word each) a head."""
+    k_bits = kv_bits or numerics.qk_bits
+    v_bits = kv_bits or numerics.v_bits
+    per_head = (config.head_dim * (k_bits + v_bits) + 2 * numerics.resid_bits) / 8
+    return per_head * config.kv_heads * config.layers
