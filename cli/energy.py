@@ -232,4 +232,7 @@ def add_parser(subparsers):
     p.add_argument("--outdir", type=output_dir, default=None,
                    help="where the files go (default: build/energy)")
     p.set_defaults(func=cmd_report)
+
+    from ternary_accel.cli import energy_gates
+    energy_gates.add_parser(sub)
     return parser
