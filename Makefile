@@ -31,6 +31,8 @@ help:
 	@echo "make verilog  - write build/verilog/matmul_unit.v (LANES=$(LANES) ROWS=$(ROWS))"
 	@echo "make synth    - Yosys + nextpnr for one unit (LANES, ROWS), report under build/reports/"
 	@echo "make energy   - Table 1, model-size sweep and figure under build/energy/"
+	@echo "make energy-gates - energy per MAC measured on 180 nm gates (ternary vs int8, workloads),"
+	@echo "                table to docs/results, plot under build/energy-gates/ (about an hour)"
 	@echo "make bench-area - ECP5 area/Fmax sweep with the int8 baseline (about 45 min)"
 	@echo "make bench-packing - weight packings of the memory port (base3, 3in5, 2bit): bits/weight, decoder LUT4s, Fmax"
 	@echo "make bench-sim  - a BitNet b1.58 2B4T block through the RTL, bit-exact, timed"
@@ -71,7 +73,7 @@ docs: $(DOCS_STAMP)
 sim: $(STAMP)
 	$(TA) sim
 
-test: $(STAMP)
+test: $(STAMP) gate-tools
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 test-fast: $(STAMP)
@@ -130,6 +132,25 @@ energy: $(STAMP)
 	$(TA) energy table1 --results $(RESULTS)
 	$(TA) energy sweep --results $(RESULTS)
 	$(TA) schemes --results $(RESULTS)
+
+# Debian packages of the gate-level energy flow (energy gates, tests/energy/test_gates.py):
+# the OSU 180 nm cell library and OpenSTA, installed when missing and apt-get can.
+GATE_DEBS := qflow-tech-osu018 opensta
+
+gate-tools:
+	@if ! dpkg -s $(GATE_DEBS) >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "installing $(GATE_DEBS) (gate-level energy: 180 nm cells, OpenSTA)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq $(GATE_DEBS) >/dev/null || exit 1; \
+		else \
+			echo "$(GATE_DEBS) missing and not installable here (apt-get install" \
+				"$(GATE_DEBS)): the gate-level energy tests will be skipped"; \
+		fi; \
+	fi
+
+energy-gates: $(STAMP) gate-tools
+	$(TA) energy gates --results $(RESULTS)
 
 clean:
 	rm -rf $(BUILD) sim_build docs/api/generated

@@ -252,18 +252,18 @@ def plot(rows, path):
 
 def cmd_gates(parser, args):
     from ternary_accel.hw.fpga.gates import cell_library, sta_path
-    try:
-        cell_library()
-        sta_path()
-    except ToolError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
     unknown = [w for w in args.workloads if w not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload {unknown[0]!r}; known: {', '.join(WORKLOADS)}")
     bad = [d for d in args.designs if d not in DESIGNS]
     if bad:
         parser.error(f"unknown design {bad[0]!r}; known: {', '.join(DESIGNS)}")
+    try:
+        cell_library()
+        sta_path()
+    except ToolError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
     args.workdir = args.workdir or build_path("energy-gates")
     try:
         rows, designs = measure(args)

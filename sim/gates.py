@@ -187,21 +187,30 @@ class GateSim:
         tb.write_text(testbench(self.ports, top))
         sources = [Path(s).resolve() for s in sources]
         found = configure_environment()
-        key = json.dumps([str(found.executable), tb.read_text()] +
+        # A run is a few thousand cycles: compile time dominates, so neither Verilator
+        # (-O0) nor the C++ compiler optimises (the optimisation flags of the other
+        # builds, sim/verilator.py, are replaced).
+        env = dict(os.environ)
+        env["MAKEFLAGS"] = " ".join(f for f in env.get("MAKEFLAGS", "").split()
+                                    if not f.startswith(("OPT_FAST=", "OPT_SLOW=",
+                                                         "OPT_GLOBAL=")))
+        env["MAKEFLAGS"] += " OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
+        key = json.dumps([str(found.executable), env["MAKEFLAGS"], tb.read_text()] +
                          [s.read_text() for s in sources])
         self.binary = self.build_dir / "obj" / "sim"
         stamp = self.build_dir / "build.key"
         if self.binary.exists() and stamp.exists() and stamp.read_text() == key:
             return
         stamp.unlink(missing_ok=True)
-        cmd = [str(found.executable), "--binary", "--timing", "-CFLAGS", "-std=c++20",
+        cmd = [str(found.executable), "--binary", "--timing", "-O0", "--build-jobs",
+               str(min(2, os.cpu_count() or 1)), "-CFLAGS", "-std=c++20",
                *_WAIVERS, "--trace-vcd", "--trace-depth", "2", "--top-module", "tb",
                "-Mdir", str(self.build_dir / "obj"), "-o", "sim", str(tb),
                *map(str, sources)]
         log = self.build_dir / "build.log"
         with open(log, "w") as f:
             proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT,
-                                  cwd=self.build_dir, env=os.environ)
+                                  cwd=self.build_dir, env=env)
         if proc.returncode != 0 or not self.binary.exists():
             raise RuntimeError(f"Verilator build of {top} failed (exit {proc.returncode}); "
                                f"see {log}")
@@ -280,6 +289,7 @@ def toggle_counts(vcd, *, start_cycle=0, end_cycle=None, scope="dut"):
     counts = {}
     last = {}
     time = 0
+    unit_ps = 1
     with open(vcd) as f:
         for line in f:
             if line.startswith("$enddefinitions"):
@@ -287,7 +297,14 @@ def toggle_counts(vcd, *, start_cycle=0, end_cycle=None, scope="dut"):
             tokens = line.split()
             if not tokens:
                 continue
-            if tokens[0] == "$scope":
+            if tokens[0] == "$timescale":
+                text = "".join(tokens[1:]).replace("$end", "")
+                number = "".join(c for c in text if c.isdigit()) or "1"
+                unit_ps = int(number) * {"fs": 1e-3, "ps": 1, "ns": 1e3, "us": 1e6}[
+                    text.lstrip("0123456789")]
+                start = start / unit_ps
+                end = None if end is None else end / unit_ps
+            elif tokens[0] == "$scope":
                 depth += 1
                 if tokens[2] == scope and not in_scope:
                     in_scope, scope_depth = True, depth

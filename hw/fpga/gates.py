@@ -31,7 +31,7 @@ from ternary_accel.hw.fpga.synth import RegisteredHarness, ToolError, tool_path
 
 __all__ = ["CELL_LIBRARY_DIR", "INSTALL", "CellLibrary", "cell_library", "sta_path",
            "GateNetlist", "map_to_cells", "Characterization", "characterize",
-           "parse_report_power", "SEQUENTIAL_CELLS"]
+           "parse_report_power", "report_power", "SEQUENTIAL_CELLS"]
 
 #: Where Debian's ``qflow-tech-osu018`` puts the library.
 CELL_LIBRARY_DIR = Path("/usr/share/qflow/tech/osu018")
@@ -374,3 +374,40 @@ def characterize(netlist, *, period_ns=10.0, log=None):
                                  "leakage": leakage}))
     return Characterization(pin_energy=pins, leakage_w=leakage, period_ns=period_ns,
                             report=report)
+
+
+def report_power(netlist, *, input_activity=0.0, clock=True, period_ns=10.0):
+    """OpenSTA's own ``report_power`` of ``netlist`` with activities it propagates from
+    the inputs (every input port ``input_activity`` transitions a cycle, duty 0.5),
+    with the clock running or stopped (``clock=False``: no clock is defined, as for a
+    gated clock).
+
+    Returns
+    -------
+    dict
+        :func:`parse_report_power`'s table, in W.
+
+    Raises
+    ------
+    ToolError
+        If OpenSTA is missing or fails.
+    """
+    sta = sta_path()
+    library = netlist.library or cell_library()
+    lines = [f"read_liberty {library.liberty}", f"read_verilog {netlist.verilog}",
+             "link_design top"]
+    if clock:
+        lines += [f"create_clock -name clk -period {period_ns:g} [get_ports clk]",
+                  "set_input_delay 0 -clock clk "
+                  "[delete_from_list [all_inputs] [get_ports clk]]"]
+    lines += [f"set_power_activity -input -activity {input_activity:g} -duty 0.5",
+              "report_power -digits 6", ""]
+    tcl = netlist.workdir / "report_power.tcl"
+    tcl.write_text("\n".join(lines))
+    proc = subprocess.run([sta, "-no_init", "-no_splash", "-exit", str(tcl)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          cwd=netlist.workdir)
+    table = parse_report_power(proc.stdout)
+    if proc.returncode != 0 or "Total" not in table:
+        raise ToolError(f"opensta failed (exit {proc.returncode}): no report_power table")
+    return table
