@@ -53,6 +53,11 @@ def add_parser(subparsers):
     parser.add_argument("--bandwidth-gbs", type=positive_float, default=None,
                         help="override the platform's DRAM bandwidth")
     add_format(parser)
+    parser.add_argument("--numerics", choices=("float", "hw"), default="float",
+                        help="the precisions of the norms, quantizers, RoPE, attention and "
+                             "LM head: float (fp32 glue, bf16 KV cache and head; default) "
+                             "or hw (the hardware numerics' widths: int24 vector work, int8 "
+                             "KV codes and LM head, docs/numerics.md)")
     parser.add_argument("--roofline", metavar="PNG", type=output_file, default=None,
                         help="also write the roofline figure to this file")
     _add_scheme_arguments(parser)
@@ -323,6 +328,13 @@ def check_context(parser, model, context, flag="--context", tokens=1):
                      f"(max_position_embeddings), so at most {limit - tokens}")
 
 
+def _precisions(numerics):
+    if numerics == "hw":
+        from ternary_accel.hw.perf.accounting import Precisions
+        return Precisions.hardware()
+    return None
+
+
 def run(parser, args):
     from ternary_accel.cli.argtypes import FlagErrors
     parser = FlagErrors(parser)     # the model's messages name the flags
@@ -350,7 +362,8 @@ def run(parser, args):
     try:
         report = model_report(args.model, platform, prompt=args.prompt, context=args.context,
                               batch=args.batch, clock_mhz=args.clock_mhz,
-                              bandwidth_gbs=args.bandwidth_gbs, scheme=scheme)
+                              bandwidth_gbs=args.bandwidth_gbs, scheme=scheme,
+                              precisions=_precisions(args.numerics))
     except ValueError as error:
         parser.error(str(error))
     if args.format == "json":
@@ -401,6 +414,10 @@ def render_markdown(report):
            f"(assumed): vector {p['vector_ops_per_cycle']} ops/cycle, attention "
            f"{p['attention_macs_per_cycle']} MACs/cycle, LM head "
            f"{p['head_macs_per_cycle']} MACs/cycle.", ""]
+    pr = report["precisions"]
+    out += [f"Precisions: vector {pr['vector']}, attention {pr['attention']}, LM head "
+            f"{pr['head']} ({pr['head_bits']}-bit weights), KV cache {pr['kv_bits']} bits, "
+            f"norm gains {pr['norm_bits']} bits.", ""]
     scheme = report["scheme"]
     if scheme["name"] != "b1.58":
         density = ", ".join(f"{k} {v:.3g}" for k, v in scheme["density"].items())

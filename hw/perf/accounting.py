@@ -103,6 +103,21 @@ class Precisions:
     head_bits: int = 16        # LM head and embedding weights (bf16)
     norm_bits: int = 16        # RMSNorm weights (bf16)
 
+    @classmethod
+    def hardware(cls, numerics=None):
+        """The precisions of the hardware numerics (:mod:`model.hwnum`, default widths
+        :data:`model.hwnum.DEFAULT`): the vector and attention units' element-wise work
+        at the residual width, the q.k and p.v products at the Q/K code width, the LM
+        head at its weight width, the KV cache as codes (the per-head maxima, 2 x 24
+        bits a head and position, are left out: 0.2 bits an element at head_dim 128),
+        the norm gains at their width."""
+        from ternary_accel.model.hwnum import DEFAULT
+        n = DEFAULT if numerics is None else numerics
+        head_bits = 8 if n.head == "trit5" else n.head_bits      # five trits pack a byte
+        return cls(vector=f"int{n.resid_bits}", attention=f"int{max(n.qk_bits, 8)}",
+                   head=f"int{max(head_bits, 8)}", kv_bits=max(n.qk_bits, n.v_bits),
+                   head_bits=head_bits, norm_bits=n.gain_bits)
+
     def __post_init__(self):
         for name in ("kv_bits", "head_bits", "norm_bits"):
             value = getattr(self, name)

@@ -13,7 +13,7 @@ measured hardware can only approach.
 """
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 from ternary_accel.hw.perf.energy import fp16_reference, pass_energy
 from ternary_accel.hw.perf.accounting import ATTENTION, DRAM, ENGINE, HEAD, MEMORIES, SRAM, UNITS, \
@@ -155,7 +155,7 @@ def phase_report(accounting, platform, clock_mhz, phase, reference=None):
 
 
 def model_report(model, platform, *, prompt=128, context=None, batch=1, clock_mhz=None,
-                 bandwidth_gbs=None, reports=None, scheme=B158):
+                 bandwidth_gbs=None, reports=None, scheme=B158, precisions=None):
     """The report of ``model`` (a name of :data:`model.shapes.MODELS`) on ``platform``
     (:class:`hw.platforms.Platform`).
 
@@ -173,6 +173,9 @@ def model_report(model, platform, *, prompt=128, context=None, batch=1, clock_mh
     scheme : model.schemes.ActivationScheme or str
         The activations (default BitNet b1.58); the FP16 reference is always the dense
         one.
+    precisions : hw.perf.accounting.Precisions, optional
+        The non-BitLinear operations' precisions (default: the float32 glue;
+        ``Precisions.hardware()`` for the hardware numerics).
 
     Returns
     -------
@@ -200,6 +203,8 @@ def model_report(model, platform, *, prompt=128, context=None, batch=1, clock_mh
     else:
         clock_source = "given"
     shape = dict(lanes=platform.lanes, rows=platform.rows, **platform.engine_port)
+    if precisions is not None:
+        shape["precisions"] = precisions
     try:
         dense_prefill = account(config, tokens=prompt, context=0, **shape)
         dense_decode = account(config, tokens=1, context=context, **shape)
@@ -214,6 +219,7 @@ def model_report(model, platform, *, prompt=128, context=None, batch=1, clock_mh
     bytes_per_token = dec.dram_bytes / dec.tokens
     report = {
         "model": model, "scheme": prefill.scheme.to_dict(),
+        "precisions": asdict(dense_decode.precisions),
         "platform": platform.to_dict(), "clock_mhz": clock_mhz,
         "clock_source": clock_source, "prompt": prompt, "context": context, "batch": batch,
         "decode_tokens_per_s": dec.tokens / dec.seconds,
