@@ -212,5 +212,6 @@ def _table(headers, cells, fmt):
         writer.writerows(cells)
         return out.getvalue().rstrip("\n")
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in cells]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
+              for row in cells]
     return "\n".join(lines)
