@@ -244,7 +244,7 @@ def bit_length(value):
 
 def normalize(value, bits):
     """Mantissa and exponent of non-negative integers: ``value ~= mant * 2**exp`` with
-    ``mant`` in ``2**(bits-1) .. 2**bits`` (rounded half up, so ``2**bits`` itself
+    ``mant`` from ``2**(bits-1)`` to ``2**bits`` (rounded half up, so ``2**bits`` itself
     occurs), exact when ``value`` has at most ``bits`` bits. ``value = 0`` gives
     ``(0, 0)``."""
     v = _int(value)
@@ -262,7 +262,7 @@ def to_fixed(values, frac):
 
 def fixed_constant(values, bits, what):
     """Positive float constants (scales) as mantissa/exponent pairs: ``x ~= mant *
-    2**exp``, ``mant`` in ``2**(bits-1) .. 2**bits - 1``. Raises on non-positive or
+    2**exp``, ``mant`` from ``2**(bits-1)`` to ``2**bits - 1``. Raises on non-positive or
     non-finite values (naming ``what``)."""
     x = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(x)) or np.any(x <= 0):
@@ -333,7 +333,7 @@ def rsqrt(value, numerics, table=None):
 
 
 def exp2_table(softmax_frac, exp_bits):
-    """``2**(-i / 2**softmax_frac)`` for ``i`` in ``0 .. 2**softmax_frac - 1``, in
+    """``2**(-i / 2**softmax_frac)`` for ``i`` from 0 to ``2**softmax_frac - 1``, in
     ``exp_bits`` fractional bits (entry 0 is 1.0 = ``2**exp_bits``)."""
     i = np.arange(1 << softmax_frac, dtype=np.float64)
     return to_fixed(np.exp2(-i / (1 << softmax_frac)), exp_bits)
