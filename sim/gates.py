@@ -187,9 +187,10 @@ class GateSim:
         tb.write_text(testbench(self.ports, top))
         sources = [Path(s).resolve() for s in sources]
         found = configure_environment()
-        # A run is a few thousand cycles: compile time dominates, so neither Verilator
-        # (-O0) nor the C++ compiler optimises (the optimisation flags of the other
-        # builds, sim/verilator.py, are replaced).
+        # A run is a few thousand cycles: compile time dominates, so the C++ compiler
+        # does not optimise (the optimisation flags of the other builds,
+        # sim/verilator.py, are replaced). Verilator's own -O0 is not used: it keeps the
+        # cells as classes and its trace code then names their specparams, which fails.
         env = dict(os.environ)
         env["MAKEFLAGS"] = " ".join(f for f in env.get("MAKEFLAGS", "").split()
                                     if not f.startswith(("OPT_FAST=", "OPT_SLOW=",
@@ -202,7 +203,7 @@ class GateSim:
         if self.binary.exists() and stamp.exists() and stamp.read_text() == key:
             return
         stamp.unlink(missing_ok=True)
-        cmd = [str(found.executable), "--binary", "--timing", "-O0", "--build-jobs",
+        cmd = [str(found.executable), "--binary", "--timing", "--build-jobs",
                str(min(2, os.cpu_count() or 1)), "-CFLAGS", "-std=c++20",
                *_WAIVERS, "--trace-vcd", "--trace-depth", "2", "--top-module", "tb",
                "-Mdir", str(self.build_dir / "obj"), "-o", "sim", str(tb),

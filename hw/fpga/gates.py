@@ -161,7 +161,7 @@ def map_to_cells(component, *, workdir, library=None, log=None):
         If the library or Yosys is missing, or Yosys fails.
     """
     library = library or cell_library()
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     say = log or (lambda message: None)
     harness = RegisteredHarness(component)
