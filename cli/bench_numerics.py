@@ -17,7 +17,11 @@ the same integer BitLinears), so the figures are the hardware numerics' alone:
 * ``--sweep``: the candidates each default was chosen from (the others at default).
 
 For the b1.58 model under a8 and the a4.8 model under a4.8. The table of formats and
-table sizes (:func:`model.hwnum.operations`) heads the output.
+table sizes (:func:`model.hwnum.operations`) heads the output. A last table gives the
+same agreement figures on random models (the tests' tiny configuration and the
+reference model's architecture with random weights, :func:`model.weights.random_master_weights`)
+over random token sequences: no perplexity (they are not language models), but the
+numerics on weights and activations no training shaped.
 """
 
 import sys
@@ -146,10 +150,81 @@ def run(parser, args):
             print(f"[{model} {index}/{len(rows)}] {label}: PPL {quality.perplexity:.3f}, "
                   f"cosine {quality.cosine:.6f} ({time.monotonic() - started:.0f} s)",
                   file=sys.stderr, flush=True)
+    random_rows = random_agreement(config, progress=lambda label: print(
+        f"[random] {label} ({time.monotonic() - started:.0f} s)", file=sys.stderr,
+        flush=True))
+    if args.format == "json":
+        import json
+        print(json.dumps({"operations": operations(DEFAULT, config),
+                          "kv_bytes_per_position": kv_bytes_per_position(DEFAULT, config),
+                          "rows": _plain(records), "random": random_rows}, indent=2))
+        return 0
     print(format_operations(DEFAULT, config, args.format, kv_bytes_per_position))
     print()
     print(format_numerics(records, args.format))
+    print()
+    print(_table([h for _, h, _ in RANDOM_COLUMNS],
+                 [[spec.format(r[k]) for k, _, spec in RANDOM_COLUMNS] for r in random_rows],
+                 args.format))
     return 0
+
+
+#: Columns of the random-model table.
+RANDOM_COLUMNS = (("model", "random model", "{}"), ("activations", "activations", "{}"),
+                  ("row", "numerics", "{}"), ("tokens", "tokens", "{}"),
+                  ("top1", "top-1 agree", "{:.2%}"), ("top5", "top-5 agree", "{:.2%}"),
+                  ("cosine", "logit cosine", "{:.6f}"),
+                  ("max_error", "max abs logit error", "{:.4f}"),
+                  ("saturations", "saturations", "{:,}"))
+
+
+def agreement(decoder, reference, sequences):
+    """Top-1 / top-5 agreement, mean logit cosine and max abs logit error of
+    ``decoder`` against ``reference`` over token ``sequences``."""
+    top1 = top5 = count = 0
+    cosine = 0.0
+    worst = 0.0
+    for ids in sequences:
+        run = decoder.forward(ids).astype(np.float64)
+        ref = reference.forward(ids).astype(np.float64)
+        best = ref.argmax(axis=-1)
+        top1 += int(np.sum(run.argmax(axis=-1) == best))
+        five = np.argpartition(-run, 5, axis=-1)[:, :5]
+        top5 += int(np.sum(np.any(five == best[:, None], axis=-1)))
+        cosine += float(np.sum(np.sum(run * ref, axis=-1) / (np.linalg.norm(run, axis=-1)
+                                                          * np.linalg.norm(ref, axis=-1))))
+        worst = max(worst, float(np.max(np.abs(run - ref))))
+        count += len(ids)
+    return {"tokens": count, "top1": top1 / count, "top5": top5 / count,
+            "cosine": cosine / count, "max_error": worst}
+
+
+def random_agreement(reference_config, progress=None, sequences=4, length=128, seed=0):
+    """Default and wide hardware numerics against float numerics on random models."""
+    from ternary_accel.model.config import TINY
+    from ternary_accel.model.decoder import Decoder
+    from ternary_accel.model.hwdecoder import HwDecoder
+    from ternary_accel.model.hwnum import DEFAULT, WIDE
+    from ternary_accel.model.weights import MasterWeights, random_master_weights
+    models = [("tiny (tests)", TINY)]
+    if reference_config is not None:
+        models.append(("reference architecture", reference_config))
+    rows = []
+    for label, config in models:
+        weights = MasterWeights(config, random_master_weights(config, seed=seed))
+        rng = np.random.default_rng(seed)
+        n = min(length, config.max_position_embeddings)
+        ids = [rng.integers(0, config.vocab, n) for _ in range(sequences)]
+        for _, activations in MODELS:
+            reference = _Memo(Decoder(weights, activations=activations))
+            for name, numerics in (("wide", WIDE), ("default (all)", DEFAULT)):
+                decoder = HwDecoder(weights, numerics=numerics, activations=activations)
+                rows.append({"model": label, "activations": activations, "row": name,
+                             **agreement(decoder, reference, ids),
+                             "saturations": decoder.saturations.total})
+                if progress is not None:
+                    progress(f"{label}, {activations}, {name}")
+    return rows
 
 
 def _record(model, activations, kv_bits, label, quality, base, saturations):
@@ -165,10 +240,6 @@ def format_operations(numerics, config, fmt, kv_bytes):
     """The table of operations (formats, widths, table bytes) at ``numerics``."""
     from ternary_accel.model.hwnum import operations
     rows = operations(numerics, config)
-    if fmt == "json":
-        import json
-        return json.dumps({"operations": rows, "kv_bytes_per_position":
-                           kv_bytes(numerics, config)}, indent=2)
     headers = ("operation", "format at the default widths", "parameters", "table bytes")
     cells = [(r["op"], r["format"], r["parameters"], f"{r['table_bytes']:,}") for r in rows]
     note = (f"KV cache: {kv_bytes(numerics, config):,.0f} bytes a position over "
@@ -187,13 +258,14 @@ COLUMNS = (("model", "model", "{}"), ("activations", "activations", "{}"),
            ("saturations", "saturations", "{:,}"))
 
 
+def _plain(records):
+    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
+
+
 def format_numerics(records, fmt):
-    rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
+    rows = _plain(records)
     for row in rows:
         row["kv"] = f"{row['kv']}-bit" if row["kv"] else "-"
-    if fmt == "json":
-        import json
-        return json.dumps(rows, indent=2)
     if fmt == "csv":
         return _table([h for _, h, _ in COLUMNS], [[r.get(k) for k, _, _ in COLUMNS]
                                                   for r in rows], fmt)

@@ -63,11 +63,12 @@ def test_bad_numerics_flags(cli, tiny, args, fragments):
 def test_bench_numerics_small(cli):
     out = cli("bench", "numerics", "--model", "b1.58", "--tokens", "255", "--format", "json")
     assert out.returncode == 0, out.stderr
-    text = out.stdout
-    operations = json.loads(text[:text.index("\n}\n") + 2])
-    assert {r["op"] for r in operations["operations"]} >= {"RMSNorm", "softmax", "LM head"}
-    rows = json.loads(text[text.index("\n}\n") + 3:])
+    report = json.loads(out.stdout)
+    assert {r["op"] for r in report["operations"]} >= {"RMSNorm", "softmax", "LM head"}
+    rows = report["rows"]
     labels = [r["row"] for r in rows]
     assert labels[:3] == ["float numerics", "wide", "residual format alone"]
     together = next(r for r in rows if r["row"] == "default (all)")
     assert together["cosine"] >= 0.9999 and abs(together["ppl_change"]) < 0.01
+    assert {r["model"] for r in report["random"]} == {"tiny (tests)", "reference architecture"}
+    assert all(r["saturations"] == 0 and r["cosine"] > 0.98 for r in report["random"])
