@@ -202,14 +202,22 @@ def _int(a):
 def round_shift(value, shift):
     """``value / 2**shift`` rounded half up (ties toward +inf), by an arithmetic shift.
 
-    ``shift`` (scalar or broadcast array) may be 0 or negative: a left shift, exact.
+    ``shift`` (scalar or broadcast array) may be 0 or negative: a left shift, exact; a
+    left shift past 62 bits gives +-2**62 (beyond every format: the caller's saturation
+    catches it), never a wrapped value.
     """
     v = _int(value)
     s = _int(shift)
-    right = np.maximum(s, 0)
+    right = np.minimum(np.maximum(s, 0), 62)
     half = np.where(right > 0, np.left_shift(np.int64(1), np.maximum(right - 1, 0)), 0)
-    down = np.right_shift(v + half, right)
-    return np.where(s < 0, np.left_shift(v, np.maximum(-s, 0)), down)
+    down = np.where(s > 62, 0, np.right_shift(v + half, right))
+    left = np.maximum(-s, 0)
+    if not np.any(left):
+        return down
+    over = bit_length(np.abs(v)) + left > 62
+    up = np.left_shift(v, np.minimum(left, 62))
+    up = np.where(over, np.sign(v) * (np.int64(1) << 62), up)
+    return np.where(s < 0, up, down)
 
 
 def shift_left(value, shift):

@@ -16,6 +16,9 @@ def test_round_shift_is_round_half_up_exhaustive():
         expected = np.array([(int(x) + ((1 << n) >> 1)) >> n for x in v])
         assert np.array_equal(H.round_shift(v, n), expected)
     assert np.array_equal(H.round_shift(v, -3), v * 8)          # negative: exact left shift
+    # past 62 bits: +-2**62, never a wrapped value; shifted out entirely: 0
+    assert list(H.round_shift([3, -3, 0], -62)) == [2 ** 62, -2 ** 62, 0]
+    assert list(H.round_shift([2 ** 40, -2 ** 40], 70)) == [0, 0]
 
 
 def test_bit_length_matches_python():
@@ -186,3 +189,35 @@ def test_fixed_constant_refuses_bad_scales():
         H.fixed_constant([0.0], 16, "weight scale")
     m, e = H.fixed_constant([0.04, 3e5], 16, "s")
     assert np.all(np.abs(m * 2.0 ** e / [0.04, 3e5] - 1) <= 2.0 ** -16)
+
+
+def test_rescale_rounds_once_and_saturates():
+    acc = np.arange(-2 ** 12, 2 ** 12, 7)
+    mant, exp = H.fixed_constant(0.0123, D.scale_bits, "s")
+    out = H.rescale(acc, mant, exp, D.resid_frac, D.resid_bits)
+    exact = acc * float(mant) * 2.0 ** (int(exp) + D.resid_frac)
+    assert np.abs(out - exact).max() <= 0.5                   # one rounding, half up
+    tally = H.Saturations()
+    big = H.rescale([2 ** 40, -2 ** 40], 1 << 15, 0, D.resid_frac, D.resid_bits, tally, "o")
+    assert list(big) == list(H.signed_limits(D.resid_bits))[::-1] and tally.total == 2
+
+
+def test_rope_rotation_against_float():
+    """RoPE by the integer tables on residual-format inputs: within the table's and the
+    final rounding's bound of the exact rotation."""
+    from ternary_accel.model.config import TINY
+    from ternary_accel.model.hwdecoder import HwDecoder
+    from ternary_accel.model.weights import MasterWeights, random_master_weights
+    decoder = HwDecoder(MasterWeights(TINY, random_master_weights(TINY, seed=1)))
+    rng = np.random.default_rng(5)
+    x = rng.integers(-2 ** 16, 2 ** 16, (2, 8, TINY.head_dim))
+    x[0, 0] = 0                                                   # zeros stay zero
+    out = decoder.rope(x, start=3)
+    d = TINY.head_dim
+    i = np.arange(0, d, 2) / d
+    ang = np.arange(3, 11)[:, None] * np.concatenate([TINY.rope_theta ** -i] * 2)[None]
+    rot = np.concatenate([-x[..., d // 2:], x[..., :d // 2]], axis=-1)
+    exact = x * np.cos(ang) + rot * np.sin(ang)
+    lsb = 2.0 ** -(D.rope_bits - 2)
+    assert np.all(np.abs(out - exact) <= 0.5 + (np.abs(x) + np.abs(rot)) * lsb / 2)
+    assert not out[0, 0].any()
