@@ -275,15 +275,7 @@ def format_numerics(records, fmt):
 
 
 def _table(headers, cells, fmt):
-    if fmt == "csv":
-        import csv
-        import io
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(headers)
-        writer.writerows(cells)
-        return out.getvalue().rstrip("\n")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
-              for row in cells]
-    return "\n".join(lines)
+    from ternary_accel.energy.report import render
+    if fmt == "markdown":                       # a cell's | would split the row
+        cells = [[str(c).replace("|", "\\|") for c in row] for row in cells]
+    return render(list(headers), [list(row) for row in cells], fmt)

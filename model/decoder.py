@@ -532,6 +532,11 @@ class Decoder:
         cache.length += ids.size
         if logits == "last":
             x = x[-1:]
+        return self.logits(x)
+
+    def logits(self, x):
+        """The final norm and the LM head on the last layer's hidden states ``x``
+        (T, hidden): (T, vocab) float32."""
         x = self._norm(x, self.final_norm, None, "norm")
         self._record("lm_head", tokens=x.shape[0], vocab=self.config.vocab,
                      width=self.config.hidden)

@@ -390,21 +390,8 @@ class HwDecoder(Decoder):
         return rescale(acc, km, ke + exp[None, :] + nq.exp[:, None], n.resid_frac,
                        n.resid_bits, self.saturations, "logits")
 
-    def forward(self, token_ids, cache=None, *, logits="all"):
-        """As :meth:`model.decoder.Decoder.forward`; the logits are the head's
-        residual-format integers over ``2**resid_frac`` (float32, exact)."""
-        if logits not in ("all", "last"):
-            raise ValueError(f"logits must be 'all' or 'last', not {logits!r}")
-        cache = self.new_cache() if cache is None else cache
-        ids = np.asarray(token_ids)
-        if cache.length + ids.size > self.config.max_position_embeddings:
-            raise ValueError(f"sequence of {cache.length + ids.size} tokens is longer than "
-                             f"max_position_embeddings ({self.config.max_position_embeddings})")
-        x = self.embed(ids)
-        for index in range(self.config.layers):
-            x = self.layer_forward(index, x, cache)
-        cache.length += ids.size
-        if logits == "last":
-            x = x[-1:]
+    def logits(self, x):
+        """The head's residual-format integers (:meth:`logits_int`) over
+        ``2**resid_frac``: float32, exact."""
         out = self.logits_int(x)
         return (out.astype(np.float64) / self.numerics.one).astype(np.float32)

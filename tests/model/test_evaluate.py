@@ -115,8 +115,10 @@ def test_perplexity_is_exp_of_the_mean_nll(checkpoint, text):
     assert quality.perplexity > 1
     # no reference run: no agreement figures
     assert quality.top1 is None and quality.top5 is None and quality.cosine is None
+    assert quality.max_error is None
     assert set(quality.to_dict()) == {"tokens", "bytes", "nll", "perplexity",
-                                      "bits_per_byte", "top1", "top5", "cosine"}
+                                      "bits_per_byte", "top1", "top5", "cosine",
+                                      "max_error"}
 
 
 def test_the_tokenizer_decodes_the_targets_without_special_tokens(checkpoint):
@@ -132,6 +134,7 @@ def test_a_reference_identical_to_the_run_agrees_fully(checkpoint, text):
                        context=16, tokens=45)
     assert quality.top1 == 1.0 and quality.top5 == 1.0
     assert quality.cosine == pytest.approx(1.0, abs=1e-12)
+    assert quality.max_error == 0.0
 
 
 def test_agreement_figures_against_the_float_run(checkpoint, text):
@@ -139,6 +142,7 @@ def test_agreement_figures_against_the_float_run(checkpoint, text):
     quality = evaluate(run, text, reference=reference, context=16, tokens=45)
     top1 = top5 = 0
     cosines = []
+    worst = 0.0
     for start in (0, 16, 32):
         window = text.ids[start:start + 16].astype(np.int64)
         a = run.forward(window)[:-1].astype(np.float64)
@@ -149,7 +153,9 @@ def test_agreement_figures_against_the_float_run(checkpoint, text):
         top5 += sum(int(best[i] in five[i]) for i in range(len(best)))
         cosines += [float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
                     for x, y in zip(a, b)]
+        worst = max(worst, float(np.abs(a - b).max()))
     assert quality.top1 == pytest.approx(top1 / 45)
+    assert quality.max_error == worst > 0
     assert quality.top5 == pytest.approx(top5 / 45)
     assert quality.cosine == pytest.approx(np.mean(cosines), rel=1e-9)
     # int8 activations move the logits a little, not much
