@@ -328,6 +328,19 @@ def check_context(parser, model, context, flag="--context", tokens=1):
                      f"(max_position_embeddings), so at most {limit - tokens}")
 
 
+def _numerics_budget(model, context):
+    """What the hardware numerics hold on chip for ``model``: their tables and the KV
+    cache at ``context`` (:func:`model.hwnum.operations`)."""
+    from ternary_accel.model.config import model_config
+    from ternary_accel.model.hwnum import DEFAULT, kv_bytes_per_position, operations
+    config = model_config(model)
+    tables = {row["op"]: row["table_bytes"] for row in operations(DEFAULT, config)
+              if row["table_bytes"]}
+    per_position = kv_bytes_per_position(DEFAULT, config)
+    return {"table_bytes": tables, "kv_bytes_per_position": per_position,
+            "kv_bytes_at_context": per_position * context, "context": context}
+
+
 def _precisions(numerics):
     if numerics == "hw":
         from ternary_accel.hw.perf.accounting import Precisions
@@ -366,6 +379,8 @@ def run(parser, args):
                               precisions=_precisions(args.numerics))
     except ValueError as error:
         parser.error(str(error))
+    if args.numerics == "hw":
+        report["hardware_numerics"] = _numerics_budget(args.model, report["context"])
     if args.format == "json":
         print(json.dumps(report, indent=2))
     elif args.format == "csv":
@@ -418,6 +433,13 @@ def render_markdown(report):
     out += [f"Precisions: vector {pr['vector']}, attention {pr['attention']}, LM head "
             f"{pr['head']} ({pr['head_bits']}-bit weights), KV cache {pr['kv_bits']} bits, "
             f"norm gains {pr['norm_bits']} bits.", ""]
+    budget = report.get("hardware_numerics")
+    if budget is not None:
+        tables = ", ".join(f"{op} {n:,}" for op, n in budget["table_bytes"].items())
+        out += [f"Hardware numerics on chip (docs/numerics.md): tables {tables} bytes; "
+                f"KV cache {budget['kv_bytes_per_position']:,.0f} bytes a position "
+                f"(codes and per-head maxima), {budget['kv_bytes_at_context'] / 1e6:.2f} MB "
+                f"at context {budget['context']}.", ""]
     scheme = report["scheme"]
     if scheme["name"] != "b1.58":
         density = ", ".join(f"{k} {v:.3g}" for k, v in scheme["density"].items())
