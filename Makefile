@@ -39,7 +39,7 @@ help:
 	@echo "make bench-token - one 2B4T token's linear layers (30 blocks) through the RTL"
 	@echo "make bench-block - one 2B4T decoder layer (prompt + decode steps) through the RTL"
 	@echo "make bench-prefill - a 2B4T block, 16 tokens, weight reuse T=16, 128-bit weight port, pipelined output stage, RTL"
-	@echo "make bench-sparse - 2B4T down_proj: dense engine vs the sparse dataflow, RTL"
+	@echo "make bench-sparse - 2B4T down_proj: dense engine vs the sparse dataflow, RTL; the trained models' own down_proj beside it"
 	@echo "make bench-numerics - hardware numerics against float, per operation and together (about 20 min)"
 	@echo "make bench-quality - test perplexity of the shipped reference models under each numerics (about 2 min)"
 	@echo "make perf     - 2B4T tokens/s, time to first token, J/token per board preset, rooflines"
@@ -107,7 +107,7 @@ bench-prefill: $(STAMP)
 		--weights ternary --results $(RESULTS) --results-name bench-prefill
 
 bench-sparse: $(STAMP)
-	$(TA) bench sparse --results $(RESULTS)
+	$(TA) bench sparse --trained --results $(RESULTS)
 
 bench-quality: $(STAMP)
 	$(TA) bench quality --results $(RESULTS) \
@@ -131,7 +131,7 @@ energy: $(STAMP)
 	$(TA) energy report --outdir $(BUILD)/energy
 	$(TA) energy table1 --results $(RESULTS)
 	$(TA) energy sweep --results $(RESULTS)
-	$(TA) schemes --results $(RESULTS)
+	$(TA) schemes --trained --results $(RESULTS)
 
 # Debian packages of the gate-level energy flow (energy gates, tests/energy/test_gates.py):
 # the OSU 180 nm cell library and OpenSTA, installed when missing and apt-get can.
