@@ -16,7 +16,7 @@ from ternary_accel.model.arith import OUT_WIDTH, SHIFT_WIDTH, acc_width
 from ternary_accel.model.quant import ACT_WIDTH, TERNARY
 from ternary_accel.model.sparse import BEAT_MAJOR
 
-__all__ = ["result_width", "code_flag_latency", "input_latency", "output_interval",
+__all__ = ["scalar_latency", "result_width", "code_flag_latency", "input_latency", "output_interval",
            "accumulate_delay", "pipeline_depth", "unit_latency", "result_fifo_depth",
            "result_cycles", "stream_arrivals", "throttled_result_cycles", "tree_levels",
            "shared_output_stage",
@@ -489,3 +489,22 @@ def layer_cycles(out_features, in_features, tokens, *, lanes, rows, levels_per_s
     (:attr:`LayerMapping.cycles`)."""
     return LayerMapping(out_features, in_features, tokens, lanes, rows, levels_per_stage,
                         output_stage).cycles
+
+
+def scalar_latency(op, numerics):
+    """Cycles from the edge where :class:`hw.rtl.scalar.ScalarUnit` accepts an operation
+    to its result's ``valid``: one to normalise, then the reciprocal's ``2 P + 1``
+    quotient bits (``P = recip_bits``) or the rsqrt's three cycles a Newton step, and one
+    to form the result.
+
+    Parameters
+    ----------
+    op : str
+        ``"reciprocal"`` or ``"rsqrt"``.
+    numerics : model.hwnum.HwNumerics
+    """
+    if op == "reciprocal":
+        return 1 + (2 * numerics.recip_bits + 1) + 1
+    if op == "rsqrt":
+        return 1 + 3 * numerics.newton_steps + 1
+    raise ValueError(f"op must be 'reciprocal' or 'rsqrt', not {op!r}")

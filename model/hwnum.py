@@ -46,7 +46,9 @@ HEAD_FORMATS = ("int8", "trit5")
 #: Largest magnitude of five balanced trits: 1 + 3 + 9 + 27 + 81.
 TRIT5_MAX = 121
 
-_INT64_BITS = 63
+#: Values of the shifts and the per-token units stay below this (a rounding add on top
+#: of them must not reach 2**63).
+_LIMIT = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -294,6 +296,8 @@ def reciprocal(value, bits):
     v = _int(value)
     if np.any(v <= 0):
         raise NumericsError("reciprocal of a non-positive value")
+    if np.any(v >= _LIMIT):
+        raise NumericsError("reciprocal of a value of more than 62 bits")
     m, e = normalize(v, bits)
     r = ((np.int64(1) << (2 * bits)) // m + 1) >> 1
     return r, -(2 * bits - 1) - e
@@ -326,6 +330,8 @@ def rsqrt(value, numerics, table=None):
     v = _int(value)
     if np.any(v <= 0):
         raise NumericsError("rsqrt of a non-positive value")
+    if np.any(v >= _LIMIT):
+        raise NumericsError("rsqrt of a value of more than 62 bits")
     e = bit_length(v) - p
     e = e + (e & 1)                          # even: u = v / 2**(e + p) in [1/4, 1)
     u = round_shift(v, e)                    # p fractional bits

@@ -51,6 +51,10 @@ def test_reciprocal_bound_exhaustive(bits):
     assert error.max() <= 2.0 ** -(bits - 1) + 2.0 ** -bits
     with pytest.raises(H.NumericsError):
         H.reciprocal([0], bits)
+    with pytest.raises(H.NumericsError, match="62 bits"):
+        H.reciprocal([2 ** 62], bits)
+    with pytest.raises(H.NumericsError, match="62 bits"):
+        H.rsqrt([2 ** 63 - 1], D)
 
 
 @pytest.mark.parametrize("seed_bits,steps,bits", [(6, 1, 16), (8, 0, 16), (8, 1, 16),
