@@ -32,7 +32,7 @@ help:
 	@echo "make synth    - Yosys + nextpnr for one unit (LANES, ROWS), report under build/reports/"
 	@echo "make energy   - Table 1, model-size sweep and figure under build/energy/"
 	@echo "make energy-gates - energy per MAC measured on 180 nm gates (ternary vs int8, workloads),"
-	@echo "                table to docs/results, plot under build/energy-gates/ (about an hour)"
+	@echo "                table to docs/results, plot under build/energy-gates/ (about 10 min)"
 	@echo "make bench-area - ECP5 area/Fmax sweep with the int8 baseline (about 45 min)"
 	@echo "make bench-packing - weight packings of the memory port (base3, 3in5, 2bit): bits/weight, decoder LUT4s, Fmax"
 	@echo "make bench-sim  - a BitNet b1.58 2B4T block through the RTL, bit-exact, timed"

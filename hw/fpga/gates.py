@@ -31,7 +31,7 @@ from ternary_accel.hw.fpga.synth import RegisteredHarness, ToolError, tool_path
 
 __all__ = ["CELL_LIBRARY_DIR", "INSTALL", "CellLibrary", "cell_library", "sta_path",
            "GateNetlist", "map_to_cells", "Characterization", "characterize",
-           "parse_report_power", "report_power", "SEQUENTIAL_CELLS"]
+           "parse_report_power", "report_power", "tool_versions", "SEQUENTIAL_CELLS"]
 
 #: Where Debian's ``qflow-tech-osu018`` puts the library.
 CELL_LIBRARY_DIR = Path("/usr/share/qflow/tech/osu018")
@@ -411,3 +411,22 @@ def report_power(netlist, *, input_activity=0.0, clock=True, period_ns=10.0):
     if proc.returncode != 0 or "Total" not in table:
         raise ToolError(f"opensta failed (exit {proc.returncode}): no report_power table")
     return table
+
+
+def tool_versions():
+    """Versions of the flow's Debian pieces: ``{"opensta": ..., "qflow-tech-osu018": ...}``
+    ("missing" where absent)."""
+    versions = {}
+    try:
+        out = subprocess.run([sta_path(), "-version"], capture_output=True, text=True,
+                             timeout=60)
+        versions["opensta"] = (out.stdout or out.stderr).strip() or "unknown"
+    except (ToolError, OSError, subprocess.SubprocessError):
+        versions["opensta"] = "missing"
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "qflow-tech-osu018"],
+                             capture_output=True, text=True, timeout=60)
+        versions["qflow-tech-osu018"] = out.stdout.strip() or "missing"
+    except (OSError, subprocess.SubprocessError):
+        versions["qflow-tech-osu018"] = "unknown"
+    return versions
