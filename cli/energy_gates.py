@@ -89,13 +89,12 @@ class Design:
         reset = 2
         values, order = unit_stream(self.params, weights, acts, cycles=cycles + WARMUP,
                                     reset_cycles=reset, idle=idle)
-        # a few idle cycles at the end let the last results out
+        # idle cycles at the end let the last results out (the result stays ready)
         drain = self.params.latency + 4
         for name, seq in values.items():
-            seq.extend([seq[-1] if name == "rst" else 0] * drain if name != "res__ready"
-                       else [1] * drain)
-        run_name = f"{workload.name}"
-        outputs, vcd = self.sim.run(pack_words(self.ports, values), name=run_name, vcd=True)
+            seq.extend([1 if name == "res__ready" else 0] * drain)
+        outputs, vcd = self.sim.run(pack_words(self.ports, values), name=workload.name,
+                                    vcd=True)
         results = unit_results(self.params, outputs)
         rows = self.params.rows
         expected = [list(_golden(weights[t * rows:(t + 1) * rows], acts[k], mode, act_width))
@@ -281,18 +280,18 @@ def cmd_gates(parser, args):
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
     if args.format != "markdown":
-        records = [dict(zip(_table(rows)[0], row)) for row in _table(rows)[1]]
-        print(render(_table(rows)[0], _table(rows)[1], args.format) if records else "")
-        return 0
-    print(_notes(args, rows, designs))
-    print()
-    print(render(*_table(rows), "markdown"))
-    ratio = _ratios(rows)
-    if ratio[1]:
+        # csv and json: the table alone on stdout
+        print(render(*_table(rows), args.format))
+    else:
+        print(_notes(args, rows, designs))
         print()
-        print("Ratios of energy per MAC (180 nm, measured):")
-        print()
-        print(render(*ratio, "markdown"))
+        print(render(*_table(rows), "markdown"))
+        ratio = _ratios(rows)
+        if ratio[1]:
+            print()
+            print("Ratios of energy per MAC (180 nm, measured):")
+            print()
+            print(render(*ratio, "markdown"))
     if not args.no_plot:
         try:
             path = plot(rows, args.plot or args.workdir / "energy-per-mac.png")

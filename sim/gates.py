@@ -111,7 +111,7 @@ def testbench(ports, top="top"):
         "      $dumpvars(0, dut);",
         "    end",
         "    for (int i = 0; i < cycles; i++) begin",
-        f"      word = stim[i];",
+        "      word = stim[i];",
         f"      #{half - 1};",
         '      $fwrite(fd, "%h\\n", outs);',
         f"      #{half + 1};",

@@ -278,6 +278,13 @@ def test_command_on_the_tiny_unit(cli, tiny, tmp_path):
             for line in result.stdout.splitlines() if line.startswith("| ternary |")}
     # zero activations and zero weights leave the lanes still: less energy per MAC
     assert rows["zero-acts"] < rows["uniform"] and rows["zeros-1"] < rows["zeros-0"]
+    csv = cli("energy", "gates", "--lanes", str(K), "--rows", str(M), "--designs", "ternary",
+              "--workloads", "uniform", "--no-sweep", "--repeats", "1", "--cycles", "64",
+              "--workdir", str(tiny["workdir"]), "--no-plot", "--format", "csv")
+    assert csv.returncode == 0, csv.stderr
+    lines = csv.stdout.strip().splitlines()
+    assert lines[0].startswith("Design,Workload,") and lines[1].startswith("ternary,uniform,")
+    assert len(lines) == 2
 
 
 def test_breakdown_per_mac_without_macs_is_nan():
