@@ -16,7 +16,7 @@ from ternary_accel.model.arith import OUT_WIDTH, SHIFT_WIDTH, acc_width
 from ternary_accel.model.quant import ACT_WIDTH, TERNARY
 from ternary_accel.model.sparse import BEAT_MAJOR
 
-__all__ = ["scalar_latency", "result_width", "code_flag_latency", "input_latency", "output_interval",
+__all__ = ["scalar_latency", "norm_quant_cycles", "result_width", "code_flag_latency", "input_latency", "output_interval",
            "accumulate_delay", "pipeline_depth", "unit_latency", "result_fifo_depth",
            "result_cycles", "stream_arrivals", "throttled_result_cycles", "tree_levels",
            "shared_output_stage",
@@ -508,3 +508,13 @@ def scalar_latency(op, numerics):
     if op == "rsqrt":
         return 1 + 3 * numerics.newton_steps + 1
     raise ValueError(f"op must be 'reciprocal' or 'rsqrt', not {op!r}")
+
+
+def norm_quant_cycles(width, numerics):
+    """Cycles of :class:`hw.rtl.normquant.NormQuant` for one token of ``width`` elements
+    without stalls, from the edge that takes the first element to the edge that gives
+    the last code: the elements in, the rsqrt and the reciprocal on the scalar unit (each
+    with a cycle to hand it over and one to take it back), three for the factor, one to
+    offer it, the codes out."""
+    return (width + 2 + scalar_latency("rsqrt", numerics)
+            + 2 + scalar_latency("reciprocal", numerics) + 3 + 1 + width)

@@ -31,7 +31,8 @@ __all__ = ["NumericsError", "HwNumerics", "Saturations", "DEFAULT", "WIDE",
            "round_shift", "shift_left", "saturate", "signed_limits", "bit_length",
            "normalize", "to_fixed", "fixed_constant", "reciprocal", "rsqrt_table",
            "rsqrt", "exp2_table", "exp2_neg", "rope_table", "quantize_absmax",
-           "quantize_absmean", "rescale", "NormQuant", "norm_quant", "softmax_weights",
+           "quantize_absmean", "rescale", "NormQuant", "norm_quant", "norm_constant",
+           "softmax_weights",
            "head_trits", "trits_value", "HEAD_FORMATS", "TRIT5_MAX", "operations",
            "kv_bytes_per_position"]
 
@@ -455,6 +456,16 @@ class NormQuant:
     exp: np.ndarray
 
 
+def norm_constant(width, bits, numerics):
+    """The constant of the fused norm's token factor for ``width`` elements: ``sqrt(D) /
+    qmax`` (absmax, ``bits`` != 4) or ``1 / sqrt(7 D)`` (INT4 absmean), as a
+    ``scale_bits`` mantissa and exponent (a table value of the unit)."""
+    if bits != 4:
+        qmax = (1 << (bits - 1)) - 1
+        return fixed_constant(np.sqrt(width) / qmax, numerics.scale_bits, "sqrt(D)/qmax")
+    return fixed_constant(1 / np.sqrt(7.0 * width), numerics.scale_bits, "1/sqrt(7 D)")
+
+
 def norm_quant(x, gain, eps_term, numerics, *, bits=8, mask=None, tally=None, op=None,
                table=None):
     """RMSNorm fused with the per-token activation quantizer (absmax int8, or INT4
@@ -495,10 +506,9 @@ def norm_quant(x, gain, eps_term, numerics, *, bits=8, mask=None, tally=None, op
     if bits != 4:
         qmax = (1 << (bits - 1)) - 1
         q, m = quantize_absmax(z, qmax, numerics.recip_bits, tally, op)
-        c_m, c_e = fixed_constant(np.sqrt(width) / qmax, s, "sqrt(D)/qmax")
     else:
         q, m = quantize_absmean(z, numerics)
-        c_m, c_e = fixed_constant(1 / np.sqrt(7.0 * width), s, "1/sqrt(7 D)")
+    c_m, c_e = norm_constant(width, bits, numerics)
     mm, me = normalize(m, s)
     t_m, t_e = normalize(mm * y, s)
     f_m, f_e = normalize(t_m * int(c_m), s)

@@ -1,0 +1,215 @@
+"""RMSNorm fused with the per-token int8 absmax quantizer, bit for bit
+:func:`ternary_accel.model.hwnum.norm_quant` (``bits=8``, no Top-K mask): the vector
+unit's first operation, which turns a residual-format token into the engine's
+activation stream and the output stage's per-token factor.
+
+One token at a time, in three phases:
+
+1. **in** (one beat an element, ``x`` and its gain ``g``, ``last`` on the token's last):
+   ``z = x * g`` into the token buffer, ``sum(x**2)`` (wide) and ``max|z|``;
+2. **per token**: the :class:`~ternary_accel.hw.rtl.scalar.ScalarUnit` computes
+   ``rsqrt(sum x**2 + eps_term)`` and ``1 / mn`` (``mn``: ``max|z|`` brought to
+   ``recip_bits`` bits by the shift that the elements take too); three normalising
+   multiplies form the factor ``mant * 2**exp`` = ``max|z| * rsqrt * c``, with ``c``
+   the norm's constant (:func:`~ternary_accel.model.hwnum.norm_constant`), and the gain's
+   exponent added;
+3. **out**: the factor on ``factor``, then one int8 code an element on ``codes``,
+   ``round_half_up(zn * 127 * r)`` (never past 127: the maximum maps to it exactly),
+   ``last`` on the token's last.
+
+``gain_exp``, ``eps_term`` and the constant (``const_mant``, ``const_exp``) are ports that
+hold still during a token (the sequencer sets them per norm). Tokens longer than
+``depth`` elements are refused by ``error`` (the token is consumed and nothing is
+produced for it).
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ternary_accel.hw.rtl.scalar import EXP_WIDTH, RECIPROCAL, RSQRT, VALUE_WIDTH, ScalarUnit
+from ternary_accel.model.hwnum import DEFAULT, HwNumerics
+
+__all__ = ["NormQuant", "normalise"]
+
+
+def normalise(m, value, width, bits, name):
+    """Combinational mantissa/exponent of an unsigned ``value`` (``width`` bits) to ``bits``
+    bits, rounded half up: :func:`ternary_accel.model.hwnum.normalize`. Returns the
+    mantissa and exponent signals (0 and 0 for 0)."""
+    length = Signal(range(width + 1), name=f"{name}_length")
+    for bit in range(width):
+        with m.If(value[bit]):
+            m.d.comb += length.eq(bit + 1)
+    exp = Signal(signed(8), name=f"{name}_exp")
+    mant = Signal(max(width, bits) + 1, name=f"{name}_mant")
+    m.d.comb += exp.eq(Mux(value == 0, 0, length - bits))
+    right = exp.as_unsigned()[:7]
+    left = (-exp).as_unsigned()[:5]                   # at most bits - 1
+    half = Mux(exp > 0, Const(1, width + 1) << (right - 1).as_unsigned()[:7], 0)
+    m.d.comb += mant.eq(Mux(exp > 0, (value + half) >> right, value << left))
+    return mant, exp
+
+
+class NormQuant(wiring.Component):
+    """The fused RMSNorm + int8 absmax quantizer (module docstring).
+
+    Parameters
+    ----------
+    depth : int
+        Elements a token holds at most (the token buffer).
+    numerics : model.hwnum.HwNumerics
+    """
+
+    def __init__(self, depth, numerics=DEFAULT):
+        if not isinstance(numerics, HwNumerics):
+            raise TypeError(f"numerics must be an HwNumerics, not {type(numerics).__name__}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive integer, not {depth!r}")
+        self.depth = depth
+        self.numerics = numerics
+        n = numerics
+        self.z_width = n.resid_bits + n.gain_bits
+        s = n.scale_bits
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "x": signed(n.resid_bits), "g": signed(n.gain_bits), "last": unsigned(1)}))),
+            "gain_exp": In(signed(8)),
+            "eps_term": In(unsigned(VALUE_WIDTH - 2)),
+            "const_mant": In(unsigned(s + 1)),
+            "const_exp": In(signed(8)),
+            "factor": Out(stream.Signature(data.StructLayout({
+                "mant": unsigned(s + 1), "exp": signed(EXP_WIDTH)}))),
+            "codes": Out(stream.Signature(data.StructLayout({
+                "code": signed(8), "last": unsigned(1)}))),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        n = self.numerics
+        s, rb = n.scale_bits, n.recip_bits
+        m = Module()
+        m.submodules.scalar = scalar = ScalarUnit(n)
+        buffer = Memory(shape=signed(self.z_width), depth=self.depth, init=[])
+        m.submodules.buffer = buffer
+        write = buffer.write_port()
+        read = buffer.read_port(domain="comb")
+
+        count = Signal(range(self.depth + 1))
+        index = Signal(range(self.depth + 1))
+        sumsq = Signal(VALUE_WIDTH)
+        peak = Signal(self.z_width)
+        overflow = Signal()
+        z = Signal(signed(self.z_width))
+        m.d.comb += z.eq(self.i.payload.x * self.i.payload.g)
+        magnitude = Signal(self.z_width)
+        m.d.comb += magnitude.eq(Mux(z < 0, -z, z))
+
+        y = Signal(scalar.mant_width)
+        y_exp = Signal(signed(EXP_WIDTH))
+        r = Signal(scalar.mant_width)
+        r_exp = Signal(signed(EXP_WIDTH))
+        shift = Signal(range(self.z_width + 1))       # brings max|z| to recip_bits bits
+        # the factor: normalise(m), then (m * y), then (t * c)
+        stage = Signal(max(self.z_width, 2 * s + 2 + scalar.mant_width))
+        stage_exp = Signal(signed(EXP_WIDTH + 2))
+        mant, exp = normalise(m, stage, len(stage), s, "factor")
+        factor_mant = Signal(s + 1)
+        factor_exp = Signal(signed(EXP_WIDTH))
+        m.d.comb += [self.factor.payload.mant.eq(factor_mant),
+                     self.factor.payload.exp.eq(factor_exp)]
+
+        peak_length = Signal(range(self.z_width + 1))
+        for bit in range(self.z_width):
+            with m.If(peak[bit]):
+                m.d.comb += peak_length.eq(bit + 1)
+
+        # out: the element's code
+        zn = Signal(signed(self.z_width + 1))
+        half = Signal(self.z_width + 1)
+        m.d.comb += [read.addr.eq(index),
+                     half.eq(Mux(shift > 0, Const(1, self.z_width + 1)
+                                 << (shift - 1).as_unsigned()[:6], 0)),
+                     zn.eq((read.data + half.as_signed()) >> shift)]
+        product = Signal(signed(rb + 2 + 8 + scalar.mant_width + 1))
+        m.d.comb += product.eq(zn * 127 * r.as_signed())
+        right = Signal(range(128))
+        m.d.comb += right.eq((-r_exp).as_unsigned()[:7])
+        rounded = Signal(signed(len(product)))
+        m.d.comb += rounded.eq((product + (Const(1, len(product))
+                                           << (right - 1).as_unsigned()[:7])) >> right)
+        code = Signal(signed(8))
+        m.d.comb += code.eq(Mux(rounded > 127, 127, Mux(rounded < -127, -127, rounded)))
+        m.d.comb += [self.codes.payload.code.eq(code),
+                     self.codes.payload.last.eq(index == count - 1)]
+
+        with m.FSM():
+            with m.State("IN"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    with m.If(count < self.depth):
+                        m.d.comb += [write.addr.eq(count), write.data.eq(z),
+                                     write.en.eq(1)]
+                    with m.Else():
+                        m.d.sync += overflow.eq(1)
+                    m.d.sync += [count.eq(count + 1),
+                                 sumsq.eq(sumsq + self.i.payload.x * self.i.payload.x),
+                                 peak.eq(Mux(magnitude > peak, magnitude, peak))]
+                    with m.If(self.i.payload.last):
+                        m.next = "RSQRT"
+            with m.State("RSQRT"):
+                with m.If(overflow | (count > self.depth)):
+                    m.d.comb += self.error.eq(1)
+                    m.d.sync += [count.eq(0), sumsq.eq(0), peak.eq(0), overflow.eq(0)]
+                    m.next = "IN"
+                with m.Else():
+                    m.d.comb += [scalar.i.valid.eq(1), scalar.i.payload.op.eq(RSQRT),
+                                 scalar.i.payload.value.eq(sumsq + self.eps_term)]
+                    m.d.sync += [peak.eq(Mux(peak == 0, 1, peak)),
+                                 shift.eq(Mux(peak_length > rb, peak_length - rb, 0))]
+                    with m.If(scalar.i.ready):
+                        m.next = "RSQRT_WAIT"
+            with m.State("RSQRT_WAIT"):
+                m.d.comb += scalar.o.ready.eq(1)
+                with m.If(scalar.o.valid):
+                    m.d.sync += [y.eq(scalar.o.payload.mant), y_exp.eq(scalar.o.payload.exp)]
+                    m.next = "RECIPROCAL"
+            with m.State("RECIPROCAL"):
+                half_peak = Mux(shift > 0, Const(1, self.z_width + 1)
+                                << (shift - 1).as_unsigned()[:6], 0)
+                m.d.comb += [scalar.i.valid.eq(1), scalar.i.payload.op.eq(RECIPROCAL),
+                             scalar.i.payload.value.eq((peak + half_peak) >> shift)]
+                with m.If(scalar.i.ready):
+                    m.next = "RECIPROCAL_WAIT"
+            with m.State("RECIPROCAL_WAIT"):
+                m.d.comb += scalar.o.ready.eq(1)
+                with m.If(scalar.o.valid):
+                    m.d.sync += [r.eq(scalar.o.payload.mant), r_exp.eq(scalar.o.payload.exp),
+                                 stage.eq(peak), stage_exp.eq(0)]
+                    m.next = "FACTOR_PEAK"
+            with m.State("FACTOR_PEAK"):            # normalise(max|z|) * y
+                m.d.sync += [stage.eq(mant[:s + 1] * y),
+                             stage_exp.eq(stage_exp + exp + y_exp)]
+                m.next = "FACTOR_Y"
+            with m.State("FACTOR_Y"):               # normalise(.) * c
+                m.d.sync += [stage.eq(mant[:s + 1] * self.const_mant),
+                             stage_exp.eq(stage_exp + exp + self.const_exp)]
+                m.next = "FACTOR_C"
+            with m.State("FACTOR_C"):               # normalise(.), the gain's exponent
+                m.d.sync += [factor_mant.eq(mant), factor_exp.eq(stage_exp + exp
+                                                                 + self.gain_exp),
+                             index.eq(0)]
+                m.next = "FACTOR"
+            with m.State("FACTOR"):
+                m.d.comb += self.factor.valid.eq(1)
+                with m.If(self.factor.ready):
+                    m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += self.codes.valid.eq(1)
+                with m.If(self.codes.ready):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == count - 1):
+                        m.d.sync += [count.eq(0), sumsq.eq(0), peak.eq(0)]
+                        m.next = "IN"
+        return m
