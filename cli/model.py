@@ -472,7 +472,8 @@ QUALITY_COLUMNS = (("checkpoint", "checkpoint", "{}"), ("numerics", "numerics", 
                    ("tokens", "tokens", "{}"), ("perplexity", "test PPL", "{:.3f}"),
                    ("bits_per_byte", "bits/byte", "{:.4f}"),
                    ("top1", "top-1 agree", "{:.2%}"), ("top5", "top-5 agree", "{:.2%}"),
-                   ("cosine", "logit cosine", "{:.5f}"))
+                   ("cosine", "logit cosine", "{:.5f}"),
+                   ("max_error", "max abs logit error", "{:.4f}"))
 #: Added when a row has it (hardware numerics).
 SATURATION_COLUMN = ("saturations", "saturations", "{:,}")
 

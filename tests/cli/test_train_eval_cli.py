@@ -229,14 +229,14 @@ def test_eval_markdown(checkpoints):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0] == ("| checkpoint | numerics | tokens | test PPL | bits/byte | "
-                        "top-1 agree | top-5 agree | logit cosine |")
-    assert lines[1] == "|---|---|---|---|---|---|---|---|"
+                        "top-1 agree | top-5 agree | logit cosine | max abs logit error |")
+    assert lines[1] == "|---|---|---|---|---|---|---|---|---|"
     assert len(lines) == 3
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     assert cells[0] == str(checkpoints / "packed") and cells[1:3] == ["a8", "126"]
     assert float(cells[3]) > 1 and float(cells[4]) > 0
     assert cells[5].endswith("%") and cells[6].endswith("%")
-    assert 0 < float(cells[7]) <= 1
+    assert 0 < float(cells[7]) <= 1 and float(cells[8]) > 0
     assert "window 2/2" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -246,10 +246,11 @@ def test_eval_csv_and_json_agree(checkpoints):
     assert as_csv.returncode == as_json.returncode == 0, as_csv.stderr + as_json.stderr
     header, row = list(csv.reader(io.StringIO(as_csv.stdout)))
     assert header == ["checkpoint", "numerics", "tokens", "test PPL", "bits/byte",
-                      "top-1 agree", "top-5 agree", "logit cosine"]
+                      "top-1 agree", "top-5 agree", "logit cosine", "max abs logit error"]
     data, = json.loads(as_json.stdout)
     assert set(data) == {"checkpoint", "numerics", "tokens", "bytes", "nll", "perplexity",
-                         "bits_per_byte", "top1", "top5", "cosine"}
+                         "bits_per_byte", "top1", "top5", "cosine", "max_error"}
+    assert float(row[8]) == pytest.approx(data["max_error"], abs=1e-4)
     assert data["tokens"] == 126 and data["numerics"] == "a8"
     assert data["perplexity"] > 1 and data["bytes"] > 0
     assert 0 <= data["top1"] <= data["top5"] <= 1 and 0 < data["cosine"] <= 1
