@@ -514,7 +514,7 @@ def norm_quant_cycles(width, numerics):
     """Cycles of :class:`hw.rtl.normquant.NormQuant` for one token of ``width`` elements
     without stalls, from the edge that takes the first element to the edge that gives
     the last code: the elements in, the rsqrt and the reciprocal on the scalar unit (each
-    with a cycle to hand it over and one to take it back), three for the factor, one to
-    offer it, the codes out."""
+    with a cycle to hand it over and one to take it back), one for INT4's multiplier
+    (taken in int8 too), three for the factor, one to offer it, the codes out."""
     return (width + 2 + scalar_latency("rsqrt", numerics)
-            + 2 + scalar_latency("reciprocal", numerics) + 3 + 1 + width)
+            + 2 + scalar_latency("reciprocal", numerics) + 1 + 3 + 1 + width)

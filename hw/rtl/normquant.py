@@ -1,5 +1,6 @@
-"""RMSNorm fused with the per-token int8 absmax quantizer, bit for bit
-:func:`ternary_accel.model.hwnum.norm_quant` (``bits=8``, no Top-K mask): the vector
+"""RMSNorm fused with the per-token activation quantizer (int8 absmax, or BitNet a4.8's
+INT4 absmean with ``int4`` high), bit for bit :func:`ternary_accel.model.hwnum.norm_quant`
+(``bits=8`` or ``4``, no Top-K mask): the vector
 unit's first operation, which turns a residual-format token into the engine's
 activation stream and the output stage's per-token factor.
 
@@ -14,8 +15,10 @@ One token at a time, in three phases:
    the norm's constant (:func:`~ternary_accel.model.hwnum.norm_constant`), and the gain's
    exponent added;
 3. **out**: the factor on ``factor``, then one int8 code an element on ``codes``,
-   ``round_half_up(zn * 127 * r)`` (never past 127: the maximum maps to it exactly),
-   ``last`` on the token's last.
+   ``round_half_up(zn * 127 * r)`` (never past 127: the maximum maps to it exactly), or
+   for INT4 ``round_half_up(zn * cr)`` clipped to -8..7 (``cr``: the constant ``sqrt(7)
+   D``, ports ``absmean_mant`` / ``absmean_exp``, times ``1 / sum|z|``, one more cycle a
+   token; an all-zero token gives zeros), ``last`` on the token's last.
 
 ``gain_exp``, ``eps_term`` and the constant (``const_mant``, ``const_exp``) are ports that
 hold still during a token (the sequencer sets them per norm). Tokens longer than
@@ -79,6 +82,9 @@ class NormQuant(wiring.Component):
             "eps_term": In(unsigned(VALUE_WIDTH - 2)),
             "const_mant": In(unsigned(s + 1)),
             "const_exp": In(signed(8)),
+            "int4": In(1),
+            "absmean_mant": In(unsigned(n.recip_bits + 1)),
+            "absmean_exp": In(signed(8)),
             "factor": Out(stream.Signature(data.StructLayout({
                 "mant": unsigned(s + 1), "exp": signed(EXP_WIDTH)}))),
             "codes": Out(stream.Signature(data.StructLayout({
@@ -101,6 +107,10 @@ class NormQuant(wiring.Component):
         sumsq = Signal(VALUE_WIDTH)
         peak = Signal(self.z_width)
         overflow = Signal()
+        total = Signal(self.z_width + self.depth.bit_length())     # sum|z| (INT4)
+        zero_row = Signal()
+        cr = Signal(rb + 1)                   # sqrt(7) D * r, INT4's per-token multiplier
+        cr_exp = Signal(signed(EXP_WIDTH + 4))
         z = Signal(signed(self.z_width))
         m.d.comb += z.eq(self.i.payload.x * self.i.payload.g)
         magnitude = Signal(self.z_width)
@@ -115,6 +125,9 @@ class NormQuant(wiring.Component):
         stage = Signal(max(self.z_width, 2 * s + 2 + scalar.mant_width))
         stage_exp = Signal(signed(EXP_WIDTH + 2))
         mant, exp = normalise(m, stage, len(stage), s, "factor")
+        absmean = Signal(rb + 1 + scalar.mant_width)
+        m.d.comb += absmean.eq(self.absmean_mant * r)
+        absmean_mant, absmean_exp = normalise(m, absmean, len(absmean), rb, "absmean")
         factor_mant = Signal(s + 1)
         factor_exp = Signal(signed(EXP_WIDTH))
         m.d.comb += [self.factor.payload.mant.eq(factor_mant),
@@ -139,8 +152,20 @@ class NormQuant(wiring.Component):
         rounded = Signal(signed(len(product)))
         m.d.comb += rounded.eq((product + (Const(1, len(product))
                                            << (right - 1).as_unsigned()[:7])) >> right)
+        # INT4 absmean: round_shift(zn * cr, -cr_exp), clipped to -8..7; 0 for a zero row
+        product4 = Signal(signed(self.z_width + rb + 3))
+        m.d.comb += product4.eq(zn * cr.as_signed())
+        right4 = (-cr_exp).as_unsigned()[:7]
+        left4 = cr_exp.as_unsigned()[:5]
+        rounded4 = Signal(signed(len(product4) + 32))
+        m.d.comb += rounded4.eq(Mux(cr_exp < 0,
+                                    (product4 + (Const(1, len(product4))
+                                                 << (right4 - 1).as_unsigned()[:7])) >> right4,
+                                    product4 << left4))
+        code4 = Mux(zero_row, 0, Mux(rounded4 > 7, 7, Mux(rounded4 < -8, -8, rounded4)))
         code = Signal(signed(8))
-        m.d.comb += code.eq(Mux(rounded > 127, 127, Mux(rounded < -127, -127, rounded)))
+        m.d.comb += code.eq(Mux(self.int4, code4,
+                                Mux(rounded > 127, 127, Mux(rounded < -127, -127, rounded))))
         m.d.comb += [self.codes.payload.code.eq(code),
                      self.codes.payload.last.eq(index == count - 1)]
 
@@ -154,6 +179,7 @@ class NormQuant(wiring.Component):
                     with m.Else():
                         m.d.sync += overflow.eq(1)
                     m.d.sync += [count.eq(count + 1),
+                                 total.eq(total + magnitude),
                                  sumsq.eq(sumsq + self.i.payload.x * self.i.payload.x),
                                  peak.eq(Mux(magnitude > peak, magnitude, peak))]
                     with m.If(self.i.payload.last):
@@ -161,12 +187,14 @@ class NormQuant(wiring.Component):
             with m.State("RSQRT"):
                 with m.If(overflow | (count > self.depth)):
                     m.d.comb += self.error.eq(1)
-                    m.d.sync += [count.eq(0), sumsq.eq(0), peak.eq(0), overflow.eq(0)]
+                    m.d.sync += [count.eq(0), sumsq.eq(0), peak.eq(0), overflow.eq(0),
+                                 total.eq(0)]
                     m.next = "IN"
                 with m.Else():
                     m.d.comb += [scalar.i.valid.eq(1), scalar.i.payload.op.eq(RSQRT),
                                  scalar.i.payload.value.eq(sumsq + self.eps_term)]
                     m.d.sync += [peak.eq(Mux(peak == 0, 1, peak)),
+                                 zero_row.eq(total == 0), total.eq(Mux(total == 0, 1, total)),
                                  shift.eq(Mux(peak_length > rb, peak_length - rb, 0))]
                     with m.If(scalar.i.ready):
                         m.next = "RSQRT_WAIT"
@@ -178,16 +206,22 @@ class NormQuant(wiring.Component):
             with m.State("RECIPROCAL"):
                 half_peak = Mux(shift > 0, Const(1, self.z_width + 1)
                                 << (shift - 1).as_unsigned()[:6], 0)
+                mean = (total + half_peak) >> shift
                 m.d.comb += [scalar.i.valid.eq(1), scalar.i.payload.op.eq(RECIPROCAL),
-                             scalar.i.payload.value.eq((peak + half_peak) >> shift)]
+                             scalar.i.payload.value.eq(Mux(self.int4, Mux(mean == 0, 1, mean),
+                                                           (peak + half_peak) >> shift))]
                 with m.If(scalar.i.ready):
                     m.next = "RECIPROCAL_WAIT"
             with m.State("RECIPROCAL_WAIT"):
                 m.d.comb += scalar.o.ready.eq(1)
                 with m.If(scalar.o.valid):
                     m.d.sync += [r.eq(scalar.o.payload.mant), r_exp.eq(scalar.o.payload.exp),
-                                 stage.eq(peak), stage_exp.eq(0)]
-                    m.next = "FACTOR_PEAK"
+                                 stage.eq(Mux(self.int4, total, peak)), stage_exp.eq(0)]
+                    m.next = "ABSMEAN"
+            with m.State("ABSMEAN"):                # INT4: sqrt(7) D * r, renormalised
+                m.d.sync += [cr.eq(absmean_mant), cr_exp.eq(self.absmean_exp + r_exp
+                                                            + absmean_exp)]
+                m.next = "FACTOR_PEAK"
             with m.State("FACTOR_PEAK"):            # normalise(max|z|) * y
                 m.d.sync += [stage.eq(mant[:s + 1] * y),
                              stage_exp.eq(stage_exp + exp + y_exp)]
@@ -210,6 +244,6 @@ class NormQuant(wiring.Component):
                 with m.If(self.codes.ready):
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == count - 1):
-                        m.d.sync += [count.eq(0), sumsq.eq(0), peak.eq(0)]
+                        m.d.sync += [count.eq(0), sumsq.eq(0), peak.eq(0), total.eq(0)]
                         m.next = "IN"
         return m

@@ -25,10 +25,11 @@ def _tokens(rng, width):
     return [np.asarray(r, dtype=np.int64) for r in rows]
 
 
-def _run(width, depth, tokens, gains, gexp, rng, idle=0.0, backpressure=0.0):
+def _run(width, depth, tokens, gains, gexp, rng, idle=0.0, backpressure=0.0, bits=8):
     dut = NormQuant(depth, N)
     eps = int(H.to_fixed(width * 1e-5, 2 * N.resid_frac))
-    c_m, c_e = H.norm_constant(width, 8, N)
+    c_m, c_e = H.norm_constant(width, bits, N)
+    a_m, a_e = H.fixed_constant(np.sqrt(7.0) * width, N.recip_bits, "sqrt(7) D")
     factors, codes = [], []
 
     async def producer(ctx):
@@ -36,6 +37,9 @@ def _run(width, depth, tokens, gains, gexp, rng, idle=0.0, backpressure=0.0):
         ctx.set(dut.eps_term, eps)
         ctx.set(dut.const_mant, int(c_m))
         ctx.set(dut.const_exp, int(c_e))
+        ctx.set(dut.int4, int(bits == 4))
+        ctx.set(dut.absmean_mant, int(a_m))
+        ctx.set(dut.absmean_exp, int(a_e))
         for token in tokens:
             for i, (x, g) in enumerate(zip(token, gains)):
                 await stream_put(ctx, dut.i, {"x": int(x), "g": int(g),
@@ -59,18 +63,19 @@ def _run(width, depth, tokens, gains, gexp, rng, idle=0.0, backpressure=0.0):
     sim.add_testbench(factor_consumer)
     sim.add_testbench(code_consumer)
     sim.run()
-    expected = H.norm_quant(np.stack(tokens), (gains, gexp), eps, N)
+    expected = H.norm_quant(np.stack(tokens), (gains, gexp), eps, N, bits=bits)
     return factors, codes, expected, eps
 
 
-@pytest.mark.parametrize("width,idle,backpressure", [(16, 0.0, 0.0), (24, 0.3, 0.4)])
-def test_norm_quant_is_the_golden_model(width, idle, backpressure):
+@pytest.mark.parametrize("width,idle,backpressure,bits", [(16, 0.0, 0.0, 8), (24, 0.3, 0.4, 8),
+                                                          (16, 0.0, 0.0, 4), (24, 0.3, 0.4, 4)])
+def test_norm_quant_is_the_golden_model(width, idle, backpressure, bits):
     rng = np.random.default_rng(width)
     tokens = _tokens(rng, width)
     gains = H.to_fixed(rng.uniform(0.5, 1.6, width), N.gain_bits - 2)
     gains[3] = -gains[3]                                             # a negative gain
     factors, codes, expected, _ = _run(width, 32, tokens, gains, -(N.gain_bits - 2), rng,
-                                       idle, backpressure)
+                                       idle, backpressure, bits)
     assert [c for c, _ in codes] == [int(v) for v in expected.values.ravel()]
     assert [last for _, last in codes] == [int(i % width == width - 1)
                                            for i in range(width * len(tokens))]
