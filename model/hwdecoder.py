@@ -27,12 +27,13 @@ exact); :attr:`HwDecoder.saturations` counts every clipped value by operation.
 
 import numpy as np
 
-from ternary_accel.model.decoder import A4_8, A8, A_FLOAT, Decoder, rotate_half
+from ternary_accel.model.decoder import A4_8, A8, A_FLOAT, Decoder
 from ternary_accel.model.hwnum import (DEFAULT, TRIT5_MAX, HwNumerics, NumericsError,
-                                       Saturations, exp2_table, fixed_constant, normalize,
-                                       norm_quant, quantize_absmax, rescale, reciprocal,
-                                       rope_table, round_shift, rsqrt_table, saturate,
-                                       softmax_weights, to_fixed)
+                                       Saturations, exp2_table, fixed_constant, gate_product,
+                                       normalize, norm_quant, quantize_absmax, relu2, rescale,
+                                       reciprocal, residual_add, rope_rotate, rope_table,
+                                       round_shift, rsqrt_table, saturate, softmax_weights,
+                                       to_fixed)
 
 __all__ = ["HwDecoder", "make_decoder", "NUMERICS", "FLOAT_NUMERICS", "HW_NUMERICS",
            "head_matrix"]
@@ -249,10 +250,8 @@ class HwDecoder(Decoder):
     def rope(self, x, start):
         """RoPE of ``x`` (heads, T, head_dim) in the residual format."""
         t = x.shape[1]
-        cos = self._cos[start:start + t][None]
-        sin = self._sin[start:start + t][None]
-        out = round_shift(x * cos + rotate_half(x) * sin, self.numerics.rope_bits - 2)
-        return saturate(out, self.numerics.resid_bits, self.saturations, "rope")
+        return rope_rotate(x, self._cos[start:start + t][None], self._sin[start:start + t][None],
+                           self.numerics, self.saturations)
 
     def kv_bits_at(self, which, start):
         """Code bits of the cached keys or values: ``kv_bits`` (with a4.8's 4-bit BOS)
@@ -348,21 +347,17 @@ class HwDecoder(Decoder):
                                         for a, b in zip(cache.values[index], v))
         a = self.attention(q, cache.keys[index], cache.values[index], start, index)
         h = self._norm_quant(a, index, "attn_sub_norm", constants)
-        x = saturate(x + self.hw_linear(h, index, "o", constants), n.resid_bits,
-                     self.saturations, "residual")
+        x = residual_add(x, self.hw_linear(h, index, "o", constants), n, self.saturations)
         self._record("residual", index, "attention", tokens=t, width=c.hidden)
         h = self._norm_quant(x, index, "post_attention_layernorm", constants)
         gate = self.hw_linear(h, index, "gate", constants)
-        relu2 = saturate(round_shift(np.square(np.maximum(gate, 0)), n.resid_frac),
-                         n.resid_bits, self.saturations, "relu2")
-        needed = relu2 != 0 if self.activations == A4_8 and self.gate_first else None
+        squared = relu2(gate, n, self.saturations)
+        needed = squared != 0 if self.activations == A4_8 and self.gate_first else None
         up = self.hw_linear(h, index, "up", constants, needed=needed)
-        f = saturate(round_shift(relu2 * up, n.resid_frac), n.resid_bits, self.saturations,
-                     "gate product")
+        f = gate_product(squared, up, n, self.saturations)
         self._record("relu2", index, tokens=t, width=c.ffn)
         h = self._norm_quant(f, index, "ffn_sub_norm", constants)
-        x = saturate(x + self.hw_linear(h, index, "down", constants), n.resid_bits,
-                     self.saturations, "residual")
+        x = residual_add(x, self.hw_linear(h, index, "down", constants), n, self.saturations)
         self._record("residual", index, "ffn", tokens=t, width=c.hidden)
         return x
 

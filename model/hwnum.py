@@ -32,7 +32,7 @@ __all__ = ["NumericsError", "HwNumerics", "Saturations", "DEFAULT", "WIDE",
            "normalize", "to_fixed", "fixed_constant", "reciprocal", "rsqrt_table",
            "rsqrt", "exp2_table", "exp2_neg", "rope_table", "quantize_absmax",
            "quantize_absmean", "rescale", "NormQuant", "norm_quant", "norm_constant",
-           "softmax_weights",
+           "softmax_weights", "residual_add", "relu2", "gate_product", "rope_rotate",
            "head_trits", "trits_value", "HEAD_FORMATS", "TRIT5_MAX", "operations",
            "kv_bytes_per_position"]
 
@@ -513,6 +513,35 @@ def norm_quant(x, gain, eps_term, numerics, *, bits=8, mask=None, tally=None, op
     t_m, t_e = normalize(mm * y, s)
     f_m, f_e = normalize(t_m * int(c_m), s)
     return NormQuant(q, f_m, f_e + t_e + me + ye + int(c_e) + int(gexp))
+
+
+def residual_add(x, y, numerics, tally=None, op="residual"):
+    """The residual add: ``x + y`` saturated to ``resid_bits`` (counted)."""
+    return saturate(_int(x) + _int(y), numerics.resid_bits, tally, op)
+
+
+def relu2(gate, numerics, tally=None, op="relu2"):
+    """``relu(gate)**2`` in the residual format: the square rounded back to
+    ``resid_frac`` fractional bits, saturated."""
+    g = np.maximum(_int(gate), 0)
+    return saturate(round_shift(g * g, numerics.resid_frac), numerics.resid_bits, tally, op)
+
+
+def gate_product(squared, up, numerics, tally=None, op="gate product"):
+    """``relu(gate)**2 * up`` in the residual format, rounded and saturated."""
+    return saturate(round_shift(_int(squared) * _int(up), numerics.resid_frac),
+                    numerics.resid_bits, tally, op)
+
+
+def rope_rotate(x, cos, sin, numerics, tally=None, op="rope"):
+    """RoPE of residual-format rows ``x`` (..., head_dim) with table rows ``cos`` and
+    ``sin`` (``rope_bits - 2`` fractional bits, broadcast against ``x``):
+    ``x cos + rotate_half(x) sin``, one rounding, saturated."""
+    x = _int(x)
+    half = x.shape[-1] // 2
+    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    out = round_shift(x * _int(cos) + rotated * _int(sin), numerics.rope_bits - 2)
+    return saturate(out, numerics.resid_bits, tally, op)
 
 
 def softmax_weights(scores, numerics, table=None):
