@@ -30,7 +30,8 @@ import numpy as np
 from ternary_accel.model.decoder import A4_8, A8, A_FLOAT, Decoder
 from ternary_accel.model.hwnum import (DEFAULT, TRIT5_MAX, HwNumerics, NumericsError,
                                        Saturations, exp2_table, fixed_constant, gate_product,
-                                       normalize, norm_quant, quantize_absmax, relu2, rescale,
+                                       normalize, norm_quant, output_factor, quantize_absmax,
+                                       relu2, rescale,
                                        reciprocal, residual_add, rope_rotate, rope_table,
                                        round_shift, rsqrt_table, saturate, softmax_weights,
                                        to_fixed)
@@ -242,10 +243,9 @@ class HwDecoder(Decoder):
         if needed is not None:
             acc = np.where(needed, acc, 0)
         pm, pe = constants["scales"][name]
-        km, ke = normalize(nq.mant * pm, self.numerics.scale_bits)
-        return rescale(acc, km[:, None], (ke + nq.exp + pe)[:, None],
-                       self.numerics.resid_frac, self.numerics.resid_bits,
-                       self.saturations, f"{name} output")
+        km, ke = output_factor(nq.mant, nq.exp, pm, pe, self.numerics)
+        return rescale(acc, km[:, None], ke[:, None], self.numerics.resid_frac,
+                       self.numerics.resid_bits, self.saturations, f"{name} output")
 
     def rope(self, x, start):
         """RoPE of ``x`` (heads, T, head_dim) in the residual format."""
@@ -380,10 +380,9 @@ class HwDecoder(Decoder):
         for lo in range(0, rows.shape[0], 8192):
             block = rows[lo:lo + 8192].astype(np.float64)
             acc[:, lo:lo + 8192] = np.rint(values @ block.T).astype(np.int64)
-        s = n.scale_bits
-        km, ke = normalize(mant[None, :] * nq.mant[:, None], s)
-        return rescale(acc, km, ke + exp[None, :] + nq.exp[:, None], n.resid_frac,
-                       n.resid_bits, self.saturations, "logits")
+        km, ke = output_factor(nq.mant[:, None], nq.exp[:, None], mant[None, :],
+                               exp[None, :], n)
+        return rescale(acc, km, ke, n.resid_frac, n.resid_bits, self.saturations, "logits")
 
     def logits(self, x):
         """The head's residual-format integers (:meth:`logits_int`) over

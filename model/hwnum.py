@@ -31,7 +31,7 @@ __all__ = ["NumericsError", "HwNumerics", "Saturations", "DEFAULT", "WIDE",
            "round_shift", "shift_left", "saturate", "signed_limits", "bit_length",
            "normalize", "to_fixed", "fixed_constant", "reciprocal", "rsqrt_table",
            "rsqrt", "exp2_table", "exp2_neg", "rope_table", "quantize_absmax",
-           "quantize_absmean", "rescale", "NormQuant", "norm_quant", "norm_constant",
+           "quantize_absmean", "rescale", "output_factor", "NormQuant", "norm_quant", "norm_constant",
            "softmax_weights", "residual_add", "relu2", "gate_product", "rope_rotate",
            "head_trits", "trits_value", "HEAD_FORMATS", "TRIT5_MAX", "operations",
            "kv_bytes_per_position"]
@@ -440,6 +440,14 @@ def rescale(acc, mant, exp, out_frac, out_bits, tally=None, op=None):
     prod = _int(acc) * _int(mant)
     out = round_shift(prod, -(_int(exp) + out_frac))
     return saturate(out, out_bits, tally, op)
+
+
+def output_factor(token_mant, token_exp, scale_mant, scale_exp, numerics):
+    """The output stage's multiplier: a token's factor (:class:`NormQuant`) times a
+    weight or row scale, both mantissa and exponent, renormalised to ``scale_bits``:
+    ``(mant, exp)`` with ``acc * mant * 2**exp`` the output (broadcasting)."""
+    mant, exp = normalize(_int(token_mant) * _int(scale_mant), numerics.scale_bits)
+    return mant, exp + _int(token_exp) + _int(scale_exp)
 
 
 @dataclass(frozen=True)
