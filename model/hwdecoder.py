@@ -29,11 +29,11 @@ import numpy as np
 
 from ternary_accel.model.decoder import A4_8, A8, A_FLOAT, Decoder
 from ternary_accel.model.hwnum import (DEFAULT, TRIT5_MAX, HwNumerics, NumericsError,
-                                       Saturations, exp2_table, fixed_constant, gate_product,
-                                       normalize, norm_quant, output_factor, quantize_absmax,
-                                       relu2, rescale,
-                                       reciprocal, residual_add, rope_rotate, rope_table,
-                                       round_shift, rsqrt_table, saturate, softmax_weights,
+                                       Saturations, attention_scores, attention_values,
+                                       code_factor, exp2_table, fixed_constant, gate_product,
+                                       norm_quant, output_factor, quantize_absmax, relu2,
+                                       rescale, residual_add, rope_rotate, rope_table,
+                                       rsqrt_table, saturate, score_factor, softmax_weights,
                                        to_fixed)
 
 __all__ = ["HwDecoder", "make_decoder", "NUMERICS", "FLOAT_NUMERICS", "HW_NUMERICS",
@@ -45,8 +45,6 @@ FLOAT_NUMERICS = "float"
 HW_NUMERICS = "hw"
 NUMERICS = (FLOAT_NUMERICS, HW_NUMERICS)
 
-#: Bits of the log2-domain scores (saturated there, counted).
-SCORE_BITS = 32
 #: The norms feeding each BitLinear input, and the projections that share it.
 _INPUTS = {"input_layernorm": ("q", "k", "v"), "attn_sub_norm": ("o",),
            "post_attention_layernorm": ("gate", "up"), "ffn_sub_norm": ("down",)}
@@ -129,12 +127,6 @@ class HwDecoder(Decoder):
         self._hw_embedding = None
         self._hw_head = None
         self._hw_final = None
-        # 1.0 * log2(e) / sqrt(head_dim) from the q/k code products into the softmax's
-        # log2-domain scores (softmax_frac fractional bits): the qmax divisions are
-        # applied with the per-row and per-key maxima.
-        self._score_const = fixed_constant(
-            np.log2(np.e) / np.sqrt(c.head_dim) * 2.0 ** (n.softmax_frac - 2 * n.resid_frac),
-            n.scale_bits, "score scale")
 
     # -- constants the hardware holds -------------------------------------------------------
     def _fits(self, values, what):
@@ -282,21 +274,9 @@ class HwDecoder(Decoder):
         vc, vm, vq = (np.repeat(a, group, axis=0) for a in values)
         qmax = (1 << (n.qk_bits - 1)) - 1
         qc, qm = quantize_absmax(q, qmax, n.recip_bits)          # per head and token
-        s = n.scale_bits
-        cm, ce = self._score_const
-        # per key: max / qmax as a mantissa (one division per cached position, at write)
-        kf_m, kf_e = normalize(km, s)
-        kf_r, kf_re = reciprocal(kq, s)
-        kf_m, kf_e2 = normalize(kf_m * kf_r, s)
-        kf_e = kf_e + kf_re + kf_e2
-        qr, qre = reciprocal(np.full(qm.shape, qmax), s)
-        rm, re_ = normalize(qm * int(cm), s)
-        rm, re2 = normalize(rm * qr, s)
-        re_ = re_ + int(ce) + qre + re2
-        # values: the weighted sum of codes, then / qmax per position (folded into w)
-        vf_r, vf_re = reciprocal(vq, s)
-        vf_m, vf_e = normalize(vm * vf_r, s)
-        vf_e = vf_e + vf_re
+        kf_m, kf_e = code_factor(km, kq, n)                      # per cached position
+        rm, re_ = score_factor(qm, qmax, c.head_dim, n)          # per query row
+        vf_m, vf_e = code_factor(vm, vq, n)
         pairs = sum(start + t + 1 for t in range(q.shape[1]))
         self._record("kv_read", layer, positions=start, width=2 * c.kv_heads * c.head_dim)
         self._record("attn_scores", layer, pairs=pairs, heads=c.heads, head_dim=c.head_dim)
@@ -306,15 +286,10 @@ class HwDecoder(Decoder):
         for t in range(q.shape[1]):
             m = start + t + 1
             dot = np.einsum("hd,hjd->hj", qc[:, t], kc[:, :m])          # exact integers
-            p1 = round_shift(dot * kf_m[:, :m], s)
-            scores = round_shift(p1 * rm[:, t:t + 1],
-                                 -(kf_e[:, :m] + s + re_[:, t:t + 1]))
-            scores = saturate(scores, SCORE_BITS, self.saturations, "attention scores")
+            scores = attention_scores(dot, kf_m[:, :m], kf_e[:, :m], rm[:, t:t + 1],
+                                      re_[:, t:t + 1], n, self.saturations)
             w = softmax_weights(scores, n, self._exp2)                   # prob_bits
-            # w * vm / vq in prob_bits + resid_frac fractional bits
-            wv = round_shift(w * vf_m[:, :m], -vf_e[:, :m])
-            acc = np.einsum("hj,hjd->hd", wv, vc[:, :m])
-            out[t] = round_shift(acc, n.prob_bits)
+            out[t] = attention_values(w, vf_m[:, :m], vf_e[:, :m], vc[:, :m], n)
         out = saturate(out, n.resid_bits, self.saturations, "attention output")
         return out.reshape(q.shape[1], c.heads * c.head_dim)
 

@@ -33,6 +33,8 @@ __all__ = ["NumericsError", "HwNumerics", "Saturations", "DEFAULT", "WIDE",
            "rsqrt", "exp2_table", "exp2_neg", "rope_table", "quantize_absmax",
            "quantize_absmean", "rescale", "output_factor", "NormQuant", "norm_quant", "norm_constant",
            "softmax_weights", "residual_add", "relu2", "gate_product", "rope_rotate",
+           "SCORE_BITS", "code_factor", "score_factor", "attention_scores",
+           "attention_values",
            "head_trits", "trits_value", "HEAD_FORMATS", "TRIT5_MAX", "operations",
            "kv_bytes_per_position"]
 
@@ -563,6 +565,57 @@ def softmax_weights(scores, numerics, table=None):
     total = np.sum(p, axis=-1, keepdims=True)
     r, e = reciprocal(total, numerics.recip_bits)
     return round_shift(p * r, -(e + numerics.prob_bits))
+
+
+# -- attention -----------------------------------------------------------------------------
+
+#: Signed bits of a log2-domain score (saturated there, counted).
+SCORE_BITS = 32
+
+
+def code_factor(peak, qmax, numerics):
+    """``max / qmax`` of absmax codes as a ``scale_bits`` mantissa and exponent (one
+    division per cached position or query head, done when the codes are made)."""
+    s = numerics.scale_bits
+    m, e = normalize(peak, s)
+    r, re = reciprocal(qmax, s)
+    m, e2 = normalize(m * r, s)
+    return m, e + re + e2
+
+
+def score_factor(query_peak, qmax, head_dim, numerics):
+    """A query row's factor into log2-domain scores: ``max/qmax * log2(e)/sqrt(d)`` with
+    the residual format's two ``2**-F`` and the scores' ``2**softmax_frac``, renormalised
+    (the constant is a table value)."""
+    s = numerics.scale_bits
+    cm, ce = fixed_constant(np.log2(np.e) / np.sqrt(head_dim)
+                            * 2.0 ** (numerics.softmax_frac - 2 * numerics.resid_frac),
+                            s, "score scale")
+    m, e = normalize(_int(query_peak) * int(cm), s)         # the peak times the constant,
+    r, re = reciprocal(np.full(np.shape(query_peak), qmax), s)   # then / qmax
+    m, e2 = normalize(m * r, s)
+    return m, e + int(ce) + re + e2
+
+
+def attention_scores(dots, key_mant, key_exp, row_mant, row_exp, numerics, tally=None,
+                     op="attention scores"):
+    """Log2-domain scores from the exact code products ``dots``: times each key's
+    factor (rounded to ``scale_bits``), times the row's factor, rounded half up,
+    saturated to :data:`SCORE_BITS`."""
+    s = numerics.scale_bits
+    p1 = round_shift(_int(dots) * _int(key_mant), s)
+    scores = round_shift(p1 * _int(row_mant), -(_int(key_exp) + s + _int(row_exp)))
+    return saturate(scores, SCORE_BITS, tally, op)
+
+
+def attention_values(weights, value_mant, value_exp, value_codes, numerics):
+    """The softmax ``weights`` (..., positions) over the value codes (..., positions,
+    head_dim): each weight times its position's ``max/qmax`` factor (``prob_bits +
+    resid_frac`` fractional bits), the exact weighted sum of the codes, one shift to the
+    residual format (not saturated here)."""
+    wv = round_shift(_int(weights) * _int(value_mant), -_int(value_exp))
+    acc = np.einsum("...j,...jd->...d", wv, _int(value_codes))
+    return round_shift(acc, numerics.prob_bits)
 
 
 # -- the LM head in balanced ternary ---------------------------------------------------------

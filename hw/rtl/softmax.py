@@ -21,12 +21,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ternary_accel.hw.rtl.scalar import RECIPROCAL, ScalarUnit
-from ternary_accel.model.hwnum import DEFAULT, HwNumerics, exp2_table
+from ternary_accel.model.hwnum import DEFAULT, SCORE_BITS, HwNumerics, exp2_table
 
 __all__ = ["Softmax", "SCORE_BITS"]
 
-#: Signed bits of a score (the decoder saturates its scores there).
-SCORE_BITS = 32
 
 
 class Softmax(wiring.Component):
