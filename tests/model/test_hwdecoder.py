@@ -101,6 +101,7 @@ def test_trit5_head_is_five_ternary_passes(weights):
     assert _cosine(decoder.forward(PROMPT), Decoder(weights).forward(PROMPT)).min() > 0.999
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,activations", [("b1.58", "a8"), ("a4.8", "a4.8")])
 def test_reference_models_meet_the_targets(model, activations):
     """The shipped reference models, 255 test tokens: cosine and perplexity against the
