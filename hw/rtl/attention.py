@@ -19,22 +19,11 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ternary_accel.hw.rtl.fixed import shift_round
 from ternary_accel.hw.rtl.scalar import EXP_WIDTH
-from ternary_accel.model.hwnum import DEFAULT, SCORE_BITS, HwNumerics
+from ternary_accel.model.hwnum import DEFAULT, SCORE_BITS
 
 __all__ = ["Scores", "Values"]
-
-
-def _shift_round(m, value, shift, name):
-    """``round_half_up(value / 2**shift)`` for a signed ``shift`` (left when negative)."""
-    right = shift.as_unsigned()[:7]
-    left = (-shift).as_unsigned()[:6]
-    out = Signal(signed(len(value) + 64), name=name)
-    m.d.comb += out.eq(Mux(shift > 0,
-                           (value + (Const(1, len(value)) << (right - 1).as_unsigned()[:7]))
-                           >> right,
-                           value << left))
-    return out
 
 
 class Scores(wiring.Component):
@@ -71,10 +60,10 @@ class Scores(wiring.Component):
         dot = Signal(signed(2 * n.qk_bits + self.head_dim.bit_length()))
         m.d.comb += dot.eq(sum(self.query.codes[d] * key.codes[d]
                                for d in range(self.head_dim)))
-        p1 = _shift_round(m, dot * key.mant.as_signed(), Const(s, signed(8)), "p1")
+        p1 = shift_round(dot * key.mant.as_signed(), Const(s, signed(8)))
         shift = Signal(signed(EXP_WIDTH + 4))
         m.d.comb += shift.eq(-(key.exp + s + self.query.exp))
-        score = _shift_round(m, p1 * self.query.mant.as_signed(), shift, "score")
+        score = shift_round(p1 * self.query.mant.as_signed(), shift)
         low, high = -(1 << (SCORE_BITS - 1)), (1 << (SCORE_BITS - 1)) - 1
         clipped = Signal()
         valid = Signal()
@@ -124,7 +113,7 @@ class Values(wiring.Component):
         n = self.numerics
         m = Module()
         beat = self.i.payload
-        weighted = _shift_round(m, beat.weight * beat.mant, -beat.exp, "weighted")
+        weighted = shift_round(beat.weight * beat.mant, -beat.exp)
         sums = [Signal(signed(self.sum_width), name=f"sum{d}") for d in range(self.head_dim)]
         result = Signal(data.ArrayLayout(signed(self.sum_width), self.head_dim))
         full = Signal()

@@ -26,33 +26,16 @@ hold still during a token (the sequencer sets them per norm). Tokens longer than
 produced for it).
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ternary_accel.hw.rtl.fixed import bit_length, normalise, shift_round
 from ternary_accel.hw.rtl.scalar import EXP_WIDTH, RECIPROCAL, RSQRT, VALUE_WIDTH, ScalarUnit
 from ternary_accel.model.hwnum import DEFAULT, HwNumerics
 
-__all__ = ["NormQuant", "normalise"]
-
-
-def normalise(m, value, width, bits, name):
-    """Combinational mantissa/exponent of an unsigned ``value`` (``width`` bits) to ``bits``
-    bits, rounded half up: :func:`ternary_accel.model.hwnum.normalize`. Returns the
-    mantissa and exponent signals (0 and 0 for 0)."""
-    length = Signal(range(width + 1), name=f"{name}_length")
-    for bit in range(width):
-        with m.If(value[bit]):
-            m.d.comb += length.eq(bit + 1)
-    exp = Signal(signed(8), name=f"{name}_exp")
-    mant = Signal(max(width, bits) + 1, name=f"{name}_mant")
-    m.d.comb += exp.eq(Mux(value == 0, 0, length - bits))
-    right = exp.as_unsigned()[:7]
-    left = (-exp).as_unsigned()[:5]                   # at most bits - 1
-    half = Mux(exp > 0, Const(1, width + 1) << (right - 1).as_unsigned()[:7], 0)
-    m.d.comb += mant.eq(Mux(exp > 0, (value + half) >> right, value << left))
-    return mant, exp
+__all__ = ["NormQuant"]
 
 
 class NormQuant(wiring.Component):
@@ -124,44 +107,29 @@ class NormQuant(wiring.Component):
         # the factor: normalise(m), then (m * y), then (t * c)
         stage = Signal(max(self.z_width, 2 * s + 2 + scalar.mant_width))
         stage_exp = Signal(signed(EXP_WIDTH + 2))
-        mant, exp = normalise(m, stage, len(stage), s, "factor")
+        mant, exp = normalise(m, stage, s, "factor")
         absmean = Signal(rb + 1 + scalar.mant_width)
         m.d.comb += absmean.eq(self.absmean_mant * r)
-        absmean_mant, absmean_exp = normalise(m, absmean, len(absmean), rb, "absmean")
+        absmean_mant, absmean_exp = normalise(m, absmean, rb, "absmean")
         factor_mant = Signal(s + 1)
         factor_exp = Signal(signed(EXP_WIDTH))
         m.d.comb += [self.factor.payload.mant.eq(factor_mant),
                      self.factor.payload.exp.eq(factor_exp)]
 
-        peak_length = Signal(range(self.z_width + 1))
-        for bit in range(self.z_width):
-            with m.If(peak[bit]):
-                m.d.comb += peak_length.eq(bit + 1)
+        peak_length = bit_length(m, peak, "peak_length")
 
         # out: the element's code
         zn = Signal(signed(self.z_width + 1))
-        half = Signal(self.z_width + 1)
-        m.d.comb += [read.addr.eq(index),
-                     half.eq(Mux(shift > 0, Const(1, self.z_width + 1)
-                                 << (shift - 1).as_unsigned()[:6], 0)),
-                     zn.eq((read.data + half.as_signed()) >> shift)]
+        m.d.comb += [read.addr.eq(index), zn.eq(shift_round(read.data, shift))]
         product = Signal(signed(rb + 2 + 8 + scalar.mant_width + 1))
         m.d.comb += product.eq(zn * 127 * r.as_signed())
-        right = Signal(range(128))
-        m.d.comb += right.eq((-r_exp).as_unsigned()[:7])
         rounded = Signal(signed(len(product)))
-        m.d.comb += rounded.eq((product + (Const(1, len(product))
-                                           << (right - 1).as_unsigned()[:7])) >> right)
+        m.d.comb += rounded.eq(shift_round(product, -r_exp))
         # INT4 absmean: round_shift(zn * cr, -cr_exp), clipped to -8..7; 0 for a zero row
         product4 = Signal(signed(self.z_width + rb + 3))
         m.d.comb += product4.eq(zn * cr.as_signed())
-        right4 = (-cr_exp).as_unsigned()[:7]
-        left4 = cr_exp.as_unsigned()[:5]
         rounded4 = Signal(signed(len(product4) + 32))
-        m.d.comb += rounded4.eq(Mux(cr_exp < 0,
-                                    (product4 + (Const(1, len(product4))
-                                                 << (right4 - 1).as_unsigned()[:7])) >> right4,
-                                    product4 << left4))
+        m.d.comb += rounded4.eq(shift_round(product4, -cr_exp))
         code4 = Mux(zero_row, 0, Mux(rounded4 > 7, 7, Mux(rounded4 < -8, -8, rounded4)))
         code = Signal(signed(8))
         m.d.comb += code.eq(Mux(self.int4, code4,
@@ -204,12 +172,10 @@ class NormQuant(wiring.Component):
                     m.d.sync += [y.eq(scalar.o.payload.mant), y_exp.eq(scalar.o.payload.exp)]
                     m.next = "RECIPROCAL"
             with m.State("RECIPROCAL"):
-                half_peak = Mux(shift > 0, Const(1, self.z_width + 1)
-                                << (shift - 1).as_unsigned()[:6], 0)
-                mean = (total + half_peak) >> shift
+                mean = shift_round(total, shift)
                 m.d.comb += [scalar.i.valid.eq(1), scalar.i.payload.op.eq(RECIPROCAL),
                              scalar.i.payload.value.eq(Mux(self.int4, Mux(mean == 0, 1, mean),
-                                                           (peak + half_peak) >> shift))]
+                                                           shift_round(peak, shift)))]
                 with m.If(scalar.i.ready):
                     m.next = "RECIPROCAL_WAIT"
             with m.State("RECIPROCAL_WAIT"):

@@ -11,11 +11,11 @@ of the token, as it arrives, is multiplied, shifted with round-half-up and satur
 ``ready`` passed back). ``saturated`` pulses with each clipped result.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ternary_accel.hw.rtl.normquant import normalise
+from ternary_accel.hw.rtl.fixed import normalise, shift_round
 from ternary_accel.hw.rtl.scalar import EXP_WIDTH
 from ternary_accel.model.hwnum import DEFAULT, HwNumerics
 
@@ -58,20 +58,15 @@ class Rescale(wiring.Component):
         m = Module()
         product = Signal(2 * s + 2)
         m.d.comb += product.eq(self.factor.payload.mant * self.scale_mant)
-        mant, exp = normalise(m, product, len(product), s, "scale")
+        mant, exp = normalise(m, product, s, "scale")
         k = Signal(s + 1)
         k_exp = Signal(signed(EXP_WIDTH + 2))
         shift = Signal(signed(EXP_WIDTH + 3))
         m.d.comb += shift.eq(-(k_exp + f))
         scaled = Signal(signed(self.acc_width + s + 2))
         m.d.comb += scaled.eq(self.acc.payload.value * k.as_signed())
-        right = shift.as_unsigned()[:7]
-        left = (-shift).as_unsigned()[:5]
-        out = Signal(signed(len(scaled) + 32))
-        m.d.comb += out.eq(Mux(shift > 0,
-                               (scaled + (Const(1, len(scaled)) << (right - 1).as_unsigned()[:7]))
-                               >> right,
-                               scaled << left))
+        out = Signal(signed(len(scaled) + 64))
+        m.d.comb += out.eq(shift_round(scaled, shift))
         clipped = (out > high) | (out < low)
         m.d.comb += [self.o.payload.value.eq(Mux(out > high, high, Mux(out < low, low, out))),
                      self.o.payload.last.eq(self.acc.payload.last)]

@@ -27,6 +27,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ternary_accel.hw.rtl.fixed import bit_length, shift_round
 from ternary_accel.model.hwnum import DEFAULT, HwNumerics, rsqrt_table
 
 __all__ = ["ScalarUnit", "RECIPROCAL", "RSQRT", "VALUE_WIDTH", "EXP_WIDTH"]
@@ -38,15 +39,6 @@ RECIPROCAL, RSQRT = 0, 1
 VALUE_WIDTH = 62
 #: Signed bits of a result's exponent.
 EXP_WIDTH = 10
-
-
-def _round_shift(value, shift, width):
-    """``round_half_up(value / 2**shift)`` for a signed ``shift`` (left when negative)
-    of an unsigned ``value``: the golden model's :func:`~model.hwnum.round_shift`."""
-    right = shift.as_unsigned()[:7]
-    left = (-shift).as_unsigned()[:7]
-    half = Mux(shift > 0, Const(1, width + 1) << (right - 1).as_unsigned()[:7], 0)
-    return Mux(shift > 0, (value + half) >> right, value << left)
 
 
 class ScalarUnit(wiring.Component):
@@ -81,11 +73,7 @@ class ScalarUnit(wiring.Component):
         frac = ps - 2
         op = Signal()
         value = Signal(VALUE_WIDTH)
-        # leading one (bit length) of the value held
-        length = Signal(range(VALUE_WIDTH + 1))
-        for bit in range(VALUE_WIDTH):
-            with m.If(value[bit]):
-                m.d.comb += length.eq(bit + 1)
+        length = bit_length(m, value, "length")          # of the value held
         shift = Signal(signed(9))
         with m.If(op == RECIPROCAL):
             m.d.comb += shift.eq(length - pr)
@@ -93,7 +81,7 @@ class ScalarUnit(wiring.Component):
             m.d.comb += shift.eq((length - ps) + (length - ps)[0])     # even
         wide = max(VALUE_WIDTH, 2 * ps) + 2
         normal = Signal(wide)
-        m.d.comb += normal.eq(_round_shift(value, shift, wide))
+        m.d.comb += normal.eq(shift_round(value, shift))
         exp_in = Signal(signed(9))                  # the normalising shift, kept
 
         # reciprocal: restoring division of 2**(2 pr) by the mantissa

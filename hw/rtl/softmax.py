@@ -15,11 +15,12 @@ Three passes over a row buffer:
 A row longer than ``depth`` is refused on ``error`` (consumed, nothing produced).
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ternary_accel.hw.rtl.fixed import shift_round
 from ternary_accel.hw.rtl.scalar import RECIPROCAL, ScalarUnit
 from ternary_accel.model.hwnum import DEFAULT, SCORE_BITS, HwNumerics, exp2_table
 
@@ -77,16 +78,10 @@ class Softmax(wiring.Component):
         whole = Signal(range(eb + 3))
         m.d.comb += whole.eq(Mux(diff[frac:] > eb + 2, eb + 2, diff[frac:]))
         p = Signal(eb + 1)
-        m.d.comb += p.eq(Mux(whole == 0, entry.data,
-                             (entry.data + (Const(1, eb + 2) << (whole - 1).as_unsigned()[:5]))
-                             >> whole))
+        m.d.comb += p.eq(shift_round(entry.data, whole))
         # out: round(p * r * 2**(e + pb))
-        right = Signal(range(128))
-        m.d.comb += right.eq((-(r_exp + pb)).as_unsigned()[:7])
         weight = Signal(len(p) + len(r) + 1)
-        m.d.comb += weight.eq((read.data.as_unsigned()[:eb + 1] * r
-                               + (Const(1, len(weight)) << (right - 1).as_unsigned()[:7]))
-                              >> right)
+        m.d.comb += weight.eq(shift_round(read.data.as_unsigned()[:eb + 1] * r, -(r_exp + pb)))
         m.d.comb += [self.o.payload.weight.eq(weight),
                      self.o.payload.last.eq(index == count - 1)]
 
