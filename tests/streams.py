@@ -20,7 +20,8 @@ Use them inside ``async def`` testbenches added with ``Simulator.add_testbench``
                             ready=lambda: int(rng.random() >= 0.5))
 """
 
-__all__ = ["stall_count", "stream_put", "stream_get", "stream_record", "as_ints"]
+__all__ = ["stall_count", "stream_put", "stream_get", "stream_record", "as_ints", "simulate",
+           "sampler"]
 
 
 def stall_count(rng, probability):
@@ -108,3 +109,33 @@ async def stream_record(ctx, stream, got, done, *, ready=lambda: 1, convert=None
         ctx.set(stream.ready, ready())
         if done():
             return
+
+
+def simulate(dut, *testbenches, processes=(), cycles=None, period=1e-8):
+    """Run ``dut`` under ``amaranth.sim`` with one clock: the ``testbenches`` and the
+    ``processes`` (samplers that never end by themselves) added, until every testbench
+    returns or, with ``cycles``, at most that many clock periods (a hang then fails the
+    test's comparisons instead of waiting forever)."""
+    from amaranth.sim import Simulator
+    sim = Simulator(dut)
+    sim.add_clock(period)
+    for bench in testbenches:
+        sim.add_testbench(bench)
+    for process in processes:
+        sim.add_process(process)
+    if cycles is None:
+        sim.run()
+    else:
+        sim.run_until(period * cycles)
+
+
+def sampler(signals, into):
+    """A process appending each cycle's values of ``signals`` (a tuple of ints, or an int
+    for one signal) to the list ``into``: pulses and flags a test counts."""
+    many = isinstance(signals, (tuple, list))
+    signals = tuple(signals) if many else (signals,)
+
+    async def process(ctx):
+        async for _, _, *values in ctx.tick().sample(*signals):
+            into.append(tuple(int(v) for v in values) if many else int(values[0]))
+    return process

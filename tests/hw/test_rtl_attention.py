@@ -5,9 +5,8 @@ cycles and backpressure; the codes' extremes and the score saturation."""
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from streams import stall_count, stream_put, stream_record
+from streams import stall_count, stream_put, stream_record, sampler, simulate
 
 from ternary_accel.hw.rtl.attention import Scores, Values
 from ternary_accel.model import hwnum as H
@@ -63,16 +62,8 @@ def test_scores_are_the_golden_model(idle, backpressure):
                             convert=lambda p: (int(p.score), int(p.last)),
                             ready=lambda: int(rng.random() >= backpressure))
 
-    async def watch(ctx):
-        async for _, _, pulse in ctx.tick().sample(dut.saturated):
-            pulses.append(int(pulse))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_process(watch)
-    sim.run_until(1e-8 * 40 * total)
+    simulate(dut, producer, consumer, processes=[sampler(dut.saturated, pulses)], cycles=40 * total)
     tally = H.Saturations()
     expected, lasts = [], []
     for k, (q, qpeak, keys) in enumerate(rows):
@@ -117,11 +108,7 @@ def test_values_are_the_golden_model(idle, backpressure):
                             convert=lambda p: [int(v) for v in p],
                             ready=lambda: int(rng.random() >= backpressure))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run_until(1e-8 * 400 * len(rows))
+    simulate(dut, producer, consumer, cycles=400 * len(rows))
     expected = []
     for weights, codes, peaks in rows:
         vm, ve = H.code_factor(peaks, np.full(len(peaks), vmax), N)

@@ -4,9 +4,8 @@ against the golden tally, with idle cycles and backpressure; the format's extrem
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from streams import stall_count, stream_put, stream_record
+from streams import stall_count, stream_put, stream_record, sampler, simulate
 
 from ternary_accel.hw.rtl.elementwise import ADD, GATE, RELU2, Elementwise
 from ternary_accel.model import hwnum as H
@@ -51,16 +50,8 @@ def test_elementwise_is_the_golden_model(idle, backpressure):
                             convert=lambda p: (int(p.value), int(p.last)),
                             ready=lambda: int(rng.random() >= backpressure))
 
-    async def watch(ctx):
-        async for _, _, pulse in ctx.tick().sample(dut.saturated):
-            saturated.append(int(pulse))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_process(watch)
-    sim.run_until(1e-8 * 20 * len(cases))
+    simulate(dut, producer, consumer, processes=[sampler(dut.saturated, saturated)],
+             cycles=20 * len(cases))
     tally = H.Saturations()
     expected = [_golden(op, a, b, tally) for op, a, b in cases]
     assert [v for v, _ in got] == expected
@@ -86,8 +77,5 @@ def test_latency():
         seen["latency"] = cycles + 1
         seen["value"] = ctx.get(dut.o.payload.value)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     assert seen == {"latency": ELEMENTWISE_LATENCY, "value": 12}

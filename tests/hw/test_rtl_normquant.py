@@ -4,9 +4,8 @@ and backpressure; zeros, one outlier, all equal and the format's extremes."""
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from streams import stall_count, stream_put, stream_record
+from streams import stall_count, stream_put, stream_record, simulate
 
 from ternary_accel.hw.rtl.normquant import NormQuant
 from ternary_accel.model import hwnum as H
@@ -57,12 +56,7 @@ def _run(width, depth, tokens, gains, gexp, rng, idle=0.0, backpressure=0.0, bit
                             convert=lambda p: (int(p.code), int(p.last)),
                             ready=lambda: int(rng.random() >= backpressure))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(factor_consumer)
-    sim.add_testbench(code_consumer)
-    sim.run()
+    simulate(dut, producer, factor_consumer, code_consumer)
     expected = H.norm_quant(np.stack(tokens), (gains, gexp), eps, N, bits=bits)
     return factors, codes, expected, eps
 
@@ -117,10 +111,7 @@ def test_cycles_are_the_cycle_model():
             if done:
                 edges["last"] = cycle
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     assert edges["last"] - edges["first"] + 1 == norm_quant_cycles(width, N)
 
 
@@ -158,12 +149,7 @@ def test_a_token_longer_than_the_buffer_is_refused():
             if len(codes) == width:
                 break
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_process(watch)
-    sim.run_until(1e-5)                       # a hang fails below instead of waiting
+    simulate(dut, producer, consumer, processes=[watch], cycles=1000)   # a hang fails below
     assert sum(errors) == 1
     expected = H.norm_quant(token[None], (gains[:width], -(N.gain_bits - 2)), 0, N)
     assert codes == [int(v) for v in expected.values[0]]

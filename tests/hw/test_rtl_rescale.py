@@ -4,9 +4,8 @@ backpressure; the accumulators' extremes and the saturation count."""
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from streams import stall_count, stream_put, stream_record
+from streams import stall_count, stream_put, stream_record, sampler, simulate
 
 from ternary_accel.hw.rtl.rescale import Rescale
 from ternary_accel.model import hwnum as H
@@ -46,16 +45,9 @@ def test_rescale_is_the_golden_model(idle, backpressure):
                             convert=lambda p: (int(p.value), int(p.last)),
                             ready=lambda: int(rng.random() >= backpressure))
 
-    async def watch(ctx):
-        async for _, _, pulse in ctx.tick().sample(dut.saturated):
-            pulses.append(int(pulse))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    for bench in (factors, accumulators, consumer):
-        sim.add_testbench(bench)
-    sim.add_process(watch)
-    sim.run_until(1e-8 * 50 * 16 * len(tokens))
+    simulate(dut, factors, accumulators, consumer,
+             processes=[sampler(dut.saturated, pulses)], cycles=50 * 16 * len(tokens))
     tally = H.Saturations()
     expected = []
     for fm, fe, accs in tokens:

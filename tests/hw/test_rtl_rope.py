@@ -4,9 +4,8 @@ and backpressure; the saturation count; the format's extremes."""
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from streams import stall_count, stream_put, stream_record
+from streams import stall_count, stream_put, stream_record, sampler, simulate
 
 from ternary_accel.hw.rtl.rope import Rope
 from ternary_accel.model import hwnum as H
@@ -40,16 +39,9 @@ def test_rope_is_the_golden_model(idle, backpressure):
                             convert=lambda p: (int(p.value), int(p.last)),
                             ready=lambda: int(rng.random() >= backpressure))
 
-    async def watch(ctx):
-        async for _, _, pulse in ctx.tick().sample(dut.saturated):
-            pulses.append(int(pulse))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_process(watch)
-    sim.run_until(1e-8 * 40 * HEAD_DIM * len(vectors))
+    simulate(dut, producer, consumer, processes=[sampler(dut.saturated, pulses)],
+             cycles=40 * HEAD_DIM * len(vectors))
     cos, sin = H.rope_table(HEAD_DIM, THETA, POSITIONS, N.rope_bits)
     tally = H.Saturations()
     expected = []

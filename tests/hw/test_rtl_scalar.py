@@ -4,9 +4,8 @@ against hw.timing.scalar_latency."""
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from streams import stall_count, stream_put, stream_record
+from streams import stall_count, stream_put, stream_record, simulate
 
 from ternary_accel.hw.rtl.scalar import RECIPROCAL, RSQRT, VALUE_WIDTH, ScalarUnit
 from ternary_accel.hw.timing import scalar_latency
@@ -44,11 +43,7 @@ def _run(numerics, cases, rng, idle=0.0, backpressure=0.0):
                             convert=lambda p: (int(p.mant), int(p.exp)),
                             ready=lambda: int(rng.random() >= backpressure))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
+    simulate(dut, producer, consumer)
     return got
 
 
@@ -81,8 +76,5 @@ def test_scalar_latency_is_the_cycle_model(op, name):
             cycles += 1
         seen["latency"] = cycles
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     assert seen["latency"] == scalar_latency(name, numerics)

@@ -4,9 +4,8 @@ one-hot rows, all-equal rows, the score format's extremes; a row past the buffer
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from streams import stall_count, stream_put, stream_record
+from streams import stall_count, stream_put, stream_record, simulate
 
 from ternary_accel.hw.rtl.softmax import SCORE_BITS, Softmax
 from ternary_accel.model import hwnum as H
@@ -44,11 +43,7 @@ def test_softmax_is_the_golden_model(idle, backpressure):
                             convert=lambda p: (int(p.weight), int(p.last)),
                             ready=lambda: int(rng.random() >= backpressure))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run_until(1e-8 * 200 * total)
+    simulate(dut, producer, consumer, cycles=200 * total)
     expected, lasts = [], []
     for row in rows:
         expected += [int(w) for w in H.softmax_weights(row[None], N)[0]]
@@ -75,10 +70,6 @@ def test_a_row_longer_than_the_buffer_is_refused():
             if valid:
                 got.append(int(weight))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_process(watch)
-    sim.run_until(1e-6)
+    simulate(dut, producer, processes=[watch], cycles=100)
     assert sum(errors) == 1
     assert got == [int(w) for w in H.softmax_weights(rows[1][None], N)[0]]
