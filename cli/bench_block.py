@@ -34,14 +34,13 @@ from ternary_accel.sim.session import EngineSession
 from ternary_accel.sim.workloads import EngineCore
 
 
-def random_layer(shape, seed):
-    """A one-layer source of 2B4T's numerics with ``shape``'s sizes (a small vocabulary:
-    the embedding is not used)."""
-    config = ModelConfig(replace(shape, name=f"{shape.name}-layer", layers=1, vocab=256),
-                         rope_theta=BITNET_2B4T.rope_theta,
-                         rms_norm_eps=BITNET_2B4T.rms_norm_eps,
-                         max_position_embeddings=BITNET_2B4T.max_position_embeddings)
-    return MasterWeights(config, random_master_weights(config, seed))
+def layer_config(shape):
+    """A one-layer configuration of 2B4T's numerics with ``shape``'s sizes (a small
+    vocabulary: the embedding is not used)."""
+    return ModelConfig(replace(shape, name=f"{shape.name}-layer", layers=1, vocab=256),
+                       rope_theta=BITNET_2B4T.rope_theta,
+                       rms_norm_eps=BITNET_2B4T.rms_norm_eps,
+                       max_position_embeddings=BITNET_2B4T.max_position_embeddings)
 
 
 #: One line for ``ternary-accel --help``.
@@ -86,18 +85,17 @@ def run(parser, args):
             parser.exit(1, f"{parser.prog}: error: {error}\n")
         if not 0 <= args.layer < source.config.layers:
             parser.error(f"--layer must be in 0..{source.config.layers - 1}")
-        layer = args.layer
+        layer, config = args.layer, source.config
     else:
         try:
             shape = get_model(args.model)
         except ValueError as error:
             parser.error(str(error))
         try:
-            source = random_layer(shape, args.seed)
+            config = layer_config(shape)
         except ValueError as error:
             parser.error(f"{shape.name} is not a BitNet b1.58 decoder: {error}")
         layer = 0
-    config = source.config
     limit = config.max_position_embeddings
     if args.prompt_tokens > limit:
         parser.error(f"--prompt-tokens {args.prompt_tokens}: the model holds at most "
@@ -115,6 +113,8 @@ def run(parser, args):
     except ValueError as error:
         parser.error(f"the layer does not tile onto K={args.lanes} M={args.rows}: {error}")
 
+    if not args.checkpoint:     # the sizes are checked first: the weights take seconds
+        source = MasterWeights(config, random_master_weights(config, args.seed))
     golden = Decoder(source)
     steps = [args.prompt_tokens] + [1] * args.decode_steps
     # Layer inputs: Gaussian hidden states, or a checkpoint's hidden states at `layer`.
