@@ -9,7 +9,10 @@ ternary / baseline ratios, the int4 / int8 activation ratios and the LFE5U-85F
 projection.
 """
 
+import argparse
+import datetime
 import json
+import shlex
 from dataclasses import fields
 import sys
 import time
@@ -22,8 +25,8 @@ from ternary_accel.model.quant import INT8
 from ternary_accel.hw.rtl.engine import LayerEngine
 from ternary_accel.hw.rtl.lanes import DotProduct
 from ternary_accel.hw.rtl.matmul import MatmulUnit
-from ternary_accel.hw.fpga.synth import SynthResult, ToolError, run_flow
-from ternary_accel.cli.synth import write_report
+from ternary_accel.hw.fpga.synth import SynthResult, ToolError, median_over_seeds, run_flow
+from ternary_accel.cli.synth import result_table, write_report
 from ternary_accel.hw.fpga.synth import lut4_equivalent
 from ternary_accel.hw.rtl.unpack import DECODERS, TritUnpacker
 from ternary_accel.hw.params import ECP5
@@ -82,7 +85,11 @@ def add_arguments(parser):
     """Add this command's flags to ``parser``."""
     parser.add_argument("--quick", action="store_true",
                         help="one lane group and one unit only (a smoke run)")
-    parser.add_argument("--seed", type=non_negative_int, default=1)
+    parser.add_argument("--seed", type=non_negative_int, default=None,
+                        help="the placement seed (default: 1)")
+    parser.add_argument("--seeds", type=seed_list, default=None, metavar="S1,S2,..",
+                        help="place every design once per seed and report the median "
+                             "Fmax (the per-seed values in an extra column)")
     parser.add_argument("--freq", type=positive_float, default=300.0, metavar="MHZ")
     parser.add_argument("--outdir", type=output_dir, default=None,
                         help="where the reports go (default: build/reports)")
@@ -102,16 +109,17 @@ def run(parser, args):
     args.outdir = args.outdir or build_path("reports")
     if args.freq <= 0:
         parser.error(f"--freq must be positive, not {args.freq}")
-    if args.seed < 0:
-        parser.error(f"--seed must be non-negative, not {args.seed}")
+    if args.seed is not None and args.seeds is not None:
+        parser.error("--seed and --seeds exclude each other (one seed: --seeds N)")
     refuse_unless(parser, args, args.from_json is None, "without --from-json (which runs "
-                  "no tool)", "quick", "seed", "freq", "reuse", "only")
+                  "no tool)", "quick", "seed", "seeds", "freq", "reuse", "only")
+    seeds = args.seeds or [1 if args.seed is None else args.seed]
     if args.from_json is not None:
         try:
             results = load_results(args.from_json)
         except (OSError, ValueError, KeyError, TypeError) as error:
             parser.error(f"cannot read results from {args.from_json}: {error}")
-        print(write_report(results, args.outdir, "bench_area", report_extra(results)))
+        print(write_seed_report(results, args.outdir, "bench_area", report_extra(results)))
         return 0
 
     quick = args.quick
@@ -177,23 +185,90 @@ def run(parser, args):
     results = []
     started = time.monotonic()
     for index, (name, build, macs, nodsp) in enumerate(jobs, 1):
-        print(f"[{index}/{len(jobs)}] {name} ({time.monotonic() - started:.0f} s)",
-              file=sys.stderr, flush=True)
-        try:
-            design = build()
-            results.append(run_flow(design, design=name, workdir=build_path("synth", name),
-                                    seed=args.seed, freq_mhz=args.freq, nodsp=nodsp,
-                                    macs=macs, config=design_config(design),
-                                    reuse=args.reuse))
-        except ToolError as error:
-            print(f"ternary-accel bench area: {name}: {error}", file=sys.stderr)
-            return 1
+        runs = []
+        for seed in seeds:
+            print(f"[{index}/{len(jobs)}] {name}"
+                  f"{f' seed {seed}' if len(seeds) > 1 else ''} "
+                  f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+            # one folder per seed when there are several, so --reuse finds each run
+            workdir = (build_path("synth", name) if len(seeds) == 1 else
+                       build_path("synth", name, f"seed{seed}"))
+            try:
+                design = build()
+                runs.append(run_flow(design, design=name, workdir=workdir, seed=seed,
+                                     freq_mhz=args.freq, nodsp=nodsp, macs=macs,
+                                     config=design_config(design), reuse=args.reuse))
+            except ToolError as error:
+                print(f"ternary-accel bench area: {name}: {error}", file=sys.stderr)
+                return 1
+        results.append(median_over_seeds(runs))
 
-    markdown = write_report(results, args.outdir, "bench_area", report_extra(results))
+    markdown = write_seed_report(results, args.outdir, "bench_area", report_extra(results))
     print(markdown)
+    if getattr(args, "results", None) is not None:
+        path = write_results_json(results, args.results, args.results_name)
+        print(f"results: {path}", file=sys.stderr)
     print(f"\n({time.monotonic() - started:.0f} s; written to {args.outdir}/bench_area.md "
           "and .json)", file=sys.stderr)
     return 0
+
+
+def seed_list(text):
+    """``--seeds``: distinct non-negative integers separated by commas (``1,2,3``)."""
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or any(not item for item in items):
+        raise argparse.ArgumentTypeError(f"not a comma list of seeds: {text!r}")
+    seeds = [non_negative_int(item) for item in items]
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed repeats: {text!r}")
+    return seeds
+
+
+def several_seeds(results):
+    """Whether a result of ``results`` summarises more than one seed."""
+    return any(len(r.fmax_mhz_seeds) > 1 for r in results)
+
+
+def write_seed_report(results, outdir, stem, extra=""):
+    """:func:`cli.synth.write_report`; with results over several seeds the table's Fmax
+    is their median and a last column lists each seed's."""
+    markdown = write_report(results, outdir, stem, extra)
+    if not several_seeds(results):
+        return markdown
+    table = result_table(results)
+    lines = table.splitlines()
+    lines[0] += " Fmax MHz per seed |"
+    lines[1] += "---|"
+    for i, r in enumerate(results, 2):
+        lines[i] += " " + ", ".join(f"{seed}: {fmax:.1f}" for seed, fmax in
+                                    zip(r.seeds, r.fmax_mhz_seeds)) + " |"
+    seeds = sorted({s for r in results for s in r.seeds})
+    note = (f"Fmax MHz: the median over seeds {', '.join(map(str, seeds))} (per seed in "
+            "the last column); the resource counts are the same for every seed.")
+    markdown = markdown.replace(table, "\n".join(lines) + "\n\n" + note, 1)
+    first = ", ".join(map(str, sorted({r.seed for r in results})))
+    markdown = markdown.replace(f"; seed {first}; ",
+                                f"; seeds {', '.join(map(str, seeds))} (Fmax: median); ", 1)
+    (Path(outdir) / f"{stem}.md").write_text(markdown + "\n")
+    return markdown
+
+
+def result_records(results):
+    """The JSON records of ``results``, as in ``bench_area.json``."""
+    return [dict(r.to_dict(), lut4_equivalent=lut4_equivalent(r)) for r in results]
+
+
+def write_results_json(results, directory, name, argv=None):
+    """``directory/name.json``: the command, the date and one record per design
+    (:func:`result_records`: ``fmax_mhz`` the median, ``seeds``, ``fmax_mhz_seeds``),
+    beside the ``name.md`` that ``--results`` writes. Returns its path."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    path = Path(directory) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"command": shlex.join(["ternary-accel", *argv]),
+                                "date": datetime.date.today().isoformat(),
+                                "results": result_records(results)}, indent=2) + "\n")
+    return path
 
 
 def batched_engine_name(rows, lanes, params):

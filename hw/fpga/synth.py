@@ -9,10 +9,11 @@ figure; they add no LUTs.
 
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -20,7 +21,8 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["lut4_equivalent", "LUTRAM_LUT4", "TARGETS", "Target", "SynthResult", "RegisteredHarness", "run_flow", "ToolError",
+__all__ = ["lut4_equivalent", "LUTRAM_LUT4", "TARGETS", "Target", "SynthResult",
+           "RegisteredHarness", "run_flow", "median_over_seeds", "ToolError",
            "tool_versions", "tool_path"]
 
 
@@ -121,6 +123,11 @@ class SynthResult:
     config: dict = field(default_factory=dict)
     seconds: float = 0.0
     tools: dict = field(default_factory=dict)
+    #: The placement seeds this result summarises (:func:`median_over_seeds`; one seed,
+    #: ``[seed]``, or empty for a result of one run).
+    seeds: list = field(default_factory=list)
+    #: The Fmax of each of ``seeds``, in their order (``fmax_mhz`` is their median).
+    fmax_mhz_seeds: list = field(default_factory=list)
 
     @property
     def lut4_per_mac(self):
@@ -144,6 +151,51 @@ class SynthResult:
 #: LUT4 sites one ECP5 ``TRELLIS_DPR16X4`` takes: two slices in RAM mode and the slice
 #: of its write port.
 LUTRAM_LUT4 = 6
+
+
+#: Fields :func:`median_over_seeds` takes the median of (the synthesis is the same for
+#: every seed; what nextpnr packs may differ).
+_SEED_MEDIAN_FIELDS = ("lut4", "ff", "carry", "dsp", "bram", "lutram", "logic_cells")
+
+
+def median_over_seeds(results):
+    """One :class:`SynthResult` for the runs of one design with several placement seeds.
+
+    ``fmax_mhz`` is the median of the runs' Fmax (the mean of the two middle ones for an
+    even count), ``seeds`` and ``fmax_mhz_seeds`` the seeds and their Fmax in run order;
+    the resource counts are their medians (the same for every seed but the packed
+    ``logic_cells``), ``seconds`` the runs' total, ``seed`` the first run's.
+
+    Parameters
+    ----------
+    results : list of SynthResult
+        The runs, one per seed, of the same design.
+
+    Returns
+    -------
+    SynthResult
+
+    Raises
+    ------
+    ValueError
+        If ``results`` is empty, names more than one design or repeats a seed.
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("no results to take the median of")
+    if len({r.design for r in results}) != 1:
+        raise ValueError("the results are of more than one design: "
+                         f"{', '.join(sorted({r.design for r in results}))}")
+    seeds = [r.seed for r in results]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"a seed repeats: {', '.join(map(str, seeds))}")
+    fmax = [r.fmax_mhz for r in results]
+    first = results[0]
+    counts = {name: int(statistics.median_low([getattr(r, name) for r in results]))
+              for name in _SEED_MEDIAN_FIELDS}
+    return replace(first, **counts, fmax_mhz=round(statistics.median(fmax), 1),
+                   seeds=seeds, fmax_mhz_seeds=fmax,
+                   seconds=round(sum(r.seconds for r in results), 1))
 
 
 def lut4_equivalent(result):
@@ -284,4 +336,6 @@ def run_flow(component, *, design, workdir, target="ecp5", seed=1, freq_mhz=300,
                        bram=count("bram"), fmax_mhz=round(fmax, 1), macs=macs,
                        lutram=count("lutram"),
                        logic_cells=logic_cells,
-                       config=config or {}, seconds=round(time.monotonic() - started, 1))
+                       config=config or {}, seconds=round(time.monotonic() - started, 1),
+                       seeds=[seed] if place else [],
+                       fmax_mhz_seeds=[round(fmax, 1)] if place else [])
