@@ -20,7 +20,7 @@ TORCH ?= torch==2.13.0
 # Extra flags of `make dse`, e.g. DSE_ARGS="--jobs 2 --device 45f,85f".
 DSE_ARGS ?=
 
-.PHONY: all docs sim test test-fast verilog synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill bench-quality bench-numerics perf clean distclean help
+.PHONY: all docs sim test test-fast verilog synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill bench-quality bench-numerics bench-head perf clean distclean help
 
 all: test
 
@@ -41,6 +41,7 @@ help:
 	@echo "make bench-prefill - a 2B4T block, 16 tokens, weight reuse T=16, 128-bit weight port, pipelined output stage, RTL"
 	@echo "make bench-sparse - 2B4T down_proj: dense engine vs the sparse dataflow, RTL; the trained models' own down_proj beside it"
 	@echo "make bench-numerics - hardware numerics against float, per operation and together (about 20 min)"
+	@echo "make bench-head - the LM head's formats: quality on the reference model, bits a weight, 2B4T bytes (about 10 min)"
 	@echo "make bench-quality - test perplexity of the shipped reference models under each numerics (about 2 min)"
 	@echo "make perf     - 2B4T tokens/s, time to first token, J/token per board preset, rooflines"
 	@echo "make dse      - engine design-space sweep on ECP5: area, Fmax, 2B4T tokens/s, Pareto plot"
@@ -116,11 +117,16 @@ bench-quality: $(STAMP)
 bench-numerics: $(STAMP)
 	$(TA) bench numerics --sweep --results $(RESULTS)
 
+bench-head: $(STAMP)
+	$(TA) bench numerics --heads --results $(RESULTS) --results-name bench-head
+
 bench: bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill
 
 perf: $(STAMP)
 	@for p in ecp5-ddr3 kv260 hbm2; do \
-		$(TA) perf --platform $$p --roofline $(BUILD)/perf/roofline-$$p.png \
+		$(TA) perf --platform $$p --numerics hw --batch-sweep 1,2,4,8,16,32 \
+			--batch-plot $(BUILD)/perf/batch-$$p.png \
+			--roofline $(BUILD)/perf/roofline-$$p.png \
 			--results $(RESULTS) --results-name perf-$$p || exit 1; \
 		echo; done
 

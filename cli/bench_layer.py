@@ -263,7 +263,7 @@ def run(parser, args):
     cycles = sum(t["cycles"] for t in totals.values())
     if cycles:
         from ternary_accel.hw.perf.platforms import get_platform
-        fmax = args.fmax or get_platform("ecp5-ddr3").fallback_clock_mhz
+        fmax = args.fmax or get_platform("ecp5-ddr3").clock()[0]
         moved = args.layers * sum(m.weight_bytes for m in mappings.values())
         passes = {m.batches for m in mappings.values()}.pop()
         compute_s, memory_s = cycles / (fmax * 1e6), moved / (args.bandwidth * 1e9)

@@ -71,6 +71,9 @@ def add_arguments(parser):
                         help="a shipped model, repeatable (default: both)")
     parser.add_argument("--sweep", action="store_true",
                         help="also the candidates each default was chosen from (b1.58)")
+    parser.add_argument("--heads", action="store_true",
+                        help="only the LM head's formats (b1.58), each with its bits a "
+                             "weight and the 2B4T head's bytes (docs/performance.md)")
     add_format(parser)
 
 
@@ -107,6 +110,33 @@ def _rows(sweep):
     return rows
 
 
+#: The LM head candidates of ``--heads``: (label, HwNumerics changes from DEFAULT).
+HEAD_CANDIDATES = (
+    ("int8 rows (default)", {}),
+    ("five-trit rows", {"head": "trit5"}),
+    ("int6 rows", {"head_bits": 6}),
+    ("int5 rows", {"head_bits": 5}),
+    ("int4 rows", {"head_bits": 4}),
+    ("int4, u6 a 32-group (GROUPED_HEAD)", {"head": "grouped", "head_bits": 4,
+                                            "head_group": 32}),
+    ("int4, u6 a 64-group", {"head": "grouped", "head_bits": 4, "head_group": 64}),
+    ("int4, u6 a 128-group", {"head": "grouped", "head_bits": 4, "head_group": 128}),
+)
+
+
+def _head_rows():
+    from ternary_accel.model import hwnum
+    from ternary_accel.model.config import BITNET_2B4T as c
+    rows = []
+    for label, changes in HEAD_CANDIDATES:
+        n = hwnum.DEFAULT.replace(**changes)
+        total = hwnum.head_bytes(c.vocab, c.hidden, n)
+        bits = 8 * total / (c.vocab * c.hidden)
+        rows.append((f"LM head {label}: {bits:.2f} bits a weight, 2B4T head "
+                     f"{total / 1e6:.1f} MB", n, None))
+    return rows
+
+
 def run(parser, args):
     from ternary_accel.model.checkpoint import load_checkpoint
     from ternary_accel.model.corpus import CorpusError
@@ -116,7 +146,13 @@ def run(parser, args):
     from ternary_accel.model.hwnum import DEFAULT, kv_bytes_per_position, operations
     from ternary_accel.model.reference import reference_checkpoint
     tokens = DEFAULT_TOKENS if args.tokens is None else args.tokens
+    if args.heads and args.sweep:
+        parser.error("--heads and --sweep are separate runs")
+    if args.heads and args.model and args.model != ["b1.58"]:
+        parser.error("--heads runs the b1.58 model only")
     models = [(m, a) for m, a in MODELS if not args.model or m in args.model]
+    if args.heads:
+        models = [(m, a) for m, a in MODELS if m == "b1.58"]
     started = time.monotonic()
     records = []
     config = None
@@ -131,7 +167,7 @@ def run(parser, args):
         config = checkpoint.config
         context = config.max_position_embeddings
         references = {}
-        rows = _rows(args.sweep and model == "b1.58")
+        rows = _head_rows() if args.heads else _rows(args.sweep and model == "b1.58")
         for index, (label, numerics, kv_bits) in enumerate(rows, 1):
             if kv_bits not in references:
                 references[kv_bits] = _Memo(Decoder(checkpoint, activations=activations,
@@ -150,6 +186,13 @@ def run(parser, args):
             print(f"[{model} {index}/{len(rows)}] {label}: PPL {quality.perplexity:.3f}, "
                   f"cosine {quality.cosine:.6f} ({time.monotonic() - started:.0f} s)",
                   file=sys.stderr, flush=True)
+    if args.heads:
+        if args.format == "json":
+            import json
+            print(json.dumps({"rows": _plain(records)}, indent=2))
+        else:
+            print(format_numerics(records, args.format))
+        return 0
     random_rows = random_agreement(config, progress=lambda label: print(
         f"[random] {label} ({time.monotonic() - started:.0f} s)", file=sys.stderr,
         flush=True))

@@ -12,6 +12,7 @@ Top-K ratio) charged with the densities measured on a trained model
 (:mod:`model.activations`: the kept fraction of every BitLinear input on its test
 split, the mean of its layers)."""
 
+import argparse
 import csv
 import io
 import json
@@ -21,7 +22,12 @@ from pathlib import Path
 from ternary_accel.model.schemes import PROJECTIONS, INPUTS, SCHEMES, get_scheme
 from ternary_accel.model.shapes import MODELS
 
-from ternary_accel.hw.perf.throughput import NODES, model_report, scheme_rows
+from ternary_accel.hw.perf.throughput import (NODES, batch_sweep, engine_for_ttft,
+                                              model_report, scheme_rows)
+
+#: TeLLMe v2's time to first token, the prefill target of ``perf``'s summary.
+TELLME_TTFT_S = 0.96
+TELLME_TTFT_SOURCE = "TeLLMe v2: 0.45-0.96 s for 64-128 prompt tokens on a KV260"
 from ternary_accel.hw.perf.platforms import PLATFORMS, get_platform
 from ternary_accel.cli.argtypes import (add_format, output_file, positive_float,
                                         positive_int, probability)
@@ -29,6 +35,18 @@ from ternary_accel.cli.argtypes import (add_format, output_file, positive_float,
 __all__ = ["add_parser", "render_markdown", "render_csv", "plot_roofline",
            "render_schemes", "DEFAULT_SCHEME_MODELS"]
 
+
+
+def _batches(text):
+    """``--batch-sweep``: a comma list of positive, increasing batch sizes."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers") from None
+    if any(v < 1 for v in values) or values != sorted(set(values)):
+        raise argparse.ArgumentTypeError(f"{text!r}: batch sizes must be positive and "
+                                         "increasing")
+    return values
 
 
 def add_parser(subparsers):
@@ -57,7 +75,17 @@ def add_parser(subparsers):
                         help="the precisions of the norms, quantizers, RoPE, attention and "
                              "LM head: float (fp32 glue, bf16 KV cache and head; default) "
                              "or hw (the hardware numerics' widths: int24 vector work, int8 "
-                             "KV codes and LM head, docs/numerics.md)")
+                             "KV codes, the preset's LM head format, docs/numerics.md)")
+    parser.add_argument("--head", choices=("int8", "trit5", "grouped"), default=None,
+                        help="with --numerics hw: the LM head's format (default: the "
+                             "preset's, grouped: 4-bit codes and a 6-bit multiplier a "
+                             "32-group)")
+    parser.add_argument("--batch-sweep", type=_batches, default=None, metavar="B,B,...",
+                        help="also decode with each of these batch sizes: tokens/s and "
+                             "J/token against B (a table; a plot with --batch-plot)")
+    parser.add_argument("--batch-plot", metavar="PNG", type=output_file, default=None,
+                        help="with --batch-sweep: the plot of tokens/s and J/token "
+                             "against B")
     parser.add_argument("--roofline", metavar="PNG", type=output_file, default=None,
                         help="also write the roofline figure to this file")
     _add_scheme_arguments(parser)
@@ -341,10 +369,18 @@ def _numerics_budget(model, context):
             "kv_bytes_at_context": per_position * context, "context": context}
 
 
-def _precisions(numerics):
+#: ``--head``: the LM head formats the hardware numerics offer (model.hwnum).
+def _head_numerics(name):
+    from ternary_accel.model.hwnum import DEFAULT, GROUPED_HEAD
+    return {"int8": DEFAULT, "trit5": DEFAULT.replace(head="trit5"),
+            "grouped": GROUPED_HEAD}[name]
+
+
+def _precisions(numerics, platform, head=None):
     if numerics == "hw":
         from ternary_accel.hw.perf.accounting import Precisions
-        return Precisions.hardware()
+        return Precisions.hardware(platform.numerics if head is None
+                                   else _head_numerics(head))
     return None
 
 
@@ -372,15 +408,34 @@ def run(parser, args):
     else:
         check_context(parser, args.model, args.context)
     scheme = _scheme(parser, args.scheme, args.sparsity, args.density)
+    if args.batch_plot and not args.batch_sweep:
+        parser.error("--batch-plot needs --batch-sweep")
+    if args.batch_sweep and args.context is None:
+        check_context(parser, args.model, args.prompt, "--prompt", tokens=1)
+    if args.head is not None and args.numerics != "hw":
+        parser.error("--head is a format of the hardware numerics: give --numerics hw")
     try:
         report = model_report(args.model, platform, prompt=args.prompt, context=args.context,
                               batch=args.batch, clock_mhz=args.clock_mhz,
                               bandwidth_gbs=args.bandwidth_gbs, scheme=scheme,
-                              precisions=_precisions(args.numerics))
+                              precisions=_precisions(args.numerics, platform, args.head))
     except ValueError as error:
         parser.error(str(error))
     if args.numerics == "hw":
         report["hardware_numerics"] = _numerics_budget(args.model, report["context"])
+    precisions = _precisions(args.numerics, platform, args.head)
+    if args.model == "b1.58-2b4t" and args.clock_mhz is None:
+        found = engine_for_ttft(args.model, platform, TELLME_TTFT_S, prompt=args.prompt,
+                                precisions=precisions)
+        report["ttft_target"] = {"target_s": TELLME_TTFT_S, "source": TELLME_TTFT_SOURCE,
+                                 "engine": None if found is None else
+                                 {"lanes": found[0], "rows": found[1], "ttft_s": found[2]}}
+    if args.batch_sweep:
+        report["batch_sweep"] = batch_sweep(args.model, platform, args.batch_sweep,
+                                            context=report["context"],
+                                            clock_mhz=args.clock_mhz, precisions=precisions)
+        if args.batch_plot:
+            print(f"batch plot: {plot_batches(report, args.batch_plot)}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(report, indent=2))
     elif args.format == "csv":
@@ -421,9 +476,17 @@ def render_markdown(report):
     """The report as Markdown: header, decode and prefill tables, summary, peers."""
     p = report["platform"]
     dec, pre = report["decode"], report["prefill"]
+    e = p["engine"]
+    port = (f"{e['weight_port_bits']}-bit weight port" if e["weight_port_bits"]
+            else "a whole beat a cycle")
+    area = report.get("engine_area")
+    area = (f"{area['lut4_per_mac']:.1f} LUT4 eq./MAC measured" if area
+            else "area not placed (no open flow for this board)")
     out = [f"## {report['model']} on {p['name']}: {p['description']}", "",
-           f"Engine K={p['lanes']} x M={p['rows']} ({report['engine_macs_per_cycle']} "
-           f"ternary MACs/cycle) at {report['clock_mhz']:.1f} MHz "
+           f"Engine `{p['engine_name']}`: K={e['lanes']} x M={e['rows']} "
+           f"({report['engine_macs_per_cycle']} ternary MACs/cycle), weight reuse "
+           f"T={e['tokens']}, {port}, {e['packing'] or 'default'} packing, output stage "
+           f"{e['output_rows']} row(s) a cycle; {area}; at {report['clock_mhz']:.1f} MHz "
            f"({report['clock_source']}); DRAM {p['bandwidth_gbs']:g} GB/s at "
            f"{p['dram_pj_per_bit']:.1f} pJ/bit ({p['dram_source']}). Units without RTL "
            f"(assumed): vector {p['vector_ops_per_cycle']} ops/cycle, attention "
@@ -461,6 +524,14 @@ def render_markdown(report):
             f"| prefill tokens/s | {report['prefill_tokens_per_s']:.1f} |",
             f"| DRAM bytes per decoded token | {_mb(report['bytes_per_token'])} MB |",
             f"| prefill DRAM bytes per prompt token | {_mb(pre['dram_bytes_per_token'])} MB |"]
+    target = report.get("ttft_target")
+    if target:
+        engine = target["engine"]
+        found = (f"K={engine['lanes']} x M={engine['rows']} ({engine['ttft_s'] * 1e3:,.0f} ms; "
+                 "projection of the cycle model at this clock, the same T, port and packing)"
+                 if engine else "none of K x M up to 256 x 128 (projection)")
+        out.append(f"| smallest engine with a {pre['tokens']}-token prefill within "
+                   f"{target['target_s']} s ({target['source']}) | {found} |")
     for node in NODES:
         j, f = report["joules_per_token"][node], report["fp16_joules_per_token"][node]
         out.append(f"| J per decoded token, {node} arithmetic | {j['total']:.4f} (arithmetic "
@@ -486,14 +557,31 @@ def render_markdown(report):
                        f"{r['theirs']:.3g} | {r['ours']:.3g} | {versus} "
                        f"| {r['nearest_preset']}{' *' if r['like_for_like'] else ''} "
                        f"| {r['source']}{note} |")
+    sweep = report.get("batch_sweep")
+    if sweep:
+        out += ["", f"### Batched decode at context {dec['context']}", "",
+                "B sequences decode together; the engine applies each weight beat to up to "
+                f"T = {e['tokens']} tokens, so the weights are read once per step while "
+                "B <= T.", "",
+                "| B | step ms | tokens/s | tokens/s a sequence | DRAM MB per token | "
+                "J per token (7 nm) | compute ms | memory ms | bound |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in sweep:
+            out.append(f"| {r['batch']} | {r['step_s'] * 1e3:,.2f} | {r['tokens_per_s']:,.2f} "
+                       f"| {r['tokens_per_s_per_sequence']:.2f} "
+                       f"| {_mb(r['dram_bytes_per_token'])} | {r['joules_per_token']:.4f} "
+                       f"| {r['compute_s'] * 1e3:,.2f} | {r['memory_s'] * 1e3:,.2f} "
+                       f"| {r['bound']} |")
     out += ["", "Projection, not a measurement. The RTL proves the BitLinears' cycles (the "
             "engine's cycle model equals its simulation, bit-exact) and, on ECP5, the "
             "engine's Fmax; it does not prove the attention, vector and LM head units (no "
             "RTL: assumed throughputs above), the clock on boards without an open flow, a "
             "DRAM controller at peak bandwidth, or the kernels' sequencing (each kernel "
             "overlaps its own compute and DRAM traffic; kernels do not overlap each other). "
-            "The engine streams its weights once per token (no reuse across tokens or "
-            "sequences yet), so prefill and batching read every weight per token. Energies "
+            "The engine's weight reuse (T tokens a weight beat, RTL: "
+            "hw.rtl.engine.LayerEngine) reads the weights once per T tokens in prefill "
+            "and batched decode; on ECP5 its area and Fmax are those of the placed "
+            "configuration named above (the median over the report's seeds). Energies "
             "are dynamic energies of arithmetic, DRAM and SRAM only (no static power, "
             "clock tree, I/O or host)."]
     return "\n".join(out)
@@ -513,6 +601,39 @@ def render_csv(report):
     return buffer.getvalue()
 
 
+def plot_batches(report, path):
+    """Decode tokens/s and J per token against the batch (``report["batch_sweep"]``),
+    on log axes; returns the path written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = report["batch_sweep"]
+    b = [r["batch"] for r in rows]
+    fig, left = plt.subplots(figsize=(6, 4))
+    left.plot(b, [r["tokens_per_s"] for r in rows], "o-", color="tab:blue")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("sequences decoded together (B)")
+    left.set_ylabel("decode tokens/s (all sequences)", color="tab:blue")
+    right = left.twinx()
+    right.plot(b, [r["joules_per_token"] for r in rows], "s--", color="tab:red")
+    right.set_yscale("log")
+    right.set_ylabel("J per token (7 nm arithmetic + DRAM + SRAM)", color="tab:red")
+    for r in rows:
+        if r["bound"] == "compute":
+            left.axvline(r["batch"], color="grey", linestyle=":")
+            left.annotate("compute-bound", (r["batch"], r["tokens_per_s"]),
+                          textcoords="offset points", xytext=(4, -12), fontsize=8)
+            break
+    p = report["platform"]
+    left.set_title(f"{report['model']} on {p['name']}: batched decode (projection)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_roofline(report, path):
     """The roofline of the platform (the engine's compute roof, the other units' roofs,
     the DRAM slope) with every kernel of decode and prefill at its operational
@@ -523,7 +644,7 @@ def plot_roofline(report, path):
 
     p, hz = report["platform"], report["clock_mhz"] * 1e6
     bandwidth = p["bandwidth_gbs"] * 1e9
-    roofs = {"engine (ternary adds)": 2 * p["lanes"] * p["rows"] * hz,
+    roofs = {"engine (ternary adds)": 2 * report["engine_macs_per_cycle"] * hz,
              "LM head unit": 2 * p["head_macs_per_cycle"] * hz,
              "attention unit": 2 * p["attention_macs_per_cycle"] * hz,
              "vector unit": p["vector_ops_per_cycle"] * hz}

@@ -28,10 +28,11 @@ exact); :attr:`HwDecoder.saturations` counts every clipped value by operation.
 import numpy as np
 
 from ternary_accel.model.decoder import A4_8, A8, A_FLOAT, Decoder
-from ternary_accel.model.hwnum import (DEFAULT, TRIT5_MAX, HwNumerics, NumericsError,
+from ternary_accel.model.hwnum import (DEFAULT, HwNumerics, NumericsError,
                                        Saturations, attention_scores, attention_values,
                                        code_factor, exp2_table, fixed_constant, gate_product,
-                                       norm_quant, output_factor, quantize_absmax, relu2,
+                                       norm_quant, output_factor, quantize_absmax,
+                                       quantize_head, relu2,
                                        rescale, residual_add, rope_rotate, rope_table,
                                        rsqrt_table, saturate, score_factor, softmax_weights,
                                        to_fixed)
@@ -63,21 +64,12 @@ def make_decoder(weights, *, numerics=FLOAT_NUMERICS, hw=None, **kwargs):
 
 
 def head_matrix(embedding, numerics):
-    """The LM head as the hardware holds it: integer rows and their scales.
-
-    ``int8``: each row absmax-quantized to ``-(2**(head_bits-1) - 1) ..`` its maximum;
-    ``trit5``: to -121..121 (five balanced trits, :func:`model.hwnum.head_trits`).
-    Returns ``(rows, mant, exp)``: ``E[j] ~= rows[j] * mant[j] * 2**exp[j]``.
-    """
-    e = np.asarray(embedding, dtype=np.float64)
-    qmax = TRIT5_MAX if numerics.head == "trit5" else (1 << (numerics.head_bits - 1)) - 1
-    peak = np.max(np.abs(e), axis=1)
-    peak = np.where(peak > 0, peak, 1.0)
-    rows = np.floor(e * (qmax / peak)[:, None] + 0.5).astype(np.int64)
-    rows = np.clip(rows, -qmax, qmax)
-    mant, exp = fixed_constant(peak / qmax, numerics.scale_bits, "LM head row scales")
-    dtype = np.int8 if qmax <= 127 else np.int16
-    return rows.astype(dtype), mant, exp
+    """The LM head as the hardware holds it: integer rows and their scales,
+    ``(rows, mant, exp)`` with ``E[j] ~= rows[j] * mant[j] * 2**exp[j]`` (the format's
+    definition: :func:`model.hwnum.quantize_head`; a ``grouped`` head's rows are its
+    codes times their group's multiplier)."""
+    head = quantize_head(embedding, numerics)
+    return head.rows, head.mant, head.exp
 
 
 class HwDecoder(Decoder):
@@ -349,7 +341,8 @@ class HwDecoder(Decoder):
         self._record("lm_head", tokens=x.shape[0], vocab=self.config.vocab,
                      width=self.config.hidden)
         values = nq.values.astype(np.float64)
-        if n.head_act_bits + n.head_bits + np.log2(x.shape[-1]) > 52:
+        group_bits = n.head_group_bits if n.head == "grouped" else 0
+        if n.head_act_bits + n.head_bits + group_bits + np.log2(x.shape[-1]) > 52:
             raise NumericsError("LM head sums beyond 52 bits are not exact here")
         acc = np.empty((x.shape[0], rows.shape[0]), dtype=np.int64)
         for lo in range(0, rows.shape[0], 8192):

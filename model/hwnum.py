@@ -36,16 +36,20 @@ __all__ = ["NumericsError", "HwNumerics", "Saturations", "DEFAULT", "WIDE",
            "SCORE_BITS", "code_factor", "score_factor", "attention_scores",
            "attention_values",
            "head_trits", "trits_value", "HEAD_FORMATS", "TRIT5_MAX", "operations",
-           "kv_bytes_per_position"]
+           "kv_bytes_per_position", "GROUPED_HEAD", "HeadMatrix", "quantize_head",
+           "pack_head", "unpack_head", "head_row_bytes", "head_scale_bytes", "head_bytes"]
 
 
 class NumericsError(ValueError):
     """A width out of range, or a checkpoint constant that its format cannot hold."""
 
 
-#: LM head formats: int8 rows (absmax per row), or five balanced trits per weight
-#: (-121..121; five passes of the add-only engine).
-HEAD_FORMATS = ("int8", "trit5")
+#: LM head formats: ``int8``: signed ``head_bits``-bit rows (absmax per row);
+#: ``trit5``: five balanced trits per weight (-121..121; five passes of the add-only
+#: engine), a base-3 byte each; ``grouped``: signed ``head_bits``-bit codes with an
+#: unsigned ``head_group_bits``-bit multiplier per ``head_group`` inputs under the row
+#: scale (two-level scales, :func:`quantize_head`).
+HEAD_FORMATS = ("int8", "trit5", "grouped")
 #: Largest magnitude of five balanced trits: 1 + 3 + 9 + 27 + 81.
 TRIT5_MAX = 121
 
@@ -101,6 +105,9 @@ class HwNumerics:
         Width of an ``int8`` head's weights (8; wider only for measurements).
     head_act_bits : int
         Width of the head's input (the final norm's absmax quantizer; 8).
+    head_group, head_group_bits : int
+        A ``grouped`` head: inputs per group multiplier (a divisor of the hidden size)
+        and the multipliers' unsigned width.
     """
 
     resid_bits: int = 24
@@ -120,6 +127,8 @@ class HwNumerics:
     head: str = "int8"
     head_bits: int = 8
     head_act_bits: int = 8
+    head_group: int = 32
+    head_group_bits: int = 6
 
     _RANGES = {
         "resid_bits": (8, 24), "resid_frac": (0, 22), "gain_bits": (4, 24),
@@ -127,7 +136,7 @@ class HwNumerics:
         "recip_bits": (8, 24), "scale_bits": (8, 24), "rope_bits": (4, 24),
         "qk_bits": (3, 16), "softmax_frac": (2, 14), "exp_bits": (8, 24),
         "prob_bits": (8, 20), "v_bits": (3, 16), "head_bits": (4, 16),
-        "head_act_bits": (4, 16),
+        "head_act_bits": (4, 16), "head_group": (2, 4096), "head_group_bits": (2, 8),
     }
 
     def __post_init__(self):
@@ -175,6 +184,13 @@ WIDE = HwNumerics(resid_bits=24, resid_frac=14, gain_bits=20, rsqrt_bits=24,
                   rope_bits=24, qk_bits=16, softmax_frac=14, exp_bits=24, prob_bits=20,
                   v_bits=16, head="int8", head_bits=16,
                   head_act_bits=16)
+
+
+#: The LM head of the bandwidth-bound presets (``hw perf``, ``docs/performance.md``):
+#: 4-bit codes with a 6-bit multiplier per 32 inputs, 4.2 bits a weight against the
+#: int8 head's 8; of the 4-bit candidates the closest to the float-numerics model
+#: (``make bench-head``, ``docs/results/bench-head.md``).
+GROUPED_HEAD = DEFAULT.replace(head="grouped", head_bits=4)
 
 
 @dataclass
@@ -638,6 +654,184 @@ def trits_value(digits):
     """Inverse of :func:`head_trits`."""
     d = _int(digits)
     return sum(d[k] * 3 ** k for k in range(d.shape[0]))
+
+
+# -- the LM head's formats: quantization and bytes ------------------------------------------
+
+@dataclass(frozen=True)
+class HeadMatrix:
+    """The LM head as the hardware stores it (:func:`quantize_head`).
+
+    Attributes
+    ----------
+    codes : numpy.ndarray, (vocab, hidden)
+        Signed integers: ``head_bits``-bit codes (``int8``, ``grouped``) or -121..121
+        (``trit5``).
+    groups : numpy.ndarray of int64, (vocab, hidden / head_group), or None
+        A ``grouped`` head's multipliers, 1 .. ``2**head_group_bits - 1``.
+    mant, exp : numpy.ndarray of int64, (vocab,)
+        Row scales, ``scale_bits`` mantissas: ``E[j] ~= rows[j] * mant[j] * 2**exp[j]``.
+    """
+
+    codes: np.ndarray
+    groups: np.ndarray
+    mant: np.ndarray
+    exp: np.ndarray
+
+    @property
+    def rows(self):
+        """The integer rows the head's products use: the codes times their group's
+        multiplier (``grouped``: the sum of each group's product times its multiplier
+        is the same integer), else the codes."""
+        if self.groups is None:
+            return self.codes
+        group = self.codes.shape[1] // self.groups.shape[1]
+        return (_int(self.codes) * np.repeat(self.groups, group, axis=1)).astype(np.int32)
+
+
+def _head_qmax(numerics):
+    return TRIT5_MAX if numerics.head == "trit5" else (1 << (numerics.head_bits - 1)) - 1
+
+
+def _check_group(hidden, numerics):
+    if numerics.head == "grouped" and hidden % numerics.head_group:
+        raise NumericsError(f"head_group = {numerics.head_group} does not divide the "
+                            f"hidden size {hidden}")
+
+
+def quantize_head(embedding, numerics):
+    """The tied embedding ``(vocab, hidden)`` in the LM head's format (:data:`HEAD_FORMATS`).
+
+    Each row's peak ``P`` (absmax; 1 for an all-zero row) sets its scale. ``int8`` and
+    ``trit5``: ``codes = clip(round(E * qmax / P), -qmax, qmax)``, scale ``P / qmax``.
+    ``grouped``: a group of ``head_group`` inputs with peak ``p`` gets the multiplier
+    ``s = clip(ceil(p / P * smax), 1, smax)`` (``smax = 2**head_group_bits - 1``), its
+    codes ``clip(round(E / (step * s)), -qmax, qmax)`` with the row step ``step = P /
+    (qmax * smax)``, the row scale. Rounding is half up (``floor(x + 0.5)``); the
+    scales are :func:`fixed_constant` mantissas of ``scale_bits``.
+    """
+    e = np.asarray(embedding, dtype=np.float64)
+    if e.ndim != 2:
+        raise NumericsError(f"the LM head must be a (vocab, hidden) matrix, not shape {e.shape}")
+    _check_group(e.shape[1], numerics)
+    qmax = _head_qmax(numerics)
+    peak = np.max(np.abs(e), axis=1)
+    peak = np.where(peak > 0, peak, 1.0)
+    groups = None
+    if numerics.head == "grouped":
+        smax = (1 << numerics.head_group_bits) - 1
+        g = numerics.head_group
+        group_peak = np.max(np.abs(e.reshape(e.shape[0], -1, g)), axis=2)
+        groups = np.clip(np.ceil(group_peak / peak[:, None] * smax), 1, smax).astype(np.int64)
+        step = peak / (qmax * smax)
+        divisor = step[:, None] * np.repeat(groups, g, axis=1)
+    else:
+        step = peak / qmax
+        divisor = step[:, None]
+    codes = np.clip(np.floor(e / divisor + 0.5), -qmax, qmax).astype(np.int64)
+    mant, exp = fixed_constant(step, numerics.scale_bits, "LM head row scales")
+    if np.any(exp < -128) or np.any(exp > 127):
+        raise NumericsError("LM head row scales: an exponent outside a signed byte (a row "
+                            "of magnitudes below about 1e-30 or above 1e30)")
+    dtype = np.int8 if qmax <= 127 else np.int16
+    return HeadMatrix(codes.astype(dtype), groups, mant, exp)
+
+
+def head_row_bytes(hidden, numerics):
+    """Bytes of one row of the head as stored (and fetched as an embedding row): the
+    codes at ``head_bits`` (``trit5``: a base-3 byte a weight) and a ``grouped`` row's
+    multipliers at ``head_group_bits``, packed little-endian, the row padded to a byte."""
+    _check_group(hidden, numerics)
+    bits = hidden * (8 if numerics.head == "trit5" else numerics.head_bits)
+    if numerics.head == "grouped":
+        bits += hidden // numerics.head_group * numerics.head_group_bits
+    return -(-bits // 8)
+
+
+def head_scale_bytes(numerics):
+    """Bytes of a row's scale: the ``scale_bits`` mantissa and a signed exponent byte."""
+    return _bytes(numerics.scale_bits) + 1
+
+
+def head_bytes(vocab, hidden, numerics):
+    """Bytes of the whole head: rows (:func:`head_row_bytes`) and row scales."""
+    return vocab * (head_row_bytes(hidden, numerics) + head_scale_bytes(numerics))
+
+
+def _field_bits(values, bits):
+    """Rows of unsigned ``bits``-bit fields as their bits, least significant first:
+    (rows, n * bits) uint8."""
+    v = _int(values)
+    return ((v[..., None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(v.shape[0], -1)
+
+
+def _field_values(bits, count, width):
+    """Inverse of :func:`_field_bits` for ``count`` fields of ``width`` bits."""
+    weights = (1 << np.arange(width)).astype(np.int64)
+    return bits[:, :count * width].reshape(bits.shape[0], count, width).astype(np.int64) @ weights
+
+
+def pack_head(head, numerics):
+    """``(rows, scales)``: the head's bytes as DRAM holds them, ``(vocab,``
+    :func:`head_row_bytes` ``)`` and ``(vocab,`` :func:`head_scale_bytes` ``)`` uint8.
+
+    A row is its codes (two's complement at ``head_bits``; ``trit5``: ``v + 121``, the
+    base-3 number of its trits plus one) then a ``grouped`` row's multipliers, packed
+    little-endian; a scale is the mantissa little-endian then the exponent as a signed
+    byte.
+    """
+    vocab, hidden = head.codes.shape
+    codes = _int(head.codes)
+    rows = np.empty((vocab, head_row_bytes(hidden, numerics)), dtype=np.uint8)
+    for lo in range(0, vocab, 4096):            # bounded memory for a large vocabulary
+        block = codes[lo:lo + 4096]
+        if numerics.head == "trit5":
+            rows[lo:lo + 4096] = (block + TRIT5_MAX).astype(np.uint8)
+            continue
+        bits = [_field_bits(block & ((1 << numerics.head_bits) - 1), numerics.head_bits)]
+        if numerics.head == "grouped":
+            bits.append(_field_bits(head.groups[lo:lo + 4096], numerics.head_group_bits))
+        rows[lo:lo + 4096] = np.packbits(np.concatenate(bits, axis=1), axis=1,
+                                         bitorder="little")
+    exp = _int(head.exp)
+    nb = _bytes(numerics.scale_bits)
+    scales = np.concatenate([(_int(head.mant)[:, None] >> (8 * np.arange(nb))) & 0xFF,
+                             (exp & 0xFF)[:, None]], axis=1).astype(np.uint8)
+    return rows, scales
+
+
+def unpack_head(rows, scales, hidden, numerics):
+    """The :class:`HeadMatrix` of :func:`pack_head`'s bytes (exact inverse). Raises
+    :class:`NumericsError` on bytes of the wrong shape or codes outside the format."""
+    rows = np.asarray(rows, dtype=np.uint8)
+    scales = np.asarray(scales, dtype=np.uint8)
+    if rows.ndim != 2 or rows.shape[1] != head_row_bytes(hidden, numerics):
+        raise NumericsError(f"head rows must be (vocab, {head_row_bytes(hidden, numerics)}) "
+                            f"bytes, not shape {rows.shape}")
+    if scales.shape != (rows.shape[0], head_scale_bytes(numerics)):
+        raise NumericsError(f"head scales must be ({rows.shape[0]}, "
+                            f"{head_scale_bytes(numerics)}) bytes, not shape {scales.shape}")
+    qmax = _head_qmax(numerics)
+    groups = None
+    if numerics.head == "trit5":
+        codes = rows.astype(np.int64) - TRIT5_MAX
+    else:
+        b = numerics.head_bits
+        bits = np.unpackbits(rows, axis=1, bitorder="little")
+        codes = _field_values(bits, hidden, b)
+        codes = np.where(codes >= 1 << (b - 1), codes - (1 << b), codes)
+        if numerics.head == "grouped":
+            groups = _field_values(bits[:, hidden * b:], hidden // numerics.head_group,
+                                   numerics.head_group_bits)
+            if np.any(groups == 0):
+                raise NumericsError("a grouped head's multiplier is zero")
+    if np.any(np.abs(codes) > qmax):
+        raise NumericsError(f"head codes outside -{qmax}..{qmax}")
+    nb = _bytes(numerics.scale_bits)
+    mant = scales[:, :nb].astype(np.int64) @ (1 << (8 * np.arange(nb))).astype(np.int64)
+    exp = scales[:, nb].astype(np.int8).astype(np.int64)
+    dtype = np.int8 if qmax <= 127 else np.int16
+    return HeadMatrix(codes.astype(dtype), groups, mant, exp)
 
 
 # -- what each operation holds: formats, tables, cache ---------------------------------------

@@ -19,7 +19,9 @@ Choices (the papers leave them open; each is a field of :class:`Precisions`):
   squared ReLU, residual adds and the activation quantizer are fp32, as the golden model
   computes them. exp, rsqrt and divides are counted as "special" operations and charged
   as one fp32 multiply each (no source gives a figure; they are a negligible share).
-* The LM head runs at its stored precision (bf16 for 2B4T, tied to the embedding).
+* The LM head runs at its stored precision (bf16 for 2B4T, tied to the embedding); in
+  the hardware numerics (``Precisions.hardware``) at its format's bytes
+  (:func:`model.hwnum.head_bytes`), the embedding rows fetched in the same format.
 * A prompt is one pass that computes the logits of its last position only.
 * Bytes: ternary weights as the engine streams them (5 per byte, read once per token:
   the engine has no weight reuse across tokens yet), the LM head once per pass, the
@@ -102,6 +104,9 @@ class Precisions:
     kv_bits: int = 16          # the KV cache (bf16 in the reference)
     head_bits: int = 16        # LM head and embedding weights (bf16)
     norm_bits: int = 16        # RMSNorm weights (bf16)
+    #: The hardware numerics whose LM head format (:func:`model.hwnum.head_row_bytes`)
+    #: gives the head's and the embedding rows' bytes; None: ``head_bits`` a weight.
+    numerics: object = None
 
     @classmethod
     def hardware(cls, numerics=None):
@@ -110,13 +115,22 @@ class Precisions:
         at the residual width, the q.k and p.v products at the Q/K code width, the LM
         head at its weight width, the KV cache as codes (the per-head maxima, 2 x 24
         bits a head and position, are left out: 0.2 bits an element at head_dim 128),
-        the norm gains at their width."""
+        the norm gains at their width; the head's and the embedding rows' bytes are
+        its format's (codes, group multipliers and row scales)."""
         from ternary_accel.model.hwnum import DEFAULT
         n = DEFAULT if numerics is None else numerics
-        head_bits = 8 if n.head == "trit5" else n.head_bits      # five trits pack a byte
+        head_bits = 8 if n.head == "trit5" else n.head_bits      # a base-3 byte a weight
         return cls(vector=f"int{n.resid_bits}", attention=f"int{max(n.qk_bits, 8)}",
                    head=f"int{max(head_bits, 8)}", kv_bits=max(n.qk_bits, n.v_bits),
-                   head_bits=head_bits, norm_bits=n.gain_bits)
+                   head_bits=head_bits, norm_bits=n.gain_bits, numerics=n)
+
+    def head_row_bytes(self, width):
+        """Bytes of one row of the LM head (or of the tied embedding) of ``width``
+        weights: the numerics' format with its row scale, else ``head_bits`` a weight."""
+        if self.numerics is None:
+            return width * self.head_bits // 8
+        from ternary_accel.model.hwnum import head_row_bytes, head_scale_bytes
+        return head_row_bytes(width, self.numerics) + head_scale_bytes(self.numerics)
 
     def __post_init__(self):
         for name in ("kv_bits", "head_bits", "norm_bits"):
@@ -272,14 +286,14 @@ def _softmax(sizes, p, run, name):
 
 
 def _embedding(sizes, p, run, name):
-    return VECTOR, {}, {"embedding": sizes["tokens"] * sizes["width"] * p.head_bits // 8,
+    return VECTOR, {}, {"embedding": sizes["tokens"] * p.head_row_bytes(sizes["width"]),
                         "activations": sizes["tokens"] * sizes["width"] * 4}, 0, 0
 
 
 def _lm_head(sizes, p, run, name):
     macs = sizes["tokens"] * sizes["vocab"] * sizes["width"]
     return HEAD, {(p.head, "mul"): macs, (p.head, "add"): macs}, \
-        {"head_weights": sizes["vocab"] * sizes["width"] * p.head_bits // 8,
+        {"head_weights": sizes["vocab"] * p.head_row_bytes(sizes["width"]),
          "activations": sizes["tokens"] * (sizes["width"] + sizes["vocab"]) * 4}, macs, 0
 
 

@@ -25,8 +25,8 @@ from ternary_accel.model.sparse import BEAT_MAJOR
 from ternary_accel.hw.perf.platforms import PEERS
 from ternary_accel.hw.timing import LayerMapping, SparseLayerMapping
 
-__all__ = ["overlapped_seconds", "KernelTime", "PhaseReport", "phase_report", "model_report", "scheme_rows",
-           "NODES"]
+__all__ = ["overlapped_seconds", "KernelTime", "PhaseReport", "phase_report", "model_report",
+           "scheme_rows", "NODES", "batch_sweep", "engine_for_ttft", "TTFT_ENGINES"]
 
 #: Process nodes of the arithmetic energies.
 NODES = ("45nm", "7nm")
@@ -198,6 +198,7 @@ def model_report(model, platform, *, prompt=128, context=None, batch=1, clock_mh
             raise ValueError(f"{name} must be positive, not {value!r}")
     if bandwidth_gbs is not None:
         platform = replace(platform, bandwidth_gbs=float(bandwidth_gbs))
+    measured = platform.measured(reports=reports)
     if clock_mhz is None:
         clock_mhz, clock_source = platform.clock(reports)
     else:
@@ -230,11 +231,77 @@ def model_report(model, platform, *, prompt=128, context=None, batch=1, clock_mh
         "joules_per_token": dec.energy,
         "fp16_joules_per_token": dec.fp16_energy,
         "engine_macs_per_cycle": platform.lanes * platform.rows,
+        "engine_area": (None if measured is None or clock_source == "given"
+                        else {"lut4_per_mac": measured.lut4_per_mac,
+                              "source": measured.describe()}),
         "units": dict(UNITS),
         "decode": dec.to_dict(), "prefill": pre.to_dict(),
         "peers": peer_rows(model, platform.name, dec),
     }
     return report
+
+
+def batch_sweep(model, platform, batches, *, context=128, clock_mhz=None, reports=None,
+                precisions=None):
+    """Decode of ``B`` sequences together for each ``B`` in ``batches`` (the engine's
+    weight reuse: a weight beat serves up to T tokens): one row per ``B`` with the
+    step's time, tokens/s (all sequences, and each), DRAM bytes and joules per token
+    and what bounds the step (``"memory"`` while the DRAM time of the step's operations
+    exceeds their compute time, else ``"compute"``).
+
+    Raises
+    ------
+    ValueError
+        As :func:`model_report`, or on a batch that is not a positive integer.
+    """
+    config = model_config(model)
+    if clock_mhz is None:
+        clock_mhz, _ = platform.clock(reports)
+    shape = dict(lanes=platform.lanes, rows=platform.rows, **platform.engine_port)
+    if precisions is not None:
+        shape["precisions"] = precisions
+    decode = account(config, tokens=1, context=context, **shape)
+    rows = []
+    for b in batches:
+        phase = phase_report(batched(decode, b), platform, clock_mhz, "decode")
+        compute = sum(k.compute_s for k in phase.kernels)
+        memory = sum(k.memory_s for k in phase.kernels)
+        rows.append({"batch": b, "step_s": phase.seconds,
+                     "tokens_per_s": phase.tokens / phase.seconds,
+                     "tokens_per_s_per_sequence": 1 / phase.seconds,
+                     "dram_bytes_per_token": phase.dram_bytes / phase.tokens,
+                     "joules_per_token": phase.energy["7nm"]["total"],
+                     "compute_s": compute, "memory_s": memory,
+                     "bound": "memory" if memory > compute else "compute"})
+    return rows
+
+
+#: Engine shapes tried for a time-to-first-token target (K lanes x M rows, doubling).
+TTFT_ENGINES = ((32, 16), (32, 32), (64, 32), (64, 64), (128, 64), (128, 128), (256, 128))
+
+
+def engine_for_ttft(model, platform, target_s, *, prompt=128, clock_mhz=None,
+                    reports=None, precisions=None):
+    """The smallest engine of :data:`TTFT_ENGINES` (the preset's T, port and packing, at
+    its clock and bandwidth) whose prefill of ``prompt`` tokens takes at most
+    ``target_s``: ``(lanes, rows, seconds)``, or None. A projection of the cycle model,
+    not a placed design."""
+    config = model_config(model)
+    if clock_mhz is None:
+        clock_mhz, _ = platform.clock(reports)
+    for lanes, rows in TTFT_ENGINES:
+        engine = replace(platform.engine, lanes=lanes, rows=rows)
+        trial = replace(platform, engine=engine)
+        try:
+            prefill = account(config, tokens=prompt, context=0, lanes=lanes, rows=rows,
+                              **trial.engine_port,
+                              **({} if precisions is None else {"precisions": precisions}))
+        except ValueError:
+            continue
+        seconds = phase_report(prefill, trial, clock_mhz, "prefill").seconds
+        if seconds <= target_s:
+            return lanes, rows, seconds
+    return None
 
 
 def peer_rows(model, preset, decode):

@@ -72,3 +72,27 @@ def test_bench_numerics_small(cli):
     assert together["cosine"] >= 0.9999 and abs(together["ppl_change"]) < 0.01
     assert {r["model"] for r in report["random"]} == {"tiny (tests)", "reference architecture"}
     assert all(r["saturations"] == 0 and r["cosine"] > 0.98 for r in report["random"])
+
+
+@pytest.mark.slow
+def test_bench_numerics_heads(cli):
+    out = cli("bench", "numerics", "--heads", "--tokens", "255", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["rows"]
+    labels = [r["row"] for r in rows]
+    assert labels[0] == "float numerics" and len(labels) == 9
+    assert any("GROUPED_HEAD" in label and "4.20 bits a weight, 2B4T head 172.2 MB" in label
+               for label in labels)
+    int8 = next(r for r in rows if "int8 rows" in r["row"])
+    int4 = next(r for r in rows if "int4 rows" in r["row"])
+    assert int8["cosine"] > int4["cosine"] > 0.99
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--heads", "--sweep"], "separate runs"),
+    (["--heads", "--model", "a4.8"], "b1.58 model only"),
+])
+def test_bench_numerics_heads_refusals(cli, args, fragment):
+    out = cli("bench", "numerics", *args)
+    assert out.returncode == 2 and fragment in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

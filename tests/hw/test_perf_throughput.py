@@ -9,7 +9,7 @@ import pytest
 from cli_runner import invoke
 
 from ternary_accel.hw.perf.throughput import model_report
-from ternary_accel.hw.perf.platforms import PLATFORMS, Platform, get_platform
+from ternary_accel.hw.perf.platforms import PLATFORMS, Platform, get_platform, preset_engine
 from ternary_accel.model.config import model_config
 from ternary_accel.hw.mapping import check_layer_shape
 from ternary_accel.model.shapes import MODELS
@@ -76,7 +76,10 @@ def test_platform_checks():
     with pytest.raises(ValueError, match="unknown platform 'zx81'.*ecp5-ddr3"):
         get_platform("zx81")
     with pytest.raises(ValueError, match="bandwidth_gbs must be positive"):
-        Platform("x", "x", 0, 1, "", lanes=32, rows=16, fallback_clock_mhz=100,
+        Platform("x", "x", 0, 1, "", engine=preset_engine(32, 16), fallback_clock_mhz=100,
+                 clock_source="")
+    with pytest.raises(ValueError, match="engine must be an EngineParams"):
+        Platform("x", "x", 1, 1, "", engine=(32, 16), fallback_clock_mhz=100,
                  clock_source="")
 
 
