@@ -428,8 +428,7 @@ def run(parser, args):
         found = engine_for_ttft(args.model, platform, TELLME_TTFT_S, prompt=args.prompt,
                                 precisions=precisions)
         report["ttft_target"] = {"target_s": TELLME_TTFT_S, "source": TELLME_TTFT_SOURCE,
-                                 "engine": None if found is None else
-                                 {"lanes": found[0], "rows": found[1], "ttft_s": found[2]}}
+                                 **found}
     if args.batch_sweep:
         report["batch_sweep"] = batch_sweep(args.model, platform, args.batch_sweep,
                                             context=report["context"],
@@ -528,8 +527,12 @@ def render_markdown(report):
     if target:
         engine = target["engine"]
         found = (f"K={engine['lanes']} x M={engine['rows']} ({engine['ttft_s'] * 1e3:,.0f} ms; "
-                 "projection of the cycle model at this clock, the same T, port and packing)"
-                 if engine else "none of K x M up to 256 x 128 (projection)")
+                 "projection of the cycle model at this clock and bandwidth, the same T and "
+                 "packing, the port widened with the beat)"
+                 if engine else
+                 "none of K x M up to {lanes} x {rows} (projection: {ttft_s:.2f} s there, "
+                 "limited by {limits})".format(**{**target["largest"], "limits": ", ".join(
+                     target["largest"]["limits"])}))
         out.append(f"| smallest engine with a {pre['tokens']}-token prefill within "
                    f"{target['target_s']} s ({target['source']}) | {found} |")
     for node in NODES:

@@ -282,26 +282,43 @@ TTFT_ENGINES = ((32, 16), (32, 32), (64, 32), (64, 64), (128, 64), (128, 128), (
 
 def engine_for_ttft(model, platform, target_s, *, prompt=128, clock_mhz=None,
                     reports=None, precisions=None):
-    """The smallest engine of :data:`TTFT_ENGINES` (the preset's T, port and packing, at
-    its clock and bandwidth) whose prefill of ``prompt`` tokens takes at most
-    ``target_s``: ``(lanes, rows, seconds)``, or None. A projection of the cycle model,
-    not a placed design."""
+    """The smallest engine of :data:`TTFT_ENGINES` (the preset's T and packing, its
+    weight port widened with the beat so that a beat takes as many words, at the
+    preset's clock and bandwidth) whose prefill of ``prompt`` tokens takes at most
+    ``target_s``. A projection of the cycle model, not a placed design.
+
+    Returns
+    -------
+    dict
+        ``engine``: ``{"lanes", "rows", "ttft_s"}`` of that engine, or None;
+        ``largest``: the same for the largest engine tried, with ``limits``, the three
+        operation kinds that take the longest there (what no engine size removes).
+    """
     config = model_config(model)
     if clock_mhz is None:
         clock_mhz, _ = platform.clock(reports)
+    base = platform.engine
+    found, largest = None, None
     for lanes, rows in TTFT_ENGINES:
-        engine = replace(platform.engine, lanes=lanes, rows=rows)
-        trial = replace(platform, engine=engine)
+        port = base.weight_port_bits
+        if port is not None:
+            port = max(8, port * lanes * rows // (base.lanes * base.rows) // 8 * 8)
         try:
+            engine = replace(base, lanes=lanes, rows=rows, weight_port_bits=port)
+            trial = replace(platform, engine=engine)
             prefill = account(config, tokens=prompt, context=0, lanes=lanes, rows=rows,
                               **trial.engine_port,
                               **({} if precisions is None else {"precisions": precisions}))
         except ValueError:
             continue
-        seconds = phase_report(prefill, trial, clock_mhz, "prefill").seconds
-        if seconds <= target_s:
-            return lanes, rows, seconds
-    return None
+        phase = phase_report(prefill, trial, clock_mhz, "prefill")
+        top = sorted(phase.kernels, key=lambda k: k.seconds, reverse=True)[:3]
+        largest = {"lanes": lanes, "rows": rows, "ttft_s": phase.seconds,
+                   "limits": [f"{k.label} ({k.bound})" for k in top]}
+        if found is None and phase.seconds <= target_s:
+            found = {"lanes": lanes, "rows": rows, "ttft_s": phase.seconds}
+            break
+    return {"engine": found, "largest": largest}
 
 
 def peer_rows(model, preset, decode):

@@ -140,3 +140,19 @@ def test_accounted_bytes_are_the_formats_bytes_by_hand():
     assert a.dram_bytes == sum(moved[k] for k in ("head_weights", "embedding",
                                                   "ternary_weights", "kv_cache",
                                                   "norm_weights"))
+
+
+@pytest.mark.parametrize("numerics", [GROUPED_HEAD, DEFAULT.replace(head="trit5")],
+                         ids=["grouped", "trit5"])
+def test_decoder_logits_from_the_packed_head_are_the_same(numerics):
+    """The head as DRAM holds it, unpacked, gives the decoder the same logits."""
+    weights = MasterWeights(TINY, random_master_weights(TINY, seed=5))
+    decoder = HwDecoder(weights, numerics=numerics)
+    ids = np.array([1, 7, 42, 200])
+    before = decoder.forward(ids)
+    rows, scales = pack_head(quantize_head(weights.lm_head(), numerics), numerics)
+    back = unpack_head(rows, scales, TINY.hidden, numerics)
+    again = HwDecoder(weights, numerics=numerics)
+    _ = again.hw_head                              # the final norm's constants
+    again._hw_head = (back.rows, back.mant, back.exp)
+    assert np.array_equal(again.forward(ids), before)
