@@ -372,6 +372,25 @@ class Accounting:
                        self.precisions, records, scheme,
                        self.dataflow if dataflow is None else dataflow, self.engine_port)
 
+    def on_engine(self, lanes, rows, weight_reuse=1, port_bits=None, packing=None):
+        """The same pass charged on another engine (its tiling's weight bytes and
+        beats), without running the decoder again.
+
+        Raises
+        ------
+        ValueError
+            On a batched accounting, or projections that do not tile onto the engine.
+        """
+        if self.batch != 1:
+            raise ValueError("re-cost a pass before batching it")
+        port = {"weight_reuse": weight_reuse, "port_bits": port_bits, "packing": packing}
+        for p in self.config.shape.projections():
+            LayerTiling(p.out_features, p.in_features, 1, lanes, rows, batch=weight_reuse,
+                        port_bits=port_bits, packing=packing)
+        records = [(c.kind, c.layer, c.name, c.sizes) for c in self.costs]
+        return _costed(self.config, self.tokens, self.context, lanes, rows,
+                       self.precisions, records, self.scheme, self.dataflow, port)
+
     @property
     def engine_port(self):
         """The engine's weight reuse, port width and packing, as :func:`account` takes

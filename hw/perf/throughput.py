@@ -299,6 +299,9 @@ def engine_for_ttft(model, platform, target_s, *, prompt=128, clock_mhz=None,
         clock_mhz, _ = platform.clock(reports)
     base = platform.engine
     found, largest = None, None
+    counted = account(config, tokens=prompt, context=0, lanes=base.lanes, rows=base.rows,
+                      **platform.engine_port,
+                      **({} if precisions is None else {"precisions": precisions}))
     for lanes, rows in TTFT_ENGINES:
         port = base.weight_port_bits
         if port is not None:
@@ -306,9 +309,7 @@ def engine_for_ttft(model, platform, target_s, *, prompt=128, clock_mhz=None,
         try:
             engine = replace(base, lanes=lanes, rows=rows, weight_port_bits=port)
             trial = replace(platform, engine=engine)
-            prefill = account(config, tokens=prompt, context=0, lanes=lanes, rows=rows,
-                              **trial.engine_port,
-                              **({} if precisions is None else {"precisions": precisions}))
+            prefill = counted.on_engine(lanes, rows, **trial.engine_port)
         except ValueError:
             continue
         phase = phase_report(prefill, trial, clock_mhz, "prefill")

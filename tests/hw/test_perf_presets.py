@@ -99,3 +99,15 @@ def test_perf_prints_the_batch_sweep_and_the_ttft_engine(cli, tmp_path):
     assert bad.returncode == 2 and "--batch-plot needs --batch-sweep" in bad.stderr
     bad = cli("perf", "--head", "trit5")
     assert bad.returncode == 2 and "--numerics hw" in bad.stderr
+
+
+def test_recosting_on_another_engine_equals_a_new_account():
+    from ternary_accel.hw.perf.accounting import account
+    from ternary_accel.model.config import TINY
+    port = {"weight_reuse": 4, "port_bits": 64, "packing": "3in5"}
+    direct = account(TINY, tokens=6, context=0, lanes=8, rows=4, **port)
+    recost = account(TINY, tokens=6, context=0, lanes=16, rows=8).on_engine(8, 4, **port)
+    assert recost.bytes() == direct.bytes()
+    assert [c.beats for c in recost.costs] == [c.beats for c in direct.costs]
+    with pytest.raises(ValueError):
+        direct.on_engine(7, 4)
