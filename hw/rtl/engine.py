@@ -234,32 +234,40 @@ class LayerEngine(wiring.Component):
         # The beat's uses left after the current one, and whether the current one is its
         # last: registers, so that the handshake's path (the unit's wgt.ready -> the last
         # use -> the beat register's enable) has no counter compare on it.
+        # final is 0 while the register is empty, so that it alone says "the next use
+        # is the last" (one LUT from the handshake to used); last_word is kept as a
+        # register beside the slot counter, not compared after it.
         remaining = Signal(range(max(self._tokens, 2)), name="beat_remaining")
-        final = Signal(name="beat_final")
+        final = Signal(name="beat_final")     # full and the current use is the last
         used = Signal(name="beat_used")       # the beat's last use transfers now
-        m.d.comb += used.eq(full & unit.wgt.ready & final)
-        last_word = slot == words - 1
+        m.d.comb += used.eq(final & unit.wgt.ready)
+        last_word = Signal(name="word_slot_last", init=words == 1)  # slot == words - 1
         m.d.comb += decoder.o.ready.eq(~last_word | ~full | used)
         load = decoder.o.valid & last_word & (~full | used)
         word = decoder.o.payload.as_value()
         # the staging registers take the words before the last whatever the beat does
         with m.If(decoder.o.valid & ~last_word):
-            m.d.sync += slot.eq(slot + 1)
+            m.d.sync += [slot.eq(slot + 1), last_word.eq(slot == words - 2)]
             for w, register in enumerate(staged):
                 with m.If(slot == w):
                     m.d.sync += register.eq(word)
         with m.If(load):
-            m.d.sync += [slot.eq(0), full.eq(1), remaining.eq(batch - 1),
-                         final.eq(batch == 1),
+            m.d.sync += [slot.eq(0), last_word.eq(words == 1), full.eq(1),
+                         remaining.eq(batch - 1), final.eq(batch == 1),
                          beat.eq(Cat(*staged, word)[:2 * codes])]
         with m.Elif(used):
-            m.d.sync += full.eq(0)
+            m.d.sync += [full.eq(0), final.eq(0)]
         with m.Elif(full & unit.wgt.ready):
             m.d.sync += [remaining.eq(remaining - 1), final.eq(remaining == 1)]
         take = decoder.o.valid & decoder.o.ready
-        # a word with an invalid code: sticky, like the unit's flag
+        # a word with an invalid code: sticky, like the unit's flag, a cycle after the
+        # word (the decoder's flag, an OR over the word's groups, and the handshake are
+        # registered first, so neither sits in front of the flag's enable)
         invalid = Signal(name="word_invalid")
-        with m.If(take & decoder.invalid):
+        word_bad = Signal(name="word_bad")
+        word_taken = Signal(name="word_taken")
+        m.d.sync += [word_bad.eq(decoder.invalid), word_taken.eq(take)]
+        with m.If(word_taken & word_bad):
             m.d.sync += invalid.eq(1)
         m.d.comb += [
             unit.wgt.valid.eq(full),

@@ -56,9 +56,12 @@ def _credits(m, name, limit, take, give):
     room = Signal(name=f"{name}_room", init=1)
     full = count == limit
     below_after_take = ~full & (count != limit - 1)  # count + 1 < limit
+    # the increment and decrement come from the register alone; take and give only
+    # select (a mux level, not an adder chain behind the handshake)
+    up, down = take & ~give, give & ~take
     m.d.sync += [
-        count.eq(count + take - give),
-        room.eq(Mux(take & ~give, below_after_take, Mux(give & ~take, 1, ~full))),
+        count.eq(Mux(up, count + 1, Mux(down, count - 1, count))),
+        room.eq(Mux(up, below_after_take, Mux(down, 1, ~full))),
     ]
     return room
 
@@ -334,7 +337,8 @@ class MatmulUnit(wiring.Component):
         for row in range(rows):
             group = DotProduct(lanes=lanes, weight_mode=self._weight_mode,
                                levels_per_stage=self._levels_per_stage, carry_out=True,
-                               fabric=self._fabric, act_width=self._act_width)
+                               fabric=self._fabric, act_width=self._act_width,
+                               invalid_flag=False)
             m.submodules[f"row{row}"] = group
             groups.append(group)
             m.d.comb += [
@@ -410,8 +414,14 @@ class MatmulUnit(wiring.Component):
         beats = Signal(range(self._max_beats + 1))
         # With the bank: whether the tag's beat is its tiles' first (beats == 0), kept
         # as a register beside beats so that no compare feeds the rows' read-data
-        # select.
-        first = self._first_beat_flag(m, tag) if bank else None
+        # select; and whether the beat before it wrote its tile (the sum to take is then
+        # that beat's, in done, not the memory's).
+        if bank:
+            first = self._first_beat_flag(m, tag)
+            forward = Signal(name="bank_forward")
+            m.d.sync += forward.eq(tags[-1].valid & (tags[-2].tile == tags[-1].tile))
+        # done takes every cycle's sums (only those of a last beat, done_tag.valid,
+        # are used): no enable on its rows x acc_width flip-flops
         done = Signal(data.ArrayLayout(signed(width), rows), name="done")
         done_tag = Signal(tag_layout, name="done_tag")
         m.d.sync += [done_tag.eq(tag), done_tag.valid.eq(tag.valid & tag.last)]
@@ -430,13 +440,16 @@ class MatmulUnit(wiring.Component):
             # wraps only past max_beats (flagged)
             carry = group.carry if group.has_correction else None
             if bank:
-                # read a cycle ahead (the tag one stage earlier), write back the sum;
-                # transparent, so a tile read right after its write sees the new sum
+                # read a cycle ahead (the tag one stage earlier), write back the sum; a
+                # tile read while the beat before writes it takes that beat's sum from
+                # done (forwarded) instead of the memory's old one: one LUT per bit
+                # selects 0, the forwarded or the read sum, and the adder's result
+                # loops back through no bypass mux
                 memory = Memory(shape=signed(width), depth=self._acc_tiles, init=[])
                 m.submodules[f"bank{row}"] = memory
                 write = memory.write_port()
-                read = memory.read_port(transparent_for=(write,))
-                stored = Mux(first, 0, read.data)
+                read = memory.read_port()
+                stored = Mux(first, 0, Mux(forward, done[row], read.data))
                 total = Signal(signed(width), name=f"total{row}")
                 m.d.comb += [
                     read.addr.eq(tags[-2].tile),
@@ -445,13 +458,13 @@ class MatmulUnit(wiring.Component):
                     write.data.eq(total),
                     write.en.eq(tag.valid),
                 ]
-                with m.If(tag.valid & tag.last):
-                    m.d.sync += done[row].eq(total)
+                m.d.sync += done[row].eq(total)
                 continue
+            total = add_with_carry(acc, group.sum, carry)[:width].as_signed()
+            m.d.sync += done[row].eq(total)
             with m.If(tag.valid):
-                total = add_with_carry(acc, group.sum, carry)[:width].as_signed()
                 with m.If(tag.last):
-                    m.d.sync += [done[row].eq(total), acc.eq(0)]
+                    m.d.sync += acc.eq(0)
                 with m.Else():
                     m.d.sync += acc.eq(total)
 
@@ -514,18 +527,31 @@ class MatmulUnit(wiring.Component):
         res_room = _credits(m, "res_credits", result_fifo_depth(
             self._lanes, self._levels_per_stage, True, slots, rows,
             act_copies=self._act_copies), starts, taken)
+        # Every term of the start is a register (the queue's "not empty" and the
+        # slice counter's "last slice" computed a cycle ahead), so the start is one LUT
+        # away from flip-flops.
         issuing = Signal(name="ser_issuing")
         slice_index = Signal(range(interval), name="ser_slice")
-        final = slice_index == interval - 1
-        m.d.comb += [starts.eq((write_ptr != read_ptr) & res_room & (~issuing | final)),
+        final = Signal(name="ser_slice_final")  # slice_index == interval - 1
+        waiting = Signal(range(QUEUE_DEPTH + 1), name="queue_waiting")
+        queued = Signal(name="queue_nonempty")  # waiting != 0
+        m.d.comb += [starts.eq(queued & res_room & (~issuing | final)),
                      read.addr.eq(read_ptr[:address]), read.en.eq(starts)]
+        arrives = done_tag.valid
+        m.d.sync += [
+            waiting.eq(Mux(arrives & ~starts, waiting + 1,
+                           Mux(starts & ~arrives, waiting - 1, waiting))),
+            queued.eq(arrives | Mux(starts, waiting != 1, waiting != 0)),
+        ]
         with m.If(starts):
-            m.d.sync += [read_ptr.eq(read_ptr + 1), issuing.eq(1), slice_index.eq(0)]
+            m.d.sync += [read_ptr.eq(read_ptr + 1), issuing.eq(1), slice_index.eq(0),
+                         final.eq(interval == 1)]
         with m.Elif(issuing):
             with m.If(final):
-                m.d.sync += issuing.eq(0)
+                m.d.sync += [issuing.eq(0), final.eq(0)]
             with m.Else():
-                m.d.sync += slice_index.eq(slice_index + 1)
+                m.d.sync += [slice_index.eq(slice_index + 1),
+                             final.eq(slice_index == interval - 2)]
 
         # The serializer: slice k of the vector in the read register, registered.
         head = read.data
