@@ -58,12 +58,15 @@ ENGINE_MAX_BEATS = 1024
 SPARSE_ENGINES = ((16, 32, 432),)
 #: Engines with weight reuse (T tokens a beat), decoders sized to a 128-bit weight
 #: port and the pipelined output stage shared by the rows (one a cycle), one per
-#: packing; and the 3-in-5 engine with the stage parallel (16 rows a cycle): (rows,
-#: lanes, LayerEngine parameters).
+#: packing; the 3-in-5 engine with the stage parallel (16 rows a cycle); and the 3-in-5
+#: engine with its activation register in 4 copies (one per 4 rows): (rows, lanes,
+#: LayerEngine parameters).
 BATCHED_ENGINES = tuple(
     (16, 32, {"tokens": 16, "weight_port_bits": 128, "packing": packing,
               "output_rows": output_rows})
-    for packing, output_rows in (("base3", 1), ("3in5", 1), ("2bit", 1), ("3in5", 16)))
+    for packing, output_rows in (("base3", 1), ("3in5", 1), ("2bit", 1), ("3in5", 16))
+) + ((16, 32, {"tokens": 16, "weight_port_bits": 128, "packing": "3in5", "output_rows": 1,
+               "act_copies": 4}),)
 #: The unit with its activation register replicated (act_copies), beside the plain one.
 ACT_COPIES_UNITS = ((16, 32, 2), (16, 32, 4))
 #: Packed bytes per beat of the trit unpackers compared (results are quoted per byte).
@@ -124,17 +127,20 @@ def run(parser, args):
 
     quick = args.quick
     jobs = []
+    # lane groups as the unit builds them: without the invalid-code OR, which the unit
+    # does not use (it flags invalid codes from its weight stream)
     for lanes in (QUICK_LANE_GROUPS if quick else LANE_GROUPS):
-        jobs.append((f"lanes{lanes}", lambda k=lanes: DotProduct(lanes=k, fabric=ECP5),
-                     lanes, False))
+        jobs.append((f"lanes{lanes}", lambda k=lanes: DotProduct(
+            lanes=k, fabric=ECP5, invalid_flag=False), lanes, False))
     for lanes in (QUICK_INT4_LANE_GROUPS if quick else INT4_LANE_GROUPS):
         jobs.append((f"lanes{lanes}{UnitParams(act_width=INT4_WIDTH_SWEPT).act_width_suffix}",
                      lambda k=lanes: DotProduct(lanes=k, fabric=ECP5,
-                                                act_width=INT4_WIDTH_SWEPT),
+                                                act_width=INT4_WIDTH_SWEPT,
+                                                invalid_flag=False),
                      lanes, False))
     for lanes in (() if quick else GENERIC_LANE_GROUPS):
-        jobs.append((f"lanes{lanes}_generic", lambda k=lanes: DotProduct(lanes=k),
-                     lanes, False))
+        jobs.append((f"lanes{lanes}_generic",
+                     lambda k=lanes: DotProduct(lanes=k, invalid_flag=False), lanes, False))
 
     def units(name, suffix, shapes, nodsp, **params):
         return [(f"{name}{rows}x{lanes}{suffix}",
@@ -278,6 +284,8 @@ def batched_engine_name(rows, lanes, params):
             f"_{params['packing']}")
     if params.get("output_rows"):
         name += f"_o{params['output_rows']}"
+    if params.get("act_copies"):
+        name += f"_ac{params['act_copies']}"
     return name
 
 
@@ -306,7 +314,7 @@ def design_config(design):
         return {"component": "DotProduct", "lanes": design.lanes,
                 "weight_mode": design.weight_mode, "carry_out": design.carry_out,
                 "levels_per_stage": design.levels_per_stage, "fabric": design.fabric,
-                "act_width": design.act_width}
+                "act_width": design.act_width, "invalid_flag": design.invalid_flag}
     return {"component": "MatmulUnit", **design.params.to_dict()}
 
 

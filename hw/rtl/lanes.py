@@ -96,6 +96,10 @@ class DotProduct(wiring.Component):
         Bits of an activation: 8 (the default) or 4 (BitNet a4.8's int4 inputs, -8..7;
         every tree node is then 4 bits narrower). Not with the int8 baseline, which is
         an int8 x int8 multiplier.
+    invalid_flag : bool
+        With the ``invalid`` output (the default). The matmul unit builds its lane
+        groups without it: it flags invalid codes itself, registered, from the weight
+        stream, so a lane group's combinational OR over its lanes would be dead logic.
 
     Attributes
     ----------
@@ -106,7 +110,8 @@ class DotProduct(wiring.Component):
     en : Signal, in
         Advance the pipeline.
     invalid : Signal, out
-        Combinational: some lane of the current input carries the unused code.
+        With ``invalid_flag``. Combinational: some lane of the current input carries the
+        unused code.
     sum : Signal(signed(acc_width(lanes, weight_mode, act_width))), out
         The dot product of the input seen ``latency`` enabled cycles earlier (less
         ``carry`` with ``carry_out``).
@@ -121,18 +126,19 @@ class DotProduct(wiring.Component):
     """
 
     def __init__(self, *, lanes, weight_mode=TERNARY, levels_per_stage=1, carry_out=False,
-                 fabric=GENERIC, act_width=ACT_WIDTH):
+                 fabric=GENERIC, act_width=ACT_WIDTH, invalid_flag=True):
         self._lanes = check_positive_int("lanes", lanes)
         self._weight_mode = check_weight_mode(weight_mode)
         self._levels_per_stage = check_positive_int("levels_per_stage", levels_per_stage)
         self._carry_out = check_bool("carry_out", carry_out)
         self._fabric = check_fabric(fabric)
         self._act_width = check_act_width(act_width, weight_mode)
+        self._invalid_flag = check_bool("invalid_flag", invalid_flag)
         super().__init__({
             "activations": In(data.ArrayLayout(signed(act_width), lanes)),
             "codes": In(data.ArrayLayout(unsigned(code_width(weight_mode)), lanes)),
             "en": In(1),
-            "invalid": Out(1),
+            **({"invalid": Out(1)} if invalid_flag else {}),
             "sum": Out(signed(acc_width(lanes, weight_mode, act_width))),
             "carry": Out(1),
         })
@@ -162,6 +168,10 @@ class DotProduct(wiring.Component):
         return self._act_width
 
     @property
+    def invalid_flag(self):
+        return self._invalid_flag
+
+    @property
     def levels(self):
         """Adder levels of the tree: ``ceil(log2(lanes))``."""
         return tree_levels(self._lanes)
@@ -181,6 +191,15 @@ class DotProduct(wiring.Component):
     @property
     def sum_width(self):
         return acc_width(self._lanes, self._weight_mode, self._act_width)
+
+    def _flag_invalid(self, m):
+        """``invalid``: an OR over the lanes' codes (with ``invalid_flag``)."""
+        if not self._invalid_flag:
+            return
+        invalid = Const(0, 1)
+        for lane in range(self._lanes):
+            invalid = invalid | invalid_code(self.codes[lane], self._weight_mode)
+        m.d.comb += self.invalid.eq(invalid)
 
     def _reduce(self, nodes, add, register_node):
         """Walk the balanced tree over ``nodes`` (LSB lane first), level by level:
@@ -212,10 +231,7 @@ class DotProduct(wiring.Component):
         m = Module()
         mode, act_width = self._weight_mode, self._act_width
 
-        invalid = Const(0, 1)
-        for lane in range(self._lanes):
-            invalid = invalid | invalid_code(self.codes[lane], mode)
-        m.d.comb += self.invalid.eq(invalid)
+        self._flag_invalid(m)
 
         # Level 0: one node per lane: (value, leaves, pending corrections).
         nodes = []
@@ -271,10 +287,7 @@ class DotProduct(wiring.Component):
 
         m = Module()
         mode = self._weight_mode
-        invalid = Const(0, 1)
-        for lane in range(self._lanes):
-            invalid = invalid | invalid_code(self.codes[lane], mode)
-        m.d.comb += self.invalid.eq(invalid)
+        self._flag_invalid(m)
 
         act_width = self._act_width
         lo_term, hi_term = act_range(act_width)  # a ones' complement term: ~a or a

@@ -42,6 +42,38 @@ def test_dot_product_parameter_errors():
         DotProduct(lanes=4, fabric="ECP5")
 
 
+@pytest.mark.parametrize("fabric", ["generic", "ecp5"])
+def test_dot_product_without_the_invalid_flag(fabric):
+    """As the unit builds its lane groups: no ``invalid`` port, the same sum (the ECP5
+    build elaborates; its arithmetic is proved equal to the generic one in test_fpga)."""
+    with pytest.raises(TypeError, match="invalid_flag"):
+        DotProduct(lanes=4, invalid_flag=1)
+    dut = DotProduct(lanes=5, invalid_flag=False, fabric=fabric)
+    Fragment.get(dut, None)
+    assert not dut.invalid_flag and not hasattr(dut, "invalid")
+    assert DotProduct(lanes=5).invalid_flag and hasattr(DotProduct(lanes=5), "invalid")
+    if fabric != "generic":
+        return
+    rng = np.random.default_rng(3)
+    acts = rng.integers(-128, 128, size=(20, 5))
+    weights = rng.integers(-1, 2, size=(20, 5))
+    codes = encode_lane_codes(weights)
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.en, 1)
+        for i in range(len(acts) + dut.latency):
+            if i < len(acts):
+                ctx.set(dut.activations, [int(a) for a in acts[i]])
+                ctx.set(dut.codes, [int(c) for c in codes[i]])
+            await ctx.tick()
+            if i >= dut.latency - 1:
+                got.append(ctx.get(dut.sum) + ctx.get(dut.carry))
+
+    _run(dut, bench)
+    assert got[:len(acts)] == (acts * weights).sum(axis=1).tolist()
+
+
 @pytest.mark.parametrize("lanes, levels_per_stage, tree", [
     (1, 1, 1), (2, 1, 1), (4, 1, 2), (5, 1, 3), (16, 1, 4), (16, 2, 2), (16, 4, 1),
     (64, 1, 6), (64, 3, 2),
