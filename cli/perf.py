@@ -480,6 +480,8 @@ def render_markdown(report):
             else "a whole beat a cycle")
     area = report.get("engine_area")
     area = (f"{area['lut4_per_mac']:.1f} LUT4 eq./MAC measured" if area
+            else "area: no report of the flow under docs/results or build/reports holds "
+                 "this engine" if p["reports_family"]
             else "area not placed (no open flow for this board)")
     out = [f"## {report['model']} on {p['name']}: {p['description']}", "",
            f"Engine `{p['engine_name']}`: K={e['lanes']} x M={e['rows']} "
@@ -489,8 +491,9 @@ def render_markdown(report):
            f"({report['clock_source']}); DRAM {p['bandwidth_gbs']:g} GB/s at "
            f"{p['dram_pj_per_bit']:.1f} pJ/bit ({p['dram_source']}). Units without RTL "
            f"(assumed): vector {p['vector_ops_per_cycle']} ops/cycle, attention "
-           f"{p['attention_macs_per_cycle']} MACs/cycle, LM head "
-           f"{p['head_macs_per_cycle']} MACs/cycle.", ""]
+           f"{p['attention_macs_per_cycle']} MACs/cycle. LM head: hw.rtl.head.HeadDot, "
+           f"{p['head_rows']} rows of {p['head_lanes']} inputs a cycle, cycles from its "
+           "cycle model (hw.timing.head_cycles).", ""]
     pr = report["precisions"]
     out += [f"Precisions: vector {pr['vector']}, attention {pr['attention']}, LM head "
             f"{pr['head']} ({pr['head_bits']}-bit weights), KV cache {pr['kv_bits']} bits, "
@@ -576,9 +579,12 @@ def render_markdown(report):
                        f"| {r['compute_s'] * 1e3:,.2f} | {r['memory_s'] * 1e3:,.2f} "
                        f"| {r['bound']} |")
     out += ["", "Projection, not a measurement. The RTL proves the BitLinears' cycles (the "
-            "engine's cycle model equals its simulation, bit-exact) and, on ECP5, the "
-            "engine's Fmax; it does not prove the attention, vector and LM head units (no "
-            "RTL: assumed throughputs above), the clock on boards without an open flow, a "
+            "engine's cycle model equals its simulation, bit-exact), the LM head's row "
+            "sums, logits and argmax (hw.rtl.head, bit-exact to the hardware numerics; "
+            "its cycle model equals its simulation) and, on ECP5, the engine's Fmax; it "
+            "does not prove the head unit's Fmax or area (not placed yet), the attention "
+            "and vector units (RTL pieces exist, not assembled: assumed throughputs "
+            "above), the clock on boards without an open flow, a "
             "DRAM controller at peak bandwidth, or the kernels' sequencing (each kernel "
             "overlaps its own compute and DRAM traffic; kernels do not overlap each other). "
             "The engine's weight reuse (T tokens a weight beat, RTL: "
@@ -648,7 +654,7 @@ def plot_roofline(report, path):
     p, hz = report["platform"], report["clock_mhz"] * 1e6
     bandwidth = p["bandwidth_gbs"] * 1e9
     roofs = {"engine (ternary adds)": 2 * report["engine_macs_per_cycle"] * hz,
-             "LM head unit": 2 * p["head_macs_per_cycle"] * hz,
+             "LM head unit": 2 * p["head_lanes"] * p["head_rows"] * hz,
              "attention unit": 2 * p["attention_macs_per_cycle"] * hz,
              "vector unit": p["vector_ops_per_cycle"] * hz}
     fig, ax = plt.subplots(figsize=(8, 5.5))

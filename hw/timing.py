@@ -518,3 +518,26 @@ def norm_quant_cycles(width, numerics):
     (taken in int8 too), three for the factor, one to offer it, the codes out."""
     return (width + 2 + scalar_latency("rsqrt", numerics)
             + 2 + scalar_latency("reciprocal", numerics) + 1 + 3 + 1 + width)
+
+
+def head_cycles(vocab, hidden, *, lanes, rows):
+    """Cycles of :class:`hw.rtl.head.HeadDot` for one token's head without stalls, from
+    the edge that takes the first weight beat to the edge that gives the last row's sum:
+    ``beats = hidden / lanes`` a tile of ``rows`` rows, a tile's sums leaving one row a
+    cycle while the next tile runs (a tile waits for the bank when ``beats < rows``), a
+    cycle for the products and the last tile's ``rows`` sums. The token's codes take
+    ``beats`` more cycles on ``act`` before it (:func:`head_load_cycles`)."""
+    for name, value in (("vocab", vocab), ("hidden", hidden), ("lanes", lanes),
+                        ("rows", rows)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    if hidden % lanes or vocab % rows:
+        raise ValueError(f"the head ({vocab} x {hidden}) does not tile onto {rows} rows of "
+                         f"{lanes} lanes")
+    beats, tiles = hidden // lanes, vocab // rows
+    return beats + (tiles - 1) * max(beats, rows) + 1 + rows
+
+
+def head_load_cycles(hidden, *, lanes):
+    """Cycles of a token's codes into :class:`hw.rtl.head.HeadDot` (a beat a cycle)."""
+    return hidden // lanes

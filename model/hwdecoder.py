@@ -32,7 +32,7 @@ from ternary_accel.model.hwnum import (DEFAULT, HwNumerics, NumericsError,
                                        Saturations, attention_scores, attention_values,
                                        code_factor, exp2_table, fixed_constant, gate_product,
                                        norm_quant, output_factor, quantize_absmax,
-                                       quantize_head, relu2,
+                                       quantize_head, head_logits, relu2,
                                        rescale, residual_add, rope_rotate, rope_table,
                                        rsqrt_table, saturate, score_factor, softmax_weights,
                                        to_fixed)
@@ -183,7 +183,7 @@ class HwDecoder(Decoder):
     @property
     def hw_head(self):
         if self._hw_head is None:
-            self._hw_head = head_matrix(self.lm_head, self.numerics)
+            self._hw_head = quantize_head(self.lm_head, self.numerics)
             self._hw_final = (self._gain(self.final_norm, "final norm"),
                               self._eps_term(self.config.hidden))
         return self._hw_head
@@ -332,7 +332,8 @@ class HwDecoder(Decoder):
         """The LM head on residual rows ``x`` (T, hidden): the final norm fused with the
         int8 quantizer, the integer product with the head's rows (exact: float64 holds
         every sum), the per-row and per-token rescale into the residual format."""
-        rows, mant, exp = self.hw_head
+        head = self.hw_head
+        rows = head.rows
         (gain, eps) = self._hw_final
         n = self.numerics
         self._record("rms_norm", None, "norm", tokens=x.shape[0], width=x.shape[-1])
@@ -348,9 +349,7 @@ class HwDecoder(Decoder):
         for lo in range(0, rows.shape[0], 8192):
             block = rows[lo:lo + 8192].astype(np.float64)
             acc[:, lo:lo + 8192] = np.rint(values @ block.T).astype(np.int64)
-        km, ke = output_factor(nq.mant[:, None], nq.exp[:, None], mant[None, :],
-                               exp[None, :], n)
-        return rescale(acc, km, ke, n.resid_frac, n.resid_bits, self.saturations, "logits")
+        return head_logits(acc, nq.mant, nq.exp, head, n, self.saturations)
 
     def logits(self, x):
         """The head's residual-format integers (:meth:`logits_int`) over

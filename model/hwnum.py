@@ -37,7 +37,8 @@ __all__ = ["NumericsError", "HwNumerics", "Saturations", "DEFAULT", "WIDE",
            "attention_values",
            "head_trits", "trits_value", "HEAD_FORMATS", "TRIT5_MAX", "operations",
            "kv_bytes_per_position", "GROUPED_HEAD", "HeadMatrix", "quantize_head",
-           "pack_head", "unpack_head", "head_row_bytes", "head_scale_bytes", "head_bytes"]
+           "pack_head", "unpack_head", "head_row_bytes", "head_scale_bytes", "head_bytes",
+           "head_accumulators", "head_logits", "argmax"]
 
 
 class NumericsError(ValueError):
@@ -735,6 +736,42 @@ def quantize_head(embedding, numerics):
                             "of magnitudes below about 1e-30 or above 1e30)")
     dtype = np.int8 if qmax <= 127 else np.int16
     return HeadMatrix(codes.astype(dtype), groups, mant, exp)
+
+
+def head_accumulators(values, head, lanes=None):
+    """The head's exact sums of a token's codes ``values`` (T, hidden) against every
+    row: ``sum_g s_g * (values_g . codes_g)`` for a ``grouped`` head, else ``values .
+    codes`` (T, vocab) int64. ``lanes`` (a divisor of the group) computes it as the
+    hardware does, a beat of ``lanes`` inputs at a time times the beat's multiplier;
+    the integers are the same."""
+    v = _int(values)
+    codes = _int(head.codes)
+    if head.groups is None:
+        return v @ codes.T
+    group = codes.shape[1] // head.groups.shape[1]
+    step = group if lanes is None else lanes
+    if group % step:
+        raise NumericsError(f"lanes = {lanes} does not divide the head's group {group}")
+    beats = codes.shape[1] // step
+    mult = np.repeat(_int(head.groups), group // step, axis=1)          # (vocab, beats)
+    partial = np.einsum("tbk,vbk->tvb", v.reshape(v.shape[0], beats, step),
+                        codes.reshape(codes.shape[0], beats, step))
+    return (partial * mult[None]).sum(axis=2)
+
+
+def head_logits(acc, token_mant, token_exp, head, numerics, tally=None):
+    """The head's logits in the residual format: each accumulator times its token's
+    factor and its row's scale (:func:`output_factor`, renormalised per row), rounded
+    half up, saturated (the ``logits`` tally)."""
+    km, ke = output_factor(_int(token_mant)[:, None], _int(token_exp)[:, None],
+                           _int(head.mant)[None, :], _int(head.exp)[None, :], numerics)
+    return rescale(acc, km, ke, numerics.resid_frac, numerics.resid_bits, tally, "logits")
+
+
+def argmax(logits):
+    """The index of each row's largest logit, the lowest index among equals (the argmax
+    unit's rule, NumPy's)."""
+    return np.argmax(_int(logits), axis=-1)
 
 
 def head_row_bytes(hidden, numerics):

@@ -23,7 +23,10 @@ from ternary_accel.model.schemes import B158
 from ternary_accel.model.sparse import BEAT_MAJOR
 
 from ternary_accel.hw.perf.platforms import PEERS
-from ternary_accel.hw.timing import LayerMapping, SparseLayerMapping
+from ternary_accel.hw.timing import LayerMapping, SparseLayerMapping, head_cycles
+
+#: The units with RTL whose cycles come from their cycle models (equal to simulation).
+RTL_UNITS = (ENGINE, HEAD)
 
 __all__ = ["overlapped_seconds", "KernelTime", "PhaseReport", "phase_report", "model_report",
            "scheme_rows", "NODES", "batch_sweep", "engine_for_ttft", "TTFT_ENGINES"]
@@ -60,7 +63,7 @@ class KernelTime:
         return work / self.dram_bytes if self.dram_bytes else None
 
     def to_dict(self):
-        return {"kind": self.label, "unit": self.unit, "rtl": self.unit == ENGINE,
+        return {"kind": self.label, "unit": self.unit, "rtl": self.unit in RTL_UNITS,
                 "macs": self.macs, "ops": self.ops, "cycles": self.cycles,
                 "dram_bytes": self.dram_bytes, "sram_bytes": self.sram_bytes,
                 "compute_s": self.compute_s, "memory_s": self.memory_s,
@@ -88,8 +91,14 @@ def _cycles(cost, platform):
                             platform.lanes, platform.rows, batch=platform.weight_reuse,
                             port_bits=platform.weight_port_bits,
                             packing=platform.packing).cycles
-    per_cycle = {ATTENTION: platform.attention_macs_per_cycle,
-                 HEAD: platform.head_macs_per_cycle}.get(cost.unit)
+    if cost.unit == HEAD:
+        s = cost.sizes
+        try:
+            return s["tokens"] * head_cycles(s["vocab"], s["width"], lanes=platform.head_lanes,
+                                             rows=platform.head_rows)
+        except ValueError:          # a head that does not tile: its MACs at the unit's rate
+            return math.ceil(cost.macs / platform.head_macs_per_cycle)
+    per_cycle = {ATTENTION: platform.attention_macs_per_cycle}.get(cost.unit)
     if cost.macs and per_cycle:
         return math.ceil(cost.macs / per_cycle)
     return math.ceil(sum(cost.ops.values()) / platform.vector_ops_per_cycle)

@@ -30,22 +30,29 @@ class Rescale(wiring.Component):
     acc_width : int
         Signed bits of an accumulator.
     numerics : model.hwnum.HwNumerics
+    row_scales : bool
+        Each accumulator brings its own scale (``mant``, ``exp`` in the ``acc`` beat: the
+        LM head's row scales), renormalised with the token's factor per accumulator
+        (:func:`model.hwnum.head_logits`); the ``scale_mant`` / ``scale_exp`` ports are
+        then unused.
     """
 
-    def __init__(self, acc_width, numerics=DEFAULT):
+    def __init__(self, acc_width, numerics=DEFAULT, *, row_scales=False):
         if isinstance(acc_width, bool) or not isinstance(acc_width, int) or acc_width < 2:
             raise ValueError(f"acc_width must be an integer >= 2, not {acc_width!r}")
         if not isinstance(numerics, HwNumerics):
             raise TypeError(f"numerics must be an HwNumerics, not {type(numerics).__name__}")
-        self.acc_width, self.numerics = acc_width, numerics
+        self.acc_width, self.numerics, self.row_scales = acc_width, numerics, row_scales
         s, w = numerics.scale_bits, numerics.resid_bits
+        acc = {"value": signed(acc_width), "last": unsigned(1)}
+        if row_scales:
+            acc.update(mant=unsigned(s), exp=signed(8))
         super().__init__({
             "factor": In(stream.Signature(data.StructLayout({
                 "mant": unsigned(s + 1), "exp": signed(EXP_WIDTH)}))),
             "scale_mant": In(unsigned(s + 1)),
             "scale_exp": In(signed(8)),
-            "acc": In(stream.Signature(data.StructLayout({
-                "value": signed(acc_width), "last": unsigned(1)}))),
+            "acc": In(stream.Signature(data.StructLayout(acc))),
             "o": Out(stream.Signature(data.StructLayout({
                 "value": signed(w), "last": unsigned(1)}))),
             "saturated": Out(1),
@@ -57,11 +64,20 @@ class Rescale(wiring.Component):
         low, high = -(1 << (w - 1)), (1 << (w - 1)) - 1
         m = Module()
         product = Signal(2 * s + 2)
-        m.d.comb += product.eq(self.factor.payload.mant * self.scale_mant)
-        mant, exp = normalise(m, product, s, "scale")
         k = Signal(s + 1)
         k_exp = Signal(signed(EXP_WIDTH + 2))
         shift = Signal(signed(EXP_WIDTH + 3))
+        if self.row_scales:
+            # the token's factor held (FACTOR), each row's scale renormalised with it
+            token = Signal(s + 1)
+            token_exp = Signal(signed(EXP_WIDTH))
+            m.d.comb += product.eq(token * self.acc.payload.mant)
+            mant, exp = normalise(m, product, s, "scale")
+            m.d.comb += [k.eq(mant[:s + 1]),
+                         k_exp.eq(exp + token_exp + self.acc.payload.exp)]
+        else:
+            m.d.comb += product.eq(self.factor.payload.mant * self.scale_mant)
+            mant, exp = normalise(m, product, s, "scale")
         m.d.comb += shift.eq(-(k_exp + f))
         scaled = Signal(signed(self.acc_width + s + 2))
         m.d.comb += scaled.eq(self.acc.payload.value * k.as_signed())
@@ -74,8 +90,12 @@ class Rescale(wiring.Component):
             with m.State("FACTOR"):
                 m.d.comb += self.factor.ready.eq(1)
                 with m.If(self.factor.valid):
-                    m.d.sync += [k.eq(mant[:s + 1]),
-                                 k_exp.eq(exp + self.factor.payload.exp + self.scale_exp)]
+                    if self.row_scales:
+                        m.d.sync += [token.eq(self.factor.payload.mant),
+                                     token_exp.eq(self.factor.payload.exp)]
+                    else:
+                        m.d.sync += [k.eq(mant[:s + 1]),
+                                     k_exp.eq(exp + self.factor.payload.exp + self.scale_exp)]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [self.o.valid.eq(self.acc.valid), self.acc.ready.eq(self.o.ready),

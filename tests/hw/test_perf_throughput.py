@@ -62,7 +62,10 @@ def test_2b4t_report_is_consistent():
     kinds = {k["kind"]: k for k in dec["kernels"]}
     assert {"lm_head", "attn_scores", "softmax", "kv_read", "bitlinear q",
             "bitlinear down", "rms_norm"} <= set(kinds)
-    assert kinds["bitlinear q"]["rtl"] and not kinds["lm_head"]["rtl"]
+    assert kinds["bitlinear q"]["rtl"] and kinds["lm_head"]["rtl"]
+    assert not kinds["attn_scores"]["rtl"] and not kinds["rms_norm"]["rtl"]
+    from ternary_accel.hw.timing import head_cycles
+    assert kinds["lm_head"]["cycles"] == head_cycles(128256, 2560, lanes=32, rows=8)  # kv260
     assert kinds["lm_head"]["dram_bytes"] == 128256 * 2560 * 2
     for k in dec["kernels"]:
         assert k["seconds"] == pytest.approx(max(k["compute_s"], k["memory_s"]))

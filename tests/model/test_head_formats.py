@@ -154,5 +154,18 @@ def test_decoder_logits_from_the_packed_head_are_the_same(numerics):
     back = unpack_head(rows, scales, TINY.hidden, numerics)
     again = HwDecoder(weights, numerics=numerics)
     _ = again.hw_head                              # the final norm's constants
-    again._hw_head = (back.rows, back.mant, back.exp)
+    again._hw_head = back
     assert np.array_equal(again.forward(ids), before)
+
+
+@pytest.mark.parametrize("numerics", FORMATS, ids=lambda n: f"{n.head}{n.head_bits}")
+def test_head_accumulators_beat_by_beat_equal_the_rows_product(numerics):
+    from ternary_accel.model.hwnum import head_accumulators
+    head = quantize_head(table(), numerics)
+    v = np.random.default_rng(9).integers(-127, 128, (3, 256))
+    whole = v @ head.rows.astype(np.int64).T
+    assert np.array_equal(head_accumulators(v, head), whole)
+    if numerics.head == "grouped":
+        assert np.array_equal(head_accumulators(v, head, lanes=8), whole)
+        with pytest.raises(NumericsError, match="does not divide"):
+            head_accumulators(v, head, lanes=7)
