@@ -231,3 +231,63 @@ def test_bad_parameters_are_refused():
         HeadDot(64, 16, 0)
     with pytest.raises(ValueError, match="does not tile"):
         head_cycles(25, 64, lanes=16, rows=4)
+
+
+@pytest.mark.parametrize("stop", ["codes", "rows", "output"])
+def test_reset_in_mid_token_leaves_nothing_behind(stop):
+    """A reset while a token's codes load, while its rows stream, or while its sums
+    leave: the next token's sums are the golden model's."""
+    from amaranth.hdl import ResetInserter, Signal
+    numerics = FORMATS["grouped"]
+    rng = np.random.default_rng(11)
+    head = _head(numerics)
+    first, second = _tokens(rng, 3)[1:]
+    unit = HeadDot(HIDDEN, 16, 4, numerics)
+    rst = Signal()
+    dut = ResetInserter({"sync": rst})(unit)
+    beats = _weight_beats(head, numerics, 16, 4)
+    got, seen = [], []
+
+    async def pulse(ctx):
+        ctx.set(unit.act.valid, 0)
+        ctx.set(unit.weights.valid, 0)
+        ctx.set(rst, 1)
+        await ctx.tick().repeat(2)
+        ctx.set(rst, 0)
+
+    async def producer(ctx):
+        acts = [{"codes": [int(c) for c in first[b * 16:(b + 1) * 16]], "last": int(b == 3)}
+                for b in range(4)]
+        if stop == "codes":
+            for beat in acts[:2]:
+                await stream_put(ctx, unit.act, beat)
+        else:
+            for beat in acts:
+                await stream_put(ctx, unit.act, beat)
+            for beat in beats[:9 if stop == "rows" else len(beats)]:
+                await stream_put(ctx, unit.weights, beat)
+            if stop == "output":
+                while len(seen) < 6:                   # some of the sums have left
+                    await ctx.tick()
+        await pulse(ctx)
+        got.clear()
+        await _send_token(ctx, unit, second, beats, 16, rng, 0.2)
+
+    async def consumer(ctx):
+        async for _, _, valid, ready, payload in ctx.tick().sample(
+                unit.o.valid, unit.o.ready, unit.o.payload):
+            if valid and ready:
+                seen.append(1)
+                got.append(int(payload.value))
+            ctx.set(unit.o.ready, int(rng.random() >= 0.5 or stop != "output"))
+            if len(got) == VOCAB:
+                return
+
+    from amaranth.sim import Simulator
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer, background=True)
+    sim.add_testbench(consumer)
+    sim.run_until(1e-8 * 3000)
+    expected = H.head_accumulators(second[None], head, lanes=16)[0]
+    assert got == [int(v) for v in expected]
