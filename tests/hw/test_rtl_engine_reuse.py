@@ -383,8 +383,9 @@ def test_platform_with_reuse_has_a_shorter_time_to_first_token():
     from dataclasses import replace
     from ternary_accel.hw.perf.throughput import model_report
     from ternary_accel.hw.perf.platforms import get_platform
-    base = get_platform("ecp5-ddr3")
-    reuse = replace(base, weight_reuse=16, weight_port_bits=128)
+    reuse = get_platform("ecp5-ddr3")               # T = 16, a 128-bit port
+    assert (reuse.weight_reuse, reuse.weight_port_bits) == (16, 128)
+    base = replace(reuse, engine=replace(reuse.engine, tokens=1))
     plain = model_report("b1.58-2b4t", base, prompt=64, clock_mhz=100.0)
     fast = model_report("b1.58-2b4t", reuse, prompt=64, clock_mhz=100.0)
     assert fast["ttft_s"] < plain["ttft_s"] / 2
