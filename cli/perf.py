@@ -635,6 +635,12 @@ def plot_batches(report, path):
             break
     p = report["platform"]
     left.set_title(f"{report['model']} on {p['name']}: batched decode (projection)")
+    return _save(fig, path)
+
+
+def _save(fig, path):
+    """Write ``fig`` to ``path`` (its folder made) and close it; returns the path."""
+    import matplotlib.pyplot as plt
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -689,9 +695,4 @@ def plot_roofline(report, path):
                  "(projection)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(True, which="both", lw=0.3, alpha=0.5)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
