@@ -14,7 +14,7 @@ With ``weight_order="columns"`` the engine takes the sparse dataflow's beats
 compacted activations need can be fetched on its own; the unit is the same.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -22,11 +22,25 @@ from ternary_accel.model.encoding import TRITS_PER_BYTE
 from ternary_accel.model.sparse import column_bytes
 
 from ternary_accel.hw.mapping import beat_port_bits, port_words_per_beat
-from ternary_accel.hw.params import ROWS_ORDER, EngineParams
+from ternary_accel.hw.params import ECP5, ROWS_ORDER, EngineParams
 from ternary_accel.hw.rtl.matmul import ErrorLayout, MatmulUnit
 from ternary_accel.hw.rtl.unpack import ROM, TritUnpacker, WordDecoder
 
 __all__ = ["LayerEngine"]
+
+
+def _state_copy(m, fabric, following, register, name):
+    """A copy of the 1-bit ``register`` whose next state is ``following``: with
+    ``fabric="ecp5"`` a flip-flop instance (Yosys would merge an inferred copy back into
+    the register), loading the register's reset value while the domain's reset is high;
+    otherwise the register itself."""
+    if fabric != ECP5:
+        return register
+    from ternary_accel.hw.rtl.ecp5 import flip_flop
+    copy = Signal(name=name)
+    m.submodules[f"{name}_ff"] = flip_flop(
+        Mux(ResetSignal(), Const(register.init, 1), following), copy)
+    return copy
 
 
 class LayerEngine(wiring.Component):
@@ -233,32 +247,57 @@ class LayerEngine(wiring.Component):
             batch = Const(1, 1)
         # The beat's uses left after the current one, and whether the current one is its
         # last: registers, so that the handshake's path (the unit's wgt.ready -> the last
-        # use -> the beat register's enable) has no counter compare on it.
-        # final is 0 while the register is empty, so that it alone says "the next use
-        # is the last" (one LUT from the handshake to used); last_word is kept as a
-        # register beside the slot counter, not compared after it.
+        # use -> the beat register's enable) has no counter compare on it. final is 0
+        # while the register is empty, so that it alone says "the current use is the
+        # last"; last_word is kept as a register beside the slot counter.
         remaining = Signal(range(max(self._tokens, 2)), name="beat_remaining")
-        final = Signal(name="beat_final")     # full and the current use is the last
-        used = Signal(name="beat_used")       # the beat's last use transfers now
-        m.d.comb += used.eq(final & unit.wgt.ready)
+        final = Signal(name="beat_final")
         last_word = Signal(name="word_slot_last", init=words == 1)  # slot == words - 1
+        ready = unit.wgt.ready
+        uses = Signal(name="beat_uses")       # a use of the beat transfers now
+        used = Signal(name="beat_used")       # the beat's last use transfers now
+        m.d.comb += [uses.eq(full & ready), used.eq(final & ready)]
         m.d.comb += decoder.o.ready.eq(~last_word | ~full | used)
         load = decoder.o.valid & last_word & (~full | used)
         word = decoder.o.payload.as_value()
+        # the next states of full, final and last_word (the copies below take them too)
+        full_next = Signal(name="beat_full_next")
+        final_next = Signal(name="beat_final_next")
+        last_next = Signal(name="word_slot_last_next")
+        m.d.comb += [full_next.eq(full), final_next.eq(final), last_next.eq(last_word)]
         # the staging registers take the words before the last whatever the beat does
         with m.If(decoder.o.valid & ~last_word):
-            m.d.sync += [slot.eq(slot + 1), last_word.eq(slot == words - 2)]
+            m.d.comb += last_next.eq(slot == words - 2)
+            m.d.sync += slot.eq(slot + 1)
             for w, register in enumerate(staged):
                 with m.If(slot == w):
                     m.d.sync += register.eq(word)
         with m.If(load):
-            m.d.sync += [slot.eq(0), last_word.eq(words == 1), full.eq(1),
-                         remaining.eq(batch - 1), final.eq(batch == 1),
-                         beat.eq(Cat(*staged, word)[:2 * codes])]
-        with m.Elif(used):
-            m.d.sync += [full.eq(0), final.eq(0)]
-        with m.Elif(full & unit.wgt.ready):
-            m.d.sync += [remaining.eq(remaining - 1), final.eq(remaining == 1)]
+            m.d.comb += [last_next.eq(words == 1), full_next.eq(1),
+                         final_next.eq(batch == 1)]
+            m.d.sync += [slot.eq(0), remaining.eq(batch - 1)]
+        with m.Elif(uses):
+            m.d.comb += final_next.eq(remaining == 1)
+            m.d.sync += remaining.eq(remaining - 1)
+            with m.If(final):
+                m.d.comb += full_next.eq(0)
+        m.d.sync += [full.eq(full_next), final.eq(final_next), last_word.eq(last_next)]
+        # The beat register loads in one slice per row, each on its own copy of the
+        # load condition from its own copies of full, final and last_word (ECP5:
+        # flip-flop instances, which Yosys keeps apart), so no one net enables all of
+        # its rows x lanes x 2 flip-flops.
+        new_beat = Cat(*staged, word)[:2 * codes]
+        slice_bits = 2 * unit.lanes
+        for row in range(unit.rows):
+            row_full, row_final, row_last = (
+                _state_copy(m, self._unit.fabric, value, register, f"{name}_row{row}")
+                for value, register, name in ((full_next, full, "beat_full"),
+                                              (final_next, final, "beat_final"),
+                                              (last_next, last_word, "word_slot_last")))
+            row_load = decoder.o.valid & row_last & (~row_full | row_final & ready)
+            bits = slice(row * slice_bits, (row + 1) * slice_bits)
+            with m.If(row_load):
+                m.d.sync += beat[bits].eq(new_beat[bits])
         take = decoder.o.valid & decoder.o.ready
         # a word with an invalid code: sticky, like the unit's flag, a cycle after the
         # word (the decoder's flag, an OR over the word's groups, and the handshake are
