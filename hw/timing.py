@@ -520,12 +520,19 @@ def norm_quant_cycles(width, numerics):
             + 2 + scalar_latency("reciprocal", numerics) + 1 + 3 + 1 + width)
 
 
+#: Pipeline stages of :class:`hw.rtl.head.HeadDot` after the edge that takes a weight
+#: beat: the beat (the memory reads the token's codes), the codes registered, the
+#: products, the partial sums, the row sums, the row sums times their multipliers
+#: (accumulated at the next edge).
+HEAD_PIPELINE = 6
+
+
 def head_cycles(vocab, hidden, *, lanes, rows):
     """Cycles of :class:`hw.rtl.head.HeadDot` for one token's head without stalls, from
     the edge that takes the first weight beat to the edge that gives the last row's sum:
     ``beats = hidden / lanes`` a tile of ``rows`` rows, a tile's sums leaving one row a
-    cycle while the next tile runs (a tile waits for the bank when ``beats < rows``), a
-    cycle for the products and the last tile's ``rows`` sums. The token's codes take
+    cycle while the next tile runs (a tile waits for the bank when ``beats < rows``), the
+    pipeline (:data:`hw.rtl.head.HEAD_PIPELINE`) and the last tile's ``rows`` sums. The token's codes take
     ``beats`` more cycles on ``act`` before it (:func:`head_load_cycles`)."""
     for name, value in (("vocab", vocab), ("hidden", hidden), ("lanes", lanes),
                         ("rows", rows)):
@@ -535,7 +542,7 @@ def head_cycles(vocab, hidden, *, lanes, rows):
         raise ValueError(f"the head ({vocab} x {hidden}) does not tile onto {rows} rows of "
                          f"{lanes} lanes")
     beats, tiles = hidden // lanes, vocab // rows
-    return beats + (tiles - 1) * max(beats, rows) + 1 + rows
+    return beats + (tiles - 1) * max(beats, rows) + HEAD_PIPELINE + rows
 
 
 def head_load_cycles(hidden, *, lanes):

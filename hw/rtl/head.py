@@ -8,8 +8,9 @@ and :func:`~ternary_accel.model.hwnum.argmax`; with
   memory, ``rows`` rows a beat of ``lanes`` codes each (``head_bits`` wide; ``trit5``
   codes in 8 bits) with each row's group multiplier for the beat (``grouped`` only),
   its row scale and ``last`` at the tile's last beat, ``end`` at the head's
-  last. A beat's products are summed per row (an adder tree), times the multiplier,
-  into the row's accumulator; at ``last`` the ``rows`` sums go to an output bank that
+  last. A beat's products (registered) are summed per row in two registered adder
+  levels, times the multiplier (registered), into the row's accumulator (``hw.timing.HEAD_PIPELINE``
+  stages; a stall at the bank holds them all); at ``last`` the ``rows`` sums go to an output bank that
   leaves one row a cycle (``value``, the row's scale, ``last`` on the head's last row)
   while the next tile runs. The head's group must be a multiple of ``lanes``.
 * :class:`Argmax`: the residual-format logits one a beat; at ``last`` the index of the
@@ -102,10 +103,10 @@ class HeadDot(wiring.Component):
         })
 
     def elaborate(self, platform):
-        n, rows = self.numerics, self.rows
+        n, rows, lanes = self.numerics, self.rows, self.lanes
         m = Module()
         m.submodules.codes = memory = Memory(
-            shape=data.ArrayLayout(signed(n.head_act_bits), self.lanes), depth=self.beats,
+            shape=data.ArrayLayout(signed(n.head_act_bits), lanes), depth=self.beats,
             init=[])
         write = memory.write_port()
         read = memory.read_port()           # synchronous: the beat's codes a cycle later
@@ -114,9 +115,35 @@ class HeadDot(wiring.Component):
         act_addr = Signal(range(self.beats))
         beat_addr = Signal(range(self.beats))
 
-        # stage B: the accepted weight beat, its codes from the memory in read.data
-        b_valid = Signal()
-        b = Signal(self.weights.payload.shape())
+        # The pipeline (hw.timing.HEAD_PIPELINE stages after the edge that takes a beat),
+        # advancing together: P the beat (the memory reads its codes), Q the codes
+        # registered, S1 the products, S2 the first tree levels' sums, D the row sums,
+        # E the row sums times the multipliers (accumulated at the next edge).
+        control = data.StructLayout({
+            "scale": data.ArrayLayout(self._scale, rows), "last": unsigned(1),
+            "end": unsigned(1),
+            **({"mult": data.ArrayLayout(unsigned(n.head_group_bits), rows)}
+               if n.head == "grouped" else {})})
+        code_w = head_code_width(n)
+        prod_w = n.head_act_bits + code_w
+        p_valid, p_beat = Signal(), Signal(self.weights.payload.shape())
+        q_valid, q_beat = Signal(), Signal(self.weights.payload.shape())
+        q_codes = Signal(data.ArrayLayout(signed(n.head_act_bits), lanes))
+        stages = []                          # (valid, control) of S1, S2, D, E
+        for name in ("s1", "s2", "d", "e"):
+            stages.append((Signal(name=f"{name}_valid"), Signal(control, name=f"{name}_ctl")))
+        products = [[Signal(signed(prod_w), name=f"prod{r}_{k}") for k in range(lanes)]
+                    for r in range(rows)]
+        split = max(1, lanes // 4)           # S2 sums groups of `split` products
+        parts = -(-lanes // split)
+        part_w = prod_w + split.bit_length()
+        partials = [[Signal(signed(part_w), name=f"part{r}_{g}") for g in range(parts)]
+                    for r in range(rows)]
+        dot_w = prod_w + lanes.bit_length()
+        dots = [Signal(signed(dot_w), name=f"dot{r}") for r in range(rows)]
+        weighted_w = dot_w + (n.head_group_bits + 1 if n.head == "grouped" else 0)
+        weighted = [Signal(signed(weighted_w), name=f"weighted{r}") for r in range(rows)]
+
         # the output bank: `rows` sums and scales leaving one a cycle
         bank = Signal(data.ArrayLayout(signed(self.acc_width), rows))
         bank_scale = Signal(data.ArrayLayout(self._scale, rows))
@@ -125,16 +152,18 @@ class HeadDot(wiring.Component):
         out_row = Signal(range(rows))
         accs = [Signal(signed(self.acc_width), name=f"acc{r}") for r in range(rows)]
 
+        d_valid, d_ctl = stages[2]
+        e_valid, e_ctl = stages[3]
         draining = bank_full & ~(self.o.ready & (out_row == rows - 1))
-        b_stall = b_valid & b.last & draining
+        advance = ~(e_valid & e_ctl.last & draining)
         accept = self.weights.valid & self.weights.ready
 
         m.d.comb += [
             self.act.ready.eq(loading),
             write.addr.eq(act_addr), write.data.eq(self.act.payload.codes),
             write.en.eq(self.act.valid & loading),
-            self.weights.ready.eq(~loading & ~b_stall),
-            read.addr.eq(beat_addr), read.en.eq(~b_stall),
+            self.weights.ready.eq(~loading & advance),
+            read.addr.eq(beat_addr), read.en.eq(advance),
         ]
         with m.If(self.act.valid & loading):
             m.d.sync += act_addr.eq(Mux(self.act.payload.last, 0, act_addr + 1))
@@ -144,8 +173,36 @@ class HeadDot(wiring.Component):
             m.d.sync += beat_addr.eq(Mux(self.weights.payload.last, 0, beat_addr + 1))
             with m.If(self.weights.payload.end):
                 m.d.sync += loading.eq(1)
-        with m.If(~b_stall):
-            m.d.sync += [b_valid.eq(accept), b.eq(self.weights.payload)]
+
+        def take(ctl, beat):
+            out = [ctl.scale.eq(beat.scale), ctl.last.eq(beat.last), ctl.end.eq(beat.end)]
+            if n.head == "grouped":
+                out.append(ctl.mult.eq(beat.mult))
+            return out
+
+        with m.If(advance):
+            m.d.sync += [p_valid.eq(accept), p_beat.eq(self.weights.payload)]
+            # Q: the memory's output registered (its clock-to-out is long on ECP5)
+            m.d.sync += [q_valid.eq(p_valid), q_beat.eq(p_beat), q_codes.eq(read.data)]
+            # S1: the products of the beat's codes and the token's codes
+            (s1_valid, s1_ctl), (s2_valid, s2_ctl) = stages[0], stages[1]
+            m.d.sync += [s1_valid.eq(q_valid), *take(s1_ctl, q_beat)]
+            for r in range(rows):
+                for k in range(lanes):
+                    m.d.sync += products[r][k].eq(q_codes[k] * q_beat.codes[r][k])
+            # S2: sums of `split` products; D: the row sums
+            m.d.sync += [s2_valid.eq(s1_valid), s2_ctl.eq(s1_ctl)]
+            for r in range(rows):
+                for g in range(parts):
+                    m.d.sync += partials[r][g].eq(sum(products[r][g * split:(g + 1) * split]))
+            m.d.sync += [d_valid.eq(s2_valid), d_ctl.eq(s2_ctl)]
+            for r in range(rows):
+                m.d.sync += dots[r].eq(sum(partials[r]))
+            # E: each row sum times the beat's multiplier
+            m.d.sync += [e_valid.eq(d_valid), e_ctl.eq(d_ctl)]
+            for r in range(rows):
+                m.d.sync += weighted[r].eq(dots[r] * d_ctl.mult[r] if n.head == "grouped"
+                                           else dots[r])
 
         # the output bank, one row a cycle
         m.d.comb += [self.o.valid.eq(bank_full),
@@ -158,18 +215,17 @@ class HeadDot(wiring.Component):
             with m.If(out_row == rows - 1):
                 m.d.sync += bank_full.eq(0)
 
-        # stage B: products, the row sums times the multiplier, the accumulators
-        with m.If(b_valid & ~b_stall):
+        # the weighted row sums into the rows' accumulators
+        with m.If(e_valid & advance):
             for r in range(rows):
-                dot = sum(read.data[k] * b.codes[r][k] for k in range(self.lanes))
-                total = accs[r] + (dot * b.mult[r] if n.head == "grouped" else dot)
-                with m.If(b.last):
+                total = accs[r] + weighted[r]
+                with m.If(e_ctl.last):
                     m.d.sync += [accs[r].eq(0), bank[r].eq(total),
-                                 bank_scale[r].eq(b.scale[r])]
+                                 bank_scale[r].eq(e_ctl.scale[r])]
                 with m.Else():
                     m.d.sync += accs[r].eq(total)
-            with m.If(b.last):
-                m.d.sync += [bank_full.eq(1), bank_end.eq(b.end)]
+            with m.If(e_ctl.last):
+                m.d.sync += [bank_full.eq(1), bank_end.eq(e_ctl.end)]
         return m
 
 
