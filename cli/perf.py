@@ -495,9 +495,13 @@ def render_markdown(report):
            f"{p['head_rows']} rows of {p['head_lanes']} inputs a cycle, cycles from its "
            "cycle model (hw.timing.head_cycles).", ""]
     pr = report["precisions"]
+    hn = pr.get("numerics")
+    head = (f"{pr['head']} MACs on 4-bit codes with a {hn['head_group_bits']}-bit multiplier "
+            f"a {hn['head_group']}-group" if hn and hn["head"] == "grouped"
+            else f"{pr['head']} MACs on five-trit codes" if hn and hn["head"] == "trit5"
+            else f"{pr['head']} ({pr['head_bits']}-bit weights)")
     out += [f"Precisions: vector {pr['vector']}, attention {pr['attention']}, LM head "
-            f"{pr['head']} ({pr['head_bits']}-bit weights), KV cache {pr['kv_bits']} bits, "
-            f"norm gains {pr['norm_bits']} bits.", ""]
+            f"{head}, KV cache {pr['kv_bits']} bits, norm gains {pr['norm_bits']} bits.", ""]
     budget = report.get("hardware_numerics")
     if budget is not None:
         tables = ", ".join(f"{op} {n:,}" for op, n in budget["table_bytes"].items())

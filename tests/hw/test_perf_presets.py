@@ -91,7 +91,7 @@ def test_perf_prints_the_batch_sweep_and_the_ttft_engine(cli, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "### Batched decode at context 128" in out.stdout
     assert "smallest engine with a 128-token prefill within 0.96 s" in out.stdout
-    assert "LM head int8 (4-bit weights)" in out.stdout
+    assert "LM head int8 MACs on 4-bit codes with a 6-bit multiplier a 32-group" in out.stdout
     assert png.stat().st_size > 0
     bad = cli("perf", "--batch-sweep", "4,2")
     assert bad.returncode == 2 and "increasing" in bad.stderr
