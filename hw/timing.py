@@ -548,3 +548,14 @@ def head_cycles(vocab, hidden, *, lanes, rows):
 def head_load_cycles(hidden, *, lanes):
     """Cycles of a token's codes into :class:`hw.rtl.head.HeadDot` (a beat a cycle)."""
     return hidden // lanes
+
+
+def softmax_cycles(positions, numerics):
+    """Cycles of :class:`hw.rtl.softmax.Softmax` for a row of ``positions`` scores
+    without stalls, from the edge that takes the first score to the edge that gives the
+    last weight: the scores in, a cycle to check the row's length, the exp pass, a
+    cycle to hand the sum to the scalar unit, the reciprocal's latency
+    (:func:`scalar_latency`), a cycle to take it back, the weights out."""
+    if isinstance(positions, bool) or not isinstance(positions, int) or positions < 1:
+        raise ValueError(f"positions must be a positive integer, not {positions!r}")
+    return 3 * positions + 3 + scalar_latency("reciprocal", numerics)

@@ -73,3 +73,25 @@ def test_a_row_longer_than_the_buffer_is_refused():
     simulate(dut, producer, processes=[watch], cycles=100)
     assert sum(errors) == 1
     assert got == [int(w) for w in H.softmax_weights(rows[1][None], N)[0]]
+
+
+@pytest.mark.parametrize("positions", [1, 2, 5, 17])
+def test_cycle_model_equals_simulation(positions):
+    from ternary_accel.hw.timing import softmax_cycles
+    dut = Softmax(32, N)
+    log = []
+
+    async def producer(ctx):
+        for j in range(positions):
+            await stream_put(ctx, dut.i, {"score": j * 7, "last": int(j == positions - 1)})
+
+    async def watch(ctx):
+        ctx.set(dut.o.ready, 1)
+        async for _, _, iv, ir, ov in ctx.tick().sample(dut.i.valid, dut.i.ready,
+                                                        dut.o.valid):
+            log.append((iv and ir, ov))
+
+    simulate(dut, producer, processes=[watch], cycles=200)
+    first = next(i for i, (taken, _) in enumerate(log) if taken)
+    last = [i for i, (_, given) in enumerate(log) if given][-1]
+    assert last - first + 1 == softmax_cycles(positions, N)
