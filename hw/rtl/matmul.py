@@ -1,7 +1,7 @@
 """The matmul unit: ``rows`` dot-product lane groups sharing one activation stream,
 multi-beat accumulation, an optional fixed-point output stage, and stream interfaces."""
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -64,6 +64,24 @@ def _credits(m, name, limit, take, give):
         room.eq(Mux(up, below_after_take, Mux(down, 1, ~full))),
     ]
     return room
+
+
+def _row_copies(m, fabric, following, register, name, count):
+    """``count`` copies of the 1-bit ``register`` whose next state is ``following``, one
+    per row, so that no single flip-flop drives every row: with ``fabric="ecp5"``
+    flip-flop instances (Yosys would merge inferred copies back into one), loading the
+    register's reset value while the domain's reset is high; otherwise the register
+    itself ``count`` times."""
+    if fabric != ECP5:
+        return [register] * count
+    from ternary_accel.hw.rtl.ecp5 import flip_flop
+    copies = []
+    for row in range(count):
+        copy = Signal(name=f"{name}_row{row}")
+        m.submodules[f"{name}_row{row}_ff"] = flip_flop(
+            Mux(ResetSignal(), Const(register.init, 1), following), copy)
+        copies.append(copy)
+    return copies
 
 
 def res_layout(rows, width):
@@ -416,10 +434,15 @@ class MatmulUnit(wiring.Component):
         # as a register beside beats so that no compare feeds the rows' read-data
         # select; and whether the beat before it wrote its tile (the sum to take is then
         # that beat's, in done, not the memory's).
+        # Both in one copy per row (each drives acc_width select LUTs).
         if bank:
-            first = self._first_beat_flag(m, tag)
+            first, first_next = self._first_beat_flag(m, tag)
+            firsts = _row_copies(m, self._fabric, first_next, first, "first_beat", rows)
             forward = Signal(name="bank_forward")
-            m.d.sync += forward.eq(tags[-1].valid & (tags[-2].tile == tags[-1].tile))
+            forward_next = tags[-1].valid & (tags[-2].tile == tags[-1].tile)
+            m.d.sync += forward.eq(forward_next)
+            forwards = _row_copies(m, self._fabric, forward_next, forward, "bank_forward",
+                                   rows)
         # done takes every cycle's sums (only those of a last beat, done_tag.valid,
         # are used): no enable on its rows x acc_width flip-flops
         done = Signal(data.ArrayLayout(signed(width), rows), name="done")
@@ -449,7 +472,7 @@ class MatmulUnit(wiring.Component):
                 m.submodules[f"bank{row}"] = memory
                 write = memory.write_port()
                 read = memory.read_port()
-                stored = Mux(first, 0, Mux(forward, done[row], read.data))
+                stored = Mux(firsts[row], 0, Mux(forwards[row], done[row], read.data))
                 total = Signal(signed(width), name=f"total{row}")
                 m.d.comb += [
                     read.addr.eq(tags[-2].tile),
@@ -492,11 +515,13 @@ class MatmulUnit(wiring.Component):
     def _first_beat_flag(self, m, tag):
         """A register that is 1 while the accumulate stage's beat is the first round of
         its tiles (``beats == 0``): set by a last beat, cleared by any other, updated
-        when the round ends (``tag.wrap``), 1 after reset."""
+        when the round ends (``tag.wrap``), 1 after reset; returned with its next
+        state."""
         first = Signal(name="first_beat", init=1)
-        with m.If(tag.valid & tag.wrap):
-            m.d.sync += first.eq(tag.last)
-        return first
+        following = Signal(name="first_beat_next")
+        m.d.comb += following.eq(Mux(tag.valid & tag.wrap, tag.last, first))
+        m.d.sync += first.eq(following)
+        return first, following
 
     def _shared_output_stage(self, m, done, done_tag, starts, taken):
         """Finished vectors queue (``QUEUE_DEPTH`` deep, LUT RAM); a serializer passes

@@ -197,9 +197,6 @@ class WordDecoder(wiring.Component):
     invalid : Signal, out
         Combinational, not sticky, whatever ``i.valid``: ``i.payload`` holds an invalid
         group (base3 byte 243..255, 3in5 value 27..31), decoded as zero codes. 0 for 2bit.
-    invalid_groups : Signal(groups), out
-        The same per group of the word (bit ``g``: group ``g`` is invalid; one bit 0 for
-        2bit), for a consumer that registers them before the OR.
 
     Raises
     ------
@@ -224,15 +221,7 @@ class WordDecoder(wiring.Component):
             "o": Out(stream.Signature(data.ArrayLayout(
                 unsigned(TERNARY_CODE_WIDTH), codes_per_word(packing, self._port_bits)))),
             "invalid": Out(1),
-            "invalid_groups": Out(max(self.groups, 1)),
         })
-
-    @property
-    def groups(self):
-        """Packed groups of a word (bytes for base3, 5-bit groups for 3in5; 0 for 2bit)."""
-        if self._packing == CODES2:
-            return 0
-        return self._port_bits // group_bits(self._packing)
 
     @property
     def packing(self):
@@ -271,6 +260,5 @@ class WordDecoder(wiring.Component):
                 for c, code in enumerate(lanes):
                     m.d.comb += self.o.payload[codes * g + c].eq(code)
         m.d.comb += [self.invalid.eq(Cat(*bad).any() if bad else 0),
-                     self.invalid_groups.eq(Cat(*bad) if bad else 0),
                      self.o.valid.eq(self.i.valid), self.i.ready.eq(self.o.ready)]
         return m
