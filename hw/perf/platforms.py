@@ -8,8 +8,10 @@ what is assumed (no RTL or no flow behind it) says so.
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from ternary_accel.hw.paths import build_path
+from ternary_accel.hw.fpga.synth import lut4_equivalent
 from ternary_accel.hw.params import BITNET_ENGINE, EngineParams
 from ternary_accel.model.hwnum import GROUPED_HEAD, HwNumerics
 
@@ -65,6 +67,15 @@ def _records(path):
     return [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
 
 
+def _shown(path):
+    """``path`` relative to the checkout when it is inside it (docs/results/...)."""
+    root = RESULTS_DIR.parents[1]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def measured_engine(engine, results=None, reports=None):
     """The figures of a placed engine equal to ``engine`` (every
     :class:`EngineParams` field): from the committed tables under ``results`` (default
@@ -82,12 +93,14 @@ def measured_engine(engine, results=None, reports=None):
                 if any(config.get(k) != wanted[k] for k in _ENGINE_KEYS):
                     continue
                 macs = r.get("macs") or engine.lanes * engine.rows
-                lut4 = r.get("lut4", 0) + 6 * r.get("lutram", 0)
+                lut4 = lut4_equivalent(SimpleNamespace(lut4=r.get("lut4", 0),
+                                                       carry=r.get("carry", 0),
+                                                       lutram=r.get("lutram", 0)))
                 seeds = tuple(r.get("seeds") or ([r["seed"]] if "seed" in r else []))
                 return Measured(r.get("design", engine.report_name), r.get("device", "?"),
                                 float(r["fmax_mhz"]), lut4 / macs, seeds,
                                 tuple(r.get("fmax_mhz_seeds") or [r["fmax_mhz"]]),
-                                str(path))
+                                _shown(path))
     return None
 
 

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _record(engine, fmax, seeds=(1, 2, 3), design="engine-x", lut4=1000):
     return {"design": design, "device": "45k", "fmax_mhz": fmax, "lut4": lut4, "lutram": 10,
+            "carry": 100,
             "macs": engine.lanes * engine.rows, "seeds": list(seeds),
             "fmax_mhz_seeds": [fmax - 5, fmax, fmax + 9],
             "config": {"component": "LayerEngine", **engine.to_dict(), "decoder": None}}
@@ -59,7 +60,7 @@ def test_measured_engine_matches_every_parameter(tmp_path):
     (tmp_path / "broken.json").write_text("{not json")
     found = measured_engine(engine, results=tmp_path, reports=tmp_path / "none")
     assert found.fmax_mhz == 171.5 and found.design == "engine-x"
-    assert found.lut4_per_mac == pytest.approx((1000 + 60) / 512)
+    assert found.lut4_per_mac == pytest.approx((1000 + 2 * 100 + 60) / 512)
     assert found.seeds == (1, 2, 3) and "median of seeds 1, 2, 3" in found.describe()
     assert measured_engine(preset_engine(64, 32), results=tmp_path,
                            reports=tmp_path / "none") is None
