@@ -740,8 +740,8 @@ def quantize_head(embedding, numerics):
 
 def head_accumulators(values, head, lanes=None):
     """The head's exact sums of a token's codes ``values`` (T, hidden) against every
-    row: ``sum_g s_g * (values_g . codes_g)`` for a ``grouped`` head, else ``values .
-    codes`` (T, vocab) int64. ``lanes`` (a divisor of the group) computes it as the
+    row: ``sum_g s_g * dot(values_g, codes_g)`` for a ``grouped`` head, else
+    ``dot(values, codes)``; (T, vocab) int64. ``lanes`` (a divisor of the group) computes it as the
     hardware does, a beat of ``lanes`` inputs at a time times the beat's multiplier;
     the integers are the same."""
     v = _int(values)
@@ -809,8 +809,8 @@ def _field_values(bits, count, width):
 
 
 def pack_head(head, numerics):
-    """``(rows, scales)``: the head's bytes as DRAM holds them, ``(vocab,``
-    :func:`head_row_bytes` ``)`` and ``(vocab,`` :func:`head_scale_bytes` ``)`` uint8.
+    """``(rows, scales)``: the head's bytes as DRAM holds them, uint8 arrays of a row
+    each: :func:`head_row_bytes` and :func:`head_scale_bytes` bytes a row.
 
     A row is its codes (two's complement at ``head_bits``; ``trit5``: ``v + 121``, the
     base-3 number of its trits plus one) then a ``grouped`` row's multipliers, packed
