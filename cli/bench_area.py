@@ -4,7 +4,9 @@ Lane groups alone (K = 8, 16, 32, 64) and whole units (M x K), ternary, built wi
 ECP5 carry-cell lane groups (``fabric="ecp5"``); the portable generic design for two of
 them; beside them the int8 baseline of the same unit with real multipliers (DSP blocks,
 and LUTs only), through the same open flow; and the int4 activations of BitNet a4.8
-(``act_width=4``, rows named ``..._a4``) for lane groups and a unit. Ends with the
+(``act_width=4``, rows named ``..._a4``) for lane groups and a unit; the layer engines;
+the LM head unit (``hw.rtl.head.HeadDot``, the grouped int4 head, products in DSP blocks
+or LUTs only: ``head..._dsp``, ``head..._lut``). Ends with the
 ternary / baseline ratios, the int4 / int8 activation ratios and the LFE5U-85F
 projection.
 """
@@ -28,7 +30,9 @@ from ternary_accel.hw.rtl.matmul import MatmulUnit
 from ternary_accel.hw.fpga.synth import SynthResult, ToolError, median_over_seeds, run_flow
 from ternary_accel.cli.synth import result_table, write_report
 from ternary_accel.hw.fpga.synth import lut4_equivalent
+from ternary_accel.hw.rtl.head import HeadDot
 from ternary_accel.hw.rtl.unpack import DECODERS, TritUnpacker
+from ternary_accel.model.hwnum import GROUPED_HEAD
 from ternary_accel.hw.params import ECP5
 from ternary_accel.hw.params import UnitParams
 
@@ -71,6 +75,10 @@ BATCHED_ENGINES = tuple(
 ACT_COPIES_UNITS = ((16, 32, 2), (16, 32, 4))
 #: Packed bytes per beat of the trit unpackers compared (results are quoted per byte).
 UNPACKER_BYTES = 8
+#: The LM head unit (hw.rtl.head.HeadDot) of the grouped int4 head for 2B4T's hidden
+#: size: (rows, lanes); with its int8 x int4 products in DSP blocks and in LUTs only.
+HEAD_UNITS = ((2, 32),)
+HEAD_HIDDEN = 2560
 QUICK_LANE_GROUPS = (8,)
 QUICK_UNITS = ((4, 16),)
 #: int4 activations (``act_width=4``), ECP5 fabric, beside the int8 rows of the same K.
@@ -182,6 +190,11 @@ def run(parser, args):
     # LUTs only: with DSP blocks allowed Yosys puts mulshift's constant multiplies in
     # MULT18X18Ds (nine per byte), which no real engine could afford.
     jobs += [(name, build, 0, True) for name, build in unpackers]
+    for rows, lanes in (() if quick else HEAD_UNITS):
+        for nodsp in (False, True):
+            jobs.append((f"head{rows}x{lanes}_grouped{'_lut' if nodsp else '_dsp'}",
+                         lambda m=rows, k=lanes: HeadDot(HEAD_HIDDEN, k, m, GROUPED_HEAD),
+                         rows * lanes, nodsp))
 
     if args.only:
         from fnmatch import fnmatch
@@ -310,6 +323,10 @@ def design_config(design):
     if isinstance(design, TritUnpacker):
         return {"component": "TritUnpacker", "bytes_per_beat": design.bytes_per_beat,
                 "decoder": design.decoder}
+    if isinstance(design, HeadDot):
+        return {"component": "HeadDot", "hidden": design.hidden, "lanes": design.lanes,
+                "rows": design.rows, **{k: v for k, v in design.numerics.to_dict().items()
+                                        if k.startswith("head")}}
     if isinstance(design, DotProduct):
         return {"component": "DotProduct", "lanes": design.lanes,
                 "weight_mode": design.weight_mode, "carry_out": design.carry_out,

@@ -104,3 +104,16 @@ def test_median_over_seeds_refuses_mixed_runs():
         median_over_seeds([run("a", 1), run("a", 1)])
     with pytest.raises(ValueError, match="no results"):
         median_over_seeds([])
+
+
+def test_the_head_unit_rows(fake_flow, tmp_path):
+    """The LM head unit is swept with its products in DSP blocks and in LUTs, its
+    configuration recorded."""
+    result = invoke("bench", "area", "--only", "head*", "--outdir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert [d for d, _, _ in fake_flow] == ["head2x32_grouped_dsp", "head2x32_grouped_lut"]
+    records = json.loads((tmp_path / "out" / "bench_area.json").read_text())["results"]
+    config = records[0]["config"]
+    assert config["component"] == "HeadDot" and config["head"] == "grouped"
+    assert (config["hidden"], config["lanes"], config["rows"]) == (2560, 32, 2)
+    assert records[0]["macs"] == 64
