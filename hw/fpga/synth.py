@@ -21,6 +21,8 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ternary_accel.hw.fpga.counts import LUTRAM_LUT4, lut4_equivalent
+
 __all__ = ["lut4_equivalent", "LUTRAM_LUT4", "TARGETS", "Target", "SynthResult",
            "RegisteredHarness", "run_flow", "median_over_seeds", "ToolError",
            "tool_versions", "tool_path"]
@@ -148,11 +150,6 @@ class SynthResult:
         return d
 
 
-#: LUT4 sites one ECP5 ``TRELLIS_DPR16X4`` takes: two slices in RAM mode and the slice
-#: of its write port.
-LUTRAM_LUT4 = 6
-
-
 #: Fields :func:`median_over_seeds` takes the median of (the synthesis is the same for
 #: every seed; what nextpnr packs may differ).
 _SEED_MEDIAN_FIELDS = ("lut4", "ff", "carry", "dsp", "bram", "lutram", "logic_cells")
@@ -196,12 +193,6 @@ def median_over_seeds(results):
     return replace(first, **counts, fmax_mhz=round(statistics.median(fmax), 1),
                    seeds=seeds, fmax_mhz_seeds=fmax,
                    seconds=round(sum(r.seconds for r in results), 1))
-
-
-def lut4_equivalent(result):
-    """LUT4s, plus two per carry cell (a CCU2C / SB_CARRY slice holds two LUT4s), plus
-    :data:`LUTRAM_LUT4` per LUT RAM block."""
-    return result.lut4 + 2 * result.carry + LUTRAM_LUT4 * getattr(result, "lutram", 0)
 
 
 def tool_path(name):

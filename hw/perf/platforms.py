@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ternary_accel.hw.paths import build_path
-from ternary_accel.hw.fpga.synth import lut4_equivalent
+from ternary_accel.hw.fpga.counts import lut4_equivalent
 from ternary_accel.hw.params import BITNET_ENGINE, EngineParams
 from ternary_accel.model.hwnum import GROUPED_HEAD, HwNumerics
 

@@ -316,7 +316,8 @@ def test_flagged():
 
 PLAIN = ("ternary_accel.hw.params", "ternary_accel.hw.timing", "ternary_accel.hw.mapping",
          "ternary_accel.hw.perf.throughput", "ternary_accel.hw.perf.accounting",
-         "ternary_accel.hw.perf.platforms", "ternary_accel.hw.perf.energy")
+         "ternary_accel.hw.perf.platforms", "ternary_accel.hw.perf.energy",
+         "ternary_accel.hw.fpga.counts")
 
 
 @pytest.mark.parametrize("module", PLAIN)
