@@ -57,6 +57,7 @@ b1.58, which gives the figures above):
   compares per element, like the quantizer's), the KV quantizer's scales.
 """
 
+import functools
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
 
@@ -538,6 +539,16 @@ def account(config, *, tokens=1, context=0, lanes=DEFAULT_LANES, rows=DEFAULT_RO
     for p in config.shape.projections():        # a clear error before the run
         LayerTiling(p.out_features, p.in_features, 1, lanes, rows, batch=weight_reuse,
                     port_bits=port_bits, packing=packing)
+    return _costed(config, tokens, context, lanes, rows, precisions, _records(config, tokens, context),
+                   scheme, dataflow, port)
+
+
+@functools.lru_cache(maxsize=16)
+def _records(config, tokens, context):
+    """The decoder's records of a pass of ``tokens`` after ``context`` positions: they
+    depend on the model's shape alone, so a pass charged on several engines, precisions
+    or schemes runs the decoder once (a tuple; each record's sizes are copied by
+    :func:`_costed`)."""
     ledger = Ledger()
     decoder = Decoder(_ShapeOnlyWeights(config), core=_counting_core, head=_counting_head,
                       ledger=ledger)
@@ -549,8 +560,7 @@ def account(config, *, tokens=1, context=0, lanes=DEFAULT_LANES, rows=DEFAULT_RO
                         {i: empty for i in range(config.layers)}, context)
     decoder.forward(np.zeros(tokens, dtype=np.int64), cache, logits="last")
 
-    return _costed(config, tokens, context, lanes, rows, precisions, ledger.records,
-                   scheme, dataflow, port)
+    return tuple(ledger.records)
 
 
 def _checked_scheme(scheme, dataflow):
