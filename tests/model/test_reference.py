@@ -46,6 +46,7 @@ def test_both_layouts_of_the_reference_model_give_the_same_logits():
     np.testing.assert_array_equal(packed, master)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REFERENCE_MODELS)
 def test_recorded_test_perplexity_is_reproduced(name):
     """``ternary-accel train`` recorded the test perplexity of the exported checkpoint at
