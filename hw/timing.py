@@ -559,3 +559,23 @@ def softmax_cycles(positions, numerics):
     if isinstance(positions, bool) or not isinstance(positions, int) or positions < 1:
         raise ValueError(f"positions must be a positive integer, not {positions!r}")
     return 3 * positions + 3 + scalar_latency("reciprocal", numerics)
+
+
+def rope_cycles(head_dim):
+    """Cycles of :class:`hw.rtl.rope.Rope` for one head vector without stalls, from the
+    edge that takes its first element to the edge that gives its last: the first half
+    in, a pair a cycle (the first results out), the kept second half out."""
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 2 \
+            or head_dim % 2:
+        raise ValueError(f"head_dim must be a positive even integer, not {head_dim!r}")
+    return 3 * head_dim // 2
+
+
+def attention_product_cycles(positions):
+    """Cycles of :class:`hw.rtl.attention.Scores` (or ``Values``) for one row of
+    ``positions`` cached keys (or values) without stalls, from the edge that takes the
+    first to the edge that gives the last score (or the weighted sum): a beat a cycle and
+    the output register."""
+    if isinstance(positions, bool) or not isinstance(positions, int) or positions < 1:
+        raise ValueError(f"positions must be a positive integer, not {positions!r}")
+    return positions + 1
