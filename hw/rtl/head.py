@@ -18,7 +18,8 @@ and :func:`~ternary_accel.model.hwnum.argmax`; with
 
 Every input pattern has a defined answer: ``act`` beats wait while a head is streaming,
 weight beats wait until a token's codes are in (the ``act`` beat with ``last``), the
-counters wrap at ``last`` and ``end``.
+address counters wrap at ``last`` or at ``hidden / lanes`` beats, whichever comes first
+(a stream with the wrong number of beats gives wrong sums, never a hang).
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
@@ -166,11 +167,13 @@ class HeadDot(wiring.Component):
             read.addr.eq(beat_addr), read.en.eq(advance),
         ]
         with m.If(self.act.valid & loading):
-            m.d.sync += act_addr.eq(Mux(self.act.payload.last, 0, act_addr + 1))
+            m.d.sync += act_addr.eq(Mux(self.act.payload.last | (act_addr == self.beats - 1),
+                                        0, act_addr + 1))
             with m.If(self.act.payload.last):
                 m.d.sync += loading.eq(0)
         with m.If(accept):
-            m.d.sync += beat_addr.eq(Mux(self.weights.payload.last, 0, beat_addr + 1))
+            m.d.sync += beat_addr.eq(Mux(self.weights.payload.last
+                                         | (beat_addr == self.beats - 1), 0, beat_addr + 1))
             with m.If(self.weights.payload.end):
                 m.d.sync += loading.eq(1)
 

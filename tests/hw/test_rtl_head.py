@@ -291,3 +291,33 @@ def test_reset_in_mid_token_leaves_nothing_behind(stop):
     sim.run_until(1e-8 * 3000)
     expected = H.head_accumulators(second[None], head, lanes=16)[0]
     assert got == [int(v) for v in expected]
+
+
+def test_a_malformed_token_does_not_hang_and_the_next_is_exact():
+    """Too many code beats before ``last`` and a tile with too many beats: the counters
+    wrap, the unit answers, and a well-formed token after them is exact."""
+    numerics = FORMATS["grouped"]
+    rng = np.random.default_rng(13)
+    head = _head(numerics)
+    bad, good = _tokens(rng, 3)[1:]
+    dut = HeadDot(HIDDEN, 16, 4, numerics)
+    beats = _weight_beats(head, numerics, 16, 4)
+    got = []
+
+    async def producer(ctx):
+        for b in range(7):                              # 7 code beats for 4 places
+            await stream_put(ctx, dut.act, {"codes": [int(c) for c in bad[:16]],
+                                            "last": int(b == 6)})
+        long_tile = [dict(beats[0], last=0, end=0)] * 6 + beats[:4]
+        for beat in long_tile + beats[4:]:
+            await stream_put(ctx, dut.weights, beat)
+        await _send_token(ctx, dut, good, beats, 16, rng, 0.0)
+
+    async def consumer(ctx):
+        await stream_record(ctx, dut.o, got, lambda: len(got) == 2 * VOCAB,
+                            convert=lambda p: int(p.value))
+
+    simulate(dut, producer, consumer, cycles=3000)
+    assert len(got) == 2 * VOCAB                      # the malformed token answered
+    expected = H.head_accumulators(good[None], head, lanes=16)[0]
+    assert got[VOCAB:] == [int(v) for v in expected]
