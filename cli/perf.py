@@ -369,8 +369,8 @@ def _numerics_budget(model, context):
             "kv_bytes_at_context": per_position * context, "context": context}
 
 
-#: ``--head``: the LM head formats the hardware numerics offer (model.hwnum).
 def _head_numerics(name):
+    """``--head``: the hardware numerics with that LM head format (model.hwnum)."""
     from ternary_accel.model.hwnum import DEFAULT, GROUPED_HEAD
     return {"int8": DEFAULT, "trit5": DEFAULT.replace(head="trit5"),
             "grouped": GROUPED_HEAD}[name]

@@ -27,7 +27,6 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ternary_accel.hw.rtl.scalar import EXP_WIDTH
 from ternary_accel.model.hwnum import DEFAULT, TRIT5_MAX, HwNumerics
 
 __all__ = ["HeadDot", "Argmax", "head_code_width", "head_acc_width"]
