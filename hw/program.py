@@ -283,6 +283,11 @@ def _head_beats(head, numerics, lanes, rows):
     fields = {"codes": codes.reshape(tiles, rows, beats, lanes).transpose(0, 2, 1, 3),
               "mant": np.pad(head.mant, (0, pad)).reshape(tiles, rows),
               "exp": np.pad(head.exp, (0, pad)).reshape(tiles, rows)}
+    last = np.zeros((tiles, beats), dtype=np.int64)
+    last[:, -1] = 1
+    end = np.zeros((tiles, beats), dtype=np.int64)
+    end[-1, -1] = 1
+    fields.update(last=last, end=end)
     if numerics.head == "grouped":
         per = numerics.head_group // lanes
         mult = np.pad(head.groups, ((0, pad), (0, 0)))         # (rows, groups)
