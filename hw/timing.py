@@ -579,3 +579,29 @@ def attention_product_cycles(positions):
     if isinstance(positions, bool) or not isinstance(positions, int) or positions < 1:
         raise ValueError(f"positions must be a positive integer, not {positions!r}")
     return positions + 1
+
+
+def absmax_cycles(width, numerics):
+    """Cycles of :class:`hw.rtl.attention.AbsmaxQuant` for one vector of ``width``
+    elements without stalls, from the edge that takes its first element to the edge that
+    gives its last code: the elements in, a cycle to check the length and hand ``1/max``
+    to the scalar unit, the reciprocal's latency (:func:`scalar_latency`), a cycle to take
+    it back, the codes out (the factor leaves alongside them)."""
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive integer, not {width!r}")
+    return 2 * width + 2 + scalar_latency("reciprocal", numerics)
+
+
+def attention_head_cycles(positions, head_dim, numerics):
+    """Cycles of :class:`hw.rtl.attention.AttentionHead` for one query head over
+    ``positions`` cached positions without stalls, from the edge that takes the query's
+    first element to the edge that gives the last output: the query quantized
+    (:func:`absmax_cycles`), the first key into the scores (their output register), the
+    softmax of the row (:func:`softmax_cycles`; the scores and the weighted value sums
+    keep pace with it), a cycle for the sums into the output register, the ``head_dim``
+    outputs. That is ``3 positions + 3 head_dim + 2 L + 7`` with ``L`` the reciprocal's
+    latency."""
+    if isinstance(positions, bool) or not isinstance(positions, int) or positions < 1:
+        raise ValueError(f"positions must be a positive integer, not {positions!r}")
+    return (absmax_cycles(head_dim, numerics) + 1 + softmax_cycles(positions, numerics)
+            + 1 + head_dim)
