@@ -149,7 +149,8 @@ class TokenBench:
         core = self.core
         vocab = self.program.config.vocab
         out_tokens, logits = [], []
-        errors = []
+        self.errors = errors = []
+        self.op_cycles = []
 
         async def host(ctx):
             for position, token in enumerate(tokens, start):
@@ -175,6 +176,8 @@ class TokenBench:
                         raise TimeoutError(f"token {token} at position {position} did not "
                                            f"finish in {cycles} cycles")
                 self.cycles.append(count)
+                self.op_cycles.append([int(ctx.get(core.cycles[k]))
+                                       for k in range(len(core.cycles))])
                 errors.append(int(ctx.get(Value.cast(core.error))))
                 out_tokens.append(int(ctx.get(core.token)))
                 if len(row) != vocab:
@@ -188,5 +191,4 @@ class TokenBench:
         sim.add_process(self._kv_writer())
         sim.add_testbench(host)
         sim.run()
-        self.errors = errors
         return out_tokens, np.asarray(logits, dtype=np.int64)

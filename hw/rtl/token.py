@@ -47,7 +47,10 @@ from ternary_accel.hw.rtl.rescale import Rescale
 from ternary_accel.hw.rtl.rope import Rope
 from ternary_accel.hw.rtl.scalar import EXP_WIDTH
 
-__all__ = ["TokenCore", "CMD_LAYOUT", "TokenErrors", "instruction_layout"]
+__all__ = ["TokenCore", "CMD_LAYOUT", "TokenErrors", "instruction_layout", "COUNTER_BITS"]
+
+#: Bits of a cycle counter.
+COUNTER_BITS = 32
 
 #: A read channel's command: ``count`` words from word address ``addr``.
 CMD_LAYOUT = data.StructLayout({"addr": unsigned(32), "count": unsigned(24)})
@@ -149,6 +152,7 @@ class TokenCore(wiring.Component):
             "head_data": In(stream.Signature(self._head.weights.payload.shape())),
             "logits": Out(stream.Signature(data.StructLayout({
                 "value": signed(n.resid_bits), "last": unsigned(1)}))),
+            "cycles": Out(data.ArrayLayout(unsigned(COUNTER_BITS), len(P.OPS))),
         })
 
     def elaborate(self, platform):
@@ -251,8 +255,20 @@ class TokenCore(wiring.Component):
             with m.If(channel.valid & channel.ready):
                 m.d.sync += issued.eq(issued + 1)
 
+        # -- the cycle counters: a token's cycles by operation, the fetch and decode of
+        # every instruction on ``END``'s counter (cleared by ``start``)
+        counters = Signal.like(self.cycles)
+        counting = Signal(range(len(P.OPS)))
+        m.d.comb += self.cycles.eq(counters)
+        with m.If(self.start & ~self.busy):
+            m.d.sync += counters.eq(0)
+        with m.Elif(self.busy):
+            for k in range(len(P.OPS)):
+                with m.If(counting == k):
+                    m.d.sync += counters[k].eq(counters[k] + 1)
+
         # -- the sequencer -----------------------------------------------------------------
-        m.d.comb += self.busy.eq(1)
+        m.d.comb += [self.busy.eq(1), counting.eq(op)]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(0)
@@ -260,17 +276,17 @@ class TokenCore(wiring.Component):
                     m.d.sync += [pc.eq(0), errors.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += [self.prog_cmd.valid.eq(1), self.prog_cmd.payload.addr.eq(pc),
+                m.d.comb += [counting.eq(P.END), self.prog_cmd.valid.eq(1), self.prog_cmd.payload.addr.eq(pc),
                              self.prog_cmd.payload.count.eq(1)]
                 with m.If(self.prog_cmd.ready):
                     m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.comb += self.prog_data.ready.eq(1)
+                m.d.comb += [counting.eq(P.END), self.prog_data.ready.eq(1)]
                 with m.If(self.prog_data.valid):
                     m.d.sync += [ins.eq(self.prog_data.payload), pc.eq(pc + 1)]
                     m.next = "SETUP"
             with m.State("SETUP"):
-                m.d.comb += start_op.eq(1)
+                m.d.comb += [counting.eq(P.END), start_op.eq(1)]
                 m.d.sync += [issued.eq(0), written.eq(0), consumed.eq(0), aux.eq(0),
                              factor_sent.eq(0), code_lane.eq(0), row.eq(0), in_group.eq(0),
                              kv_offset.eq(0), q_index.eq(0), kv_index.eq(0), kv_full.eq(0)]

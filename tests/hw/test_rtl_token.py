@@ -1,0 +1,56 @@
+"""The token core (hw.rtl.token) under amaranth.sim: whole tokens from the program,
+every logit and the argmax equal to the golden run of the program and to the decoder in
+hardware numerics, with idle cycles on every memory channel and backpressure on the
+logits and the KV writes; a prefill of several positions (the cache growing); a bad
+opcode stops the program with its error flag, without a hang."""
+
+import numpy as np
+import pytest
+
+from ternary_accel.hw import program as P
+from ternary_accel.model import hwnum as H
+from ternary_accel.model.config import ModelConfig
+from ternary_accel.model.hwdecoder import HwDecoder
+from ternary_accel.model.shapes import TransformerShape
+from ternary_accel.model.weights import MasterWeights, random_master_weights
+from ternary_accel.sim.token import TokenBench
+
+#: The smallest model the core takes: one layer, grouped-query heads, a 32-wide head.
+MICRO = ModelConfig(TransformerShape("micro", 32, 64, 1, 2, kv_heads=1, vocab=48),
+                    rope_theta=10000.0, rms_norm_eps=1e-5, max_position_embeddings=16,
+                    tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+PROMPT = [1, 17, 40, 3]
+
+
+def _decoder(numerics, seed=5):
+    return HwDecoder(MasterWeights(MICRO, random_master_weights(MICRO, seed=seed)),
+                     numerics=numerics)
+
+
+@pytest.mark.parametrize("numerics,idle", [(H.DEFAULT, 0.0), (H.GROUPED_HEAD, 0.3)],
+                         ids=["int8-head", "grouped-head-stalls"])
+def test_tokens_are_the_golden_model(numerics, idle):
+    decoder = _decoder(numerics)
+    program = P.make_program(decoder, P.token_engine(8, 4, hidden=32, ffn=64),
+                             positions=len(PROMPT))
+    bench = TokenBench(program, idle=idle, seed=3)
+    tokens, logits = bench.run(PROMPT)
+    golden = P.GoldenToken(program)
+    cache = decoder.new_cache()
+    for position, token in enumerate(PROMPT):
+        expected_token, expected = golden.run(token, position)
+        assert np.array_equal(logits[position], expected), f"position {position}"
+        assert tokens[position] == expected_token
+        ints = decoder.forward([token], cache)[0].astype(np.float64) * numerics.one
+        assert np.array_equal(logits[position], np.rint(ints).astype(np.int64))
+    assert bench.errors == [0] * len(PROMPT)
+
+
+def test_a_bad_opcode_stops_the_program_with_its_flag():
+    program = P.make_program(_decoder(H.DEFAULT), P.token_engine(8, 4, hidden=32, ffn=64),
+                             positions=2)
+    program.image.prog[1] = P.encode_instruction(op=15)
+    bench = TokenBench(program)
+    with pytest.raises(AssertionError, match="0 logits, expected 48"):
+        bench.run([1], cycles=2000)
+    assert bench.errors == [1]          # TokenErrors.opcode, the lowest bit
