@@ -50,7 +50,8 @@ from ternary_accel.hw.rtl.matmul import ErrorLayout
 from ternary_accel.hw.params import check_positive_int
 
 __all__ = ["LFSR_TAPS", "LFSR_WIDTH", "STALL_BITS", "COUNT_WIDTH", "CYCLE_WIDTH",
-           "lfsr_next", "lfsr_states", "stall_threshold", "StreamPlayer", "StreamRecorder",
+           "lfsr_next", "lfsr_states", "stall_threshold", "stall_source", "MemoryStorage",
+           "StreamPlayer", "StreamRecorder",
            "EngineHarness", "MEMORY_NAME", "MEMORY_VERILOG", "MEMORY_MODULE", "STORAGES",
            "CLOCK_VERILOG", "CLOCK_MODULE", "PERIOD_NS", "simulation_verilog",
            "VERILATOR_ARGS", "ACT_FILE", "WGT_FILE", "memory_image", "join_parts",
@@ -187,15 +188,20 @@ def join_parts(parts, width):
             for i in range(0, len(parts), count)]
 
 
-class _Storage:
-    """One memory of a player or recorder: an Amaranth ``Memory`` or the Verilog leaf."""
+class MemoryStorage:
+    """One memory of a player or recorder (or of a channel memory, :mod:`sim.channels`):
+    an Amaranth ``Memory`` or the Verilog leaf.
 
-    def __init__(self, width, depth, storage, load_file=""):
+    ``init`` (ints, at most ``depth``; the rest zero) is the Amaranth memory's initial
+    contents; the Verilog leaf is loaded from ``load_file`` instead.
+    """
+
+    def __init__(self, width, depth, storage, load_file="", init=()):
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {', '.join(STORAGES)}, "
                              f"not {storage!r}")
         self.width, self.depth, self.kind, self.load_file = width, depth, storage, load_file
-        self.memory = (memory.Memory(shape=unsigned(width), depth=depth, init=[])
+        self.memory = (memory.Memory(shape=unsigned(width), depth=depth, init=list(init))
                        if storage == AMARANTH else None)
 
     def add(self, m, *, read=None, write=None, load=0):
@@ -246,16 +252,25 @@ def stall_threshold(probability):
     return min((1 << STALL_BITS) - 1, round(probability * (1 << STALL_BITS)))
 
 
-def _stall_source(m, seed, start, threshold, name):
+def stall_source(m, seed, start, threshold, name):
     """An LFSR loaded with ``seed`` on ``start``, stepping every cycle; returns the
-    comb signal "stall this cycle"."""
-    state = Signal(LFSR_WIDTH, name=f"{name}_lfsr", init=1)
+    comb signal "stall this cycle" (the LFSR's low byte below ``threshold``).
+
+    ``start=None``: no reload; ``seed`` must then be an int, the LFSR's reset value
+    (0 runs as 1), so the stalls follow :func:`lfsr_states` from reset.
+    """
+    state = Signal(LFSR_WIDTH, name=f"{name}_lfsr",
+                   init=(seed or 1) if start is None else 1)
     stall = Signal(name=f"{name}_stall")
     m.d.comb += stall.eq(state[:STALL_BITS] < threshold)
+    step = state.eq((state >> 1) ^ Mux(state[0], LFSR_TAPS, 0))
+    if start is None:
+        m.d.sync += step
+        return stall
     with m.If(start):
         m.d.sync += state.eq(Mux(seed == 0, 1, seed))
     with m.Else():
-        m.d.sync += state.eq((state >> 1) ^ Mux(state[0], LFSR_TAPS, 0))
+        m.d.sync += step
     return stall
 
 
@@ -318,7 +333,7 @@ class StreamPlayer(_WithMemory, wiring.Component):
     def __init__(self, *, width, depth, storage=AMARANTH, load_file="words.bin"):
         self._width = check_positive_int("width", width)
         self._depth = check_positive_int("depth", depth, minimum=2)
-        self._storage = _Storage(width, depth, storage, load_file)
+        self._storage = MemoryStorage(width, depth, storage, load_file)
         address = range(depth)
         loading = {"load": In(1)} if storage == VERILOG else {}
         super().__init__({
@@ -336,7 +351,7 @@ class StreamPlayer(_WithMemory, wiring.Component):
         aw = range(self._depth)
         addr, row_base, token_base = Signal(aw), Signal(aw), Signal(aw)
         c, r, t = Signal(COUNT_WIDTH), Signal(COUNT_WIDTH), Signal(COUNT_WIDTH)
-        stall = _stall_source(m, self.seed, self.start, self.idle, "idle")
+        stall = stall_source(m, self.seed, self.start, self.idle, "idle")
 
         advance = Signal()   # the output slot is free (empty, or taken this cycle)
         issue = Signal()     # read the next word into it
@@ -400,7 +415,7 @@ class StreamRecorder(_WithMemory, wiring.Component):
     def __init__(self, *, width, depth, storage=AMARANTH):
         self._width = check_positive_int("width", width)
         self._depth = check_positive_int("depth", depth, minimum=2)
-        self._storage = _Storage(width, depth, storage)
+        self._storage = MemoryStorage(width, depth, storage)
         super().__init__({
             "i": In(stream.Signature(unsigned(width))),
             "start": In(1),
@@ -411,7 +426,7 @@ class StreamRecorder(_WithMemory, wiring.Component):
     def elaborate(self, platform):
         m = Module()
         armed = Signal()
-        stall = _stall_source(m, self.seed, self.start, self.backpressure, "backpressure")
+        stall = stall_source(m, self.seed, self.start, self.backpressure, "backpressure")
         take = Signal()
         m.d.comb += [
             self.i.ready.eq(armed & ~stall & ~self.start),

@@ -51,8 +51,17 @@ LOAD_ATTEMPTS = 3
 
 
 async def load(dut, stream, words, width):
-    """Write ``words`` to the player ``stream``'s file and load them; then check three
-    stored parts (first, middle, last) through VPI and strobe again if they differ.
+    """Write ``words`` to the player ``stream``'s file and load them
+    (:func:`load_words`)."""
+    await load_words(dut.clk, getattr(dut, stream), getattr(dut, f"{stream}_load"),
+                     ACT_FILE if stream == "act" else WGT_FILE, words, width, stream)
+
+
+async def load_words(clock, scope, strobe, path, words, width, name):
+    """Write ``words`` to ``path`` (:func:`~sim.harness.memory_image`) and load them
+    into the Verilog leaf memory :data:`~sim.harness.MEMORY_NAME` under ``scope`` (a
+    rising edge of ``strobe``, on a cycle of ``clock``); then check three stored parts
+    (first, middle, last) through VPI and strobe again if they differ.
 
     Raises
     ------
@@ -60,25 +69,24 @@ async def load(dut, stream, words, width):
         If the memory still does not hold the words after :data:`LOAD_ATTEMPTS` loads.
     """
     image = memory_image(words, width)
-    Path(ACT_FILE if stream == "act" else WGT_FILE).write_bytes(image)
+    Path(path).write_bytes(image)
     part = PART_BITS // 8
     count = len(image) // part
     probes = sorted({0, count // 2, count - 1})
     expected = [int.from_bytes(image[i * part:(i + 1) * part], "big") for i in probes]
-    array = getattr(getattr(getattr(dut, stream), MEMORY_NAME), "words")._handle
-    strobe = getattr(dut, f"{stream}_load")
+    array = getattr(getattr(scope, MEMORY_NAME), "words")._handle
     for attempt in range(1, LOAD_ATTEMPTS + 1):
         strobe.value = 1
-        await RisingEdge(dut.clk)
+        await RisingEdge(clock)
         strobe.value = 0
-        await RisingEdge(dut.clk)
+        await RisingEdge(clock)
         stored = [int(array.get_handle_by_index(i).get_signal_val_binstr(), 2)
                   for i in probes]
         if stored == expected:
             return
-        dut._log.warning(f"{stream} memory: load {attempt} of {count} parts not seen "
-                         f"(parts {probes} hold {stored}, expected {expected})")
-    raise AssertionError(f"the {stream} memory did not load its {count} parts in "
+        scope._log.warning(f"{name} memory: load {attempt} of {count} parts not seen "
+                           f"(parts {probes} hold {stored}, expected {expected})")
+    raise AssertionError(f"the {name} memory did not load its {count} parts in "
                          f"{LOAD_ATTEMPTS} attempts")
 
 
