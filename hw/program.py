@@ -67,7 +67,7 @@ from ternary_accel.hw.params import EngineParams
 __all__ = ["END", "LOAD", "NORM", "MATMUL", "ROPE", "KV_WRITE", "ATTEND", "ELEMENTWISE",
            "HEAD", "OPS", "ADD", "RELU2", "GATE", "INSTRUCTION", "VEC_BITS", "PROJECTIONS",
            "ScratchLayout", "TokenImage", "TokenProgram", "token_engine", "pack_projection",
-           "make_program", "encode_instruction", "decode_instruction", "GoldenToken",
+           "make_program", "token_operations", "projection_words", "encode_instruction", "decode_instruction", "GoldenToken",
            "ProgramError"]
 
 END, LOAD, NORM, MATMUL, ROPE, KV_WRITE, ATTEND, ELEMENTWISE, HEAD = range(9)
@@ -296,6 +296,79 @@ def _head_beats(head, numerics, lanes, rows):
     return fields, tiles
 
 
+def _projection_shapes(config):
+    c = config
+    q, kv = c.heads * c.head_dim, c.kv_heads * c.head_dim
+    return {"q": (q, c.hidden), "k": (kv, c.hidden), "v": (kv, c.hidden), "o": (c.hidden, q),
+            "gate": (c.ffn, c.hidden), "up": (c.ffn, c.hidden), "down": (c.hidden, c.ffn)}
+
+
+def projection_words(out_features, in_features, params):
+    """Weight words of one projection on the engine ``params`` (:func:`pack_projection`)."""
+    mapping = params.mapping(out_features, in_features)
+    return mapping.weight_beats * mapping.port_words_per_beat
+
+
+def token_operations(config, params, numerics, positions):
+    """The program's operations without the model's constants: a list of ``(op,
+    fields, key)``, ``key`` naming the constants an operation takes (``("norm", layer,
+    name)`` for a NORM, ``("projection", layer, name)`` for a MATMUL, else None).
+    Needs only the configuration, so the cycle model
+    (:func:`ternary_accel.hw.timing.token_cycles`) and ``perf`` use it for models whose
+    weights are not at hand; :func:`make_program` fills in the constants."""
+    c, n = config, numerics
+    s = ScratchLayout(c.hidden, c.ffn, c.heads * c.head_dim, c.kv_heads * c.head_dim)
+    hd = c.head_dim
+    shapes = _projection_shapes(c)
+    ops = []
+    at = {"vec": c.vocab * c.hidden, "wgt": 0}
+
+    def emit(op, key=None, **fields):
+        ops.append((op, fields, key))
+
+    def norm(layer, name, src, width):
+        emit(NORM, ("norm", layer, name), a=src, n=width, addr=at["vec"])
+        at["vec"] += width
+
+    def matmul(layer, name, dst):
+        out_f, in_f = shapes[name]
+        emit(MATMUL, ("projection", layer, name), n=in_f, reps=out_f, addr=at["wgt"], d=dst)
+        at["wgt"] += projection_words(out_f, in_f, params)
+
+    emit(LOAD, sub=1, d=s["x"], n=c.hidden, addr=0)
+    kv_head = positions
+    kv_layer = 2 * c.kv_heads * kv_head
+    group = c.heads // c.kv_heads
+    for layer in range(c.layers):
+        keys, values = layer * kv_layer, layer * kv_layer + c.kv_heads * kv_head
+        norm(layer, "input_layernorm", s["x"], c.hidden)
+        for name in ("q", "k", "v"):
+            matmul(layer, name, s[name])
+        emit(ROPE, a=s["q"], d=s["q"], n=hd, reps=c.heads)
+        emit(ROPE, a=s["k"], d=s["k"], n=hd, reps=c.kv_heads)
+        emit(KV_WRITE, a=s["k"], n=hd, reps=c.kv_heads, addr=keys, stride=kv_head,
+             bits=n.qk_bits)
+        emit(KV_WRITE, a=s["v"], n=hd, reps=c.kv_heads, addr=values, stride=kv_head,
+             bits=n.v_bits)
+        emit(ATTEND, a=s["q"], b=group, d=s["attn"], n=hd, reps=c.heads, addr=keys,
+             addr2=values, stride=kv_head)
+        norm(layer, "attn_sub_norm", s["attn"], c.heads * hd)
+        matmul(layer, "o", s["out"])
+        emit(ELEMENTWISE, sub=ADD, a=s["x"], b=s["out"], d=s["x"], n=c.hidden)
+        norm(layer, "post_attention_layernorm", s["x"], c.hidden)
+        matmul(layer, "gate", s["gate"])
+        matmul(layer, "up", s["up"])
+        emit(ELEMENTWISE, sub=RELU2, a=s["gate"], b=s["gate"], d=s["gate"], n=c.ffn)
+        emit(ELEMENTWISE, sub=GATE, a=s["gate"], b=s["up"], d=s["gate"], n=c.ffn)
+        norm(layer, "ffn_sub_norm", s["gate"], c.ffn)
+        matmul(layer, "down", s["out"])
+        emit(ELEMENTWISE, sub=ADD, a=s["x"], b=s["out"], d=s["x"], n=c.hidden)
+    norm(None, "norm", s["x"], c.hidden)
+    emit(HEAD, n=c.hidden, reps=c.vocab, addr=0)
+    emit(END)
+    return ops
+
+
 def make_program(decoder, params=None, *, positions=None):
     """The program and memory images of ``decoder`` (an :class:`HwDecoder`, a8) on a
     token core with the engine ``params`` (:func:`token_engine`), its KV region sized
@@ -306,74 +379,37 @@ def make_program(decoder, params=None, *, positions=None):
     positions = c.max_position_embeddings if positions is None else positions
     _check(decoder, params, positions)
     scratch = ScratchLayout(c.hidden, c.ffn, c.heads * c.head_dim, c.kv_heads * c.head_dim)
-    s = scratch
-    hd = c.head_dim
-    vec = [decoder.hw_embedding.reshape(-1)]
-    vec_at = c.vocab * c.hidden
-    wgt, wgt_at = [], 0
-    prog, listing = [], []
-
-    def emit(op, **fields):
+    vec, wgt, prog, listing = [decoder.hw_embedding.reshape(-1)], [], [], []
+    for op, fields, key in token_operations(c, params, n, positions):
+        fields = dict(fields)
+        if op == NORM:
+            _, layer, name = key
+            if layer is None:                     # the final norm, the head's int8 input
+                decoder.hw_head                   # makes the final norm's constants too
+                (gint, gexp), eps = decoder._hw_final
+                bits = n.head_act_bits
+            else:
+                constants = decoder.hw_layer(layer)
+                gint, gexp = constants["gains"][name]
+                eps, bits = constants["eps"][name], 8
+            cm, ce = H.norm_constant(fields["n"], bits, n)
+            vec.append(np.asarray(gint, dtype=np.int64))
+            fields.update(gexp=gexp, eps=eps, cmant=int(cm), cexp=int(ce))
+        elif op == MATMUL:
+            _, layer, name = key
+            words = pack_projection(decoder.layer_weights(layer).projections[name].values,
+                                    params)
+            if words.shape[0] != projection_words(fields["reps"], fields["n"], params):
+                raise ProgramError(f"projection {name} of layer {layer} packs into "
+                                   f"{words.shape[0]} words, not the mapping's")
+            wgt.append(words)
+            fields["mant"], fields["exp"] = decoder.hw_layer(layer)["scales"][name]
         prog.append(encode_instruction(op=op, **fields))
         listing.append((OPS[op][0], fields))
-
-    def norm(src, width, gains, eps, bits):
-        nonlocal vec_at
-        gint, gexp = gains
-        cm, ce = H.norm_constant(width, bits, n)
-        vec.append(np.asarray(gint, dtype=np.int64))
-        emit(NORM, a=src, n=width, addr=vec_at, gexp=gexp, eps=eps, cmant=int(cm),
-             cexp=int(ce))
-        vec_at += width
-
-    def matmul(layer, name, dst, constants):
-        nonlocal wgt_at
-        p = decoder.layer_weights(layer).projections[name]
-        words = pack_projection(p.values, params)
-        wgt.append(words)
-        mant, exp = constants["scales"][name]
-        emit(MATMUL, n=p.shape[1], reps=p.shape[0], addr=wgt_at, d=dst, mant=mant, exp=exp)
-        wgt_at += words.shape[0]
-
-    emit(LOAD, sub=1, d=s["x"], n=c.hidden, addr=0)
-    kv_head = positions
-    kv_layer = 2 * c.kv_heads * kv_head
-    group = c.heads // c.kv_heads
-    for layer in range(c.layers):
-        k = decoder.hw_layer(layer)
-        g, e = k["gains"], k["eps"]
-        keys, values = layer * kv_layer, layer * kv_layer + c.kv_heads * kv_head
-        norm(s["x"], c.hidden, g["input_layernorm"], e["input_layernorm"], 8)
-        for name, region in (("q", "q"), ("k", "k"), ("v", "v")):
-            matmul(layer, name, s[region], k)
-        emit(ROPE, a=s["q"], d=s["q"], n=hd, reps=c.heads)
-        emit(ROPE, a=s["k"], d=s["k"], n=hd, reps=c.kv_heads)
-        emit(KV_WRITE, a=s["k"], n=hd, reps=c.kv_heads, addr=keys, stride=kv_head,
-             bits=n.qk_bits)
-        emit(KV_WRITE, a=s["v"], n=hd, reps=c.kv_heads, addr=values, stride=kv_head,
-             bits=n.v_bits)
-        emit(ATTEND, a=s["q"], b=group, d=s["attn"], n=hd, reps=c.heads, addr=keys,
-             addr2=values, stride=kv_head)
-        norm(s["attn"], c.heads * hd, g["attn_sub_norm"], e["attn_sub_norm"], 8)
-        matmul(layer, "o", s["out"], k)
-        emit(ELEMENTWISE, sub=ADD, a=s["x"], b=s["out"], d=s["x"], n=c.hidden)
-        norm(s["x"], c.hidden, g["post_attention_layernorm"],
-             e["post_attention_layernorm"], 8)
-        matmul(layer, "gate", s["gate"], k)
-        matmul(layer, "up", s["up"], k)
-        emit(ELEMENTWISE, sub=RELU2, a=s["gate"], b=s["gate"], d=s["gate"], n=c.ffn)
-        emit(ELEMENTWISE, sub=GATE, a=s["gate"], b=s["up"], d=s["gate"], n=c.ffn)
-        norm(s["gate"], c.ffn, g["ffn_sub_norm"], e["ffn_sub_norm"], 8)
-        matmul(layer, "down", s["out"], k)
-        emit(ELEMENTWISE, sub=ADD, a=s["x"], b=s["out"], d=s["x"], n=c.hidden)
-    head = decoder.hw_head
-    final_gain, final_eps = decoder._hw_final
-    norm(s["x"], c.hidden, final_gain, final_eps, n.head_act_bits)
-    fields, tiles = _head_beats(head, n, params.lanes, params.rows)
-    emit(HEAD, n=c.hidden, reps=c.vocab, addr=0)
-    emit(END)
-    image = TokenImage(vec=np.concatenate(vec), wgt=np.concatenate(wgt), head=fields,
-                       kv_entries=c.layers * kv_layer, prog=prog)
+    head_fields, tiles = _head_beats(decoder.hw_head, n, params.lanes, params.rows)
+    kv_entries = c.layers * 2 * c.kv_heads * positions
+    image = TokenImage(vec=np.concatenate(vec), wgt=np.concatenate(wgt), head=head_fields,
+                       kv_entries=kv_entries, prog=prog)
     return TokenProgram(image, params, n, c, scratch, positions, params.rows, tiles, listing)
 
 
