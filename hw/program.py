@@ -549,3 +549,77 @@ class GoldenToken:
         acc = H.head_accumulators(values[None], head, lanes)
         return H.head_logits(acc, np.atleast_1d(factor[0]), np.atleast_1d(factor[1]), head,
                              n, self.saturations)[0]
+
+
+#: Cycles the sequencer spends on an instruction before its operation starts: the
+#: fetch command, the instruction word (a memory answering on the cycle after the
+#: command), the set-up of the movers.
+SEQUENCER_CYCLES = 3
+
+
+def operation_cycles(op, fields, *, params, numerics, position):
+    """Cycles of one operation on the token core without stalls, memories answering a
+    cycle after each command (what ``TokenCore.cycles`` counts for it): the unit's
+    cycle model (:mod:`ternary_accel.hw.timing`) plus the movers' latencies.
+
+    * LOAD: the command, then a word a cycle, then the write: ``n + 2``;
+    * NORM: :func:`~hw.timing.norm_quant_cycles` and the command's cycle;
+    * MATMUL: the engine's :attr:`~hw.timing.LayerMapping.cycles` on the projection,
+      the last tile's ``rows`` results through the serializer (one a cycle; tiles of
+      fewer beats than rows wait for it), the write;
+    * ROPE: :func:`~hw.timing.rope_cycles` a head, back to back, the read and the write;
+    * KV_WRITE: a head at a time, :func:`~hw.timing.absmax_cycles` and the entry's
+      write, then one;
+    * ATTEND: the heads pipelined in the attention unit: a head every ``max(absmax of
+      the query, the softmax row + 1)`` cycles (the next query is quantized while a
+      head's row runs; the next row's keys follow the last weight), the last head's
+      :func:`~hw.timing.attention_head_cycles`, the read and the write;
+    * ELEMENTWISE: ``n`` and the unit's two stages, the reads and the write;
+    * HEAD: the token's codes (:func:`~hw.timing.head_load_cycles`), the head's rows
+      (:func:`~hw.timing.head_cycles` over whole tiles), the rescale and the argmax;
+    * END: 0 (its fetch is the sequencer's).
+    """
+    from ternary_accel.hw import timing as T
+    n, reps = fields.get("n", 0), fields.get("reps", 0)
+    if op == LOAD:
+        return n + 2
+    if op == NORM:
+        return T.norm_quant_cycles(n, numerics) + 1
+    if op == MATMUL:
+        m = params.mapping(reps, n)
+        # the results leave one a cycle: a tile shorter than its rows waits for them
+        wait = max(0, m.rows - m.col_beats * m.beat_period)
+        return m.cycles + (m.row_tiles - 1) * wait + m.rows + 1
+    if op == ROPE:
+        return reps * T.rope_cycles(n) + 2
+    if op == KV_WRITE:
+        return reps * (T.absmax_cycles(n, numerics) + 1) + 1
+    if op == ATTEND:
+        positions = position + 1
+        interval = max(T.absmax_cycles(n, numerics), T.softmax_cycles(positions, numerics) + 1)
+        return (reps - 1) * interval + T.attention_head_cycles(positions, n, numerics) + 2
+    if op == ELEMENTWISE:
+        return n + 4
+    if op == HEAD:
+        rows = params.rows
+        vocab = -(-reps // rows) * rows
+        return (T.head_load_cycles(n, lanes=params.lanes)
+                + T.head_cycles(vocab, n, lanes=params.lanes, rows=rows) + 3)
+    if op == END:
+        return 0
+    raise ProgramError(f"opcode {op} is not an operation")
+
+
+def token_cycles(config, params, numerics, position, *, positions=None):
+    """The cycle model of one token at ``position`` on the token core without stalls:
+    ``{operation name: cycles}`` summed over the program (``END``: the sequencer's
+    :data:`SEQUENCER_CYCLES` an instruction), equal to ``TokenCore.cycles`` in
+    simulation. Needs only the configuration (:func:`token_operations`)."""
+    positions = config.max_position_embeddings if positions is None else positions
+    ops = token_operations(config, params, numerics, positions)
+    cycles = {name: 0 for name, _ in OPS.values()}
+    for op, fields, _ in ops:
+        cycles[OPS[op][0]] += operation_cycles(op, fields, params=params, numerics=numerics,
+                                               position=position)
+    cycles["END"] += SEQUENCER_CYCLES * len(ops)
+    return cycles

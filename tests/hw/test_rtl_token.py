@@ -27,8 +27,9 @@ def _decoder(numerics, seed=5):
                      numerics=numerics)
 
 
-@pytest.mark.parametrize("numerics,idle", [(H.DEFAULT, 0.0), (H.GROUPED_HEAD, 0.3)],
-                         ids=["int8-head", "grouped-head-stalls"])
+@pytest.mark.parametrize("numerics,idle", [
+    pytest.param(H.DEFAULT, 0.0, id="int8-head"),
+    pytest.param(H.GROUPED_HEAD, 0.3, id="grouped-head-stalls", marks=pytest.mark.slow)])
 def test_tokens_are_the_golden_model(numerics, idle):
     decoder = _decoder(numerics)
     program = P.make_program(decoder, P.token_engine(8, 4, hidden=32, ffn=64),
