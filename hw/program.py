@@ -369,10 +369,12 @@ def token_operations(config, params, numerics, positions):
     return ops
 
 
-def make_program(decoder, params=None, *, positions=None):
+def make_program(decoder, params=None, *, positions=None, head_rows=None):
     """The program and memory images of ``decoder`` (an :class:`HwDecoder`, a8) on a
     token core with the engine ``params`` (:func:`token_engine`), its KV region sized
-    for ``positions`` (default: the model's maximum)."""
+    for ``positions`` (default: the model's maximum), its LM head unit
+    (:class:`~ternary_accel.hw.rtl.head.HeadDot`) ``head_rows`` rows of the engine's
+    ``lanes`` a beat (default: the engine's rows)."""
     c = decoder.config
     n = decoder.numerics
     params = token_engine(hidden=c.hidden, ffn=c.ffn) if params is None else params
@@ -406,11 +408,14 @@ def make_program(decoder, params=None, *, positions=None):
             fields["mant"], fields["exp"] = decoder.hw_layer(layer)["scales"][name]
         prog.append(encode_instruction(op=op, **fields))
         listing.append((OPS[op][0], fields))
-    head_fields, tiles = _head_beats(decoder.hw_head, n, params.lanes, params.rows)
+    head_rows = params.rows if head_rows is None else head_rows
+    if isinstance(head_rows, bool) or not isinstance(head_rows, int) or head_rows < 1:
+        raise ProgramError(f"head_rows must be a positive integer, not {head_rows!r}")
+    head_fields, tiles = _head_beats(decoder.hw_head, n, params.lanes, head_rows)
     kv_entries = c.layers * 2 * c.kv_heads * positions
     image = TokenImage(vec=np.concatenate(vec), wgt=np.concatenate(wgt), head=head_fields,
                        kv_entries=kv_entries, prog=prog)
-    return TokenProgram(image, params, n, c, scratch, positions, params.rows, tiles, listing)
+    return TokenProgram(image, params, n, c, scratch, positions, head_rows, tiles, listing)
 
 
 class GoldenToken:
@@ -459,7 +464,7 @@ class GoldenToken:
         """One token at ``position``: returns ``(next token, logits)`` (residual-format
         integers, one per vocabulary entry)."""
         prog = self.program
-        c, n, img = prog.config, prog.numerics, prog.image
+        n, img = prog.numerics, prog.image
         if not 0 <= position < prog.positions:
             raise ProgramError(f"position {position} is outside the KV region "
                                f"(0..{prog.positions - 1})")
@@ -557,7 +562,7 @@ class GoldenToken:
 SEQUENCER_CYCLES = 3
 
 
-def operation_cycles(op, fields, *, params, numerics, position):
+def operation_cycles(op, fields, *, params, numerics, position, head_rows=None):
     """Cycles of one operation on the token core without stalls, memories answering a
     cycle after each command (what ``TokenCore.cycles`` counts for it): the unit's
     cycle model (:mod:`ternary_accel.hw.timing`) plus the movers' latencies.
@@ -601,7 +606,7 @@ def operation_cycles(op, fields, *, params, numerics, position):
     if op == ELEMENTWISE:
         return n + 4
     if op == HEAD:
-        rows = params.rows
+        rows = params.rows if head_rows is None else head_rows
         vocab = -(-reps // rows) * rows
         return (T.head_load_cycles(n, lanes=params.lanes)
                 + T.head_cycles(vocab, n, lanes=params.lanes, rows=rows) + 3)
@@ -610,7 +615,7 @@ def operation_cycles(op, fields, *, params, numerics, position):
     raise ProgramError(f"opcode {op} is not an operation")
 
 
-def token_cycles(config, params, numerics, position, *, positions=None):
+def token_cycles(config, params, numerics, position, *, positions=None, head_rows=None):
     """The cycle model of one token at ``position`` on the token core without stalls:
     ``{operation name: cycles}`` summed over the program (``END``: the sequencer's
     :data:`SEQUENCER_CYCLES` an instruction), equal to ``TokenCore.cycles`` in
@@ -620,6 +625,6 @@ def token_cycles(config, params, numerics, position, *, positions=None):
     cycles = {name: 0 for name, _ in OPS.values()}
     for op, fields, _ in ops:
         cycles[OPS[op][0]] += operation_cycles(op, fields, params=params, numerics=numerics,
-                                               position=position)
+                                               position=position, head_rows=head_rows)
     cycles["END"] += SEQUENCER_CYCLES * len(ops)
     return cycles

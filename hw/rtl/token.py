@@ -128,7 +128,7 @@ class TokenCore(wiring.Component):
         self.program = program
         c, n, p = program.config, program.numerics, program.params
         self._engine = LayerEngine(p)
-        self._head = HeadDot(c.hidden, p.lanes, p.rows, n)
+        self._head = HeadDot(c.hidden, p.lanes, program.head_rows, n)
         self.kv_layout = KV_LAYOUT(c.head_dim, n)
         #: Bits of each memory channel's word.
         self.word_bits = {"prog": P.instruction_bits(), "vec": P.VEC_BITS,
@@ -495,7 +495,8 @@ class TokenCore(wiring.Component):
                     m.next = "FETCH"
 
             with m.State("HEAD"):
-                head_tiles = -(-c.vocab // rows)
+                head_rows = prog.head_rows
+                head_tiles = -(-c.vocab // head_rows)
                 command(self.head_cmd, ins.addr, head_tiles * (c.hidden // lanes))
                 m.d.comb += [act_go.eq(1), head.act.valid.eq(act_valid),
                              head.act.payload.codes.eq(cr.data),
@@ -530,7 +531,7 @@ class TokenCore(wiring.Component):
                 with m.If(argmax.o.valid):
                     m.d.sync += token.eq(argmax.o.payload.index)
                     m.d.sync += aux.eq(1)
-                with m.If(aux[0] & (consumed == head_tiles * rows)):
+                with m.If(aux[0] & (consumed == head_tiles * head_rows)):
                     m.next = "FETCH"
 
         with m.If(engine.error.code | engine.error.overflow):
