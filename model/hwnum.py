@@ -36,7 +36,7 @@ __all__ = ["NumericsError", "HwNumerics", "Saturations", "DEFAULT", "WIDE",
            "SCORE_BITS", "code_factor", "score_factor", "attention_scores",
            "attention_values",
            "head_trits", "trits_value", "HEAD_FORMATS", "TRIT5_MAX", "operations",
-           "kv_bytes_per_position", "GROUPED_HEAD", "HeadMatrix", "quantize_head",
+           "kv_bytes_per_position", "kv_factor_bits", "FACTOR_EXP_BITS", "GROUPED_HEAD", "HeadMatrix", "quantize_head",
            "pack_head", "unpack_head", "head_row_bytes", "head_scale_bytes", "head_bytes",
            "head_accumulators", "head_logits", "argmax"]
 
@@ -935,10 +935,21 @@ def operations(numerics, config):
     ]
 
 
+#: Signed bits of a stored factor's exponent: the KV cache keeps each entry's ``max /
+#: qmax`` as :func:`code_factor` makes it, a ``scale_bits + 1`` mantissa and this
+#: exponent (the attention unit reads it without a division).
+FACTOR_EXP_BITS = 12
+
+
+def kv_factor_bits(numerics):
+    """Bits of the factor stored with each cached key or value vector."""
+    return numerics.scale_bits + 1 + FACTOR_EXP_BITS
+
+
 def kv_bytes_per_position(numerics, config, kv_bits=None):
     """Bytes of KV cache a position takes in every layer: K and V codes of every KV head
-    and the two maxima (one residual word each) a head."""
+    and their two factors (:func:`kv_factor_bits`) a head."""
     k_bits = kv_bits or numerics.qk_bits
     v_bits = kv_bits or numerics.v_bits
-    per_head = (config.head_dim * (k_bits + v_bits) + 2 * numerics.resid_bits) / 8
+    per_head = (config.head_dim * (k_bits + v_bits) + 2 * kv_factor_bits(numerics)) / 8
     return per_head * config.kv_heads * config.layers

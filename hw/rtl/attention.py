@@ -51,8 +51,8 @@ from amaranth.lib.wiring import In, Out
 from ternary_accel.hw.rtl.fixed import bit_length, normalise, shift_round
 from ternary_accel.hw.rtl.scalar import EXP_WIDTH, RECIPROCAL, ScalarUnit
 from ternary_accel.hw.rtl.softmax import Softmax
-from ternary_accel.model.hwnum import (DEFAULT, SCORE_BITS, HwNumerics, fixed_constant,
-                                       reciprocal)
+from ternary_accel.model.hwnum import (DEFAULT, FACTOR_EXP_BITS, SCORE_BITS, HwNumerics,
+                                       fixed_constant, reciprocal)
 
 __all__ = ["Scores", "Values", "AbsmaxQuant", "AttentionHead", "KV_LAYOUT", "kv_beat_layout",
            "kv_code_bits"]
@@ -178,7 +178,8 @@ def KV_LAYOUT(head_dim, numerics=DEFAULT):
     reads it: ``{codes, mant, exp}``, ``head_dim`` signed :func:`kv_code_bits` codes
     (element 0 in the low bits) and their factor ``max/qmax`` as made by
     :func:`~ternary_accel.model.hwnum.code_factor` (``mant`` unsigned ``scale_bits + 1``,
-    ``exp`` signed ``EXP_WIDTH + 2``): what :class:`AbsmaxQuant` gives for the
+    ``exp`` signed :data:`~ternary_accel.model.hwnum.FACTOR_EXP_BITS`, the
+    accounting's :func:`~ternary_accel.model.hwnum.kv_factor_bits`): what :class:`AbsmaxQuant` gives for the
     position's key or value vector. A ``keys`` / ``values`` beat of
     :class:`AttentionHead` is this word with ``last`` above it (:func:`kv_beat_layout`).
     """
@@ -189,7 +190,7 @@ def KV_LAYOUT(head_dim, numerics=DEFAULT):
     return data.StructLayout({
         "codes": data.ArrayLayout(signed(kv_code_bits(numerics)), head_dim),
         "mant": unsigned(numerics.scale_bits + 1),
-        "exp": signed(EXP_WIDTH + 2)})
+        "exp": signed(FACTOR_EXP_BITS)})
 
 
 def kv_beat_layout(head_dim, numerics=DEFAULT):

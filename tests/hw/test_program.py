@@ -64,3 +64,12 @@ def test_what_the_program_cannot_run_is_refused(weights):
     golden = P.GoldenToken(P.make_program(HwDecoder(weights), positions=4))
     with pytest.raises(P.ProgramError, match="position 4 is outside the KV region"):
         golden.run(1, 4)
+
+
+def test_the_kv_word_is_what_the_accounting_charges():
+    from ternary_accel.hw.rtl.attention import KV_LAYOUT, kv_code_bits
+    from ternary_accel.hw.rtl.scalar import EXP_WIDTH
+    for numerics in (H.DEFAULT, H.WIDE):
+        word = KV_LAYOUT(16, numerics).size
+        assert word == 16 * kv_code_bits(numerics) + H.kv_factor_bits(numerics)
+    assert H.FACTOR_EXP_BITS == EXP_WIDTH + 2        # the factors AbsmaxQuant makes
