@@ -489,11 +489,15 @@ def render_markdown(report):
            f"T={e['tokens']}, {port}, {e['packing'] or 'default'} packing, output stage "
            f"{e['output_rows']} row(s) a cycle; {area}; at {report['clock_mhz']:.1f} MHz "
            f"({report['clock_source']}); DRAM {p['bandwidth_gbs']:g} GB/s at "
-           f"{p['dram_pj_per_bit']:.1f} pJ/bit ({p['dram_source']}). Units without RTL "
-           f"(assumed): vector {p['vector_ops_per_cycle']} ops/cycle, attention "
-           f"{p['attention_macs_per_cycle']} MACs/cycle. LM head: hw.rtl.head.HeadDot, "
-           f"{p['head_rows']} rows of {p['head_lanes']} inputs a cycle, cycles from its "
-           "cycle model (hw.timing.head_cycles).", ""]
+           f"{p['dram_pj_per_bit']:.1f} pJ/bit ({p['dram_source']}). Every unit is RTL, the "
+           "token core (hw.rtl.token): the engine with its rescale, the vector unit "
+           "(fused norm and quantizer, RoPE, element-wise), the attention unit (one query "
+           "head at a time over the KV cache), the LM head (hw.rtl.head.HeadDot, "
+           f"{p['head_rows']} rows of {p['head_lanes']} inputs a cycle) and the "
+           "sequencer; each operation's cycles from the core's cycle model "
+           "(hw.program.operation_cycles, equal to its counters in simulation). The "
+           "prefill's BitLinears take the engine's weight reuse (T tokens a weight beat; "
+           "the token core runs a prompt one token at a time today).", ""]
     pr = report["precisions"]
     hn = pr.get("numerics")
     head = (f"{pr['head']} MACs on 4-bit codes with a {hn['head_group_bits']}-bit multiplier "
@@ -507,7 +511,7 @@ def render_markdown(report):
         tables = ", ".join(f"{op} {n:,}" for op, n in budget["table_bytes"].items())
         out += [f"Hardware numerics on chip (docs/numerics.md): tables {tables} bytes; "
                 f"KV cache {budget['kv_bytes_per_position']:,.0f} bytes a position "
-                f"(codes and per-head maxima), {budget['kv_bytes_at_context'] / 1e6:.2f} MB "
+                f"(codes and per-head factors), {budget['kv_bytes_at_context'] / 1e6:.2f} MB "
                 f"at context {budget['context']}.", ""]
     scheme = report["scheme"]
     if scheme["name"] != "b1.58":
@@ -582,21 +586,21 @@ def render_markdown(report):
                        f"| {_mb(r['dram_bytes_per_token'])} | {r['joules_per_token']:.4f} "
                        f"| {r['compute_s'] * 1e3:,.2f} | {r['memory_s'] * 1e3:,.2f} "
                        f"| {r['bound']} |")
-    out += ["", "Projection, not a measurement. The RTL proves the BitLinears' cycles (the "
-            "engine's cycle model equals its simulation, bit-exact), the LM head's row "
-            "sums, logits and argmax (hw.rtl.head, bit-exact to the hardware numerics; "
-            "its cycle model equals its simulation) and, on ECP5, the engine's Fmax; it "
-            "does not prove the head unit's Fmax or area (not placed yet), the attention "
-            "and vector units (RTL pieces exist, not assembled: assumed throughputs "
-            "above), the clock on boards without an open flow, a "
-            "DRAM controller at peak bandwidth, or the kernels' sequencing (each kernel "
-            "overlaps its own compute and DRAM traffic; kernels do not overlap each other). "
-            "The engine's weight reuse (T tokens a weight beat, RTL: "
-            "hw.rtl.engine.LayerEngine) reads the weights once per T tokens in prefill "
-            "and batched decode; on ECP5 its area and Fmax are those of the placed "
-            "configuration named above (the median over the report's seeds). Energies "
-            "are dynamic energies of arithmetic, DRAM and SRAM only (no static power, "
-            "clock tree, I/O or host)."]
+    out += ["", "Projection, not a measurement. The RTL proves every operation of a decoded "
+            "token: the token core (hw.rtl.token) runs the whole token from its program, "
+            "bit-exact to the hardware numerics (and the golden decoder), and its cycle "
+            "model, which gives every cycle count above, equals its counters in "
+            "simulation operation by operation. On ECP5 the engine's Fmax is measured "
+            "(the median over the report's seeds). It does not prove: the token core's "
+            "own Fmax and area on this board (see docs/fpga.md for what is placed), the "
+            "clock on boards without an open flow, a DRAM controller at peak bandwidth, "
+            "the kernels' sequencing in time (each kernel overlaps its own compute and "
+            "DRAM traffic; kernels do not overlap each other; the memories of the "
+            "simulations answer a cycle after each command), or a prefill on the token "
+            "core with weight reuse (the prefill's BitLinears are the layer engine's, T "
+            "tokens a weight beat; its other operations are the token core's, a token at "
+            "a time). Energies are dynamic energies of arithmetic, DRAM and SRAM only (no "
+            "static power, clock tree, I/O or host)."]
     return "\n".join(out)
 
 
@@ -661,12 +665,14 @@ def plot_roofline(report, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ternary_accel.model.config import model_config
     p, hz = report["platform"], report["clock_mhz"] * 1e6
+    head_dim = model_config(report["model"]).head_dim
     bandwidth = p["bandwidth_gbs"] * 1e9
     roofs = {"engine (ternary adds)": 2 * report["engine_macs_per_cycle"] * hz,
              "LM head unit": 2 * p["head_lanes"] * p["head_rows"] * hz,
-             "attention unit": 2 * p["attention_macs_per_cycle"] * hz,
-             "vector unit": p["vector_ops_per_cycle"] * hz}
+             "attention unit (a key a cycle)": 2 * head_dim * hz,
+             "vector unit (an element a cycle)": hz}
     fig, ax = plt.subplots(figsize=(8, 5.5))
     x = [1e-2, 1e5]
     ax.plot(x, [bandwidth * v for v in x], color="black", lw=1.5,

@@ -106,7 +106,7 @@ def measured_engine(engine, results=None, reports=None):
 
 @dataclass(frozen=True)
 class Platform:
-    """A board: its memory, the engine built on it, and the assumed helper units.
+    """A board: its memory, the engine built on it and the LM head unit.
 
     Attributes
     ----------
@@ -124,8 +124,6 @@ class Platform:
         names the FPGA family whose reports give the measured Fmax
         (:func:`measured_engine`; None: no open flow for this board, the clock is
         assumed).
-    vector_ops_per_cycle, attention_macs_per_cycle : int
-        Throughput of the units that have no RTL yet (assumed).
     head_lanes, head_rows : int
         The LM head unit (:class:`hw.rtl.head.HeadDot`): inputs and rows a beat; its
         cycles come from its cycle model (:func:`hw.timing.head_cycles`).
@@ -144,8 +142,6 @@ class Platform:
     fallback_clock_mhz: float
     clock_source: str
     reports_family: str = None
-    vector_ops_per_cycle: int = 16
-    attention_macs_per_cycle: int = 16
     head_lanes: int = 32
     head_rows: int = 2
     numerics: HwNumerics = GROUPED_HEAD
@@ -189,8 +185,7 @@ class Platform:
         if not isinstance(self.engine, EngineParams):
             raise ValueError(f"platform {self.name}: engine must be an EngineParams, not "
                              f"{self.engine!r}")
-        for name in ("vector_ops_per_cycle", "attention_macs_per_cycle", "head_lanes",
-                     "head_rows"):
+        for name in ("head_lanes", "head_rows"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"platform {self.name}: {name} must be a positive "
@@ -226,21 +221,20 @@ PLATFORMS = {p.name: p for p in (
              clock_source="engine16x32 T=16, 128-bit port, 3in5, output rows 1 on "
                           "LFE5U-45F, seed 1, as docs/fpga.md cites it (ternary-accel "
                           "bench area --only 'engine16x32_T16_p128_3in5_o1')",
-             reports_family="ecp5", vector_ops_per_cycle=16, attention_macs_per_cycle=16,
-             head_lanes=32, head_rows=2),
+             reports_family="ecp5", head_lanes=32, head_rows=2),
     Platform("kv260", "AMD Kria KV260 (Zynq UltraScale+ K26), DDR4-2400 x64", 19.2, 15.0,
              "assumed: a typical DDR4 figure (no published source)",
              engine=preset_engine(64, 32, port_bits=None, packing="base3"),
              fallback_clock_mhz=200.0,
              clock_source="assumed (no UltraScale+ flow here)",
-             vector_ops_per_cycle=32, attention_macs_per_cycle=64, head_lanes=32,
+             head_lanes=32,
              head_rows=8),
     Platform("hbm2", "HBM2 accelerator card (Alveo U280 class)", 460.0, 3.9,
              "assumed: HBM2 about 3.9 pJ/bit (O'Connor et al., MICRO 2017)",
              engine=preset_engine(64, 64, port_bits=None, packing="base3"),
              fallback_clock_mhz=250.0,
              clock_source="assumed (no UltraScale+ flow here)",
-             vector_ops_per_cycle=64, attention_macs_per_cycle=256, head_lanes=32,
+             head_lanes=32,
              head_rows=64),
 )}
 

@@ -3,30 +3,33 @@ time to first token, bytes and joules per token, per operation kind.
 
 The operations and bytes are the decoder's own account of a pass
 (:func:`model.accounting.account`, for an activation scheme of :mod:`model.schemes`);
-the BitLinears' cycles are the engine's cycle model (:class:`hw.engine.LayerMapping`,
-equal to the RTL simulation, or :class:`hw.engine.SparseLayerMapping` for a BitLinear on
-the sparse dataflow); the other units have no
-RTL and run at the platform's assumed throughput. Each operation takes
-``max(compute, memory)`` (its own compute and DRAM traffic overlap), operations run one
-after the other, and the DRAM delivers its peak bandwidth: a projection, and a bound the
-measured hardware can only approach.
-"""
+every operation's cycles come from the RTL's cycle models: the token core's
+(:func:`hw.program.operation_cycles`, equal to the core's counters in simulation) for a
+token's norms, quantizers, RoPE, KV writes, attention, element-wise operations, LM head,
+sequencer and its BitLinears, the layer engine's (:class:`hw.timing.LayerMapping`, or
+:class:`hw.timing.SparseLayerMapping` for the sparse dataflow) for a BitLinear of a batch
+of tokens (weight reuse). Each operation takes ``max(compute, memory)`` (its own compute
+and DRAM traffic overlap), operations run one after the other, and the DRAM delivers its
+peak bandwidth: a projection, and a bound the measured hardware can only approach."""
 
 import math
 from dataclasses import asdict, dataclass, replace
 
 from ternary_accel.hw.perf.energy import fp16_reference, pass_energy
 from ternary_accel.hw.perf.accounting import ATTENTION, DRAM, ENGINE, HEAD, MEMORIES, SRAM, UNITS, \
-    account, batched
+    VECTOR, account, batched
 from ternary_accel.model.config import model_config
 from ternary_accel.model.schemes import B158
 from ternary_accel.model.sparse import BEAT_MAJOR
 
 from ternary_accel.hw.perf.platforms import PEERS
-from ternary_accel.hw.timing import LayerMapping, SparseLayerMapping, head_cycles
+from ternary_accel.hw.program import (ATTEND, ELEMENTWISE, HEAD as HEAD_OP, KV_WRITE, LOAD,
+                                      MATMUL, NORM, ROPE, SEQUENCER_CYCLES, operation_cycles,
+                                      token_engine, token_operations)
+from ternary_accel.hw.timing import LayerMapping, SparseLayerMapping
 
 #: The units with RTL whose cycles come from their cycle models (equal to simulation).
-RTL_UNITS = (ENGINE, HEAD)
+RTL_UNITS = (ENGINE, VECTOR, ATTENTION, HEAD)
 
 __all__ = ["overlapped_seconds", "KernelTime", "PhaseReport", "phase_report", "model_report",
            "scheme_rows", "NODES", "batch_sweep", "engine_for_ttft", "TTFT_ENGINES"]
@@ -78,30 +81,88 @@ def overlapped_seconds(compute_s, memory_s):
     return max(compute_s, memory_s)
 
 
-def _cycles(cost, platform):
+def token_engine_params(platform):
+    """The engine of the token core on ``platform``: its lanes, rows, weight port and
+    packing, one token a pass (:func:`hw.program.token_engine`)."""
+    return token_engine(platform.lanes, platform.rows, max_beats=platform.engine.max_beats,
+                        weight_port_bits=platform.weight_port_bits, packing=platform.packing)
+
+
+def _positions(accounting):
+    """The position of every token of the pass: each sequence's tokens after the
+    ``context`` cached positions."""
+    per_sequence = accounting.tokens // accounting.batch
+    return [accounting.context + i for i in range(per_sequence)] * accounting.batch
+
+
+def _cycles(cost, platform, accounting):
+    """Cycles of one operation of the pass: the token core's operation cycle models
+    (:func:`hw.program.operation_cycles`, equal to the RTL's counters), the BitLinears
+    of a batch (weight reuse) the layer engine's (:class:`hw.timing.LayerMapping`)."""
+    s = cost.sizes
+    config = accounting.config
+    params = token_engine_params(platform)
+
+    def op(code, position=0, **fields):
+        return operation_cycles(code, fields, params=params, numerics=platform.numerics,
+                                position=position, head_rows=platform.head_rows)
+
+    tokens = s.get("tokens", 1)
     if cost.unit == ENGINE:
-        s = cost.sizes
         if cost.kept is not None:
             # the beat-major order, on an accumulator bank of the layer's row tiles
             return SparseLayerMapping(s["out_features"], s["in_features"], cost.kept,
                                       lanes=platform.lanes, rows=platform.rows,
                                       order=BEAT_MAJOR,
                                       acc_tiles=s["out_features"] // platform.rows).cycles
-        return LayerMapping(s["out_features"], s["in_features"], s["tokens"],
-                            platform.lanes, platform.rows, batch=platform.weight_reuse,
-                            port_bits=platform.weight_port_bits,
-                            packing=platform.packing).cycles
+        if tokens == 1:
+            return op(MATMUL, n=s["in_features"], reps=s["out_features"])
+        mapping = LayerMapping(s["out_features"], s["in_features"], tokens,
+                               platform.lanes, platform.rows, batch=platform.weight_reuse,
+                               port_bits=platform.weight_port_bits, packing=platform.packing)
+        return mapping.cycles + platform.rows + 1
     if cost.unit == HEAD:
-        s = cost.sizes
         try:
-            return s["tokens"] * head_cycles(s["vocab"], s["width"], lanes=platform.head_lanes,
-                                             rows=platform.head_rows)
+            head = replace(params, lanes=platform.head_lanes)
+            return tokens * operation_cycles(HEAD_OP, {"n": s["width"], "reps": s["vocab"]},
+                                             params=head, numerics=platform.numerics,
+                                             position=0, head_rows=platform.head_rows)
         except ValueError:          # a head that does not tile: its MACs at the unit's rate
             return math.ceil(cost.macs / platform.head_macs_per_cycle)
-    per_cycle = {ATTENTION: platform.attention_macs_per_cycle}.get(cost.unit)
-    if cost.macs and per_cycle:
-        return math.ceil(cost.macs / per_cycle)
-    return math.ceil(sum(cost.ops.values()) / platform.vector_ops_per_cycle)
+    kind, hd = cost.kind, config.head_dim
+    if kind == "embedding":
+        return tokens * op(LOAD, n=s["width"])
+    if kind == "rms_norm":
+        return tokens * op(NORM, n=s["width"])
+    if kind == "rope":
+        kv = s["heads"] - config.heads
+        return tokens * (op(ROPE, n=hd, reps=config.heads) + op(ROPE, n=hd, reps=kv))
+    if kind == "kv_write":
+        return tokens * 2 * op(KV_WRITE, n=hd, reps=s["width"] // (2 * hd))
+    if kind == "attn_scores":
+        return sum(op(ATTEND, position=p, n=hd, reps=config.heads)
+                   for p in _positions(accounting))
+    if kind == "residual":
+        return tokens * op(ELEMENTWISE, n=s["width"])
+    if kind == "relu2":
+        gated = config.shape.ffn_kind == "gated"
+        return tokens * (2 if gated else 1) * op(ELEMENTWISE, n=s["width"])
+    if kind in FUSED_KINDS:
+        return 0
+    raise ValueError(f"no cycle model for the operation {kind!r}")
+
+
+#: Operations whose cycles another operation's unit counts: the quantizer in the fused
+#: norm (NORM), the KV reads, softmax and value products in the attention unit (ATTEND).
+FUSED_KINDS = ("act_quant", "kv_read", "softmax", "attn_values")
+
+
+def sequencer_cycles(accounting, platform):
+    """The sequencer's cycles for the pass's tokens: :data:`hw.program.SEQUENCER_CYCLES`
+    for each instruction of the token's program (:func:`hw.program.token_operations`)."""
+    program = token_operations(accounting.config, token_engine_params(platform),
+                               platform.numerics, accounting.context + 1)
+    return accounting.tokens * SEQUENCER_CYCLES * len(program)
 
 
 @dataclass
@@ -135,7 +196,7 @@ def phase_report(accounting, platform, clock_mhz, phase, reference=None):
     kernels = {}
     for cost in accounting.costs:
         label = f"bitlinear {cost.name}" if cost.kind == "bitlinear" else cost.kind
-        cycles = _cycles(cost, platform)
+        cycles = _cycles(cost, platform, accounting)
         dram = sum(n for k, n in cost.bytes.items() if MEMORIES[k] == DRAM)
         sram = sum(n for k, n in cost.bytes.items() if MEMORIES[k] == SRAM)
         compute_s, memory_s = cycles / hz, dram / bandwidth
@@ -151,7 +212,9 @@ def phase_report(accounting, platform, clock_mhz, phase, reference=None):
         k.compute_s += compute_s
         k.memory_s += memory_s
         k.seconds += overlapped_seconds(compute_s, memory_s)
-    rows = list(kernels.values())
+    cycles = sequencer_cycles(accounting, platform)
+    rows = list(kernels.values()) + [KernelTime("sequencer", VECTOR, 0, 0, cycles, 0, 0,
+                                                cycles / hz, 0.0, cycles / hz)]
     dram_pj = platform.dram_pj_per_bit
     energy = {node: pass_energy(accounting, node=node, dram_pj_per_bit=dram_pj).per_token()
               for node in NODES}

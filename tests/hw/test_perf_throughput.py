@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from ternary_accel.hw.perf.accounting import Precisions
+
 from cli_runner import invoke
 
 from ternary_accel.hw.perf.throughput import model_report
@@ -62,10 +64,10 @@ def test_2b4t_report_is_consistent():
     kinds = {k["kind"]: k for k in dec["kernels"]}
     assert {"lm_head", "attn_scores", "softmax", "kv_read", "bitlinear q",
             "bitlinear down", "rms_norm"} <= set(kinds)
-    assert kinds["bitlinear q"]["rtl"] and kinds["lm_head"]["rtl"]
-    assert not kinds["attn_scores"]["rtl"] and not kinds["rms_norm"]["rtl"]
-    from ternary_accel.hw.timing import head_cycles
-    assert kinds["lm_head"]["cycles"] == head_cycles(128256, 2560, lanes=32, rows=8)  # kv260
+    assert all(k["rtl"] for k in dec["kernels"])           # no assumed unit left
+    from ternary_accel.hw.timing import head_cycles, head_load_cycles
+    assert kinds["lm_head"]["cycles"] == (head_load_cycles(2560, lanes=32)    # kv260
+                                          + head_cycles(128256, 2560, lanes=32, rows=8) + 3)
     assert kinds["lm_head"]["dram_bytes"] == 128256 * 2560 * 2
     for k in dec["kernels"]:
         assert k["seconds"] == pytest.approx(max(k["compute_s"], k["memory_s"]))
@@ -73,6 +75,28 @@ def test_2b4t_report_is_consistent():
         "bitnet.cpp", "TeLLMe v2", "2B4T report estimate"}
     tellme = next(p for p in r["peers"] if p["system"] == "TeLLMe v2")
     assert tellme["advantage"] == pytest.approx(r["decode_tokens_per_s"] / 25.0)
+
+
+@pytest.mark.parametrize("preset", ["ecp5-ddr3", "kv260"])
+def test_decode_cycles_are_the_token_cores_cycle_model(preset):
+    """A decode step's cycles in the report are the token core's program on the
+    preset's engine (hw.program.token_cycles, equal to the RTL's counters), operation
+    by operation summed."""
+    from ternary_accel.hw.perf.throughput import token_engine_params
+    from ternary_accel.hw.program import token_cycles
+    from ternary_accel.model.config import model_config
+    platform = get_platform(preset)
+    r = model_report("b1.58-2b4t", platform, prompt=16, context=64,
+                     precisions=Precisions.hardware(platform.numerics))
+    model = token_cycles(model_config("b1.58-2b4t"), token_engine_params(platform),
+                         platform.numerics, 64, head_rows=platform.head_rows)
+    if platform.head_lanes == platform.lanes:
+        assert r["decode"]["cycles"] == sum(model.values())
+    kinds = {k["kind"]: k["cycles"] for k in r["decode"]["kernels"]}
+    assert kinds["attn_scores"] == model["ATTEND"]
+    assert kinds["rms_norm"] == model["NORM"]
+    assert kinds["sequencer"] == model["END"]
+    assert sum(v for k, v in kinds.items() if k.startswith("bitlinear")) == model["MATMUL"]
 
 
 def test_platform_checks():
