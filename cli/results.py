@@ -85,14 +85,14 @@ def write_results(directory, name, title, body, *, argv=None):
 
 
 def render_records(records, fmt):
-    """A table given as dicts with the same keys, as ``csv`` or ``json`` text (the
-    ``--format`` of a command whose Markdown table is written by hand).
+    """A table given as dicts with the same keys, as ``markdown``, ``csv`` or ``json``
+    text (Markdown: integers with thousands separators, None as an empty cell).
 
     Parameters
     ----------
     records : list of dict
-        The rows, values as numbers, strings or booleans.
-    fmt : {"csv", "json"}
+        The rows, values as numbers, strings, booleans or None.
+    fmt : {"markdown", "csv", "json"}
 
     Returns
     -------
@@ -101,8 +101,20 @@ def render_records(records, fmt):
     """
     if fmt == "json":
         return json.dumps(records, indent=2)
+    if fmt == "markdown":
+        keys = list(records[0]) if records else []
+
+        def cell(value):
+            if value is None:
+                return ""
+            if isinstance(value, int) and not isinstance(value, bool):
+                return f"{value:,}"
+            return str(value).replace("|", "\\|")
+        lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in records]
+        return "\n".join(lines)
     if fmt != "csv":
-        raise ValueError(f"fmt must be 'csv' or 'json', not {fmt!r}")
+        raise ValueError(f"fmt must be 'markdown', 'csv' or 'json', not {fmt!r}")
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else [],
                             lineterminator="\n")

@@ -65,7 +65,7 @@ from ternary_accel.hw.mapping import port_codes_per_word
 from ternary_accel.hw.params import EngineParams
 
 __all__ = ["END", "LOAD", "NORM", "MATMUL", "ROPE", "KV_WRITE", "ATTEND", "ELEMENTWISE",
-           "HEAD", "OPS", "ADD", "RELU2", "GATE", "INSTRUCTION", "VEC_BITS", "PROJECTIONS",
+           "HEAD", "OPS", "COUNTERS", "ADD", "RELU2", "GATE", "INSTRUCTION", "VEC_BITS", "PROJECTIONS",
            "ScratchLayout", "TokenImage", "TokenProgram", "token_engine", "pack_projection",
            "make_program", "token_operations", "projection_words", "encode_instruction", "decode_instruction", "GoldenToken",
            "ProgramError"]
@@ -80,6 +80,9 @@ OPS = {END: ("END", ()), LOAD: ("LOAD", ("sub", "d", "n", "addr")),
        ATTEND: ("ATTEND", ("a", "b", "d", "n", "reps", "addr", "addr2", "stride")),
        ELEMENTWISE: ("ELEMENTWISE", ("sub", "a", "b", "d", "n")),
        HEAD: ("HEAD", ("n", "reps", "addr"))}
+#: The token core's cycle counters (``TokenCore.cycles``), by opcode: each operation's,
+#: and on END's the sequencer's (every instruction's fetch, decode and set-up).
+COUNTERS = tuple("sequencer" if op == END else name for op, (name, _) in sorted(OPS.items()))
 #: ``sub`` of ELEMENTWISE (the element-wise unit's operations).
 ADD, RELU2, GATE = 0, 1, 2
 
@@ -617,14 +620,15 @@ def operation_cycles(op, fields, *, params, numerics, position, head_rows=None):
 
 def token_cycles(config, params, numerics, position, *, positions=None, head_rows=None):
     """The cycle model of one token at ``position`` on the token core without stalls:
-    ``{operation name: cycles}`` summed over the program (``END``: the sequencer's
-    :data:`SEQUENCER_CYCLES` an instruction), equal to ``TokenCore.cycles`` in
-    simulation. Needs only the configuration (:func:`token_operations`)."""
+    ``{counter: cycles}`` (:data:`COUNTERS`: each operation's summed over the program,
+    and the sequencer's :data:`SEQUENCER_CYCLES` an instruction), equal to
+    ``TokenCore.cycles`` in simulation. Needs only the configuration (:func:`token_operations`)."""
     positions = config.max_position_embeddings if positions is None else positions
     ops = token_operations(config, params, numerics, positions)
-    cycles = {name: 0 for name, _ in OPS.values()}
+    cycles = dict.fromkeys(COUNTERS, 0)
     for op, fields, _ in ops:
-        cycles[OPS[op][0]] += operation_cycles(op, fields, params=params, numerics=numerics,
-                                               position=position, head_rows=head_rows)
-    cycles["END"] += SEQUENCER_CYCLES * len(ops)
+        cycles[COUNTERS[op]] += operation_cycles(op, fields, params=params,
+                                                 numerics=numerics, position=position,
+                                                 head_rows=head_rows)
+    cycles["sequencer"] += SEQUENCER_CYCLES * len(ops)
     return cycles
