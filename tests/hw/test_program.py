@@ -73,3 +73,12 @@ def test_the_kv_word_is_what_the_accounting_charges():
         word = KV_LAYOUT(16, numerics).size
         assert word == 16 * kv_code_bits(numerics) + H.kv_factor_bits(numerics)
     assert H.FACTOR_EXP_BITS == EXP_WIDTH + 2        # the factors AbsmaxQuant makes
+
+
+def test_the_documented_instruction_word_is_the_code():
+    import re
+    from pathlib import Path
+    text = (Path(__file__).parents[2] / "docs" / "accelerator.md").read_text()
+    rows = re.findall(r"^\| (\w+) \| (\d+)( \(signed\))? \|", text, re.M)
+    assert [(name, int(bits), bool(s)) for name, bits, s in rows] == list(P.INSTRUCTION)
+    assert f"one {P.instruction_bits()}-bit word" in text
