@@ -1,6 +1,8 @@
 """Building the layer engine under Verilator: the generated Verilog cached by a digest of
 the design's sources, the bare engine for the per-cycle bench or the engine inside its
-memory harness (:class:`ternary_accel.sim.harness.EngineHarness`)."""
+memory harness (:class:`ternary_accel.sim.harness.EngineHarness`); and any such harness
+with the Verilog leaf memories (:func:`build_harness`, shared with
+:mod:`sim.token_session`)."""
 
 import os
 import time
@@ -10,7 +12,7 @@ from pathlib import Path
 from ternary_accel.sim.config import HarnessConfig
 from ternary_accel.hw.paths import build_path
 
-__all__ = ["build_engine", "harness_make_args", "BENCHES", "MEMORY_BENCH", "CYCLE_BENCH",
+__all__ = ["build_engine", "build_harness", "design_digest", "harness_make_args", "BENCHES", "MEMORY_BENCH", "CYCLE_BENCH",
            "HARNESS_TOP"]
 
 
@@ -21,14 +23,15 @@ MEMORY_BENCH, CYCLE_BENCH = "memory", "cycle"
 BENCHES = (MEMORY_BENCH, CYCLE_BENCH)
 
 
-def _design_digest(*parts):
+def design_digest(*parts, sources=()):
     """A key of the generated Verilog: the sources of the design's Python (``model/``,
-    ``hw/``, the harness) and ``parts``."""
+    ``hw/``, ``sim/harness.py`` and the modules ``sources`` of ``sim/``, such as
+    ``"channels.py"``) and ``parts``."""
     import hashlib
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256(repr(parts).encode())
     for path in sorted([*(root / "model").glob("*.py"), *(root / "hw").rglob("*.py"),
-                        root / "sim" / "harness.py"]):
+                        root / "sim" / "harness.py", *(root / "sim" / s for s in sources)]):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -76,7 +79,7 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
         build_dir = Path(build_root or build_path("sim")).resolve() / (config.name + _waves_suffix(waves))
         build_dir.mkdir(parents=True, exist_ok=True)
         source = build_dir / "layer_engine.v"
-        generated = _generate(source, _design_digest(asdict(config), bench),
+        generated = _generate(source, design_digest(asdict(config), bench),
                   lambda: verilog.convert(LayerEngine(config), name="layer_engine",
                                           emit_src=False))
         runner, _ = build_cached(sources=[source], hdl_toplevel="layer_engine",
@@ -84,13 +87,50 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
                                  log_file=build_dir / "build.log" if quiet else None)
         total = time.monotonic() - started
         return runner, build_dir, total, {"generate": generated, "compile": total - generated}
-    from ternary_accel.sim.harness import (CLOCK_VERILOG, MEMORY_VERILOG, VERILATOR_ARGS, EngineHarness,
-                          simulation_verilog)
+    from ternary_accel.sim.harness import EngineHarness
     harness = harness or HarnessConfig()
     build_dir = (Path(build_root or build_path("sim")).resolve() /
                  f"{config.name}_{harness.name}{_waves_suffix(waves)}")
+    runner, _, phases = build_harness(
+        lambda: EngineHarness(**asdict(harness), **asdict(config)), HARNESS_TOP, build_dir,
+        design_digest(asdict(config), asdict(harness), bench), quiet=quiet, waves=waves)
+    total = time.monotonic() - started
+    return runner, build_dir, total, {"generate": phases["generate"],
+                                      "compile": total - phases["generate"]}
+
+
+def build_harness(make_design, top, build_dir, key, *, quiet=True, waves=False):
+    """Generate and compile a simulation harness (a component with the Verilog leaf
+    memories and clock of :mod:`sim.harness`) under Verilator, cached: the Verilog of
+    ``make_design()`` (:func:`~sim.harness.simulation_verilog`) is generated again only
+    when ``key`` changes, and Verilator runs only when the sources change.
+
+    Only the top's ports, its clock and the leaf memories are visible to cocotb.
+
+    Parameters
+    ----------
+    make_design : callable
+        Builds the harness component (called only when its Verilog is generated).
+    top : str
+        Name of the top-level module.
+    build_dir : path-like
+    key : str
+        Identifies the design (:func:`design_digest`).
+
+    Returns
+    -------
+    (runner, seconds, phases)
+        As for :func:`build_engine`.
+    """
+    from ternary_accel.sim.harness import (CLOCK_VERILOG, MEMORY_VERILOG, VERILATOR_ARGS,
+                                           simulation_verilog)
+    from ternary_accel.sim.verilator import VERILATOR_WAIVERS, build_cached, configure_environment
+    started = time.monotonic()
+    configure_environment()
+    args = list(VERILATOR_WAIVERS) + ["-O3"]
+    build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    source = build_dir / f"{HARNESS_TOP}.v"
+    source = build_dir / f"{top}.v"
     # The harness is built only when its Verilog is generated: a component built and
     # dropped unelaborated draws Amaranth's UnusedElaboratable warning. Its port names
     # are kept beside the Verilog for the runs that find it cached.
@@ -100,13 +140,12 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
     ports = []
 
     def convert():
-        design = EngineHarness(**asdict(harness), **asdict(config))
+        design = make_design()
         ports[:] = ["__".join(map(str, path))
                     for path, _ in design.signature.members.flatten()]
-        return simulation_verilog(design, HARNESS_TOP)
+        return simulation_verilog(design, top)
 
-    generated = _generate(source, _design_digest(asdict(config), asdict(harness), bench),
-                          convert)
+    generated = _generate(source, key, convert)
     if ports:
         ports_file.write_text("\n".join(ports) + "\n")
     else:
@@ -118,20 +157,20 @@ def build_engine(config, build_root=None, *, quiet=True, bench=CYCLE_BENCH,
         if not leaves[-1].exists() or leaves[-1].read_text() != text:
             leaves[-1].write_text(text)
     # Only the harness's ports, clock and memories are visible to cocotb, so Verilator
-    # optimises the engine as it would for a C++ testbench. (A wire that VPI may write
+    # optimises the design as it would for a C++ testbench. (A wire that VPI may write
     # is re-evaluated on every eval with all the logic behind it: making the whole top
     # module public ran 6 times slower.)
     control = build_dir / "public.vlt"
-    text = "`verilator_config\n" + f'public_flat_rd -module "{HARNESS_TOP}" -var "clk"\n' + \
-        "".join(f'public_flat_rw -module "{HARNESS_TOP}" -var "{port}"\n' for port in ports)
+    text = "`verilator_config\n" + f'public_flat_rd -module "{top}" -var "clk"\n' + \
+        "".join(f'public_flat_rw -module "{top}" -var "{port}"\n' for port in ports)
     if not control.exists() or control.read_text() != text:
         control.write_text(text)
-    runner, _ = build_cached(sources=[control, *leaves, source], hdl_toplevel=HARNESS_TOP,
+    runner, _ = build_cached(sources=[control, *leaves, source], hdl_toplevel=top,
                              build_dir=build_dir, build_args=args + list(VERILATOR_ARGS),
                              public_flat_rw=False, make_args=harness_make_args(), waves=waves,
                              log_file=build_dir / "build.log" if quiet else None)
     total = time.monotonic() - started
-    return runner, build_dir, total, {"generate": generated, "compile": total - generated}
+    return runner, total, {"generate": generated, "compile": total - generated}
 
 
 def _waves_suffix(waves):

@@ -32,7 +32,12 @@ are old ones); the core never reads what it has not yet written.
 Timing: at most one word a cycle on ``data``; a word is read from the memory (one
 cycle of latency) when the output slot is free, so ``data`` carries a word on every
 cycle that ``ready`` is high and no stall is drawn, across commands too. An offered
-word stays on ``data`` until it is taken. Stalls come from seeded LFSRs (the stall
+word stays on ``data`` until it is taken. The first word of a command taken by an idle
+memory is offered two cycles after it (``latency=2``, the default: through the command
+FIFO) or on the next cycle (``latency=1``: an idle memory with an empty FIFO serves the
+command in the cycle it takes it, reading its first word then; a write beat taken in
+that same cycle to that address is forwarded to the word, so the contract of reads
+after writes holds). Stalls come from seeded LFSRs (the stall
 LFSR of :mod:`sim.harness`: :func:`~sim.harness.lfsr_states`,
 :func:`~sim.harness.stall_threshold`): with an idle probability ``p``, a cycle on which
 the LFSR's low byte is below ``round(256 p)`` takes no command (``cmd.ready`` low),
@@ -48,8 +53,9 @@ by the host through VPI (its array ``words``, :func:`~sim.harness.memory_image`,
 :func:`~sim.harness.join_parts`), with no Verilog regenerated for new contents.
 
 A Verilator host loads such a memory with :func:`sim.tb.harness.load_words` (as
-``sim/tb/channels.py`` does). The stall probabilities and the seed are fixed when the
-memory is built; the LFSRs restart on the design's reset.
+``sim/tb/channels.py`` does). The seed is fixed when the memory is built, and the stall
+probabilities too unless it takes them from ports (``stall_ports``); the LFSRs restart
+on the design's reset.
 
 **Connecting a core.** The memories store plain words of ``width`` bits; ``width`` may
 also be the core's word shape (any shape-castable, such as a
@@ -72,8 +78,9 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ternary_accel.hw.params import check_positive_int
-from ternary_accel.sim.harness import (AMARANTH, COUNT_WIDTH, LFSR_WIDTH, STORAGES, VERILOG,
-                                       MemoryStorage, stall_source, stall_threshold)
+from ternary_accel.sim.harness import (AMARANTH, COUNT_WIDTH, LFSR_WIDTH, STALL_BITS,
+                                       STORAGES, VERILOG, MemoryStorage, stall_source,
+                                       stall_threshold)
 
 __all__ = ["ADDR_WIDTH", "CMD_LAYOUT", "CMD_FIFO_DEPTH", "write_layout", "width_of",
            "channel_seeds", "ChannelMemory", "ReadChannelMemory", "WriteChannelMemory",
@@ -184,6 +191,15 @@ class ChannelMemory(wiring.Component):
         Stall probability of taking a write beat (write channel).
     init : sequence of int
         ``storage="amaranth"``: the initial words (at most ``depth``; the rest 0).
+    stall_ports : bool
+        Take the stall thresholds (:func:`~sim.harness.stall_threshold`) from the ports
+        ``idle`` (read channel) and ``backpressure`` (write channel), set at run time,
+        instead of the parameters ``idle`` and ``backpressure`` (which are then the
+        ports' initial values).
+    latency : int
+        Read channel: cycles from taking a command to offering its first word, when the
+        memory is idle and nothing stalls: 2 (through the command FIFO) or 1 (an idle
+        memory serves the command in the cycle it is taken; module docstring).
     load_file : str
         ``storage="verilog"``, with a read channel: the file
         (:func:`~sim.harness.memory_image`, relative to the simulator's working folder)
@@ -199,11 +215,16 @@ class ChannelMemory(wiring.Component):
         Writes (write channel).
     load : Signal, in
         ``storage="verilog"`` with a read channel: a rising edge loads ``load_file``.
+    idle, backpressure : Signal(STALL_BITS), in
+        ``stall_ports=True``: the stall thresholds of the read and write channels.
     """
 
     def __init__(self, width, depth, *, read, write, storage=AMARANTH, seed=1, idle=0.0,
-                 backpressure=0.0, init=(), load_file="words.bin"):
+                 backpressure=0.0, init=(), load_file="words.bin", latency=2, stall_ports=False):
         self._width = width_of(width)
+        if not isinstance(latency, int) or isinstance(latency, bool) or latency not in (1, 2):
+            raise ValueError(f"latency must be 1 or 2, not {latency!r}")
+        self._latency = latency
         self._depth = check_positive_int("depth", depth, minimum=2)
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {', '.join(STORAGES)}, "
@@ -233,14 +254,23 @@ class ChannelMemory(wiring.Component):
             ports["data"] = Out(stream.Signature(word))
             if loading:
                 ports["load"] = In(1)
+            if stall_ports:
+                ports["idle"] = In(STALL_BITS, init=self._idle)
         if write:
             ports["wr"] = In(stream.Signature(write_layout(word)))
+            if stall_ports:
+                ports["backpressure"] = In(STALL_BITS, init=self._backpressure)
+        self._stall_ports = bool(stall_ports)
         super().__init__(ports)
 
     @property
     def width(self):
         """Bits of a word."""
         return self._width
+
+    @property
+    def latency(self):
+        return self._latency
 
     @property
     def depth(self):
@@ -256,6 +286,11 @@ class ChannelMemory(wiring.Component):
         None for the Verilog leaf): a test reads and writes it through ``ctx``."""
         return self._storage.memory
 
+    def _threshold(self, name):
+        """The stall threshold ``name`` (``"idle"`` or ``"backpressure"``): its port
+        with ``stall_ports``, else the constant."""
+        return getattr(self, name) if self._stall_ports else getattr(self, f"_{name}")
+
     def _wrap(self, address):
         """``address % depth`` as a signal index of the memory."""
         if self._depth & (self._depth - 1) == 0:
@@ -267,41 +302,50 @@ class ChannelMemory(wiring.Component):
         cmd_seed, data_seed, wr_seed = channel_seeds(self._seed)
         read = write = None
         if self._write:
-            stall = stall_source(m, wr_seed, None, self._backpressure, "wr")
+            stall = stall_source(m, wr_seed, None, self._threshold("backpressure"), "wr")
             take = Signal()
             m.d.comb += [self.wr.ready.eq(~stall), take.eq(self.wr.valid & ~stall)]
             write = (take, self._wrap(self.wr.payload.addr), _bits(self.wr.payload.data))
         if self._read:
-            read = self._serve(m, cmd_seed, data_seed)
+            read = self._serve(m, cmd_seed, data_seed, write)
         self._storage.add(m, read=read, write=write,
                           load=self.load if "load" in self.signature.members else 0)
         return m
 
-    def _serve(self, m, cmd_seed, data_seed):
+    def _serve(self, m, cmd_seed, data_seed, write):
         """The read channel: a command FIFO, the command being served and the output
-        slot; returns the memory's read port signals (en, addr, data)."""
+        slot; returns the memory's read port signals (en, addr, data). ``write``: the
+        write port's (take, addr, data), forwarded to a word read in the same cycle
+        (``latency=1``)."""
         aw = range(self._depth)
         m.submodules.commands = commands = fifo.SyncFIFO(width=CMD_LAYOUT.size,
                                                          depth=CMD_FIFO_DEPTH)
-        cmd_stall = stall_source(m, cmd_seed, None, self._idle, "cmd")
+        cmd_stall = stall_source(m, cmd_seed, None, self._threshold("idle"), "cmd")
+        taken = Signal()
         m.d.comb += [
             self.cmd.ready.eq(commands.w_rdy & ~cmd_stall),
-            commands.w_en.eq(self.cmd.valid & ~cmd_stall),
+            taken.eq(self.cmd.valid & ~cmd_stall),
             commands.w_data.eq(_bits(self.cmd.payload)),
         ]
         # the command being served: the next address and the words left; with none
         # left, the FIFO's head is served from this cycle on (no idle cycle between
-        # commands)
+        # commands), or, with latency 1 and the FIFO empty, the command taken now
         addr, left = Signal(aw), Signal(COUNT_WIDTH)
         head = data.View(CMD_LAYOUT, commands.r_data)
         idle = left == 0
+        bypass = Signal()
+        if self._latency == 1:
+            m.d.comb += bypass.eq(idle & ~commands.r_rdy & taken)
+        next_addr = Mux(commands.r_rdy, self._wrap(head.addr), self._wrap(self.cmd.payload.addr))
+        next_left = Mux(commands.r_rdy, head.count, Mux(bypass, self.cmd.payload.count, 0))
         now_addr, now_left = Signal(aw), Signal(COUNT_WIDTH)
         m.d.comb += [
+            commands.w_en.eq(taken & ~bypass),
             commands.r_en.eq(idle),
-            now_addr.eq(Mux(idle, self._wrap(head.addr), addr)),
-            now_left.eq(Mux(idle, Mux(commands.r_rdy, head.count, 0), left)),
+            now_addr.eq(Mux(idle, next_addr, addr)),
+            now_left.eq(Mux(idle, next_left, left)),
         ]
-        data_stall = stall_source(m, data_seed, None, self._idle, "data")
+        data_stall = stall_source(m, data_seed, None, self._threshold("idle"), "data")
         advance = Signal()   # the output slot is free (empty, or taken this cycle)
         issue = Signal()     # read the next word into it
         m.d.comb += [
@@ -315,7 +359,18 @@ class ChannelMemory(wiring.Component):
             addr.eq(Mux(issue, Mux(now_addr == last, 0, now_addr + 1), now_addr)),
             left.eq(now_left - issue),
         ]
-        return advance, now_addr, _bits(self.data.payload)
+        word = _bits(self.data.payload)
+        if self._latency == 1 and write is not None:
+            # a word read in the cycle a write to its address is taken: the new word
+            w_take, w_addr, w_data = write
+            stored = Signal(self._width)
+            forward, forwarded = Signal(), Signal(self._width)
+            with m.If(advance):
+                m.d.sync += [forward.eq(issue & w_take & (w_addr == now_addr)),
+                             forwarded.eq(w_data)]
+            m.d.comb += word.eq(Mux(forward, forwarded, stored))
+            return advance, now_addr, stored
+        return advance, now_addr, word
 
 
 class ReadChannelMemory(ChannelMemory):
@@ -324,9 +379,10 @@ class ReadChannelMemory(ChannelMemory):
     (``idle``: the stalls of taking commands and of offering words)."""
 
     def __init__(self, width, depth, *, storage=AMARANTH, seed=1, idle=0.0, init=(),
-                 load_file="words.bin"):
+                 load_file="words.bin", latency=2, stall_ports=False):
         super().__init__(width, depth, read=True, write=False, storage=storage, seed=seed,
-                         idle=idle, init=init, load_file=load_file)
+                         idle=idle, init=init, load_file=load_file, latency=latency,
+                         stall_ports=stall_ports)
 
 
 class WriteChannelMemory(ChannelMemory):
@@ -349,7 +405,8 @@ class ReadWriteChannelMemory(ChannelMemory):
     writes."""
 
     def __init__(self, width, depth, *, storage=AMARANTH, seed=1, idle=0.0,
-                 backpressure=0.0, init=(), load_file="words.bin"):
+                 backpressure=0.0, init=(), load_file="words.bin", latency=2,
+                 stall_ports=False):
         super().__init__(width, depth, read=True, write=True, storage=storage, seed=seed,
                          idle=idle, backpressure=backpressure, init=init,
-                         load_file=load_file)
+                         load_file=load_file, latency=latency, stall_ports=stall_ports)

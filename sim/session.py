@@ -23,7 +23,7 @@ from ternary_accel.hw.params import EngineParams
 from ternary_accel.sim.plans import BatchedPlan, plan_layer
 from ternary_accel.sim.verilator import retry_text_busy
 
-__all__ = ["EngineResult", "EngineSession", "run_on_engine", "run_bitlinear"]
+__all__ = ["SimulatorSession", "EngineResult", "EngineSession", "run_on_engine", "run_bitlinear"]
 
 #: Seconds to wait for the simulator to start and connect, or for one layer's result.
 CONNECT_TIMEOUT = 600
@@ -61,7 +61,160 @@ class EngineResult:
 
 
 
-class EngineSession:
+class SimulatorSession:
+    """A cocotb bench in a simulator process of its own that serves requests from this
+    process over a loopback socket: the base of :class:`EngineSession` and
+    :class:`sim.token_session.TokenSession`. Use as a context manager.
+
+    The simulator connects back with an authentication key (``TB_SERVER``,
+    ``TB_AUTH`` in its environment; :func:`sim.tb.engine.serve_requests` is the bench's
+    side) and answers each request (a picklable object) with a dict, or with
+    ``{"exception": text}``. A subclass gives :meth:`_launch`: the build and the bench.
+    """
+
+    #: What the error messages call the simulation.
+    what = "simulator"
+
+    def __init__(self, *, build_root=None, waves=False):
+        if not isinstance(waves, bool):
+            raise TypeError(f"waves must be True or False, not {waves!r}")
+        self.waves = waves
+        self.build_root = build_root
+        self.build_seconds = None
+        self.build_phases = {}
+        self.build_dir = None
+        self.run_dir = None
+        self._conn = None
+        self._thread = None
+        self._failure = None
+        self._failed = False
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def log(self):
+        """The simulator's log file (in the session's own run folder)."""
+        return self.run_dir / "session.log" if self.run_dir else None
+
+    @property
+    def waves_file(self):
+        """The waveform dump of a session with ``waves=True`` (None otherwise, or before
+        :meth:`start`)."""
+        return self.run_dir / "dump.vcd" if self.waves and self.run_dir else None
+
+    def _launch(self):
+        """Build (cached) and say what to run: ``(runner, test_module, top, env)``,
+        with ``env`` the bench's extra environment; sets :attr:`build_dir`,
+        :attr:`build_seconds` and :attr:`build_phases`."""
+        raise NotImplementedError
+
+    def start(self):
+        """Build (cached) and start the simulator."""
+        if self._conn is not None:
+            return
+        runner, module, top, env = self._launch()
+        key = secrets.token_bytes(32)
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(1.0)
+        host, port = listener.getsockname()
+        env = {**env, "TB_SERVER": f"{host}:{port}", "TB_AUTH": key.hex()}
+        # Each session runs in a folder of its own inside the build: the memory images
+        # it loads, its log and results, so that sessions of one build side by side
+        # (two processes, or two pytest workers) never read each other's files.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="session-", dir=self.build_dir))
+        results = self.run_dir / "session.xml"
+
+        def simulate():
+            try:
+                retry_text_busy(lambda: runner.test(
+                    test_module=module, hdl_toplevel=top,
+                    build_dir=self.build_dir, test_dir=self.run_dir,
+                    results_xml=str(results), extra_env=env, waves=self.waves,
+                    log_file=self.log))
+            except SystemExit:
+                pass
+            except Exception as error:  # reported to the caller by _check_alive
+                self._failure = error
+
+        self._thread = threading.Thread(target=simulate, name=f"{self.what}-sim",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        try:
+            while True:
+                try:
+                    sock, _ = listener.accept()
+                    break
+                except socket.timeout:
+                    self._check_alive()
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the simulator did not connect within "
+                                           f"{CONNECT_TIMEOUT} s (log: {self.log})") from None
+        finally:
+            listener.close()
+        sock.settimeout(None)
+        conn = Connection(sock.detach())
+        deliver_challenge(conn, key)
+        answer_challenge(conn, key)
+        self._conn = conn
+
+    def _check_alive(self):
+        if self._thread is not None and not self._thread.is_alive():
+            raise RuntimeError(f"the {self.what} simulator stopped "
+                               f"({self._failure or 'exited'}); see {self.log}")
+
+    def _request(self, request, timeout=None):
+        """Send ``request`` to the bench and return its reply (a dict).
+
+        Raises
+        ------
+        RuntimeError
+            If the simulator stopped, took longer than ``timeout`` seconds (default
+            :data:`RESULT_TIMEOUT`), or the bench raised (the session is then failed:
+            its run folder is kept).
+        """
+        if self._conn is None:
+            self.start()
+        timeout = RESULT_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._conn.send(request)
+        while not self._conn.poll(1.0):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no result within {timeout} s (log: {self.log})")
+        reply = self._conn.recv()
+        if "exception" in reply:
+            self._failed = True
+            raise RuntimeError(f"the {self.what} simulation failed: {reply['exception']} "
+                               f"(log: {self.log})")
+        return reply
+
+    def close(self):
+        """Stop the simulator (waits for it to exit)."""
+        if self._conn is not None:
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+            self._conn.close()
+            self._conn = None
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            stopped = not self._thread.is_alive()
+            self._thread = None
+            # a clean session leaves nothing behind; a failed one keeps its log, a
+            # recording one its waveforms
+            if (stopped and not self._failed and self._failure is None and self.run_dir
+                    and not self.waves):
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+class EngineSession(SimulatorSession):
     """One simulator process running the layer engine, serving layers one after another.
 
     The simulator (cocotb under Verilator) connects back to this process over a
@@ -93,11 +246,11 @@ class EngineSession:
         session closes. Slows the simulation several times; for debugging.
     """
 
+    what = "engine"
+
     def __init__(self, config=None, *, build_root=None, idle=0.0, backpressure=0.0,
                  seed=1, bench=MEMORY_BENCH, harness=None, waves=False):
-        if not isinstance(waves, bool):
-            raise TypeError(f"waves must be True or False, not {waves!r}")
-        self.waves = waves
+        super().__init__(build_root=build_root, waves=waves)
         self.config = EngineParams() if config is None else config
         for name, value in (("idle", idle), ("backpressure", backpressure)):
             if not 0 <= value < 1:
@@ -108,94 +261,16 @@ class EngineSession:
             raise ValueError("a HarnessConfig goes with bench='memory'")
         self.bench = bench
         self.harness = (harness or HarnessConfig()) if bench == MEMORY_BENCH else None
-        self.build_root = build_root
         self.traffic = {"idle": idle, "backpressure": backpressure, "seed": seed}
-        self.build_seconds = None
-        self.build_phases = {}
-        self.build_dir = None
-        self.run_dir = None
-        self._conn = None
-        self._thread = None
-        self._failure = None
-        self._failed = False
         self._jobs = 0
 
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    @property
-    def log(self):
-        """The simulator's log file (in the session's own run folder)."""
-        return self.run_dir / "session.log" if self.run_dir else None
-
-    @property
-    def waves_file(self):
-        """The waveform dump of a session with ``waves=True`` (None otherwise, or before
-        :meth:`start`)."""
-        return self.run_dir / "dump.vcd" if self.waves and self.run_dir else None
-
-    def start(self):
-        """Build the engine (cached) and start the simulator."""
-        if self._conn is not None:
-            return
+    def _launch(self):
         runner, self.build_dir, self.build_seconds, self.build_phases = build_engine(
             self.config, self.build_root, bench=self.bench, harness=self.harness,
             waves=self.waves)
         module, top = (("ternary_accel.sim.tb.harness", HARNESS_TOP) if self.bench == MEMORY_BENCH
                        else ("ternary_accel.sim.tb.engine", "layer_engine"))
-        key = secrets.token_bytes(32)
-        listener = socket.create_server(("127.0.0.1", 0))
-        listener.settimeout(1.0)
-        host, port = listener.getsockname()
-        env = {"TB_ENGINE": json.dumps(asdict(self.config)),
-               "TB_SERVER": f"{host}:{port}", "TB_AUTH": key.hex()}
-        # Each session runs in a folder of its own inside the build: the memory images
-        # it loads, its log and results, so that sessions of one build side by side
-        # (two processes, or two pytest workers) never read each other's files.
-        self.run_dir = Path(tempfile.mkdtemp(prefix="session-", dir=self.build_dir))
-        results = self.run_dir / "session.xml"
-
-        def simulate():
-            try:
-                retry_text_busy(lambda: runner.test(
-                    test_module=module, hdl_toplevel=top,
-                    build_dir=self.build_dir, test_dir=self.run_dir,
-                    results_xml=str(results), extra_env=env, waves=self.waves,
-                    log_file=self.log))
-            except SystemExit:
-                pass
-            except Exception as error:  # reported to the caller by _check_alive
-                self._failure = error
-
-        self._thread = threading.Thread(target=simulate, name="engine-sim", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + CONNECT_TIMEOUT
-        try:
-            while True:
-                try:
-                    sock, _ = listener.accept()
-                    break
-                except socket.timeout:
-                    self._check_alive()
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"the simulator did not connect within "
-                                           f"{CONNECT_TIMEOUT} s (log: {self.log})") from None
-        finally:
-            listener.close()
-        sock.settimeout(None)
-        conn = Connection(sock.detach())
-        deliver_challenge(conn, key)
-        answer_challenge(conn, key)
-        self._conn = conn
-
-    def _check_alive(self):
-        if self._thread is not None and not self._thread.is_alive():
-            raise RuntimeError(f"the engine simulator stopped ({self._failure or 'exited'}); "
-                               f"see {self.log}")
+        return runner, module, top, {"TB_ENGINE": json.dumps(asdict(self.config))}
 
     def run(self, weights, activations, scale=None, shift=None):
         """Run one quantized layer through the engine; see :func:`check_layer_inputs`
@@ -237,42 +312,13 @@ class EngineSession:
             self.start()
         started = time.monotonic()
         self._jobs += 1
-        self._conn.send({"plan": plan, "traffic": {**self.traffic,
-                                                   "seed": self.traffic["seed"] + self._jobs}})
-        deadline = started + RESULT_TIMEOUT
-        while not self._conn.poll(1.0):
-            self._check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no result within {RESULT_TIMEOUT} s (log: {self.log})")
-        reply = self._conn.recv()
-        if "exception" in reply:
-            self._failed = True
-            raise RuntimeError(f"the engine simulation failed: {reply['exception']} "
-                               f"(log: {self.log})")
+        reply = self._request({"plan": plan, "traffic": {
+            **self.traffic, "seed": self.traffic["seed"] + self._jobs}})
         outputs = (plan.order_outputs(reply["outputs"]) if hasattr(plan, "order_outputs")
                    else reply["outputs"].reshape(plan.tokens, plan.out_features))
         return EngineResult(outputs, reply["cycles"],
                             plan.mapping.cycles, reply["error"], time.monotonic() - started,
                             reply["timing"])
-
-    def close(self):
-        """Stop the simulator (waits for it to exit)."""
-        if self._conn is not None:
-            try:
-                self._conn.send(None)
-            except OSError:
-                pass
-            self._conn.close()
-            self._conn = None
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            stopped = not self._thread.is_alive()
-            self._thread = None
-            # a clean session leaves nothing behind; a failed one keeps its log, a
-            # recording one its waveforms
-            if (stopped and not self._failed and self._failure is None and self.run_dir
-                    and not self.waves):
-                shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def run_on_engine(weights, activations, *, scale=None, shift=None, config=None,

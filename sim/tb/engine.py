@@ -105,11 +105,11 @@ async def stream(dut, plan, config, traffic):
     return words, last - first + 1, dut.error.value.to_unsigned()
 
 
-async def serve_jobs(job):
-    """Serve the host's :class:`sim.session.EngineSession` (``TB_SERVER``, ``TB_AUTH``):
-    for each layer it sends, ``await job(plan, traffic)`` gives ``(outputs, cycles,
-    error, timing)`` to send back (``timing``: seconds by phase, ``"simulate"`` among
-    them); until the host says stop. Shared with :mod:`sim.tb_harness`."""
+async def serve_requests(handle):
+    """Serve the host's :class:`sim.session.SimulatorSession` (``TB_SERVER``,
+    ``TB_AUTH``): for each request it sends, ``await handle(request)`` gives the reply
+    (a dict) to send back; an exception is sent as ``{"exception": traceback}`` and
+    raised; until the host says stop (``None``)."""
     host, port = os.environ["TB_SERVER"].rsplit(":", 1)
     conn = Client((host, int(port)), authkey=bytes.fromhex(os.environ["TB_AUTH"]))
     try:
@@ -118,15 +118,26 @@ async def serve_jobs(job):
             if request is None:
                 break
             try:
-                outputs, cycles, error, timing = await job(request["plan"],
-                                                           request["traffic"])
-                conn.send({"outputs": outputs, "cycles": cycles, "error": error,
-                           "timing": timing})
+                reply = await handle(request)
             except Exception:
                 conn.send({"exception": traceback.format_exc(limit=5)})
                 raise
+            conn.send(reply)
     finally:
         conn.close()
+
+
+async def serve_jobs(job):
+    """Serve the host's :class:`sim.session.EngineSession` (:func:`serve_requests`):
+    for each layer it sends, ``await job(plan, traffic)`` gives ``(outputs, cycles,
+    error, timing)`` to send back (``timing``: seconds by phase, ``"simulate"`` among
+    them). Shared with :mod:`sim.tb_harness`."""
+
+    async def handle(request):
+        outputs, cycles, error, timing = await job(request["plan"], request["traffic"])
+        return {"outputs": outputs, "cycles": cycles, "error": error, "timing": timing}
+
+    await serve_requests(handle)
 
 
 @cocotb.test()

@@ -122,10 +122,11 @@ COMMANDS = [(0, 5), (3, 1), (10, 0), (60, 9), (2, 16), (7, 0), (7, 0), (33, 3), 
     (0.0, 1.0, 1.0), (0.4, 1.0, 1.0), (0.0, 1.0, 0.4), (0.0, 0.5, 1.0), (0.3, 0.6, 0.5),
     (0.7, 0.9, 0.2),
 ])
-def test_every_command_returns_its_words_in_order(idle, offer, ready):
+@pytest.mark.parametrize("latency", [2, 1])
+def test_every_command_returns_its_words_in_order(idle, offer, ready, latency):
     depth = 64
     memory = contents(depth)
-    mem = ReadChannelMemory(WIDTH, depth, seed=11, idle=idle, init=memory)
+    mem = ReadChannelMemory(WIDTH, depth, seed=11, idle=idle, init=memory, latency=latency)
     out = drive(mem, commands=COMMANDS, offer=offer, ready=ready)
     assert out["words"] == expected_words(memory, COMMANDS)   # nothing lost or added
     assert len(out["cmd_cycles"]) == len(COMMANDS)
@@ -151,6 +152,51 @@ def test_queued_commands_run_back_to_back():
     out = drive(mem, commands=commands, ready_pattern=lambda cycle: cycle >= 30)
     assert out["words"] == expected_words(memory, commands)
     assert sum(c < 30 for c in out["cmd_cycles"]) == CMD_FIFO_DEPTH + 1   # + the served one
+
+
+def test_latency_one_offers_the_first_word_on_the_next_cycle():
+    """``latency=1``: an idle memory serves a command in the cycle it takes it, so its
+    first word comes on the next cycle (the FIFO's cycle saved); queued commands still
+    follow back to back."""
+    depth = 32
+    memory = contents(depth)
+    commands = [(4, 6), (20, 5), (0, 7), (9, 4)]
+    mem = ReadChannelMemory(WIDTH, depth, init=memory, latency=1)
+    out = drive(mem, commands=commands)
+    total = sum(n for _, n in commands)
+    assert out["words"] == expected_words(memory, commands)
+    cycles = out["word_cycles"]
+    assert cycles[0] == out["cmd_cycles"][0] + 1
+    assert cycles == list(range(cycles[0], cycles[0] + total))     # no gap
+    # single-word and empty commands in a row, each served as it comes
+    mem = ReadChannelMemory(WIDTH, depth, init=memory, latency=1)
+    out = drive(mem, commands=[(3, 1)] * 3 + [(5, 0), (6, 2)], tail=20)
+    assert out["words"] == [memory[3]] * 3 + memory[6:8]
+
+
+def test_stall_ports_set_the_thresholds_at_run_time():
+    """``stall_ports=True``: the ``idle`` and ``backpressure`` ports give the stalls the
+    parameters would (the LFSR model), and 0 none."""
+    cycles = 120
+
+    def trace(run_time, **kwargs):
+        both = ReadWriteChannelMemory(WIDTH, 16, seed=5, **kwargs)
+        seen = []
+
+        async def bench(ctx):
+            if run_time is not None:
+                ctx.set(both.idle, stall_threshold(run_time))
+                ctx.set(both.backpressure, stall_threshold(run_time / 2))
+            for _ in range(cycles):
+                seen.append((ctx.get(both.cmd.ready), ctx.get(both.wr.ready)))
+                await ctx.tick()
+
+        simulate(both, bench)
+        return seen
+
+    assert trace(0.6, stall_ports=True) == trace(None, idle=0.6, backpressure=0.3)
+    assert trace(None, stall_ports=True) == [(1, 1)] * cycles
+    assert trace(None, stall_ports=True, idle=0.6) == trace(None, idle=0.6)
 
 
 @pytest.mark.parametrize("idle", [0.0, 0.5])
@@ -264,8 +310,9 @@ def test_writes_land_with_backpressure_and_read_back():
     assert len(set(out["wr_cycles"])) == len(writes)     # one write a cycle
 
 
+@pytest.mark.parametrize("latency", [2, 1])
 @pytest.mark.parametrize("idle, backpressure", [(0.0, 0.0), (0.5, 0.3), (0.2, 0.8)])
-def test_a_read_taken_with_or_after_a_write_sees_the_new_word(idle, backpressure):
+def test_a_read_taken_with_or_after_a_write_sees_the_new_word(idle, backpressure, latency):
     """Writes of a KV-cache-like region while reads of it, each command offered as soon
     as (the same cycle as) the last write it reads is taken, and reads of the initial
     words elsewhere: every word read is the one written."""
@@ -278,7 +325,7 @@ def test_a_read_taken_with_or_after_a_write_sees_the_new_word(idle, backpressure
         commands.append((40 + k, 1, 0))              # never written: the initial word
     commands.append((0, 32, 32))                     # everything, after the last write
     mem = ReadWriteChannelMemory(WIDTH, depth, seed=21, idle=idle,
-                                 backpressure=backpressure, init=initial)
+                                 backpressure=backpressure, init=initial, latency=latency)
     out = drive(mem, commands=commands, writes=writes, offer=1.0, ready=0.8)
     final = list(initial)
     for addr, word in writes:
@@ -289,6 +336,21 @@ def test_a_read_taken_with_or_after_a_write_sees_the_new_word(idle, backpressure
     last_write = {2 * k + 2: out["wr_cycles"][2 * k + 1] for k in range(16)}
     same = [out["cmd_cycles"][2 * k] == last_write[2 * k + 2] for k in range(16)]
     assert any(same)
+
+
+@pytest.mark.parametrize("idle", [0.0, 0.4])
+def test_latency_one_forwards_a_write_to_a_read_in_its_cycle(idle):
+    """``latency=1``: a command taken in the cycle that the write of its word is taken
+    reads that word in the same cycle; the write is forwarded, so it sees the new
+    word."""
+    depth = 32
+    writes = [(a, 0xB000 + a) for a in range(depth)]
+    commands = [(a, 1, a + 1) for a in range(depth)]    # each word as it is written
+    mem = ReadWriteChannelMemory(WIDTH, depth, seed=3, idle=idle, backpressure=idle,
+                                 init=contents(depth), latency=1)
+    out = drive(mem, commands=commands, writes=writes)
+    assert out["words"] == [word for _, word in writes]
+    assert any(c == w for c, w in zip(out["cmd_cycles"], out["wr_cycles"]))
 
 
 class LayoutCore(wiring.Component):
@@ -367,6 +429,7 @@ def test_a_layout_typed_core_port_joins_a_word_memory(by_layout):
     (lambda: ReadChannelMemory(8, 4, storage="sram"), ValueError),
     (lambda: ReadChannelMemory(8, 4, idle=1.0), ValueError),
     (lambda: ReadChannelMemory(8, 4, seed=-1), ValueError),
+    (lambda: ReadChannelMemory(8, 4, latency=0), ValueError),
     (lambda: ReadChannelMemory(8, 4, init=[1] * 5), ValueError),
     (lambda: ReadChannelMemory(8, 4, init=[256]), ValueError),
     (lambda: ReadChannelMemory(8, 4, storage="verilog", init=[1]), ValueError),
