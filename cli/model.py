@@ -182,7 +182,11 @@ def add_parser(subparsers):
                "in the golden model), the int8 engine in every activation mode (INT4 "
                "values are int8 values). Tiny models only: the simulation runs about "
                "100,000 engine cycles per second, about 40 s for the 4 M cycles of one "
-               "2B4T token's linear layers.")
+               "2B4T token's linear layers. With --numerics hw, --rtl runs every "
+               "operation of every token on the token core (hw.rtl.token) under "
+               "Verilator, its memories loaded once; the host starts each token and "
+               "reads the next; tokens and logits are checked against the golden "
+               "hardware-numerics run.")
     rtl.add_argument("--rtl", action="store_true",
                      help="every BitLinear on the layer engine's RTL, bit-exact check")
     rtl.add_argument("--lanes", type=_positive_int, default=None,
@@ -194,6 +198,9 @@ def add_parser(subparsers):
     rtl.add_argument("--waves", action="store_true",
                      help="with --rtl: record the engine's waveforms (a VCD; its path is "
                           "printed)")
+    rtl.add_argument("--head-rows", type=_positive_int, default=None,
+                     help=f"with --rtl --numerics hw: rows of the LM head unit (default "
+                          f"{RTL_HEAD_ROWS})")
     p.set_defaults(func=_guarded(cmd_generate))
 
     p = sub.add_parser(
@@ -229,8 +236,10 @@ def add_parser(subparsers):
 
 #: The engine of ``generate --rtl`` unless --lanes/--rows say otherwise.
 RTL_LANES, RTL_ROWS = 32, 16
+#: The token core's LM head unit rows (``generate --rtl --numerics hw``).
+RTL_HEAD_ROWS = 2
 #: Flags of ``generate`` that only apply with ``--rtl``.
-RTL_ONLY = ("lanes", "rows", "build_dir", "waves")
+RTL_ONLY = ("lanes", "rows", "build_dir", "waves", "head_rows")
 
 
 def _guarded(command):
@@ -350,6 +359,12 @@ def cmd_generate(parser, args):
         make_decoder(checkpoint, **options)       # the options' errors before a build
     except ValueError as error:
         parser.error(str(error))
+    if args.rtl and args.numerics == HW_NUMERICS:
+        return _generate_on_token_core(parser, args, checkpoint, prompt, options, lanes, rows,
+                                       first_allowed, tokenizer, healed)
+    if args.head_rows is not None:
+        parser.error("--head-rows sizes the token core's LM head: it applies only with --rtl "
+                     "and the hardware numerics")
     session = core = None
     if args.rtl:
         from ternary_accel.hw.params import EngineParams
@@ -401,6 +416,77 @@ def cmd_generate(parser, args):
         print(f"text: {tokenizer.decode(run.generated_ids)[len(healed):]!r}")
     print("generated: " + " ".join(map(str, run.generated_ids)))
     return 0
+
+
+def _generate_on_token_core(parser, args, checkpoint, prompt, options, lanes, rows,
+                            first_allowed, tokenizer, healed):
+    """``generate --rtl --numerics hw``: greedy generation with every operation of every
+    token on the token core under Verilator (:class:`sim.token_session.TokenSession`),
+    checked token for token and logit for logit against the golden run of the same
+    program (:class:`hw.program.GoldenToken`, equal to ``HwDecoder``)."""
+    from ternary_accel.hw.program import GoldenToken, ProgramError, make_program, token_engine
+    from ternary_accel.sim.token_session import TokenSession
+    if args.waves:
+        parser.error("--waves applies to the layer engine's --rtl (--numerics float)")
+    config = checkpoint.config
+    decoder = make_decoder(checkpoint, **options)
+    positions = len(prompt) + args.max_new_tokens
+    head_rows = RTL_HEAD_ROWS if args.head_rows is None else args.head_rows
+    try:
+        params = token_engine(lanes, rows, hidden=config.hidden, ffn=config.ffn)
+        program = make_program(decoder, params, positions=positions, head_rows=head_rows)
+    except (ValueError, ProgramError) as error:
+        parser.error(f"--rtl --numerics hw: {error}")
+    golden = GoldenToken(program)
+    one = decoder.numerics.one
+    print(f"building the token core K={lanes} M={rows}, head {head_rows} rows, "
+          f"{positions} positions under Verilator...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    rows_out, generated, cycles, mismatches = [], [], 0, []
+    with TokenSession(program, build_root=args.build_dir) as session:
+        print(f"built in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        print(f"prompt: {' '.join(map(str, prompt))}", flush=True)
+
+        def step(token, position):
+            nonlocal cycles
+            tokens, logits, token_cycles, _, errors = session.run([token], position)
+            expected_token, expected = golden.run(token, position)
+            if errors[0]:
+                raise ValueError(f"the token core raised error flags {errors[0]:#x} at "
+                                 f"position {position}")
+            if tokens[0] != expected_token or not np.array_equal(logits[0], expected):
+                mismatches.append(position)
+            cycles += token_cycles[0]
+            rows_out.append(logits[0])
+            return tokens[0], logits[0]
+
+        for position, token in enumerate(prompt):
+            following, logits = step(token, position)
+        while len(generated) < args.max_new_tokens:
+            if first_allowed is not None and not generated:   # token healing: the host
+                following = int(np.argmax(np.where(first_allowed, logits, np.iinfo(
+                    np.int64).min)))                           # masks the logits read back
+            generated.append(following)
+            print(f"token {following}", file=sys.stderr, flush=True)
+            following, logits = step(following, len(prompt) + len(generated) - 1)
+            if args.stop_at_eos and generated[-1] == config.eos_token_id:
+                break
+    elapsed = time.monotonic() - started
+    print(f"rtl: {len(rows_out)} tokens on the token core, every operation in RTL, "
+          f"{cycles:,} cycles, {elapsed:.1f} s; tokens and logits "
+          f"{'identical to the golden hardware-numerics run' if not mismatches else 'DIFFER from the golden run at positions ' + ', '.join(map(str, mismatches))}")
+    logits = np.asarray(rows_out, dtype=np.float64) / one
+    if args.logits_out is not None:
+        args.logits_out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(args.logits_out, prompt_ids=np.array(prompt, dtype=np.int64),
+                 generated_ids=np.array(generated, dtype=np.int64),
+                 logits=logits.astype(np.float32))
+        print(f"logits: {args.logits_out} ({logits.shape[0]} rows)")
+    if tokenizer is not None:
+        print(f"text: {tokenizer.decode(generated)[len(healed):]!r}")
+    print("generated: " + " ".join(map(str, generated)))
+    return 1 if mismatches else 0
 
 
 def cmd_eval(parser, args):

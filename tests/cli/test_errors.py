@@ -261,7 +261,8 @@ def test_verilog_output_under_a_file(cli, a_file):
 
 
 @pytest.mark.parametrize("flag, value", [("--rows", "3"), ("--lanes", "8"),
-                                         ("--build-dir", "somewhere"), ("--waves", None)])
+                                         ("--build-dir", "somewhere"), ("--waves", None),
+                                         ("--head-rows", "2")])
 def test_generate_refuses_rtl_flags_without_rtl(cli, tiny, flag, value):
     args = [flag] if value is None else [flag, value]
     usage_error(cli("model", "generate", tiny, "--prompt-ids", "1", *args), flag, "--rtl")

@@ -113,6 +113,34 @@ def test_generate_with_rtl_equals_golden(tiny, tmp_path):
 
 
 @pytest.mark.verilator
+@pytest.mark.xdist_group("token-core")
+def test_generate_on_the_token_core_equals_golden(tiny, tmp_path):
+    """``--rtl --numerics hw``: every operation of every token on the token core; the
+    tokens and logits of the golden hardware-numerics run."""
+    golden_out, rtl_out = tmp_path / "golden.npz", tmp_path / "rtl.npz"
+    args = ["generate", str(tiny / "packed"), "--prompt-ids", "7 3", "--max-new-tokens",
+            "2", "--numerics", "hw"]
+    golden = generated(run(*args, "--logits-out", str(golden_out)))
+    result = run(*args, "--logits-out", str(rtl_out), "--rtl", "--lanes", "8", "--rows", "8",
+                 "--head-rows", "4")
+    assert generated(result) == golden
+    assert "rtl: 4 tokens on the token core, every operation in RTL" in result.stdout
+    assert "identical to the golden hardware-numerics run" in result.stdout
+    assert np.array_equal(np.load(golden_out)["logits"], np.load(rtl_out)["logits"])
+
+
+def test_token_core_refusals(tiny):
+    base = ["generate", str(tiny / "packed"), "--prompt-ids", "7", "--numerics", "hw"]
+    result = run(*base, "--rtl", "--activations", "a4.8")
+    assert result.returncode == 2 and "--rtl --numerics hw: the token program runs a8" \
+        in result.stderr and result.stderr.count("\n") == 1
+    result = run("generate", str(tiny / "packed"), "--prompt-ids", "7", "--rtl",
+                 "--head-rows", "2")
+    assert result.returncode == 2 and "--head-rows sizes the token core's LM head: it " \
+        "applies only with --rtl and the hardware numerics" in result.stderr
+
+
+@pytest.mark.verilator
 @pytest.mark.xdist_group("engine-acc")
 def test_bench_block_on_a_checkpoint_layer(tiny):
     result = invoke("bench", "block", "--checkpoint", tiny / "packed", "--layer", "1",
