@@ -208,6 +208,7 @@ class TokenCore(wiring.Component):
         row = Signal(range(rows))     # MATMUL: the engine result's row going out
         in_group = Signal(16)         # ATTEND: query heads issued of the KV head
         kv_offset = Signal(32)        # ATTEND: the KV head's entries
+        kv_addr = Signal(32)          # KV_WRITE: the next entry's address
         q_index = Signal(16)          # ATTEND: the query element going in
         kv_codes = Signal(data.ArrayLayout(signed(kvq_bits), hd))   # KV_WRITE's entry
         kv_index = Signal(range(hd + 1))
@@ -289,7 +290,8 @@ class TokenCore(wiring.Component):
                 m.d.comb += [counting.eq(P.END), start_op.eq(1)]
                 m.d.sync += [issued.eq(0), written.eq(0), consumed.eq(0), aux.eq(0),
                              factor_sent.eq(0), code_lane.eq(0), row.eq(0), in_group.eq(0),
-                             kv_offset.eq(0), q_index.eq(0), kv_index.eq(0), kv_full.eq(0)]
+                             kv_offset.eq(0), q_index.eq(0), kv_index.eq(0), kv_full.eq(0),
+                             kv_addr.eq(ins.addr + self.position)]
                 m.d.comb += [ra.base.eq(ins.a), rb.base.eq(ins.b), ra.load.eq(1),
                              rb.load.eq(1)]
                 m.d.sync += tiles.eq(0)
@@ -441,15 +443,15 @@ class TokenCore(wiring.Component):
                         m.d.sync += [kv_full.eq(1), kv_index.eq(0)]
                 # a head's entry leaves when its codes and its factor are in
                 m.d.comb += [self.kv_wr.valid.eq(kv_full & kvq.factor.valid),
-                             self.kv_wr.payload.addr.eq(ins.addr + aux * ins.stride
-                                                        + self.position),
+                             self.kv_wr.payload.addr.eq(kv_addr),
                              self.kv_wr.payload.data.codes.eq(kv_codes),
                              kvq.factor.ready.eq(kv_full & self.kv_wr.ready)]
                 for name in ("mant", "exp"):
                     m.d.comb += getattr(self.kv_wr.payload.data, name).eq(
                         getattr(kvq.factor.payload, name))
                 with m.If(self.kv_wr.valid & self.kv_wr.ready):
-                    m.d.sync += [kv_full.eq(0), aux.eq(aux + 1)]
+                    m.d.sync += [kv_full.eq(0), aux.eq(aux + 1),
+                                 kv_addr.eq(kv_addr + ins.stride)]
                     with m.If(aux == expect - 1):
                         m.next = "FETCH"
 
