@@ -12,7 +12,8 @@ The unit takes the vector one element a beat (``position`` held still during it)
 first half goes into a buffer; each element of the second half completes a pair, whose
 first result leaves at once and whose second waits in a second buffer until the first
 half's results have left. The cos/sin table (``max_positions x h`` entries of
-``rope_bits`` bits each, a ROM made from the golden model's table) is read once a pair.
+``rope_bits`` bits each, a ROM made from the golden model's table) is read once a pair,
+synchronously (a block RAM), its address the pair of the next cycle.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
@@ -71,7 +72,9 @@ class Rope(wiring.Component):
                        init=[{"cos": int(cos[p, i]), "sin": int(sin[p, i])}
                              for p in range(self.max_positions) for i in range(h)])
         m.submodules.table = table
-        entry = table.read_port(domain="comb")
+        # Read synchronously (a block RAM): the address is the pair the next cycle needs,
+        # so each cycle's entry is the current pair's, with no cycle lost.
+        entry = table.read_port()
         first = Memory(shape=signed(w), depth=h, init=[])
         second = Memory(shape=signed(w), depth=h, init=[])
         m.submodules.first, m.submodules.second = first, second
@@ -79,9 +82,13 @@ class Rope(wiring.Component):
         second_w, second_r = second.write_port(), second.read_port(domain="comb")
 
         index = Signal(range(h + 1))
+        following = Signal(range(h + 1))        # index after this cycle's transfer
+        step = Signal()                          # a transfer moves the index this cycle
         kept_saturated = Signal(h)              # which kept second-half results clipped
-        m.d.comb += [entry.addr.eq(self.position * h + index), first_r.addr.eq(index),
+        m.d.comb += [following.eq(Mux(step, Mux(index == h - 1, 0, index + 1), index)),
+                     entry.addr.eq(self.position * h + following), first_r.addr.eq(index),
                      second_r.addr.eq(index)]
+        m.d.sync += index.eq(following)
 
         def rounded(value):
             out = (value + (1 << (rb - 3))) >> (rb - 2)
@@ -95,7 +102,7 @@ class Rope(wiring.Component):
                 m.d.comb += [self.i.ready.eq(1), first_w.addr.eq(index),
                              first_w.data.eq(self.i.payload), first_w.en.eq(self.i.valid)]
                 with m.If(self.i.valid):
-                    m.d.sync += index.eq(Mux(index == h - 1, 0, index + 1))
+                    m.d.comb += step.eq(1)
                     with m.If(index == h - 1):
                         m.next = "PAIRS"
             with m.State("PAIRS"):                  # a pair a beat: out[i] now, out[i+h] kept
@@ -105,7 +112,7 @@ class Rope(wiring.Component):
                              second_w.en.eq(self.i.valid & self.o.ready),
                              self.saturated.eq(self.i.valid & self.o.ready & lo_sat)]
                 with m.If(self.i.valid & self.o.ready):
-                    m.d.sync += index.eq(Mux(index == h - 1, 0, index + 1))
+                    m.d.comb += step.eq(1)
                     m.d.sync += kept_saturated.bit_select(index, 1).eq(hi_sat)
                     with m.If(index == h - 1):
                         m.next = "SECOND"
@@ -115,7 +122,7 @@ class Rope(wiring.Component):
                              self.saturated.eq(self.o.ready
                                                & kept_saturated.bit_select(index, 1))]
                 with m.If(self.o.ready):
-                    m.d.sync += index.eq(Mux(index == h - 1, 0, index + 1))
+                    m.d.comb += step.eq(1)
                     with m.If(index == h - 1):
                         m.next = "FIRST"
         return m
