@@ -22,7 +22,7 @@ TORCH ?= torch==2.13.0
 # Extra flags of `make dse`, e.g. DSE_ARGS="--jobs 2 --device 45f,85f".
 DSE_ARGS ?=
 
-.PHONY: all docs sim test test-fast verilog synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill bench-quality bench-numerics bench-head perf clean distclean help
+.PHONY: all docs sim test test-fast verilog regmap synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill bench-quality bench-numerics bench-head perf clean distclean help
 
 all: test
 
@@ -31,6 +31,7 @@ help:
 	@echo "make test     - the whole pytest suite (model, hw, cocotb, energy)"
 	@echo "make test-fast - the suite without Verilator, synthesis and slow tests (about a minute)"
 	@echo "make verilog  - write build/verilog/matmul_unit.v (LANES=$(LANES) ROWS=$(ROWS))"
+	@echo "make regmap   - the register map: C header, Python and JSON under build/regmap/, docs/registers.md"
 	@echo "make synth    - Yosys + nextpnr for one unit (LANES, ROWS), report under build/reports/"
 	@echo "make energy   - Table 1, model-size sweep and figure under build/energy/"
 	@echo "make energy-gates - energy per MAC measured on 180 nm gates (ternary vs int8, workloads),"
@@ -86,6 +87,15 @@ verilog: $(STAMP)
 	$(TA) verilog --lanes $(LANES) --rows $(ROWS) -o $(BUILD)/verilog/matmul_unit.v
 	$(TA) verilog --lanes $(LANES) --rows $(ROWS) --axis --output-stage \
 		-o $(BUILD)/verilog/matmul_unit_axis.v
+
+# The register map (hw/regmap.py) for the host: the C header, the Python constants and
+# JSON under build/regmap/, and the page docs/registers.md (tests/hw/test_regmap.py
+# checks that the page is up to date).
+regmap: $(STAMP)
+	$(TA) regmap --format c -o $(BUILD)/regmap/ternary_accel_regs.h
+	$(TA) regmap --format python -o $(BUILD)/regmap/ternary_accel_regs.py
+	$(TA) regmap --format json -o $(BUILD)/regmap/ternary_accel_regs.json
+	$(TA) regmap --format markdown -o docs/registers.md
 
 synth: $(STAMP)
 	$(TA) synth --lanes $(LANES) --rows $(ROWS) --target ecp5

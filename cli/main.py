@@ -19,7 +19,8 @@ from ternary_accel.cli.argtypes import output_dir
 from ternary_accel.cli.results import write_results
 from ternary_accel.cli import (bench_area, bench_block, bench_layer, bench_numerics,
                                bench_packing, bench_quality, bench_sparse, bench_token, dse,
-                               energy, model, perf, sim, synth, train, verilog)
+                               energy, model, perf, regmap, sim, synth, train,
+                               verilog)
 
 __all__ = ["main", "run", "build_parser", "CommandParser", "OPTIONAL"]
 
@@ -112,6 +113,7 @@ def build_parser():
     energy.add_parser(sub)
     model.add_parser(sub)
     _add_simple(sub, "train", train)
+    _add_simple(sub, "regmap", regmap)
     for leaf in _leaves(parser):
         leaf.set_defaults(leaf_parser=leaf)
         # the other table-printing jobs record their tables the same way
