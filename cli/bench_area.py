@@ -6,7 +6,9 @@ them; beside them the int8 baseline of the same unit with real multipliers (DSP 
 and LUTs only), through the same open flow; and the int4 activations of BitNet a4.8
 (``act_width=4``, rows named ``..._a4``) for lane groups and a unit; the layer engines;
 the LM head unit (``hw.rtl.head.HeadDot``, the grouped int4 head, products in DSP blocks
-or LUTs only: ``head..._dsp``, ``head..._lut``). Ends with the
+or LUTs only: ``head..._dsp``, ``head..._lut``); the whole-token accelerator
+(``hw.rtl.token.TokenCore`` of the reference model, on the LFE5U-85F), its engine alone
+and each of its units (``token_*``). Ends with the
 ternary / baseline ratios, the int4 / int8 activation ratios and the LFE5U-85F
 projection.
 """
@@ -28,6 +30,7 @@ from ternary_accel.hw.rtl.engine import LayerEngine
 from ternary_accel.hw.rtl.lanes import DotProduct
 from ternary_accel.hw.rtl.matmul import MatmulUnit
 from ternary_accel.hw.fpga.synth import SynthResult, ToolError, median_over_seeds, run_flow
+from ternary_accel.hw.fpga.synth import _CELLS, TARGETS, RegisteredHarness
 from ternary_accel.cli.synth import result_table, write_report
 from ternary_accel.hw.fpga.synth import lut4_equivalent
 from ternary_accel.hw.rtl.head import HeadDot
@@ -39,6 +42,8 @@ from ternary_accel.hw.params import UnitParams
 #: LFE5U-85F resources (Lattice ECP5 family data sheet): LUT4s and 18x18 multipliers.
 ECP5_85F_LUT4 = 83640
 ECP5_85F_MULT18 = 156
+#: LFE5U-85F: DP16KD block RAMs.
+ECP5_85F_BRAM = 208
 #: LFE5U-45F: the device every row of the sweep is placed on.
 ECP5_45F_MULT18 = 72
 
@@ -79,6 +84,20 @@ UNPACKER_BYTES = 8
 #: size: (rows, lanes); with its int8 x int4 products in DSP blocks and in LUTs only.
 HEAD_UNITS = ((2, 32),)
 HEAD_HIDDEN = 2560
+#: The whole-token accelerator (``token_*`` rows): TokenCore of the reference model
+#: (checkpoints/b1.58/packed, grouped int4 head) on a 16 x 32 engine with a 128-bit
+#: 3-in-5 weight port, its KV region for TOKEN_POSITIONS; placed on TOKEN_TARGET (it
+#: does not fit the 45F), as is the same engine alone (LayerEngine(program.params)),
+#: the reference for the units' share of the LUTs. The units, sized for the same
+#: model, go on the 45F like the other rows.
+TOKEN_MODEL = ("b1.58", "packed")
+TOKEN_ENGINE = {"lanes": 32, "rows": 16, "weight_port_bits": 128, "packing": "3in5"}
+TOKEN_POSITIONS = 256
+TOKEN_TARGET = "ecp5-85k"
+#: The issue's goals: the units add at most this share to the engine's LUT4 eq., and
+#: the whole core runs at this clock on the LFE5U-85F.
+TOKEN_UNITS_SHARE_GOAL = 0.30
+TOKEN_FMAX_GOAL_MHZ = 150.0
 QUICK_LANE_GROUPS = (8,)
 QUICK_UNITS = ((4, 16),)
 #: int4 activations (``act_width=4``), ECP5 fabric, beside the int8 rows of the same K.
@@ -110,6 +129,10 @@ def add_arguments(parser):
     parser.add_argument("--only", action="append", metavar="PATTERN",
                         help="run only the designs whose name matches PATTERN (shell "
                              "wildcards; repeatable)")
+    parser.add_argument("--single-seed", action="append", metavar="PATTERN",
+                        help="with --seeds, place the designs whose name matches PATTERN "
+                             "with the first seed only (designs too slow to place several "
+                             "times, e.g. token_core; repeatable)")
     parser.add_argument("--from-json", type=Path, metavar="FILE",
                         help="re-render the report of an earlier run (its bench_area.json) "
                              "without running the tools")
@@ -123,7 +146,8 @@ def run(parser, args):
     if args.seed is not None and args.seeds is not None:
         parser.error("--seed and --seeds exclude each other (one seed: --seeds N)")
     refuse_unless(parser, args, args.from_json is None, "without --from-json (which runs "
-                  "no tool)", "quick", "seed", "seeds", "freq", "reuse", "only")
+                  "no tool)", "quick", "seed", "seeds", "freq", "reuse", "only",
+                  "single_seed")
     seeds = args.seeds or [1 if args.seed is None else args.seed]
     if args.from_json is not None:
         try:
@@ -196,16 +220,20 @@ def run(parser, args):
                          lambda m=rows, k=lanes: HeadDot(HEAD_HIDDEN, k, m, GROUPED_HEAD),
                          rows * lanes, nodsp))
 
+    jobs += [] if quick else token_jobs()
+
+    from fnmatch import fnmatch
     if args.only:
-        from fnmatch import fnmatch
         jobs = [job for job in jobs if any(fnmatch(job[0], p) for p in args.only)]
         if not jobs:
             parser.error(f"no design matches --only {' '.join(args.only)}")
     results = []
     started = time.monotonic()
-    for index, (name, build, macs, nodsp) in enumerate(jobs, 1):
+    for index, (name, build, macs, nodsp, *rest) in enumerate(jobs, 1):
+        target = rest[0] if rest else "ecp5"
         runs = []
-        for seed in seeds:
+        single = any(fnmatch(name, p) for p in args.single_seed or ())
+        for seed in seeds[:1] if single else seeds:
             print(f"[{index}/{len(jobs)}] {name}"
                   f"{f' seed {seed}' if len(seeds) > 1 else ''} "
                   f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
@@ -214,12 +242,18 @@ def run(parser, args):
                        build_path("synth", name, f"seed{seed}"))
             try:
                 design = build()
-                runs.append(run_flow(design, design=name, workdir=workdir, seed=seed,
-                                     freq_mhz=args.freq, nodsp=nodsp, macs=macs,
+                runs.append(run_flow(design, design=name, workdir=workdir, target=target,
+                                     seed=seed, freq_mhz=args.freq, nodsp=nodsp, macs=macs,
                                      config=design_config(design), reuse=args.reuse))
             except ToolError as error:
-                print(f"ternary-accel bench area: {name}: {error}", file=sys.stderr)
-                return 1
+                if not (name.startswith("token_") and does_not_fit(error)):
+                    print(f"ternary-accel bench area: {name}: {error}", file=sys.stderr)
+                    return 1
+                # the design does not fit the device: its synthesis figures, no Fmax
+                print(f"ternary-accel bench area: {name}: does not fit {TARGETS[target].device}"
+                      f": {error}", file=sys.stderr)
+                runs.append(unplaced_result(design, name, workdir, target, seed, nodsp, macs,
+                                            design_config(design), error))
         results.append(median_over_seeds(runs))
 
     markdown = write_seed_report(results, args.outdir, "bench_area", report_extra(results))
@@ -230,6 +264,123 @@ def run(parser, args):
     print(f"\n({time.monotonic() - started:.0f} s; written to {args.outdir}/bench_area.md "
           "and .json)", file=sys.stderr)
     return 0
+
+
+def token_program():
+    """The :class:`~ternary_accel.hw.program.TokenProgram` of the ``token_*`` rows (the
+    reference model on :data:`TOKEN_ENGINE`, :data:`TOKEN_POSITIONS` positions)."""
+    global _TOKEN_PROGRAM
+    if _TOKEN_PROGRAM is None:
+        from ternary_accel.hw.program import make_program, token_engine
+        from ternary_accel.model.checkpoint import load_checkpoint
+        from ternary_accel.model.hwdecoder import HwDecoder
+        from ternary_accel.model.reference import reference_checkpoint
+        decoder = HwDecoder(load_checkpoint(reference_checkpoint(*TOKEN_MODEL)),
+                            numerics=GROUPED_HEAD)
+        c = decoder.config
+        params = token_engine(TOKEN_ENGINE["lanes"], TOKEN_ENGINE["rows"],
+                              weight_port_bits=TOKEN_ENGINE["weight_port_bits"],
+                              packing=TOKEN_ENGINE["packing"], hidden=c.hidden, ffn=c.ffn)
+        _TOKEN_PROGRAM = make_program(decoder, params, positions=TOKEN_POSITIONS)
+    return _TOKEN_PROGRAM
+
+
+_TOKEN_PROGRAM = None
+
+
+def token_units(program):
+    """``{name: build}`` of the token core's units (rows ``token_NAME``), each sized as
+    the core sizes it for ``program`` (its configuration, numerics and engine)."""
+    from ternary_accel.hw.rtl.attention import AbsmaxQuant, AttentionHead
+    from ternary_accel.hw.rtl.elementwise import Elementwise
+    from ternary_accel.hw.rtl.head import Argmax
+    from ternary_accel.hw.rtl.normquant import NormQuant
+    from ternary_accel.hw.rtl.rescale import Rescale
+    from ternary_accel.hw.rtl.rope import Rope
+    from ternary_accel.hw.rtl.scalar import ScalarUnit
+    from ternary_accel.hw.rtl.softmax import Softmax
+    c, n, p = program.config, program.numerics, program.params
+    hd, depth = c.head_dim, program.positions
+    code_bits = sorted({n.qk_bits, n.v_bits})
+    kv_bits = code_bits[0] if len(code_bits) == 1 else tuple(code_bits)
+
+    def head():
+        return HeadDot(c.hidden, p.lanes, p.rows, n)
+
+    def engine_acc_width():
+        return len(LayerEngine(p).res.payload[0])
+
+    return {
+        "normquant": lambda: NormQuant(max(c.hidden, c.ffn, c.heads * hd), n),
+        "absmax": lambda: AbsmaxQuant(hd, kv_bits, n),
+        "attention": lambda: AttentionHead(hd, depth, n),
+        "softmax": lambda: Softmax(depth, n),
+        "rope": lambda: Rope(hd, depth, c.rope_theta, n),
+        "elementwise": lambda: Elementwise(n),
+        "scalar": lambda: ScalarUnit(n),
+        "rescale": lambda: Rescale(engine_acc_width(), n),
+        "head_rescale": lambda: Rescale(head().acc_width, n, row_scales=True),
+        "head": head,
+        "argmax": lambda: Argmax(c.vocab, n),
+    }
+
+
+#: The units of the ``token_*`` rows, in order (:func:`token_units`).
+TOKEN_UNITS = ("normquant", "absmax", "attention", "softmax", "rope", "elementwise",
+               "scalar", "rescale", "head_rescale", "head", "argmax")
+#: Row names of the whole core and of its engine alone.
+TOKEN_CORE = "token_core"
+TOKEN_ENGINE_ROW = f"token_engine{TOKEN_ENGINE['rows']}x{TOKEN_ENGINE['lanes']}"
+
+
+def token_jobs():
+    """The ``token_*`` jobs: the whole core and its engine on :data:`TOKEN_TARGET`, then
+    the units on the 45F (the program is made only when a job is built)."""
+    macs = TOKEN_ENGINE["rows"] * TOKEN_ENGINE["lanes"]
+
+    def core():
+        from ternary_accel.hw.rtl.token import TokenCore
+        return TokenCore(token_program())
+
+    jobs = [(TOKEN_CORE, core, macs, False, TOKEN_TARGET),
+            (TOKEN_ENGINE_ROW, lambda: LayerEngine(token_program().params), macs, False,
+             TOKEN_TARGET)]
+    jobs += [(f"token_{unit}", lambda u=unit: token_units(token_program())[u](), 0, False)
+             for unit in TOKEN_UNITS]
+    return jobs
+
+
+def does_not_fit(error):
+    """Whether a :class:`ToolError` is nextpnr running out of a resource of the device."""
+    return "nextpnr failed" in str(error) and "no BELs remaining" in str(error)
+
+
+def unplaced_result(design, name, workdir, target, seed, nodsp, macs, config, error):
+    """The :class:`SynthResult` of ``design`` that Yosys synthesized into ``workdir`` and
+    nextpnr could not place (``error``): :func:`run_flow`'s counts from ``stat.json``,
+    the logic cells nextpnr packed from its log, Fmax 0 and the error in
+    ``config["unplaced"]``."""
+    import re
+    workdir = Path(workdir)
+    tgt = TARGETS[target]
+    stat = json.loads((workdir / "stat.json").read_text())
+    cells = stat["design"]["num_cells_by_type"] if "design" in stat else \
+        stat["modules"]["\\top"]["num_cells_by_type"]
+
+    def count(kind):
+        return sum(int(cells.get(c, 0)) for c in _CELLS[tgt.family][kind])
+
+    log = workdir / "nextpnr.log"
+    packed = re.search(r"(?:TRELLIS_COMB|ICESTORM_LC):\s+(\d+)/",
+                       log.read_text() if log.exists() else "")
+    return SynthResult(design=name, target=target, device=tgt.device, package=tgt.package,
+                       seed=seed, nodsp=nodsp, lut4=count("lut4"),
+                       ff=count("ff") - RegisteredHarness(design).harness_ffs,
+                       carry=count("carry"), dsp=count("dsp"), bram=count("bram"),
+                       fmax_mhz=0.0, macs=macs, lutram=count("lutram"),
+                       logic_cells=int(packed.group(1)) if packed else 0,
+                       config=dict(config, unplaced=str(error)), seeds=[seed],
+                       fmax_mhz_seeds=[0.0])
 
 
 def seed_list(text):
@@ -305,7 +456,7 @@ def batched_engine_name(rows, lanes, params):
 def report_extra(results):
     """What follows the sweep table: ratios, projection, unpacker comparison."""
     return (ratios(results) + act_width_ratios(results) + projection(results) +
-            unpacker_table(results))
+            unpacker_table(results) + token_table(results))
 
 
 def load_results(path):
@@ -317,6 +468,9 @@ def load_results(path):
 
 def design_config(design):
     """The exact constructor parameters of a swept design, for the report."""
+    token = token_config(design)
+    if token is not None:
+        return token
     if isinstance(design, LayerEngine):
         return {"component": "LayerEngine", **design.params.to_dict(),
                 "decoder": getattr(design.unpacker, "decoder", None)}
@@ -333,6 +487,32 @@ def design_config(design):
                 "levels_per_stage": design.levels_per_stage, "fabric": design.fabric,
                 "act_width": design.act_width, "invalid_flag": design.invalid_flag}
     return {"component": "MatmulUnit", **design.params.to_dict()}
+
+
+#: Components :func:`token_config` describes (by class name: their modules are imported
+#: only when a ``token_*`` row is built).
+_TOKEN_COMPONENTS = ("TokenCore", "NormQuant", "AbsmaxQuant", "AttentionHead", "Softmax",
+                     "Rope", "Elementwise", "ScalarUnit", "Rescale", "Argmax")
+
+
+def token_config(design):
+    """:func:`design_config` of the token core and its units (None for another design)."""
+    kind = type(design).__name__
+    if kind not in _TOKEN_COMPONENTS:
+        return None
+    numerics = design.numerics.to_dict() if hasattr(design, "numerics") else {}
+    if kind == "TokenCore":
+        prog = design.program
+        c = prog.config
+        return {"component": kind, "model": "/".join(TOKEN_MODEL), "hidden": c.hidden,
+                "ffn": c.ffn, "layers": c.layers, "heads": c.heads, "kv_heads": c.kv_heads,
+                "head_dim": c.head_dim, "vocab": c.vocab, "positions": prog.positions,
+                "scratch_words": prog.scratch.words, "code_words": prog.code_words,
+                "engine": prog.params.to_dict(), "numerics": prog.numerics.to_dict()}
+    sizes = {name: getattr(design, name) for name in
+             ("depth", "width", "head_dim", "max_positions", "theta", "acc_width",
+              "row_scales", "vocab", "allowed") if hasattr(design, name)}
+    return {"component": kind, **sizes, "numerics": numerics}
 
 
 def _by_name(results):
@@ -429,4 +609,51 @@ def unpacker_table(results):
              "(5 weights):", "", "| decoder | LUT4 eq. per byte | Fmax MHz |", "|---|---|---|"]
     lines += [f"| {r.design[len('unpack_'):]} | {lut4_equivalent(r) / UNPACKER_BYTES:.1f} | "
               f"{r.fmax_mhz:.1f} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def token_table(results):
+    """The ``token_*`` rows against the token core's engine alone: each row's LUT4 eq.
+    as a share of the engine's, the core's units (core less engine) against
+    :data:`TOKEN_UNITS_SHARE_GOAL`, its Fmax against :data:`TOKEN_FMAX_GOAL_MHZ` and its
+    resources against the LFE5U-85F's."""
+    named = _by_name(results)
+    rows = [r for r in results if r.design.startswith("token_")]
+    engine = named.get(TOKEN_ENGINE_ROW)
+    if not rows or engine is None:
+        return ""
+    base, base_lut = lut4_equivalent(engine), engine.lut4
+    lines = ["", f"Token core units against its engine alone ({engine.design}: "
+             f"{base_lut} LUT4, {base} LUT4 eq.); units placed alone (AttentionHead holds "
+             "an AbsmaxQuant, a Softmax and its ScalarUnit; NormQuant and Softmax a "
+             "ScalarUnit each):", "",
+             "| design | LUT4 | LUT4 eq. | FF | DSP | BRAM | LUT RAM | LUT4 / engine's | "
+             "LUT4 eq. / engine's | Fmax MHz |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.design} | {r.lut4} | {lut4_equivalent(r)} | {r.ff} | {r.dsp} | "
+                     f"{r.bram} | {r.lutram} | {r.lut4 / base_lut:.1%} | "
+                     f"{lut4_equivalent(r) / base:.1%} | {r.fmax_mhz:.1f} |")
+    core = named.get(TOKEN_CORE)
+    if core is None:
+        return "\n".join(lines) + "\n"
+    extra_lut, extra_eq = core.lut4 - base_lut, lut4_equivalent(core) - base
+    goal = TOKEN_UNITS_SHARE_GOAL
+    unplaced = core.config.get("unplaced")
+    if unplaced:
+        clock = (f"It does not fit the {core.device} (synthesis figures; not placed, no "
+                 f"Fmax; nextpnr: {unplaced.split(': ', 1)[-1]}).")
+    else:
+        clock = (f"Fmax {core.fmax_mhz:.1f} MHz on the {core.device}; goal "
+                 f"{TOKEN_FMAX_GOAL_MHZ:.0f} MHz: "
+                 f"{'met' if core.fmax_mhz >= TOKEN_FMAX_GOAL_MHZ else 'not met'}.")
+    cells = (f", {core.logic_cells} logic cells after packing "
+             f"({core.logic_cells / ECP5_85F_LUT4:.0%})" if core.logic_cells else "")
+    lines += ["", f"Whole core: the units, sequencer and on-chip memories (core less engine) "
+              f"add {extra_lut} LUT4 ({extra_lut / base_lut:.0%} of the engine's) and "
+              f"{extra_eq} LUT4 eq. ({extra_eq / base:.0%}); goal at most {goal:.0%}: "
+              f"{'met' if extra_eq <= goal * base else 'not met'}. {clock} "
+              f"Resources against the LFE5U-85F's: {core.lut4} of {ECP5_85F_LUT4} LUT4 "
+              f"({core.lut4 / ECP5_85F_LUT4:.0%}; {lut4_equivalent(core)} LUT4 eq.{cells}), "
+              f"{core.dsp} of {ECP5_85F_MULT18} MULT18X18D ({core.dsp / ECP5_85F_MULT18:.0%}), "
+              f"{core.bram} of {ECP5_85F_BRAM} DP16KD, {core.ff} FF."]
     return "\n".join(lines) + "\n"
