@@ -571,14 +571,48 @@ def rope_cycles(head_dim):
     return 3 * head_dim // 2
 
 
-def attention_product_cycles(positions):
+#: Code products a cycle of :class:`hw.rtl.attention.Scores` and ``Values`` (and of
+#: :class:`~hw.rtl.attention.AttentionHead`) unless chosen: a key (a value) of ``head_dim``
+#: codes is consumed over ``head_dim / lanes`` cycles. Eight: eight 8 x 8 code products
+#: and eight weighted-factor products a cycle (a few DSP blocks of an ECP5's 156), while
+#: at ``head_dim`` 64 a key still takes only eight cycles against the softmax's three a
+#: position; a head of fewer than eight dimensions (or one eight does not divide) takes
+#: its largest divisor below eight.
+ATTENTION_LANES = 8
+
+#: Register stages of :class:`hw.rtl.attention.Scores` (and of ``Values``) after the
+#: cycle that consumes a key's (a value's) last codes: the dot product; its key factor;
+#: its row factor (Scores) -- the inputs; the weighted factor; the products (Values).
+ATTENTION_PIPELINE = 3
+
+
+def attention_lanes(head_dim, lanes=None):
+    """The lanes of an attention unit of ``head_dim``: ``lanes`` checked (a positive
+    divisor of ``head_dim``), or by default the largest divisor of ``head_dim`` not above
+    :data:`ATTENTION_LANES`."""
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 1:
+        raise ValueError(f"head_dim must be a positive integer, not {head_dim!r}")
+    if lanes is None:
+        return max(d for d in range(1, min(head_dim, ATTENTION_LANES) + 1)
+                   if head_dim % d == 0)
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1 \
+            or head_dim % lanes:
+        raise ValueError(f"lanes must be a positive divisor of head_dim ({head_dim}), "
+                         f"not {lanes!r}")
+    return lanes
+
+
+def attention_product_cycles(positions, head_dim=None, lanes=None):
     """Cycles of :class:`hw.rtl.attention.Scores` (or ``Values``) for one row of
     ``positions`` cached keys (or values) without stalls, from the edge that takes the
-    first to the edge that gives the last score (or the weighted sum): a beat a cycle and
-    the output register."""
+    first (the edge of its last ``lanes`` codes) to the edge that gives the last score
+    (or the weighted sums): ``head_dim / lanes`` cycles a position
+    (:func:`attention_lanes`; one without ``head_dim``), the
+    :data:`ATTENTION_PIPELINE` registers and the output register."""
     if isinstance(positions, bool) or not isinstance(positions, int) or positions < 1:
         raise ValueError(f"positions must be a positive integer, not {positions!r}")
-    return positions + 1
+    beats = 1 if head_dim is None else head_dim // attention_lanes(head_dim, lanes)
+    return (positions - 1) * beats + ATTENTION_PIPELINE + 2
 
 
 def absmax_cycles(width, numerics):
@@ -592,16 +626,45 @@ def absmax_cycles(width, numerics):
     return 2 * width + 2 + scalar_latency("reciprocal", numerics)
 
 
-def attention_head_cycles(positions, head_dim, numerics):
+def attention_head_cycles(positions, head_dim, numerics, lanes=None):
     """Cycles of :class:`hw.rtl.attention.AttentionHead` for one query head over
     ``positions`` cached positions without stalls, from the edge that takes the query's
-    first element to the edge that gives the last output: the query quantized
-    (:func:`absmax_cycles`), the first key into the scores (their output register), the
-    softmax of the row (:func:`softmax_cycles`; the scores and the weighted value sums
-    keep pace with it), a cycle for the sums into the output register, the ``head_dim``
-    outputs. That is ``3 positions + 3 head_dim + 2 L + 7`` with ``L`` the reciprocal's
-    latency."""
+    first element to the edge that gives the last output, with ``B = head_dim / lanes``
+    cycles a key and a value (:func:`attention_lanes`) and ``P`` =
+    :data:`ATTENTION_PIPELINE`: the query quantized (:func:`absmax_cycles`), the first
+    key's ``B`` cycles into the scores and their ``P`` registers, the softmax of the row
+    (:func:`softmax_cycles`) slowed by ``B - 1`` cycles a score (the scores come a key
+    every ``B`` cycles) and a weight (the weighted sums take a value every ``B`` cycles,
+    the first one ``B - 1`` cycles after it is offered), the weighted sums' ``P``
+    registers and a cycle for the sums into the output register, the ``head_dim``
+    outputs."""
     if isinstance(positions, bool) or not isinstance(positions, int) or positions < 1:
         raise ValueError(f"positions must be a positive integer, not {positions!r}")
-    return (absmax_cycles(head_dim, numerics) + 1 + softmax_cycles(positions, numerics)
-            + 1 + head_dim)
+    beats = head_dim // attention_lanes(head_dim, lanes)
+    return (absmax_cycles(head_dim, numerics) + beats + ATTENTION_PIPELINE
+            + softmax_cycles(positions, numerics) + (2 * positions - 1) * (beats - 1)
+            + ATTENTION_PIPELINE + 1 + head_dim)
+
+
+def attention_head_interval(positions, head_dim, numerics, lanes=None):
+    """Cycles between two query heads of ``positions`` positions each on one
+    :class:`hw.rtl.attention.AttentionHead`, back to back without stalls (the queries,
+    keys and values always offered, the outputs always taken): ``heads`` of them take
+    ``(heads - 1) * interval + attention_head_cycles(...)``.
+
+    A head is bound by its query's quantizer (:func:`absmax_cycles`: the next query is
+    quantized while this head runs), by the scores' query slot (the query's ``head_dim``
+    codes into it a cycle each, then its ``B`` cycles a key: with few lanes) or by the
+    softmax, which holds one row at a time: its
+    row of :func:`softmax_cycles` slowed by ``B - 1`` cycles each score and each weight
+    (``2 positions - 1`` of them, as in :func:`attention_head_cycles`), less ``B - 1``
+    for each of the next head's first scores (at most ``P + 1``, ``P`` =
+    :data:`ATTENTION_PIPELINE`: its registers and the output register) that the scores
+    made while the softmax finished this head, but the first."""
+    if isinstance(positions, bool) or not isinstance(positions, int) or positions < 1:
+        raise ValueError(f"positions must be a positive integer, not {positions!r}")
+    beats = head_dim // attention_lanes(head_dim, lanes)
+    ahead = min(positions - 1, ATTENTION_PIPELINE + 1)
+    return max(absmax_cycles(head_dim, numerics), head_dim + positions * beats,
+               softmax_cycles(positions, numerics)
+               + (beats - 1) * (2 * positions - 1 - ahead))

@@ -6,13 +6,15 @@ heads and the KV cache, and one query head assembled from them with
 
 * :class:`Scores`: a query head's codes and row factor (``query``, held until the row's
   last key), then one cached key a beat (its ``head_dim`` codes side by side and its
-  ``max/qmax`` factor): the exact dot product of the codes (an adder tree), times the
-  key's factor (rounded to ``scale_bits``), times the row's factor, rounded half up,
-  saturated to ``SCORE_BITS``; one score a beat, a cycle after its key.
-* :class:`Values`: one softmax weight and one cached value (codes and factor) a beat:
-  the weight times the position's factor, rounded, times each code, summed over the
-  row; at the row's last beat the ``head_dim`` sums, shifted to the residual format,
-  leave as one vector.
+  ``max/qmax`` factor), consumed ``lanes`` codes a cycle over ``head_dim / lanes``
+  cycles: the exact dot product of the codes (``lanes`` products a cycle, summed), then
+  once a key, pipelined: times the key's factor (rounded to ``scale_bits``), times the
+  row's factor, rounded half up, saturated to ``SCORE_BITS``; one score a key.
+* :class:`Values`: one softmax weight and one cached value (codes and factor) a beat,
+  consumed ``lanes`` codes a cycle: the weight times the position's factor, rounded
+  (once a position), times each code, summed over the row (``lanes`` sums a cycle); at
+  the row's last beat the ``head_dim`` sums, shifted to the residual format, leave as
+  one vector. Its widths are the numerics' ranges (:func:`value_bounds`).
 * :class:`AbsmaxQuant`: bit for bit :func:`~ternary_accel.model.hwnum.quantize_absmax`
   of one vector at a time (the query head's, or a key's or value's for the KV cache):
   the elements into a buffer and ``max|z|``; one reciprocal of the maximum (brought to
@@ -42,8 +44,10 @@ heads and the KV cache, and one query head assembled from them with
 :func:`~ternary_accel.hw.timing.attention_head_cycles` count their cycles.
 """
 
+from fractions import Fraction
+
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -51,11 +55,12 @@ from amaranth.lib.wiring import In, Out
 from ternary_accel.hw.rtl.fixed import bit_length, normalise, shift_round
 from ternary_accel.hw.rtl.scalar import EXP_WIDTH, RECIPROCAL, ScalarUnit
 from ternary_accel.hw.rtl.softmax import Softmax
+from ternary_accel.hw.timing import attention_lanes
 from ternary_accel.model.hwnum import (DEFAULT, FACTOR_EXP_BITS, SCORE_BITS, HwNumerics,
-                                       fixed_constant, reciprocal)
+                                       code_factor, fixed_constant, reciprocal, round_shift)
 
 __all__ = ["Scores", "Values", "AbsmaxQuant", "AttentionHead", "KV_LAYOUT", "kv_beat_layout",
-           "kv_code_bits"]
+           "kv_code_bits", "value_bounds"]
 
 
 class Scores(wiring.Component):
@@ -66,12 +71,27 @@ class Scores(wiring.Component):
     head_dim : int
     numerics : model.hwnum.HwNumerics
         ``qk_bits`` (the codes), ``scale_bits`` (the factors).
+    lanes : int, optional
+        Code products a cycle, a divisor of ``head_dim``
+        (:func:`~ternary_accel.hw.timing.attention_lanes`: by default the largest divisor
+        not above :data:`~ternary_accel.hw.timing.ATTENTION_LANES`). A key beat stays on
+        ``keys`` for ``head_dim / lanes`` cycles (taken at its last).
+
+    A key's codes are summed ``lanes`` products a cycle (the query's and the key's codes
+    ``lanes`` at a time, chunk ``k`` the codes ``k lanes ..``); then, once a key, in
+    :data:`~ternary_accel.hw.timing.ATTENTION_PIPELINE` registers: the exact dot product
+    (with the key's and the row's factors), times the key's factor rounded to
+    ``scale_bits``, times the row's factor, and into the output register the shift and the
+    saturation. The row's factor is taken with the key's last codes, so ``query`` need
+    only hold until the row's last key is taken.
     """
 
-    def __init__(self, head_dim, numerics=DEFAULT):
+    def __init__(self, head_dim, numerics=DEFAULT, *, lanes=None):
         if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 1:
             raise ValueError(f"head_dim must be a positive integer, not {head_dim!r}")
         self.head_dim, self.numerics = head_dim, numerics
+        self.lanes = attention_lanes(head_dim, lanes)
+        self.beats = head_dim // self.lanes
         c, s = numerics.qk_bits, numerics.scale_bits
         codes = data.ArrayLayout(signed(c), head_dim)
         factor = {"mant": unsigned(s + 1), "exp": signed(EXP_WIDTH + 2)}
@@ -86,29 +106,125 @@ class Scores(wiring.Component):
 
     def elaborate(self, platform):
         n = self.numerics
-        s = n.scale_bits
+        s, c = n.scale_bits, n.qk_bits
+        lanes, beats = self.lanes, self.beats
         m = Module()
         key = self.keys.payload
-        dot = Signal(signed(2 * n.qk_bits + self.head_dim.bit_length()))
-        m.d.comb += dot.eq(sum(self.query.codes[d] * key.codes[d]
-                               for d in range(self.head_dim)))
-        p1 = shift_round(dot * key.mant.as_signed(), Const(s, signed(8)))
-        shift = Signal(signed(EXP_WIDTH + 4))
-        m.d.comb += shift.eq(-(key.exp + s + self.query.exp))
-        score = shift_round(p1 * self.query.mant.as_signed(), shift)
+
+        # the codes lanes at a time: chunk `beat` of the query's and of the key's
+        beat = Signal(range(beats))
+        q_chunk, k_chunk = _chunk(self.query.codes, beat, lanes, c), \
+            _chunk(key.codes, beat, lanes, c)
+        partial = Signal(signed(2 * c + lanes.bit_length()))
+        m.d.comb += partial.eq(sum(q_chunk[k] * k_chunk[k] for k in range(lanes)))
+        dot_shape = signed(2 * c + self.head_dim.bit_length())
+        acc = Signal(dot_shape)
+        final = beat == beats - 1
+
+        # the pipeline: s1 the dot product and the factors, s2 times the key's factor,
+        # s3 times the row's factor, then the shift and the saturation (the output)
+        v1, v2, v3, valid = Signal(), Signal(), Signal(), Signal()
+        advance = ~valid | self.o.ready
+        a3 = ~v3 | advance
+        a2 = ~v2 | a3
+        a1 = ~v1 | a2
+        dot, kmant, kexp = Signal(dot_shape), Signal(s + 1), Signal(signed(EXP_WIDTH + 2))
+        qmant, qexp = Signal(s + 1), Signal(signed(EXP_WIDTH + 2))
+        last1, last2, last3 = Signal(), Signal(), Signal()
+        p1 = Signal(signed(len(dot) + s + 2 - s + 1))
+        qmant2 = Signal(s + 1)
+        shift2, shift3 = Signal(signed(EXP_WIDTH + 4)), Signal(signed(EXP_WIDTH + 4))
+        product = Signal(signed(len(p1) + s + 2))
+
+        m.d.comb += self.keys.ready.eq(final & a1)
+        with m.If(self.keys.valid & ~final):
+            m.d.sync += [acc.eq(acc + partial), beat.eq(beat + 1)]
+        with m.If(a1):
+            m.d.sync += [v1.eq(self.keys.valid & final), dot.eq(acc + partial),
+                         kmant.eq(key.mant), kexp.eq(key.exp),
+                         qmant.eq(self.query.mant), qexp.eq(self.query.exp),
+                         last1.eq(key.last)]
+            with m.If(self.keys.valid & final):
+                m.d.sync += [acc.eq(0), beat.eq(0)]
+        with m.If(a2):
+            m.d.sync += [v2.eq(v1), p1.eq(shift_round(dot * kmant.as_signed(),
+                                                      Const(s, signed(8)))),
+                         shift2.eq(-(kexp + s + qexp)), qmant2.eq(qmant), last2.eq(last1)]
+        with m.If(a3):
+            m.d.sync += [v3.eq(v2), product.eq(p1 * qmant2.as_signed()),
+                         shift3.eq(shift2), last3.eq(last2)]
+
+        # round(product / 2**shift): a right shift past the product's width gives 0, a
+        # left shift of more than SCORE_BITS saturates as any longer one
+        score = Signal(signed(len(product) + 1 + SCORE_BITS))
+        right = Signal(range(len(product) + 2))
+        left = Signal(range(SCORE_BITS + 1))
+        m.d.comb += [right.eq(Mux(shift3 > len(product) + 1, len(product) + 1,
+                                  Mux(shift3 > 0, shift3, 0))),
+                     left.eq(Mux(shift3 < -SCORE_BITS, SCORE_BITS,
+                                 Mux(shift3 < 0, -shift3, 0)))]
+        half = Mux(right == 0, 0, Const(1, len(product) + 1) << (right - 1)[:len(right)])
+        m.d.comb += score.eq(((product + half) >> right) << left)
         low, high = -(1 << (SCORE_BITS - 1)), (1 << (SCORE_BITS - 1)) - 1
         clipped = Signal()
-        valid = Signal()
-        advance = ~valid | self.o.ready                   # one output register
-        m.d.comb += [self.keys.ready.eq(advance), self.o.valid.eq(valid),
+        m.d.comb += [self.o.valid.eq(valid),
                      self.saturated.eq(valid & self.o.ready & clipped)]
         with m.If(advance):
-            m.d.sync += [valid.eq(self.keys.valid),
+            m.d.sync += [valid.eq(v3),
                          self.o.payload.score.eq(Mux(score > high, high,
                                                      Mux(score < low, low, score))),
-                         self.o.payload.last.eq(key.last),
+                         self.o.payload.last.eq(last3),
                          clipped.eq((score > high) | (score < low))]
         return m
+
+
+def _chunk(codes, index, lanes, bits):
+    """Elements ``index * lanes ..`` of the array ``codes`` (of ``bits``-bit signed
+    elements) as a list of ``lanes`` signed values: a multiplexer of the chunks."""
+    if len(codes) == lanes:
+        return [codes[k] for k in range(lanes)]
+    word = codes.as_value().word_select(index, lanes * bits)
+    return [word[k * bits:(k + 1) * bits].as_signed() for k in range(lanes)]
+
+
+def value_bounds(numerics, depth, value_bits=None):
+    """The ranges :class:`Values` is sized for: ``(weight_max, weighted_max, exp_max,
+    sum_max)``.
+
+    * ``weight_max``: a softmax weight is ``round(p r 2**(e + prob_bits))`` with ``p`` at
+      most the row's sum and ``r 2**e`` its reciprocal, whose two roundings (the sum to
+      ``recip_bits`` bits, ``m``, then ``2**(2P-1) / m``) are each at most ``2**-P``
+      relative: a weight is at most ``round(2**prob_bits (1 + 2**-P)**2)`` (the
+      softmax's exhaustive maximum is ``2**prob_bits`` at the defaults).
+    * a cached position's factor ``mant 2**exp`` is ``code_factor(peak, qmax)`` with the
+      peak ``max|z|`` of residual-format elements, at most ``2**(resid_bits - 1)`` (the
+      most negative element), and ``qmax = 2**(b-1) - 1`` of a code width ``b`` from
+      ``value_bits`` (default ``v_bits``) to ``v_bits``; ``code_factor`` is monotonic in
+      the peak (each step rounds a monotonic function), so ``weighted = round_shift(
+      weight mant, -exp)`` is at most ``weighted_max``, its value at ``weight_max`` and
+      the largest peak (the most over the widths; ``exp_max`` the largest exponent there).
+    * a code is at most ``qmax`` in magnitude (absmax codes), so a product is at most
+      ``weighted_max(b) qmax(b)`` and a sum of at most ``depth`` products (each weight
+      up to ``weight_max``: a row's weights need not sum to one) at most ``sum_max``.
+    """
+    n = numerics
+    low = n.v_bits if value_bits is None else value_bits
+    if isinstance(low, bool) or not isinstance(low, int) or not 2 <= low <= n.v_bits:
+        raise ValueError(f"value_bits must be a code width 2..v_bits ({n.v_bits}), "
+                         f"not {value_bits!r}")
+    one = Fraction(1 << n.prob_bits)
+    weight_max = int(one * (1 + Fraction(1, 1 << n.recip_bits)) ** 2 + Fraction(1, 2))
+    peak = np.array([1 << (n.resid_bits - 1)])
+    weighted_max = product_max = 0
+    exp_max = None
+    for bits in range(low, n.v_bits + 1):
+        qmax = (1 << (bits - 1)) - 1
+        mant, exp = code_factor(peak, np.array([qmax]), n)
+        weighted = int(round_shift(weight_max * mant, -exp)[0])
+        weighted_max = max(weighted_max, weighted)
+        exp_max = int(exp[0]) if exp_max is None else max(exp_max, int(exp[0]))
+        product_max = max(product_max, weighted * qmax)
+    return weight_max, weighted_max, exp_max, depth * product_max
 
 
 class Values(wiring.Component):
@@ -121,49 +237,124 @@ class Values(wiring.Component):
         Positions a row holds at most (sizes the sums).
     numerics : model.hwnum.HwNumerics
         ``v_bits``, ``prob_bits``, ``scale_bits``, ``resid_bits``.
+    lanes : int, optional
+        Weighted products a cycle (as :class:`Scores`): a beat stays on ``i`` for
+        ``head_dim / lanes`` cycles, taken at its last.
+    value_bits : int, optional
+        The narrowest code width of the cached values (default ``v_bits``; a KV cache of
+        fewer bits, the decoder's ``kv_bits``, needs its width: its factors are larger).
+
+    The widths are the numerics' ranges (:func:`value_bounds`): ``weighted_width``
+    unsigned bits of the weighted factor, ``sum_width`` signed bits of the sums,
+    ``out_width`` of the outputs. A beat outside them (a weight above the softmax's, a
+    factor of a peak above ``2**(resid_bits - 1)`` or of a code width below
+    ``value_bits``) wraps.
+
+    Once a position, in :data:`~ternary_accel.hw.timing.ATTENTION_PIPELINE` registers:
+    the beat's weight and factor (with ``lanes`` codes a cycle); the weighted factor
+    ``round_shift(weight mant, -exp)``; its ``lanes`` products with the codes; then the
+    sums, ``lanes`` a cycle (a rotating register: the chunk summed is always the first).
+    At the row's last position the sums, shifted to the residual format, go into the
+    output register (``lanes`` a cycle) and leave as one vector.
     """
 
-    def __init__(self, head_dim, depth, numerics=DEFAULT):
+    def __init__(self, head_dim, depth, numerics=DEFAULT, *, lanes=None, value_bits=None):
         for name, value in (("head_dim", head_dim), ("depth", depth)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         self.head_dim, self.depth, self.numerics = head_dim, depth, numerics
+        self.lanes = attention_lanes(head_dim, lanes)
+        self.beats = head_dim // self.lanes
         n = numerics
         s = n.scale_bits
-        self.weighted_width = n.prob_bits + 2 + s + 2 + n.resid_bits
-        self.sum_width = self.weighted_width + n.v_bits + depth.bit_length() + 1
+        self.weight_max, self.weighted_max, self.exp_max, self.sum_max = \
+            value_bounds(n, depth, value_bits)
+        self.weighted_width = self.weighted_max.bit_length()
+        self.sum_width = self.sum_max.bit_length() + 1
+        self.out_width = ((self.sum_max >> n.prob_bits) + 1).bit_length() + 1
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
                 "weight": unsigned(n.prob_bits + 1),
                 "codes": data.ArrayLayout(signed(n.v_bits), head_dim),
                 "mant": unsigned(s + 1), "exp": signed(EXP_WIDTH + 2),
                 "last": unsigned(1)}))),
-            "o": Out(stream.Signature(data.ArrayLayout(signed(self.sum_width), head_dim))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(self.out_width), head_dim))),
         })
 
     def elaborate(self, platform):
         n = self.numerics
+        s, v, pb = n.scale_bits, n.v_bits, n.prob_bits
+        lanes, beats = self.lanes, self.beats
+        W, sw, ow = self.weighted_width, self.sum_width, self.out_width
         m = Module()
-        beat = self.i.payload
-        weighted = shift_round(beat.weight * beat.mant, -beat.exp)
-        sums = [Signal(signed(self.sum_width), name=f"sum{d}") for d in range(self.head_dim)]
-        result = Signal(data.ArrayLayout(signed(self.sum_width), self.head_dim))
+        beat_in = self.i.payload
+        beat = Signal(range(beats))
+        final = beat == beats - 1
+
+        # the stages: 1 the beat's weight, factor and lanes codes; 2 the weighted
+        # factor; 3 the products; then the sums
+        v1, v2, v3 = Signal(), Signal(), Signal()
         full = Signal()
-        m.d.comb += [self.o.valid.eq(full), self.o.payload.eq(result),
-                     self.i.ready.eq(~full)]
-        with m.If(self.o.valid & self.o.ready):
+        last1, last2, last3 = Signal(), Signal(), Signal()
+        index1, index2, index3 = (Signal(range(beats), name=f"index{k}") for k in (1, 2, 3))
+        weight, mant, exp = Signal(pb + 1), Signal(s + 1), Signal(signed(EXP_WIDTH + 2))
+        codes1 = [Signal(signed(v), name=f"codes1_{k}") for k in range(lanes)]
+        codes2 = [Signal(signed(v), name=f"codes2_{k}") for k in range(lanes)]
+        weighted = Signal(W)
+        products = [Signal(signed(W + v), name=f"product{k}") for k in range(lanes)]
+        taken = self.o.valid & self.o.ready
+        a3 = ~v3 | ~last3 | ~full | self.o.ready          # the output register free
+        a2 = ~v2 | a3
+        a1 = ~v1 | a2
+        m.d.comb += self.i.ready.eq(final & a1)
+        with m.If(a1):
+            m.d.sync += [v1.eq(self.i.valid), weight.eq(beat_in.weight),
+                         mant.eq(beat_in.mant), exp.eq(beat_in.exp),
+                         last1.eq(beat_in.last), index1.eq(beat)]
+            m.d.sync += [a.eq(b) for a, b in zip(codes1, _chunk(beat_in.codes, beat, lanes, v))]
+            with m.If(self.i.valid):
+                m.d.sync += beat.eq(Mux(final, 0, beat + 1))
+
+        # round_shift(weight * mant, -exp): right shifts past the product give 0; left
+        # shifts of the numerics' factors are at most exp_max
+        x = Signal(pb + 1 + s + 1)
+        m.d.comb += x.eq(weight * mant)
+        right = Signal(range(len(x) + 2))
+        m.d.comb += right.eq(Mux(exp < -(len(x) + 1), len(x) + 1, Mux(exp < 0, -exp, 0)))
+        half = Mux(right == 0, 0, Const(1, len(x) + 1) << (right - 1)[:len(right)])
+        shifted = (x + half) >> right
+        if self.exp_max > 0:
+            left = Signal(range(self.exp_max + 1))
+            m.d.comb += left.eq(Mux(exp > self.exp_max, self.exp_max, Mux(exp > 0, exp, 0)))
+            shifted = shifted << left
+        with m.If(a2):
+            m.d.sync += [v2.eq(v1), weighted.eq(shifted), last2.eq(last1), index2.eq(index1)]
+            m.d.sync += [a.eq(b) for a, b in zip(codes2, codes1)]
+        with m.If(a3):
+            m.d.sync += [v3.eq(v2), last3.eq(last2), index3.eq(index2)]
+            m.d.sync += [p.eq(weighted * c) for p, c in zip(products, codes2)]
+
+        # the sums: a rotating register of beats chunks, the first summed and put last
+        sums = Signal(self.head_dim * sw)
+        chunk = lanes * sw
+        totals = [Signal(signed(sw), name=f"total{k}") for k in range(lanes)]
+        m.d.comb += [t.eq(sums[k * sw:(k + 1) * sw].as_signed() + p)
+                     for k, (t, p) in enumerate(zip(totals, products))]
+        new = Cat(*(Mux(last3, 0, t) for t in totals))
+        result = Signal(data.ArrayLayout(signed(ow), self.head_dim))
+        m.d.comb += [self.o.valid.eq(full), self.o.payload.eq(result)]
+        with m.If(taken):
             m.d.sync += full.eq(0)
-        with m.If(self.i.valid & self.i.ready):
-            for d in range(self.head_dim):
-                total = sums[d] + weighted * beat.codes[d]
-                with m.If(beat.last):
-                    m.d.sync += [sums[d].eq(0),
-                                 result[d].eq((total + (1 << (n.prob_bits - 1)))
-                                              >> n.prob_bits)]
-                with m.Else():
-                    m.d.sync += sums[d].eq(total)
-            with m.If(beat.last):
-                m.d.sync += full.eq(1)
+        with m.If(v3 & a3):
+            m.d.sync += sums.eq(Cat(sums[chunk:], new) if beats > 1 else new)
+            with m.If(last3):
+                rounded = Cat(*(((t + (1 << (pb - 1))) >> pb)[:ow] for t in totals))
+                if beats > 1:
+                    m.d.sync += result.as_value().word_select(index3, lanes * ow).eq(rounded)
+                else:
+                    m.d.sync += result.eq(rounded)
+                with m.If(index3 == beats - 1):
+                    m.d.sync += full.eq(1)
         return m
 
 
@@ -414,6 +605,13 @@ class AttentionHead(wiring.Component):
     depth : int
         Positions a row holds at most (the softmax's row buffer).
     numerics : model.hwnum.HwNumerics
+    lanes : int, optional
+        Code products a cycle of the scores and of the weighted sums (a divisor of
+        ``head_dim``; default :func:`~ternary_accel.hw.timing.attention_lanes`): a key and
+        a value beat each stay ``head_dim / lanes`` cycles on their streams.
+    value_bits : int, optional
+        The narrowest code width of the cached values (:class:`Values`; default
+        ``v_bits``).
 
     Attributes
     ----------
@@ -434,13 +632,16 @@ class AttentionHead(wiring.Component):
         An output (a score) clipped to its format.
     """
 
-    def __init__(self, head_dim, depth, numerics=DEFAULT):
+    def __init__(self, head_dim, depth, numerics=DEFAULT, *, lanes=None, value_bits=None):
         for name, value in (("head_dim", head_dim), ("depth", depth)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         if not isinstance(numerics, HwNumerics):
             raise TypeError(f"numerics must be an HwNumerics, not {type(numerics).__name__}")
         self.head_dim, self.depth, self.numerics = head_dim, depth, numerics
+        self.lanes = attention_lanes(head_dim, lanes)
+        self.value_bits = value_bits
+        value_bounds(numerics, depth, value_bits)                 # checked here
         element = data.StructLayout({"value": signed(numerics.resid_bits),
                                      "last": unsigned(1)})
         beat = kv_beat_layout(head_dim, numerics)
@@ -460,9 +661,10 @@ class AttentionHead(wiring.Component):
         hd = self.head_dim
         m = Module()
         m.submodules.quant = quant = AbsmaxQuant(hd, n.qk_bits, n, score_dim=hd)
-        m.submodules.scores = scores = Scores(hd, n)
+        m.submodules.scores = scores = Scores(hd, n, lanes=self.lanes)
         m.submodules.softmax = softmax = Softmax(self.depth, n)
-        m.submodules.values = values = Values(hd, self.depth, n)
+        m.submodules.values = values = Values(hd, self.depth, n, lanes=self.lanes,
+                                              value_bits=self.value_bits)
         keys, vals = self.keys.payload, self.values.payload
 
         # the query in: a refused one blocks the next until its rows are dropped
@@ -550,7 +752,7 @@ class AttentionHead(wiring.Component):
                     m.next = "JOIN"
 
         # out: the sums one a beat, saturated
-        width = values.sum_width
+        width = values.out_width
         sums = Signal(data.ArrayLayout(signed(width), hd))
         left = Signal(range(hd + 1))
         low, high = -(1 << (n.resid_bits - 1)), (1 << (n.resid_bits - 1)) - 1

@@ -14,7 +14,8 @@ from streams import sampler, simulate, stall_count, stream_put, stream_record
 
 from ternary_accel.hw.rtl.attention import (KV_LAYOUT, AbsmaxQuant, AttentionHead,
                                             kv_beat_layout)
-from ternary_accel.hw.timing import absmax_cycles, attention_head_cycles
+from ternary_accel.hw.timing import (absmax_cycles, attention_head_cycles,
+                                     attention_head_interval, softmax_cycles)
 from ternary_accel.model import hwnum as H
 
 N = H.DEFAULT
@@ -22,6 +23,8 @@ D = 8                       # head_dim
 DEPTH = 16
 BIG = (1 << (N.resid_bits - 1)) - 1
 QMAX = (1 << (N.qk_bits - 1)) - 1
+#: The head's lanes: a key and a value over 8, 2 and 1 cycles.
+LANES = [1, 4, D]
 
 
 def _qmax(bits):
@@ -191,11 +194,12 @@ def _expected(heads):
     return outputs, tally
 
 
-def _run_head(heads, *, idle=0.0, backpressure=0.0, seed=0, reset_head=None):
+def _run_head(heads, *, idle=0.0, backpressure=0.0, seed=0, reset_head=None, lanes=None,
+              value_bits=None):
     """Stream ``heads`` on three independent producers; ``reset_head``: that head's
     query and half its keys are sent, then a reset, then the other heads (sent one
     after the other). Returns the outputs (a list a head) and the pulses' counts."""
-    unit = AttentionHead(D, DEPTH, N)
+    unit = AttentionHead(D, DEPTH, N, lanes=lanes, value_bits=value_bits)
     rst = Signal()
     dut = ResetInserter({"sync": rst})(unit)
     rng = np.random.default_rng(seed)
@@ -243,7 +247,9 @@ def _run_head(heads, *, idle=0.0, backpressure=0.0, seed=0, reset_head=None):
         await ctx.tick().repeat(300)                  # nothing more, no late pulse
 
     producers = [queries, keys, values] if reset_head is None else [sequential]
-    cycles = 60 * sum(len(h[1][0]) + len(h[0]) for h in heads) + 400 * len(heads) + 2000
+    beats = D // unit.lanes
+    cycles = (60 + 6 * beats) * sum(len(h[1][0]) + len(h[0]) for h in heads) \
+        + 400 * len(heads) + 2000
     simulate(dut, *producers, consumer,
              processes=[sampler(getattr(unit, name), pulses[name]) for name in pulses],
              cycles=cycles)
@@ -253,20 +259,22 @@ def _run_head(heads, *, idle=0.0, backpressure=0.0, seed=0, reset_head=None):
     return got, expected, tally, {name: sum(p) for name, p in pulses.items()}
 
 
+@pytest.mark.parametrize("lanes", LANES)
 @pytest.mark.parametrize("idle,backpressure", [(0.0, 0.0), (0.3, 0.5)])
-def test_heads_are_the_golden_model(idle, backpressure):
+def test_heads_are_the_golden_model(idle, backpressure, lanes):
     """n = 1 and n = depth, random heads, all back to back."""
     rng = np.random.default_rng(21)
     heads = [_head(rng, 1), _head(rng, DEPTH), _head(rng, 5),
              _head(rng, 3, scale=1 << 22), _head(rng, DEPTH, kv_bits=4)]
     got, expected, tally, pulses = _run_head(heads, idle=idle, backpressure=backpressure,
-                                             seed=5)
+                                             seed=5, lanes=lanes, value_bits=4)
     assert got == expected
     assert pulses == {"error": 0, "q_error": 0, "saturated": 0, "score_saturated": 0}
     assert tally.total == 0
 
 
-def test_zero_query_zero_keys_and_extremes():
+@pytest.mark.parametrize("lanes", LANES)
+def test_zero_query_zero_keys_and_extremes(lanes):
     rng = np.random.default_rng(22)
     zero = np.zeros(D, dtype=np.int64)
     heads = [
@@ -282,43 +290,70 @@ def test_zero_query_zero_keys_and_extremes():
               v=np.array([[BIG] * D, [-BIG - 1] * D])),
         _head(rng, 5, q=rng.integers(-1000, 1000, 5)),               # short: zero-padded
         _head(rng, 3),
+        # the weighted sums' extremes: the largest peak, on the narrowest codes, and a
+        # one-hot row (weight 2**prob_bits on the largest factor)
+        _head(rng, DEPTH, q=np.zeros(D, dtype=np.int64), v=np.full((DEPTH, D), -BIG - 1),
+              kv_bits=3),
+        _head(rng, 2, q=np.full(D, BIG), k=np.array([[BIG] * D, [-BIG - 1] * D]),
+              v=np.array([[-BIG - 1] * D, [BIG] * D]), kv_bits=3),
     ]
-    got, expected, tally, pulses = _run_head(heads, idle=0.2, backpressure=0.3, seed=6)
+    got, expected, tally, pulses = _run_head(heads, idle=0.2, backpressure=0.3, seed=6,
+                                             lanes=lanes, value_bits=3)
     assert got == expected
     assert tally.counts.get("attention scores", 0) > 0
     assert tally.counts.get("attention output", 0) > 0
     assert pulses["score_saturated"] == tally.counts["attention scores"]
     assert pulses["saturated"] == tally.counts["attention output"]
     assert min(got[2]) == -BIG - 1 and max(got[3]) == BIG
+    assert min(got[7]) == -BIG - 1 and min(got[8]) == -BIG - 1
     assert pulses["error"] == pulses["q_error"] == 0
 
 
-def test_refused_rows_and_queries_are_dropped():
+@pytest.mark.parametrize("lanes", LANES)
+def test_refused_rows_and_queries_are_dropped(lanes):
     """A row longer than depth (error) and a query longer than head_dim (q_error): their
     heads give nothing, their streams are consumed, the heads around them are right."""
     rng = np.random.default_rng(23)
     long_query = (rng.integers(-1000, 1000, D + 3),) + _head(rng, 3)[1:]
     heads = [_head(rng, 2), _head(rng, DEPTH + 3), _head(rng, 4), long_query,
              _head(rng, DEPTH), long_query, _head(rng, 1)]
-    got, expected, tally, pulses = _run_head(heads, idle=0.2, backpressure=0.3, seed=7)
+    got, expected, tally, pulses = _run_head(heads, idle=0.2, backpressure=0.3, seed=7,
+                                             lanes=lanes)
     assert len(expected) == 4
     assert got == expected
     assert pulses["error"] == 1 and pulses["q_error"] == 2
 
 
-def test_reset_mid_head_then_the_next_heads_are_right():
+@pytest.mark.parametrize("lanes", LANES)
+def test_reset_mid_head_then_the_next_heads_are_right(lanes):
     rng = np.random.default_rng(24)
     heads = [_head(rng, 3), _head(rng, 10), _head(rng, 5)]
     got, expected, _, pulses = _run_head(heads, idle=0.2, backpressure=0.3, seed=8,
-                                         reset_head=1)
+                                         reset_head=1, lanes=lanes)
     assert got == expected and len(got) == 2
 
 
-def test_many_random_heads_back_to_back():
+@pytest.mark.parametrize("lanes", [pytest.param(1, marks=pytest.mark.slow), 2, D])
+def test_many_random_heads_back_to_back(lanes):
     rng = np.random.default_rng(25)
     heads = [_head(rng, int(rng.integers(1, DEPTH + 1)), kv_bits=int(rng.choice([3, 4, 8])),
-                   scale=1 << int(rng.integers(4, 23))) for _ in range(20)]
-    got, expected, _, _ = _run_head(heads, idle=0.3, backpressure=0.4, seed=9)
+                   scale=1 << int(rng.integers(4, 24))) for _ in range(20)]
+    got, expected, _, _ = _run_head(heads, idle=0.3, backpressure=0.4, seed=9, lanes=lanes,
+                                    value_bits=3)
+    assert got == expected
+
+
+def test_narrow_caches_need_value_bits():
+    """Sized for v_bits codes, the weighted sums of a 3-bit cache at the largest peak
+    (factors 42 times larger) would wrap: value_bits widens them."""
+    from ternary_accel.hw.rtl.attention import Values
+    assert Values(D, DEPTH, N, value_bits=3).weighted_width \
+        > Values(D, DEPTH, N).weighted_width
+    rng = np.random.default_rng(26)
+    heads = [_head(rng, 2, q=np.zeros(D, dtype=np.int64), v=np.full((2, D), BIG), kv_bits=3)]
+    got, expected, _, _ = _run_head(heads)
+    assert got != expected
+    got, expected, _, _ = _run_head(heads, value_bits=3)
     assert got == expected
 
 
@@ -334,11 +369,19 @@ def test_layouts_and_parameters():
         AttentionHead(4, 0)
     with pytest.raises(TypeError, match="HwNumerics"):
         AttentionHead(4, 4, None)
+    with pytest.raises(ValueError, match="lanes"):
+        AttentionHead(8, 4, lanes=3)
+    with pytest.raises(ValueError, match="lanes"):
+        AttentionHead(8, 4, lanes=0)
+    with pytest.raises(ValueError, match="value_bits"):
+        AttentionHead(8, 4, value_bits=N.v_bits + 1)
+    assert AttentionHead(64, 4).lanes == 8 and AttentionHead(12, 4).lanes == 6
+    assert AttentionHead(4, 4).lanes == 4 and AttentionHead(64, 4, lanes=64).lanes == 64
 
 
 # -- cycles ---------------------------------------------------------------------------------
 
-def _measure(dut, producers, i, outputs):
+def _measure(dut, producers, i, outputs, cycles=1000):
     """Edges from the first beat taken on ``i`` to the last beat given on ``outputs[0]``
     (every output always ready)."""
     log = []
@@ -349,7 +392,7 @@ def _measure(dut, producers, i, outputs):
         async for _, _, iv, ir, ov in ctx.tick().sample(i.valid, i.ready, outputs[0].valid):
             log.append((iv and ir, ov))
 
-    simulate(dut, *producers, processes=[watch], cycles=1000)
+    simulate(dut, *producers, processes=[watch], cycles=cycles)
     first = next(k for k, (taken, _) in enumerate(log) if taken)
     last = [k for k, (_, given) in enumerate(log) if given][-1]
     return last - first + 1
@@ -367,9 +410,10 @@ def test_absmax_cycle_model(width):
         absmax_cycles(width, N)
 
 
-@pytest.mark.parametrize("head_dim,positions", [(2, 1), (8, 1), (8, 5), (4, 16)])
-def test_head_cycle_model(head_dim, positions):
-    dut = AttentionHead(head_dim, 16, N)
+def _heads_cycles(head_dim, positions, heads, lanes, depth=16):
+    """Cycles of ``heads`` query heads back to back (every stream always valid, the
+    output always ready), from the first query element taken to the last output."""
+    dut = AttentionHead(head_dim, depth, N, lanes=lanes)
     word = {"codes": [3] * head_dim, "mant": 1 << N.scale_bits, "exp": -30}
 
     def stream_of(stream, beats):
@@ -378,11 +422,43 @@ def test_head_cycle_model(head_dim, positions):
                 await stream_put(ctx, stream, beat)
         return producer
 
-    kv = [{**word, "last": int(j == positions - 1)} for j in range(positions)]
-    q = [{"value": 1000 * k - 3000, "last": int(k == head_dim - 1)} for k in range(head_dim)]
+    kv = [{**word, "last": int(j == positions - 1)} for j in range(positions)] * heads
+    q = [{"value": 1000 * k - 3000, "last": int(k == head_dim - 1)}
+         for k in range(head_dim)] * heads
     producers = [stream_of(dut.q, q), stream_of(dut.keys, kv), stream_of(dut.values, kv)]
-    assert _measure(dut, producers, dut.q, [dut.o]) == \
-        attention_head_cycles(positions, head_dim, N)
+    budget = heads * (2 * positions * head_dim + 4 * positions + 3 * head_dim + 150) + 300
+    return _measure(dut, producers, dut.q, [dut.o], cycles=budget)
+
+
+@pytest.mark.parametrize("head_dim,positions,lanes", [
+    (2, 1, None), (8, 1, None), (8, 5, None), (4, 16, None), (8, 5, 1), (8, 16, 2),
+    (12, 3, 3), (16, 1, 4)])
+def test_head_cycle_model(head_dim, positions, lanes):
+    assert _heads_cycles(head_dim, positions, 1, lanes) == \
+        attention_head_cycles(positions, head_dim, N, lanes)
+
+
+@pytest.mark.parametrize("lanes", [1, 4, 8, 16])
+@pytest.mark.parametrize("positions", [1, 3, 5, 6, 16])
+def test_heads_back_to_back_cycle_model(positions, lanes):
+    """One and three heads of head_dim 16 back to back: ``(heads - 1) * interval +
+    attention_head_cycles``, bound by the query's quantizer (few positions), by the
+    query slot (one lane: its codes and keys) or by the softmax's row (the scores made
+    ahead of it counted)."""
+    for heads in (1, 3):
+        assert _heads_cycles(16, positions, heads, lanes) == \
+            (heads - 1) * attention_head_interval(positions, 16, N, lanes) \
+            + attention_head_cycles(positions, 16, N, lanes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes,positions", [(4, 1), (4, 5), (4, 40), (8, 1), (8, 5),
+                                             (8, 10), (8, 40), (64, 1), (64, 40), (1, 2),
+                                             (1, 6)])
+def test_heads_back_to_back_cycle_model_head_dim_64(positions, lanes):
+    assert _heads_cycles(64, positions, 3, lanes, depth=64) == \
+        2 * attention_head_interval(positions, 64, N, lanes) \
+        + attention_head_cycles(positions, 64, N, lanes)
 
 
 def test_cycle_models_refuse_bad_sizes():
@@ -390,3 +466,10 @@ def test_cycle_models_refuse_bad_sizes():
         absmax_cycles(0, N)
     with pytest.raises(ValueError, match="positions"):
         attention_head_cycles(0, 8, N)
+    with pytest.raises(ValueError, match="positions"):
+        attention_head_interval(0, 8, N)
+    with pytest.raises(ValueError, match="lanes"):
+        attention_head_cycles(4, 8, N, lanes=3)
+    # lanes = head_dim: a key and a value a cycle
+    assert attention_head_interval(20, 8, N, 8) == max(absmax_cycles(8, N),
+                                                        softmax_cycles(20, N))
