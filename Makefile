@@ -39,7 +39,9 @@ help:
 	@echo "make bench-area - ECP5 area/Fmax sweep with the int8 baseline, median of SEEDS=1,2,3 (about 2.5 h; SEEDS=1 about 50 min)"
 	@echo "make bench-packing - weight packings of the memory port (base3, 3in5, 2bit): bits/weight, decoder LUT4s, Fmax"
 	@echo "make bench-sim  - a BitNet b1.58 2B4T block through the RTL, bit-exact, timed"
-	@echo "make bench-token - one 2B4T token's linear layers (30 blocks) through the RTL"
+	@echo "make bench-token - whole tokens on the token core, every operation in RTL, bit-exact, cycles by"
+	@echo "                operation: the reference model (3 tokens, stalls), then one 2B4T token"
+	@echo "                (random weights; about 30 min, 10 GB of RAM)"
 	@echo "make bench-block - one 2B4T decoder layer (prompt + decode steps) through the RTL"
 	@echo "make bench-prefill - a 2B4T block, 16 tokens, weight reuse T=16, 128-bit weight port, pipelined output stage, RTL"
 	@echo "make bench-sparse - 2B4T down_proj: dense engine vs the sparse dataflow, RTL; the trained models' own down_proj beside it"
@@ -110,7 +112,9 @@ bench-sim: $(STAMP)
 	$(TA) bench layer --results $(RESULTS) --results-name bench-sim
 
 bench-token: $(STAMP)
-	$(TA) bench layer --layers 30 --results $(RESULTS) --results-name bench-token
+	$(TA) bench token --idle 0.2 --results $(RESULTS)
+	$(TA) bench token --model b1.58-2b4t --prompt-ids 128000 --positions 4 \
+		--results $(RESULTS) --results-name bench-token-2b4t
 
 bench-block: $(STAMP)
 	$(TA) bench block --results $(RESULTS)

@@ -10,9 +10,18 @@ with the cycle model (``hw.program.token_cycles``).
 
 ``--plan`` prints what the core holds and streams, and the cycle model, without
 simulating (any model of ``ternary-accel perf``'s list with ``--model``).
+
+``--model`` without ``--plan`` runs the model's configuration with random weights
+(``model.weights.RandomMasterWeights`` of ``--seed``: ``random_master_weights``'s
+tensors, drawn a layer at a time), so that BitNet b1.58 2B4T's token runs without a
+checkpoint: ``--model b1.58-2b4t --prompt-ids 128000 --positions 4`` is one token of
+2B4T, every operation in RTL (about 35 M cycles), the memories written to the
+simulator's files in blocks (``sim.token_session``). The long steps report on stderr;
+a Verilator run adds a table of its times, speed and memory.
 """
 
 import json
+import resource
 import sys
 import time
 
@@ -35,7 +44,8 @@ def add_arguments(parser):
     source.add_argument("--checkpoint", metavar="DIR", default=None,
                         help=f"the model (default: {DEFAULT_CHECKPOINT})")
     source.add_argument("--model", default=None,
-                        help="with --plan: a model by name (e.g. b1.58-2b4t), no weights")
+                        help="a model by name (e.g. b1.58-2b4t): with --plan its plan, "
+                             "else its configuration with random weights (--seed)")
     parser.add_argument("--prompt-ids", default="1 17 40", metavar='"ID ID .."',
                         help="tokens fed at positions 0, 1, .. (default: %(default)s)")
     parser.add_argument("--positions", type=positive_int, default=None, metavar="N",
@@ -53,7 +63,9 @@ def add_arguments(parser):
     parser.add_argument("--simulator", choices=SIMULATORS, default="verilator")
     parser.add_argument("--idle", type=probability, default=0.0, metavar="P",
                         help="probability of an idle cycle on every memory channel")
-    parser.add_argument("--seed", type=non_negative_int, default=1)
+    parser.add_argument("--seed", type=non_negative_int, default=1,
+                        help="seed of the stalls and, with --model, of the random weights "
+                             "(default: %(default)s)")
     parser.add_argument("--plan", action="store_true",
                         help="print the buffers, memories and cycle model only")
     add_format(parser)
@@ -135,12 +147,18 @@ def plan_tables(config, params, numerics, positions, position, head_rows):
     return buffers, memories, model, len(ops)
 
 
+def _say(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def _peak_mb():
+    """This process's peak resident memory (MB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def run(parser, args):
     from ternary_accel.hw.program import COUNTERS, ProgramError, make_program, token_cycles
     numerics = _numerics(args.head)
-    if args.model is not None and not args.plan:
-        parser.error("--model gives a shape without weights: add --plan, or run a "
-                     "--checkpoint")
     decoder = None
     if args.model is not None:
         from ternary_accel.model.config import model_config
@@ -148,6 +166,14 @@ def run(parser, args):
             config = model_config(args.model)
         except ValueError as error:
             parser.error(f"--model: {error}")
+        if not args.plan:
+            from ternary_accel.model.hwdecoder import HwDecoder
+            from ternary_accel.model.weights import RandomMasterWeights
+            # a layer's weights drawn when the program asks for them, kept while it does
+            def drawn(what):
+                _say(f"  random weights: {'layer ' if isinstance(what, int) else ''}{what}")
+            decoder = HwDecoder(RandomMasterWeights(config, seed=args.seed, progress=drawn),
+                                numerics=numerics, cache_layers=False)
     else:
         from ternary_accel.model.checkpoint import load_checkpoint
         from ternary_accel.model.hwdecoder import HwDecoder
@@ -175,14 +201,29 @@ def run(parser, args):
                f"{config.shape.name}: {instructions} instructions a token; the cycle "
                f"model at position {len(ids) - 1} (no stalls)")
         return 0
+    times = {}
+    started = time.monotonic()
+    _say(f"{config.shape.name}: the weights, the program and its images...")
     try:
         program = make_program(decoder, params, positions=positions, head_rows=args.head_rows)
     except (ValueError, ProgramError) as error:
         parser.error(str(error))
+    decoder = None                  # the float embedding and its copies go with it
+    times["program (weights, images)"] = time.monotonic() - started
+    _say(f"program: {len(program.image.prog)} instructions, images in "
+         f"{times['program (weights, images)']:.0f} s")
     from ternary_accel.hw.program import GoldenToken
+    # the golden run first: it needs the program only, and a large one takes minutes
     started = time.monotonic()
-    print(f"{config.shape.name}: {len(ids)} tokens on the token core "
-          f"({args.simulator}, idle {args.idle:g})...", file=sys.stderr, flush=True)
+    _say("the golden run (hw.program.GoldenToken)...")
+    golden = GoldenToken(program)
+    expected = [golden.run(token, position) for position, token in enumerate(ids)]
+    times["golden run"] = time.monotonic() - started
+    _say(f"golden run: {times['golden run']:.0f} s")
+    started = time.monotonic()
+    _say(f"{config.shape.name}: {len(ids)} tokens on the token core "
+         f"({args.simulator}, idle {args.idle:g})...")
+    session = None
     if args.simulator == "amaranth":
         from ternary_accel.sim.token import TokenBench
         bench = TokenBench(program, idle=args.idle, seed=args.seed)
@@ -190,15 +231,19 @@ def run(parser, args):
         cycles, op_cycles, errors = bench.cycles, bench.op_cycles, bench.errors
     else:
         from ternary_accel.sim.token_session import TokenSession
-        with TokenSession(program, idle=args.idle, seed=args.seed) as session:
-            tokens, logits, cycles, op_cycles, errors = session.run(ids, 0)
+        with TokenSession(program, idle=args.idle, seed=args.seed, progress=_say) as session:
+            _say(f"simulating {len(ids)} token(s)...")
+            # a token may take the model's cycles several times over with stalls
+            limit = 4 * sum(model.values()) + 1_000_000
+            tokens, logits, cycles, op_cycles, errors = session.run(ids, 0, cycles=limit)
+            _say(f"simulated {session.simulated['cycles']} cycles in "
+                 f"{session.simulated['seconds']:.0f} s")
     wall = time.monotonic() - started
-    golden = GoldenToken(program)
     steps, exact = [], True
     by_op = {name: [0, 0] for name in names}
     for position, token in enumerate(ids):
-        expected_token, expected = golden.run(token, position)
-        same = bool(np.array_equal(expected, logits[position])
+        expected_token, expected_logits = expected[position]
+        same = bool(np.array_equal(expected_logits, logits[position])
                     and expected_token == tokens[position])
         exact &= same
         model = token_cycles(config, params, numerics, position, positions=positions,
@@ -215,8 +260,23 @@ def run(parser, args):
     rows.append({"operation": "all", "cycles": sum(v[0] for v in by_op.values()),
                  "cycle model": sum(v[1] for v in by_op.values()),
                  "difference": sum(v[0] - v[1] for v in by_op.values())})
-    _print(args, {"tokens": steps, "cycles by operation": rows, "buffers": buffers,
-                  "memories": memories},
+    tables = {"tokens": steps, "cycles by operation": rows, "buffers": buffers,
+              "memories": memories}
+    if session is not None:
+        simulated = session.simulated
+        run = [("program (weights, images)", times["program (weights, images)"], None, None),
+               ("golden run (GoldenToken)", times["golden run"], None, None),
+               ("build (Verilator; ~0 when cached)", session.build_seconds, None, None),
+               ("memory files (host)", session.write_seconds, None, None),
+               ("memory load (simulator)", session.load_seconds, None, None),
+               ("simulation", simulated["seconds"],
+                round(simulated["cycles"] / max(simulated["seconds"], 1e-9)), None),
+               ("logits read back", simulated["read_seconds"], None, None),
+               ("peak RSS: this process", None, None, _peak_mb()),
+               ("peak RSS: the simulator", None, None, simulated["peak_mb"])]
+        tables["run"] = [{"step": step, "seconds": None if sec is None else round(sec, 1),
+                          "cycles/s": speed, "MB": mb} for step, sec, speed, mb in run]
+    _print(args, tables,
            f"{config.shape.name} on the token core (K={params.lanes} x M={params.rows}, "
            f"{args.weight_port_bits}-bit port, head {args.head_rows} rows), {len(ids)} "
            f"tokens, idle {args.idle:g}: {'all bit-exact' if exact else 'MISMATCH'}; "

@@ -541,22 +541,38 @@ class GoldenToken:
                 raise ProgramError(f"opcode {op} is not an operation")
         raise ProgramError("the program ended without a HEAD")
 
+    #: Rows of the head the golden run takes at once (their codes as int64 products).
+    HEAD_BLOCK_ROWS = 4096
+
     def _head(self, fields, values, factor, vocab):
         """The head from the image's beats (what the core reads), then
-        :func:`model.hwnum.head_accumulators` and :func:`~model.hwnum.head_logits`."""
+        :func:`model.hwnum.head_accumulators` and :func:`~model.hwnum.head_logits`,
+        a block of tiles at a time (each row's logit is its own: a large vocabulary's
+        head needs no int64 copy of the whole table)."""
         prog = self.program
         n, lanes = prog.numerics, prog.params.lanes
-        rows = prog.head_tiles * prog.head_rows
-        codes = fields["codes"].transpose(0, 2, 1, 3).reshape(rows, -1)[:vocab]
-        groups = None
-        if n.head == "grouped":
-            per = n.head_group // lanes
-            groups = fields["mult"].transpose(0, 2, 1).reshape(rows, -1)[:vocab, ::per]
-        head = H.HeadMatrix(codes, groups, fields["mant"].reshape(-1)[:vocab],
-                            fields["exp"].reshape(-1)[:vocab])
-        acc = H.head_accumulators(values[None], head, lanes)
-        return H.head_logits(acc, np.atleast_1d(factor[0]), np.atleast_1d(factor[1]), head,
-                             n, self.saturations)[0]
+        tiles, rows = prog.head_tiles, prog.head_rows
+        per = max(1, self.HEAD_BLOCK_ROWS // rows)
+        logits = []
+        for t in range(0, tiles, per):
+            block = slice(t, min(t + per, tiles))
+            count = min(vocab, block.stop * rows) - t * rows
+            if count <= 0:
+                break
+            codes = fields["codes"][block].transpose(0, 2, 1, 3).reshape(
+                -1, fields["codes"].shape[1] * lanes)[:count]
+            groups = None
+            if n.head == "grouped":
+                step = n.head_group // lanes
+                groups = fields["mult"][block].transpose(0, 2, 1).reshape(
+                    -1, fields["mult"].shape[1])[:count, ::step]
+            head = H.HeadMatrix(codes, groups, fields["mant"][block].reshape(-1)[:count],
+                                fields["exp"][block].reshape(-1)[:count])
+            acc = H.head_accumulators(values[None], head, lanes)
+            logits.append(H.head_logits(acc, np.atleast_1d(factor[0]),
+                                        np.atleast_1d(factor[1]), head, n,
+                                        self.saturations)[0])
+        return np.concatenate(logits)
 
 
 #: Cycles the sequencer spends on an instruction before its operation starts: the

@@ -700,6 +700,10 @@ def _check_group(hidden, numerics):
                             f"hidden size {hidden}")
 
 
+#: Elements of the embedding :func:`quantize_head` takes at once (a block of rows).
+HEAD_BLOCK = 1 << 22
+
+
 def quantize_head(embedding, numerics):
     """The tied embedding ``(vocab, hidden)`` in the LM head's format (:data:`HEAD_FORMATS`).
 
@@ -711,10 +715,26 @@ def quantize_head(embedding, numerics):
     (qmax * smax)``, the row scale. Rounding is half up (``floor(x + 0.5)``); the
     scales are :func:`fixed_constant` mantissas of ``scale_bits``.
     """
-    e = np.asarray(embedding, dtype=np.float64)
-    if e.ndim != 2:
-        raise NumericsError(f"the LM head must be a (vocab, hidden) matrix, not shape {e.shape}")
-    _check_group(e.shape[1], numerics)
+    if np.ndim(embedding) != 2:
+        raise NumericsError(f"the LM head must be a (vocab, hidden) matrix, not shape "
+                            f"{np.shape(embedding)}")
+    _check_group(np.shape(embedding)[1], numerics)
+    # row by row (each row's codes and scale are its own): in blocks of rows, so that a
+    # large vocabulary (2B4T's 128256 x 2560) needs no float64 copy of the whole table
+    step = max(1, HEAD_BLOCK // max(1, np.shape(embedding)[1]))
+    parts = [_quantize_head_rows(np.asarray(embedding[a:a + step], dtype=np.float64),
+                                 numerics) for a in range(0, len(embedding), step)]
+    if not parts:
+        parts = [_quantize_head_rows(np.asarray(embedding, dtype=np.float64), numerics)]
+    join = (lambda k: np.concatenate([p[k] for p in parts])) if len(parts) > 1 \
+        else (lambda k: parts[0][k])
+    groups = None if parts[0][1] is None else join(1)
+    return HeadMatrix(join(0), groups, join(2), join(3))
+
+
+def _quantize_head_rows(e, numerics):
+    """:func:`quantize_head` of a block of rows ``e`` (float64): ``(codes, groups, mant,
+    exp)``."""
     qmax = _head_qmax(numerics)
     peak = np.max(np.abs(e), axis=1)
     peak = np.where(peak > 0, peak, 1.0)
@@ -735,7 +755,7 @@ def quantize_head(embedding, numerics):
         raise NumericsError("LM head row scales: an exponent outside a signed byte (a row "
                             "of magnitudes below about 1e-30 or above 1e30)")
     dtype = np.int8 if qmax <= 127 else np.int16
-    return HeadMatrix(codes.astype(dtype), groups, mant, exp)
+    return codes.astype(dtype), groups, mant, exp
 
 
 def head_accumulators(values, head, lanes=None):

@@ -16,7 +16,7 @@ from ternary_accel.model.quant import quantize_weights_ternary
 __all__ = ["PROJECTIONS", "ATTENTION_PROJECTIONS", "FFN_PROJECTIONS", "NORMS",
            "TernaryProjection", "FloatProjection", "LayerWeights", "MasterWeights", "tensor_name",
            "layer_tensor_names", "model_tensor_names", "ternarize_master",
-           "random_master_weights", "bf16_round"]
+           "random_master_weights", "RandomMasterWeights", "bf16_round"]
 
 ATTENTION_PROJECTIONS = ("q", "k", "v", "o")
 FFN_PROJECTIONS = ("gate", "up", "down")
@@ -255,3 +255,133 @@ def random_master_weights(config, seed=0):
         for n, width in widths.items():
             t[tensor_name(layer, n)] = 1 + 0.1 * rng.normal(size=width)
     return {name: bf16_round(value) for name, value in t.items()}
+
+
+def _random_segments(config):
+    """The tensors of :func:`random_master_weights` in the order it draws them:
+    ``(name, shape, kind)``, ``kind`` ``"normal"`` (``N(0, 1)``), ``"norm"``
+    (``1 + N(0, 0.1)``) or ``"projection"`` (``N(0, 1/in_features)``)."""
+    segments = [("model.embed_tokens.weight", (config.vocab, config.hidden), "normal"),
+                ("model.norm.weight", (config.hidden,), "norm")]
+    if not config.tie_word_embeddings:
+        segments.append(("lm_head.weight", (config.vocab, config.hidden), "normal"))
+    shapes = {p.name: (p.out_features, p.in_features) for p in config.shape.projections()}
+    widths = {"input_layernorm": config.hidden, "attn_sub_norm": config.hidden,
+              "post_attention_layernorm": config.hidden, "ffn_sub_norm": config.ffn}
+    for layer in range(config.layers):
+        segments += [(tensor_name(layer, p), shapes[p], "projection") for p in PROJECTIONS]
+        segments += [(tensor_name(layer, n), (width,), "norm") for n, width in widths.items()]
+    return segments
+
+
+class RandomMasterWeights:
+    """:func:`random_master_weights` drawn lazily: the same tensors (bit for bit), a
+    tensor drawn only when asked for, so that a large model (2B4T: 10 GB of float64)
+    runs without every float tensor held at once.
+
+    The tensors come from one generator in :func:`random_master_weights`'s order; the
+    generator's state at the start of each tensor is kept once reached (a few hundred
+    bytes each), so a tensor is drawn again from its own state, and reaching one further
+    on draws (and drops) those before it, in blocks. A large matrix is drawn in blocks
+    of rows (a generator's normals in blocks equal its normals at once) and rounded to
+    bfloat16 block by block. Projections are ternarized (:func:`ternarize_master`) as
+    :class:`MasterWeights` does; the last ``cache`` layers asked for are kept (a
+    decoder visiting the layers in order draws each once). Nothing else is cached: a
+    decoder keeps its embedding itself.
+
+    Parameters
+    ----------
+    config : model.config.ModelConfig
+    seed : int
+        :func:`random_master_weights`'s seed.
+    cache : int
+        Layers kept (:class:`LayerWeights`, int8 values), most recent first.
+    progress : callable, optional
+        Told of each tensor drawn (its name) and each layer ternarized (its index): a
+        large model's drawing takes minutes.
+    """
+
+    #: Normals drawn at once (a block of rows of a large tensor).
+    BLOCK = 1 << 22
+
+    def __init__(self, config, seed=0, *, cache=1, progress=None):
+        self.config = config
+        self.progress = progress
+        self.seed = seed
+        self.cache = int(cache)
+        self._segments = _random_segments(config)
+        self._index = {name: k for k, (name, _, _) in enumerate(self._segments)}
+        self._states = {0: np.random.default_rng(seed).bit_generator.state}
+        self._layers = {}
+
+    def _blocks(self, k):
+        """Draw tensor ``k`` (from the nearest kept state at or before it, the tensors
+        between drawn and dropped): yields its blocks of rows (float64, before
+        bf16 rounding), keeping the states of the tensors it passes."""
+        start = max(j for j in self._states if j <= k)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = self._states[start]
+        for j in range(start, k + 1):
+            self._states.setdefault(j, rng.bit_generator.state)
+            _, shape, kind = self._segments[j]
+            rows = shape[0] if len(shape) == 2 else 1
+            cols = shape[-1]
+            step = max(1, self.BLOCK // cols)
+            for a in range(0, rows, step):
+                n = min(step, rows - a)
+                x = rng.normal(size=(n, cols) if len(shape) == 2 else (cols,))
+                if j == k:
+                    if kind == "norm":
+                        x = 1 + 0.1 * x
+                    elif kind == "projection":
+                        x = x / np.sqrt(shape[1])
+                    yield a, x
+            self._states.setdefault(j + 1, rng.bit_generator.state)
+
+    def tensor(self, name):
+        """One float tensor (bf16-representable float32), drawn now."""
+        if name not in self._index:
+            raise KeyError(name)
+        k = self._index[name]
+        shape = self._segments[k][1]
+        if self.progress is not None and len(shape) == 2 and shape[0] > 100_000:
+            self.progress(name)
+        out = np.empty(shape, dtype=np.float32)
+        for a, x in self._blocks(k):
+            if x.ndim == 1:
+                out[:] = bf16_round(x)
+            else:
+                out[a:a + x.shape[0]] = bf16_round(x)
+        return out
+
+    def tensors(self):
+        """Every tensor by name: :func:`random_master_weights`'s dict (small models)."""
+        return {name: self.tensor(name) for name, _, _ in self._segments}
+
+    def embedding(self):
+        return self.tensor("model.embed_tokens.weight")
+
+    def lm_head(self):
+        return self.embedding() if self.config.tie_word_embeddings \
+            else self.tensor("lm_head.weight")
+
+    def final_norm(self):
+        return self.tensor("model.norm.weight")
+
+    def layer(self, index):
+        if not 0 <= index < self.config.layers:
+            raise IndexError(f"layer {index} out of range 0..{self.config.layers - 1}")
+        if index in self._layers:
+            layer = self._layers.pop(index)
+        else:
+            layer = LayerWeights(
+                {p: ternarize_master(self.tensor(tensor_name(index, p))) for p in PROJECTIONS},
+                {n: self.tensor(tensor_name(index, n)) for n in NORMS})
+            layer.check(self.config, index)
+            if self.progress is not None:
+                self.progress(index)
+        if self.cache > 0:
+            self._layers[index] = layer            # the most recent last
+            while len(self._layers) > self.cache:
+                del self._layers[next(iter(self._layers))]
+        return layer

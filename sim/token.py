@@ -15,7 +15,8 @@ from amaranth.lib import data
 
 from ternary_accel.hw.rtl.token import TokenCore
 
-__all__ = ["pack", "unpack", "memory_words", "TokenBench"]
+__all__ = ["pack", "unpack", "pack_array", "memory_words", "memory_depths", "memory_arrays",
+           "memory_chunks", "write_memory_file", "TokenBench"]
 
 
 def pack(layout, value):
@@ -74,6 +75,130 @@ def memory_words(program, core):
     return {"prog": [int(w) for w in img.prog],
             "vec": [int(v) & vec_mask for v in img.vec],
             "wgt": wgt, "head": head, "kv": [0] * img.kv_entries}
+
+
+def _leaves(layout, value, offset=0):
+    """``(offset, width, values)`` of every plain field of ``layout`` in ``value`` (as
+    :func:`pack_array` takes it), least significant first."""
+    if isinstance(layout, data.StructLayout):
+        for name, field in layout:
+            inner = value.get(name, 0) if isinstance(value, dict) else 0
+            yield from _leaves(field.shape, inner, offset + field.offset)
+        return
+    if isinstance(layout, data.ArrayLayout):
+        step = Shape.cast(layout.elem_shape).width
+        for k in range(layout.length):
+            yield from _leaves(layout.elem_shape, _element(value, k), offset + k * step)
+        return
+    yield offset, Shape.cast(layout).width, value
+
+
+def _element(value, k):
+    """Element ``k`` of an array value: the column ``k`` after the words' axis (of each
+    array of a dict, for an array of structs)."""
+    if isinstance(value, dict):
+        return {name: _element(v, k) for name, v in value.items()}
+    if np.ndim(value) == 0:
+        return value
+    return np.asarray(value)[:, k]
+
+
+def pack_array(layout, value, count):
+    """:func:`pack` of ``count`` words at once, as their little-endian bytes: ``(count,
+    ceil(width / 8))`` uint8 (the rows of ``memory_image`` and the leaf memories' files).
+
+    ``value`` is what :func:`pack` takes with NumPy arrays for its numbers, each with
+    the words on its first axis: an array of shape ``(count, length, ...)`` for an
+    :class:`~amaranth.lib.data.ArrayLayout` (element ``k`` is ``value[:, k]``), a dict
+    of such for a struct (an array of structs: a dict of arrays ``(count, length)``), an
+    array ``(count,)`` for a plain shape; a missing field or a scalar is the same in
+    every word. Two's complement, masked to each field, as :func:`pack`."""
+    width = Shape.cast(layout).width
+    size = -(-width // 8)
+    leaves = list(_leaves(layout, value))
+    out = np.zeros((count, size), dtype=np.uint8)
+    if all(off % 8 == 0 and w in (8, 16, 32, 64) for off, w, _ in leaves):
+        for off, w, v in leaves:                   # whole bytes: no bit arithmetic
+            v = np.broadcast_to(np.asarray(v, dtype=np.int64), (count,))
+            raw = np.ascontiguousarray(v.astype("<u8")).view(np.uint8).reshape(count, 8)
+            out[:, off // 8:off // 8 + w // 8] = raw[:, :w // 8]
+        return out
+    bits = np.zeros((count, size * 8), dtype=np.uint8)
+    for off, w, v in leaves:
+        v = np.broadcast_to(np.asarray(v, dtype=np.int64), (count,))
+        if w < 64:
+            v = v & ((1 << w) - 1)
+        bits[:, off:off + w] = ((v.astype(np.uint64)[:, None] >> np.arange(w, dtype=np.uint64))
+                                & np.uint64(1)).astype(np.uint8)
+    return np.packbits(bits, axis=1, bitorder="little")
+
+
+def memory_depths(program):
+    """``{channel: words}`` of the program's memories (:func:`memory_words`'s lengths)."""
+    img = program.image
+    return {"prog": len(img.prog), "vec": len(img.vec), "wgt": len(img.wgt),
+            "head": int(np.prod(img.head["last"].shape)), "kv": img.kv_entries}
+
+
+def memory_arrays(program, core, channel, start=0, stop=None):
+    """Words ``start`` to ``stop`` of a channel's memory (:func:`memory_words`) as
+    their little-endian bytes, ``(words, ceil(bits / 8))`` uint8, vectorized
+    (:func:`pack_array`): what a large image loads (:func:`memory_chunks`)."""
+    img = program.image
+    depth = memory_depths(program)[channel]
+    stop = depth if stop is None else min(stop, depth)
+    count = max(0, stop - start)
+    if channel == "prog":
+        size = -(-Shape.cast(core.prog_data.payload.shape()).width // 8)
+        raw = b"".join(int(w).to_bytes(size, "little") for w in img.prog[start:stop])
+        return np.frombuffer(raw, dtype=np.uint8).reshape(count, size).copy()
+    if channel == "vec":
+        v = np.asarray(img.vec[start:stop], dtype=np.int64) & 0xFFFFFFFF
+        return v.astype("<u4").view(np.uint8).reshape(count, 4)
+    if channel == "wgt":
+        return pack_array(core.wgt_data.payload.shape(), np.asarray(img.wgt[start:stop]),
+                          count)
+    if channel == "kv":
+        return np.zeros((count, -(-core.kv_layout.size // 8)), dtype=np.uint8)
+    if channel != "head":
+        raise ValueError(f"unknown channel {channel!r}")
+    h = img.head
+    beats = h["last"].shape[1]
+    index = np.arange(start, stop)
+    t, b = index // beats, index % beats
+    value = {"codes": h["codes"][t, b], "scale": {"mant": h["mant"][t], "exp": h["exp"][t]},
+             "last": h["last"][t, b], "end": h["end"][t, b]}
+    if "mult" in h:
+        value["mult"] = h["mult"][t, b]
+    return pack_array(core.head_data.payload.shape(), value, count)
+
+
+def memory_chunks(program, core, channel, words=1 << 20, start=0, stop=None):
+    """A channel's memory (its words ``start`` to ``stop``) as :func:`memory_arrays`
+    blocks of ``words`` words each."""
+    stop = memory_depths(program)[channel] if stop is None else stop
+    for at in range(start, stop, words):
+        yield memory_arrays(program, core, channel, at, min(at + words, stop))
+
+
+def write_memory_file(path, chunks, width, part_bits=None):
+    """Write words (blocks of little-endian bytes, :func:`memory_chunks`) to ``path`` as
+    the Verilog leaf memory loads them (``sim.harness.memory_image``: each word as its
+    ``part_bits`` parts, least significant first, each part big-endian); returns the
+    parts written."""
+    if part_bits is None:
+        from ternary_accel.sim.harness import PART_BITS as part_bits
+    part = part_bits // 8
+    size = part * -(-width // part_bits)
+    parts = 0
+    with open(path, "wb") as f:
+        for raw in chunks:
+            raw = np.asarray(raw, dtype=np.uint8)
+            if raw.shape[1] < size:
+                raw = np.pad(raw, ((0, 0), (0, size - raw.shape[1])))
+            f.write(raw.reshape(-1, part)[:, ::-1].tobytes())
+            parts += raw.shape[0] * (size // part)
+    return parts
 
 
 class TokenBench:

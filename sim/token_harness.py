@@ -30,8 +30,8 @@ Verilog leaf's array (``storage="verilog"``, the default) or the Amaranth memori
 
 from typing import NamedTuple
 
-from amaranth.hdl import (ClockDomain, ClockSignal, Instance, Module, ResetSignal, Shape,
-                          Signal, Value)
+from amaranth.hdl import (Array, Cat, ClockDomain, ClockSignal, Instance, Module, ResetSignal,
+                          Shape, Signal, Value)
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,11 +40,11 @@ from ternary_accel.sim.channels import (ReadChannelMemory, ReadWriteChannelMemor
                                         connect_read, connect_write)
 from ternary_accel.sim.harness import (AMARANTH, CLOCK_MODULE, COUNT_WIDTH, CYCLE_WIDTH,
                                        LFSR_WIDTH, STALL_BITS, STORAGES, VERILOG,
-                                       StreamRecorder, stall_threshold)
-from ternary_accel.sim.token import memory_words
+                                       StreamRecorder, parts_per_word, stall_threshold)
+from ternary_accel.sim.token import memory_depths, memory_words
 
-__all__ = ["CHANNELS", "READ_ONLY", "TokenHarness", "TokenImages", "load_file",
-           "token_images"]
+__all__ = ["CHANNELS", "READ_ONLY", "MAX_PARTS", "TokenHarness", "TokenImages", "load_file",
+           "memory_banks", "token_images"]
 
 #: The core's memory channels, in the order of their stall seeds.
 CHANNELS = ("prog", "vec", "wgt", "head", "kv")
@@ -52,10 +52,74 @@ CHANNELS = ("prog", "vec", "wgt", "head", "kv")
 READ_ONLY = CHANNELS[:4]
 
 
+#: Stored parts a Verilog leaf memory holds at most: Verilator refuses a range of more
+#: than 2**28 (2B4T's ``vec``, 328 M words, is two banks).
+MAX_PARTS = 1 << 28
+
+
 def load_file(channel):
-    """The file a channel's memory loads (``storage="verilog"``), in the simulator's
-    working folder."""
+    """The file a channel's memory (or bank, :func:`memory_banks`) loads
+    (``storage="verilog"``), in the simulator's working folder."""
     return f"{channel}.bin"
+
+
+def memory_banks(program, widths):
+    """The leaf memories of the channels: ``[(bank, channel, start, stop)]``, a bank
+    holding the channel's words ``start`` to ``stop``. A channel is one bank (named
+    after it) unless its stored parts exceed :data:`MAX_PARTS`: then ``vec`` is split
+    at whole embedding rows (``vec``, ``vec_1``, ..., the gains in the last bank), so
+    that no command (a row, a gain vector) spans two banks.
+
+    Raises
+    ------
+    ValueError
+        If a channel other than ``vec``, or a bank, still exceeds :data:`MAX_PARTS`.
+    """
+    depths = memory_depths(program)
+    banks = []
+    for name in CHANNELS:
+        depth = depths[name]
+        limit = MAX_PARTS // parts_per_word(widths[name])
+        cuts = [0]
+        if depth > limit and name == "vec":
+            row = program.config.hidden
+            table = program.config.vocab * row
+            step = (limit // row) * row
+            cuts += list(range(step, table, step))
+        cuts.append(depth)
+        for k, (start, stop) in enumerate(zip(cuts, cuts[1:])):
+            if stop - start > limit:
+                raise ValueError(f"the {name} memory's {stop - start} words exceed a "
+                                 f"Verilator leaf's {MAX_PARTS} parts")
+            banks.append((name if k == 0 else f"{name}_{k}", name, start, stop))
+    return banks
+
+
+def _connect_banks(m, cmd, data_, banks):
+    """Join a core's read channel to several bank memories ``[(memory, start)]``: a
+    command goes to the bank holding its first address (``addr - start`` there), the
+    words come from the bank of the last command taken. Right when a command's words
+    all lie in its bank and the core takes them before its next command (the token
+    core's ``vec``: a LOAD's row, a NORM's gains, one at a time)."""
+    addr = Value.cast(cmd.payload)[:32]
+    count = Value.cast(cmd.payload)[32:]
+    index = Signal(range(len(banks)))
+    for k, (_, start) in enumerate(banks):
+        with m.If(addr >= start):
+            m.d.comb += index.eq(k)
+    serving = Signal(range(len(banks)))
+    readies = Array(memory.cmd.ready for memory, _ in banks)
+    m.d.comb += cmd.ready.eq(readies[index])
+    with m.If(cmd.valid & cmd.ready):
+        m.d.sync += serving.eq(index)
+    valids = Array(memory.data.valid for memory, _ in banks)
+    payloads = Array(Value.cast(memory.data.payload) for memory, _ in banks)
+    m.d.comb += [data_.valid.eq(valids[serving]),
+                 Value.cast(data_.payload).eq(payloads[serving])]
+    for k, (memory, start) in enumerate(banks):
+        m.d.comb += [memory.cmd.valid.eq(cmd.valid & (index == k)),
+                     Value.cast(memory.cmd.payload).eq(Cat((addr - start)[:32], count)),
+                     memory.data.ready.eq(data_.ready & (serving == k))]
 
 
 class TokenImages(NamedTuple):
@@ -63,8 +127,10 @@ class TokenImages(NamedTuple):
 
     Attributes
     ----------
-    words : dict
-        ``{channel: list of int}`` (:func:`sim.token.memory_words`).
+    words : dict or None
+        ``{channel: list of int}`` (:func:`sim.token.memory_words`); None when made
+        without them (a large image is written to the memories' files in blocks,
+        :func:`sim.token.memory_chunks`).
     widths : dict
         ``{channel: bits}`` of a memory word, and ``"logits"``: of a recorded logit.
     logits : Layout
@@ -76,13 +142,13 @@ class TokenImages(NamedTuple):
     logits: object
 
 
-def token_images(program):
+def token_images(program, *, words=True):
     """:class:`TokenImages` of ``program``, without a harness: from a :class:`TokenCore`
     built only for its port shapes (marked used, so that Amaranth does not warn that it
-    was never elaborated)."""
+    was never elaborated); ``words=False`` leaves the words out (``words`` is None)."""
     core = TokenCore(program)
     layout = core.logits.payload.shape()
-    images = TokenImages(memory_words(program, core),
+    images = TokenImages(memory_words(program, core) if words else None,
                          {**core.word_bits, "logits": Shape.cast(layout).width}, layout)
     _mark_used(core)
     return images
@@ -150,20 +216,29 @@ class TokenHarness(wiring.Component):
         self.program = program
         self._storage_kind = storage
         self._core = core = TokenCore(program)
-        self.words = memory_words(program, core)
+        # the Verilog leaves load their words at run time: only their depths here
+        self.words = memory_words(program, core) if storage == AMARANTH else None
         self.widths = dict(core.word_bits)
+        #: ``[(bank, channel, start, stop)]``: the leaf memories (:func:`memory_banks`).
+        self.banks = memory_banks(program, self.widths)
         self._memories = {}
-        for k, name in enumerate(CHANNELS):
-            depth = max(2, len(self.words[name]))
+        self._starts = {}
+        extra_banks = 0
+        for bank, name, start, stop in self.banks:
+            k = CHANNELS.index(name)
+            if bank != name:                  # a further bank: a seed of its own
+                extra_banks += 1
+                k = len(CHANNELS) + extra_banks
             kind = ReadChannelMemory if name in READ_ONLY else ReadWriteChannelMemory
             extra = {"backpressure": idle} if name == "kv" else {}
             if storage == AMARANTH:
-                extra["init"] = self.words[name]
+                extra["init"] = self.words[name][start:stop]
             else:
-                extra["load_file"] = load_file(name)
-            self._memories[name] = kind(self.widths[name], depth, storage=storage,
-                                        seed=seed + k, idle=idle, latency=1,
-                                        stall_ports=True, **extra)
+                extra["load_file"] = load_file(bank)
+            self._memories[bank] = kind(self.widths[name], max(2, stop - start),
+                                        storage=storage, seed=seed + k, idle=idle,
+                                        latency=1, stall_ports=True, **extra)
+            self._starts[bank] = start
         logit = Value.cast(core.logits.payload).shape().width
         self.widths["logits"] = logit
         self._recorder = StreamRecorder(width=logit, depth=max(2, program.config.vocab),
@@ -173,7 +248,7 @@ class TokenHarness(wiring.Component):
         ports = {}
         if storage == VERILOG:
             ports["reset"] = In(1)
-            ports.update({f"{name}_load": In(1) for name in CHANNELS})
+            ports.update({f"{bank}_load": In(1) for bank, _, _, _ in self.banks})
         ports.update({name: In(members[name].shape)
                       for name in ("start", "token_in", "position")})
         ports.update({name: Out(members[name].shape)
@@ -205,13 +280,19 @@ class TokenHarness(wiring.Component):
             m.submodules.clock = Instance(CLOCK_MODULE, o_clk=clk)
             m.d.comb += [ClockSignal("sync").eq(clk), ResetSignal("sync").eq(self.reset)]
         m.submodules.core = core = self._core
-        for name, memory in self._memories.items():
-            m.submodules[name] = memory
-            connect_read(m, getattr(core, f"{name}_cmd"), getattr(core, f"{name}_data"),
-                         memory)
+        for bank, memory in self._memories.items():
+            m.submodules[bank] = memory
             m.d.comb += memory.idle.eq(self.idle)
             if self._storage_kind == VERILOG:
-                m.d.comb += memory.load.eq(getattr(self, f"{name}_load"))
+                m.d.comb += memory.load.eq(getattr(self, f"{bank}_load"))
+        for name in CHANNELS:
+            banks = [(self._memories[b], self._starts[b]) for b, c, _, _ in self.banks
+                     if c == name]
+            cmd, data_ = getattr(core, f"{name}_cmd"), getattr(core, f"{name}_data")
+            if len(banks) == 1:
+                connect_read(m, cmd, data_, banks[0][0])
+            else:
+                _connect_banks(m, cmd, data_, banks)
         connect_write(m, core.kv_wr, self._memories["kv"])
         m.d.comb += self._memories["kv"].backpressure.eq(self.idle)
 

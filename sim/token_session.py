@@ -8,9 +8,16 @@ simulator's memory from call to call, as :meth:`sim.token.TokenBench.run` does u
 Nothing in Python runs per simulated cycle: the bench starts a token and waits for
 ``done`` with a cocotb trigger; the channels, their stalls and the logits recorder are
 in the design.
+
+The memories' words never pass through Python ints or the socket: the session writes
+each memory's file into its run folder in blocks of packed words
+(:func:`sim.token.memory_chunks`, :func:`sim.token.write_memory_file`, the bytes
+``sim.harness.memory_image`` makes of :func:`sim.token.memory_words`), and the bench
+loads the leaves from them, so that a model as large as 2B4T (1.3 GB of ``vec``) loads.
 """
 
 import hashlib
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,11 +25,14 @@ import numpy as np
 
 from ternary_accel.hw.paths import build_path
 from ternary_accel.hw.program import OPS, TokenProgram
+from ternary_accel.hw.rtl.token import TokenCore
 from ternary_accel.sim.build import build_harness, design_digest
 from ternary_accel.sim.harness import LFSR_WIDTH, stall_threshold
 from ternary_accel.sim.session import SimulatorSession
-from ternary_accel.sim.token import unpack
-from ternary_accel.sim.token_harness import CHANNELS, TokenHarness, token_images
+from ternary_accel.sim.token import memory_chunks, unpack, write_memory_file
+from ternary_accel.sim import token_harness as _harness
+from ternary_accel.sim.token_harness import (CHANNELS, TokenHarness, _mark_used, load_file,
+                                             memory_banks, token_images)
 
 __all__ = ["TOKEN_TOP", "TokenRun", "TokenSession", "build_token"]
 
@@ -65,7 +75,8 @@ def _structure(program):
     depths = (len(img.prog), len(img.vec), len(img.wgt), int(np.prod(img.head["last"].shape)),
               img.kv_entries)
     return (repr(program.config), repr(program.params), repr(program.numerics),
-            program.positions, repr(program.scratch), program.code_words, depths)
+            program.positions, repr(program.scratch), program.code_words, depths,
+            _harness.MAX_PARTS)
 
 
 def build_token(program, *, seed=1, build_root=None, quiet=True):
@@ -103,22 +114,31 @@ class TokenSession(SimulatorSession):
         Seed of the stall LFSRs (a build of its own per seed).
     build_root : path-like, optional
         Folder of the builds (default ``sim`` under :func:`ternary_accel.hw.paths.build_root`).
+    progress : callable, optional
+        Told of each long step as it starts (a line of text: the build, the memory
+        files, the load).
 
     Attributes
     ----------
     build_seconds, build_phases : float, dict
         The build's seconds (nearly 0 when cached), by phase.
+    write_seconds : float
+        Seconds to write the memories' files (host side).
     load_seconds : float
         The simulator's seconds to load the memories.
+    load_channels : dict
+        Those seconds by channel.
     simulated : dict
         Over all :meth:`run` calls: ``cycles`` (of the tokens), ``seconds`` (the
         simulator's time from each ``start`` to two cycles after its ``done``) and
-        ``read_seconds`` (reading the ports and the logits back).
+        ``read_seconds`` (reading the ports and the logits back) and ``peak_mb`` (the
+        simulator process's peak resident memory, MB, after the last run; None when the
+        system does not say).
     """
 
     what = "token core"
 
-    def __init__(self, program, *, idle=0.0, seed=1, build_root=None):
+    def __init__(self, program, *, idle=0.0, seed=1, build_root=None, progress=None):
         if not isinstance(program, TokenProgram):
             raise TypeError(f"program must be a TokenProgram, not {type(program).__name__}")
         if isinstance(seed, bool) or not isinstance(seed, int) or \
@@ -130,11 +150,18 @@ class TokenSession(SimulatorSession):
         self.idle = idle
         self._threshold = stall_threshold(idle)
         self.seed = seed
-        self.images = token_images(program)
-        self.load_seconds = None
-        self.simulated = {"cycles": 0, "seconds": 0.0, "read_seconds": 0.0}
+        self.images = token_images(program, words=False)
+        self.progress = progress
+        self.write_seconds = self.load_seconds = None
+        self.load_channels = {}
+        self.simulated = {"cycles": 0, "seconds": 0.0, "read_seconds": 0.0, "peak_mb": None}
+
+    def _say(self, text):
+        if self.progress is not None:
+            self.progress(text)
 
     def _launch(self):
+        self._say("building the harness under Verilator (cached)")
         runner, self.build_dir, self.build_seconds, self.build_phases = build_token(
             self.program, seed=self.seed, build_root=self.build_root)
         return runner, "ternary_accel.sim.tb.token", TOKEN_TOP, {}
@@ -144,9 +171,22 @@ class TokenSession(SimulatorSession):
         if self._conn is not None:
             return
         super().start()
-        reply = self._request({"load": {"words": self.images.words,
-                                        "widths": self.images.widths}})
+        self._say(f"build {self.build_seconds:.0f} s; writing the memory files")
+        started = time.monotonic()
+        core = TokenCore(self.program)            # for its ports' shapes only
+        _mark_used(core)
+        parts = {bank: write_memory_file(self.run_dir / load_file(bank),
+                                         memory_chunks(self.program, core, name,
+                                                       start=start, stop=stop),
+                                         self.images.widths[name])
+                 for bank, name, start, stop in memory_banks(self.program,
+                                                             self.images.widths)}
+        self.write_seconds = time.monotonic() - started
+        self._say(f"files written in {self.write_seconds:.0f} s; loading the memories")
+        reply = self._request({"load": {"files": parts, "widths": self.images.widths}})
         self.load_seconds = reply["seconds"]
+        self.load_channels = reply["channels"]
+        self._say(f"memories loaded in {self.load_seconds:.0f} s")
 
     def run(self, tokens, start_position=0, *, cycles=10_000_000):
         """Run ``tokens`` at positions ``start_position, start_position + 1, ...``, one
@@ -189,6 +229,8 @@ class TokenSession(SimulatorSession):
         self.simulated["cycles"] += sum(reply["cycles"])
         self.simulated["seconds"] += reply["timing"]["simulate"]
         self.simulated["read_seconds"] += reply["timing"]["read"]
+        if reply.get("peak_kb") is not None:
+            self.simulated["peak_mb"] = round(reply["peak_kb"] / 1024)
         layout = self.images.logits
         logits = []
         for k, (count, words) in enumerate(zip(reply["counts"], reply["logits"])):

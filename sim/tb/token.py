@@ -3,7 +3,11 @@
 
 Two requests: ``{"load": {"words": {channel: words}, "widths": {channel: bits}}}``
 resets the harness and loads its memories from files through the Verilog leaves
-(:func:`sim.tb.harness.load_words`), once a session; ``{"tokens": [...], "start":
+(:func:`sim.tb.harness.load_words`), once a session; or ``{"load": {"files": {channel:
+parts}, "widths": ...}}`` loads them from the files the host wrote already in the run
+folder (:func:`sim.token.write_memory_file`: a large image's words never pass through
+the socket), each file holding ``parts`` stored parts, one a memory or bank
+(:func:`sim.token_harness.memory_banks`); ``{"tokens": [...], "start":
 position, "idle": threshold, "limit": cycles}`` runs the tokens one after the other at
 positions ``start, start + 1, ...``: for each it sets ``token_in``, ``position`` and
 the stall threshold, pulses ``start`` and waits for ``done`` with a cocotb trigger (no
@@ -13,13 +17,14 @@ words from token to token and from request to request.
 """
 
 import time
+from pathlib import Path
 
 import cocotb
 from cocotb.triggers import First, RisingEdge, Timer
 
-from ternary_accel.sim.harness import PERIOD_NS
+from ternary_accel.sim.harness import MEMORY_NAME, PART_BITS, PERIOD_NS
 from ternary_accel.sim.tb.engine import serve_requests
-from ternary_accel.sim.tb.harness import Results, load_words
+from ternary_accel.sim.tb.harness import LOAD_ATTEMPTS, Results, load_words
 from ternary_accel.sim.token_harness import CHANNELS, load_file
 
 #: Cycles after ``done`` before the recorder's memory is read (its last write lands on
@@ -45,6 +50,69 @@ async def load(dut, words, widths):
         await load_words(dut.clk, getattr(dut, name), getattr(dut, f"{name}_load"),
                          load_file(name), words[name], widths[name], name)
     return time.perf_counter() - started
+
+
+async def load_written(clock, scope, strobe, path, parts, name):
+    """Load the Verilog leaf memory under ``scope`` from the file ``path`` the host
+    wrote (``parts`` stored parts, :func:`sim.token.write_memory_file`) with a rising
+    edge of ``strobe``; then check three stored parts (first, middle, last) against the
+    file through VPI and strobe again if they differ (as
+    :func:`sim.tb.harness.load_words`)."""
+    size = PART_BITS // 8
+    if parts == 0:
+        return
+    if Path(path).stat().st_size != parts * size:
+        raise AssertionError(f"{path}: {Path(path).stat().st_size} bytes, expected "
+                             f"{parts} parts of {size}")
+    probes = sorted({0, parts // 2, parts - 1})
+    with open(path, "rb") as f:
+        expected = []
+        for i in probes:
+            f.seek(i * size)
+            expected.append(int.from_bytes(f.read(size), "big"))
+    array = getattr(getattr(scope, MEMORY_NAME), "words")._handle
+    for attempt in range(1, LOAD_ATTEMPTS + 1):
+        strobe.value = 1
+        await RisingEdge(clock)
+        strobe.value = 0
+        await RisingEdge(clock)
+        stored = [int(array.get_handle_by_index(i).get_signal_val_binstr(), 2)
+                  for i in probes]
+        if stored == expected:
+            return
+        scope._log.warning(f"{name} memory: load {attempt} of {parts} parts not seen "
+                           f"(parts {probes} hold {stored}, expected {expected})")
+    raise AssertionError(f"the {name} memory did not load its {parts} parts in "
+                         f"{LOAD_ATTEMPTS} attempts")
+
+
+async def load_files(dut, parts):
+    """Reset the harness and load every channel memory from the files the host wrote
+    (``{memory: parts}``, a channel's memory or a bank of it,
+    :func:`sim.token_harness.memory_banks`); returns ``{channel: seconds}`` and the total."""
+    started = time.perf_counter()
+    for name in parts:
+        getattr(dut, f"{name}_load").value = 0
+    await reset(dut)
+    seconds = {}
+    for name in parts:                  # a channel's memory, or a bank of it
+        at = time.perf_counter()
+        await load_written(dut.clk, getattr(dut, name), getattr(dut, f"{name}_load"),
+                           load_file(name), parts[name], name)
+        seconds[name] = time.perf_counter() - at
+    return seconds, time.perf_counter() - started
+
+
+def peak_kb():
+    """The simulator process's peak resident memory (``VmHWM``, kB; None off Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 async def run(dut, results, request):
@@ -85,6 +153,7 @@ async def run(dut, results, request):
         reply["logits"].append(results.read(min(count, vocab)))
         read += time.perf_counter() - settled
     reply["timing"] = {"simulate": simulate, "read": read}
+    reply["peak_kb"] = peak_kb()
     return reply
 
 
@@ -97,6 +166,9 @@ async def serve(dut):
         if "load" in request:
             job = request["load"]
             results = Results(dut.logits, job["widths"]["logits"])
+            if "files" in job:
+                channels, seconds = await load_files(dut, job["files"])
+                return {"seconds": seconds, "channels": channels}
             return {"seconds": await load(dut, job["words"], job["widths"])}
         if results is None:
             raise RuntimeError("tokens before the memories were loaded")

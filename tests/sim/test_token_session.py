@@ -62,3 +62,32 @@ def test_cycles_without_stalls_are_the_amaranth_bench_s(program):
     assert run.tokens == tokens and np.array_equal(run.logits, logits)
     assert run.cycles == bench.cycles
     assert run.op_cycles == bench.op_cycles
+
+
+def test_a_memory_in_banks_is_the_golden_model(program, monkeypatch):
+    """A memory larger than a Verilator leaf (2B4T's ``vec``) is split into banks at
+    whole embedding rows (here forced: three banks of ``vec``); the tokens are the
+    same, and so are the cycles without stalls."""
+    from ternary_accel.sim import token_harness
+    from ternary_accel.sim.token_session import TokenSession
+    monkeypatch.setattr(token_harness, "MAX_PARTS", 700)
+    widths = token_harness.token_images(program, words=False).widths
+    banks = token_harness.memory_banks(program, widths)
+    assert [b for b, c, _, _ in banks if c == "vec"] == ["vec", "vec_1", "vec_2"]
+    assert [(start, stop) for _, c, start, stop in banks if c == "vec"] == \
+        [(0, 672), (672, 1344), (1344, 1728)]
+    golden = P.GoldenToken(program)
+    with TokenSession(program, idle=0.3, seed=2) as session:
+        run = session.run(PROMPT, 0)
+        assert session.load_channels.keys() == {b for b, _, _, _ in banks}
+    for position, token in enumerate(PROMPT):
+        expected_token, expected = golden.run(token, position)
+        assert np.array_equal(run.logits[position], expected), f"position {position}"
+        assert run.tokens[position] == expected_token
+    assert run.errors == [0] * len(PROMPT)
+    with TokenSession(program, idle=0.0, seed=2) as session:
+        cycles = session.run(PROMPT).op_cycles
+    model = [P.token_cycles(program.config, program.params, program.numerics, position,
+                            positions=POSITIONS, head_rows=program.head_rows)
+             for position in range(len(PROMPT))]
+    assert cycles == [list(m.values()) for m in model]
