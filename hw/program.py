@@ -233,6 +233,8 @@ class TokenProgram:
     head_rows: int
     head_tiles: int
     listing: list
+    #: Codes a cycle of the attention unit's products (:func:`hw.timing.attention_lanes`).
+    attention_lanes: int = None
 
     @property
     def code_words(self):
@@ -372,12 +374,14 @@ def token_operations(config, params, numerics, positions):
     return ops
 
 
-def make_program(decoder, params=None, *, positions=None, head_rows=None):
+def make_program(decoder, params=None, *, positions=None, head_rows=None,
+                 attention_lanes=None):
     """The program and memory images of ``decoder`` (an :class:`HwDecoder`, a8) on a
     token core with the engine ``params`` (:func:`token_engine`), its KV region sized
     for ``positions`` (default: the model's maximum), its LM head unit
     (:class:`~ternary_accel.hw.rtl.head.HeadDot`) ``head_rows`` rows of the engine's
-    ``lanes`` a beat (default: the engine's rows)."""
+    ``lanes`` a beat (default: the engine's rows), its attention unit's products
+    ``attention_lanes`` codes a cycle (default: :func:`hw.timing.attention_lanes`)."""
     c = decoder.config
     n = decoder.numerics
     params = token_engine(hidden=c.hidden, ffn=c.ffn) if params is None else params
@@ -414,11 +418,17 @@ def make_program(decoder, params=None, *, positions=None, head_rows=None):
     head_rows = params.rows if head_rows is None else head_rows
     if isinstance(head_rows, bool) or not isinstance(head_rows, int) or head_rows < 1:
         raise ProgramError(f"head_rows must be a positive integer, not {head_rows!r}")
+    from ternary_accel.hw.timing import attention_lanes as _lanes
+    try:
+        attention_lanes = _lanes(c.head_dim, attention_lanes)
+    except ValueError as error:
+        raise ProgramError(f"attention_lanes: {error}") from None
     head_fields, tiles = _head_beats(decoder.hw_head, n, params.lanes, head_rows)
     kv_entries = c.layers * 2 * c.kv_heads * positions
     image = TokenImage(vec=np.concatenate(vec), wgt=np.concatenate(wgt), head=head_fields,
                        kv_entries=kv_entries, prog=prog)
-    return TokenProgram(image, params, n, c, scratch, positions, head_rows, tiles, listing)
+    return TokenProgram(image, params, n, c, scratch, positions, head_rows, tiles, listing,
+                        attention_lanes)
 
 
 class GoldenToken:
@@ -581,7 +591,8 @@ class GoldenToken:
 SEQUENCER_CYCLES = 3
 
 
-def operation_cycles(op, fields, *, params, numerics, position, head_rows=None):
+def operation_cycles(op, fields, *, params, numerics, position, head_rows=None,
+                     attention_lanes=None):
     """Cycles of one operation on the token core without stalls, memories answering a
     cycle after each command (what ``TokenCore.cycles`` counts for it): the unit's
     cycle model (:mod:`ternary_accel.hw.timing`) plus the movers' latencies.
@@ -594,9 +605,10 @@ def operation_cycles(op, fields, *, params, numerics, position, head_rows=None):
     * ROPE: :func:`~hw.timing.rope_cycles` a head, back to back, the read and the write;
     * KV_WRITE: a head at a time, :func:`~hw.timing.absmax_cycles` and the entry's
       write, then one;
-    * ATTEND: the heads pipelined in the attention unit: a head every ``max(absmax of
-      the query, the softmax row + 1)`` cycles (the next query is quantized while a
-      head's row runs; the next row's keys follow the last weight), the last head's
+    * ATTEND: the heads pipelined in the attention unit (the next query is quantized
+      while a head's row runs), a head every ``max(absmax_cycles(head_dim), head_dim +
+      n B, softmax_cycles(n) + 2 n (B - 1) + 4)`` cycles for ``n`` positions and ``B =
+      head_dim / attention_lanes`` cycles a key, then the last head's
       :func:`~hw.timing.attention_head_cycles`, the read and the write;
     * ELEMENTWISE: ``n`` and the unit's two stages, the reads and the write;
     * HEAD: the token's codes (:func:`~hw.timing.head_load_cycles`), the head's rows
@@ -620,8 +632,17 @@ def operation_cycles(op, fields, *, params, numerics, position, head_rows=None):
         return reps * (T.absmax_cycles(n, numerics) + 1) + 1
     if op == ATTEND:
         positions = position + 1
-        interval = max(T.absmax_cycles(n, numerics), T.softmax_cycles(positions, numerics) + 1)
-        return (reps - 1) * interval + T.attention_head_cycles(positions, n, numerics) + 2
+        lanes = T.attention_lanes(n, attention_lanes)
+        beat = n // lanes                      # cycles a key (a value) stays on the unit
+        # A head every: the query's quantizer; the query slot; the softmax row, its
+        # scores and weights B cycles each. The next head's keys follow this head's
+        # values on the one KV channel, so none is taken ahead (the unit alone takes
+        # up to four: hw.timing.attention_head_interval).
+        interval = max(T.absmax_cycles(n, numerics), n + positions * beat,
+                       T.softmax_cycles(positions, numerics) + 2 * positions * (beat - 1)
+                       + 4)
+        return ((reps - 1) * interval
+                + T.attention_head_cycles(positions, n, numerics, lanes) + 2)
     if op == ELEMENTWISE:
         return n + 4
     if op == HEAD:
@@ -634,7 +655,8 @@ def operation_cycles(op, fields, *, params, numerics, position, head_rows=None):
     raise ProgramError(f"opcode {op} is not an operation")
 
 
-def token_cycles(config, params, numerics, position, *, positions=None, head_rows=None):
+def token_cycles(config, params, numerics, position, *, positions=None, head_rows=None,
+                 attention_lanes=None):
     """The cycle model of one token at ``position`` on the token core without stalls:
     ``{counter: cycles}`` (:data:`COUNTERS`: each operation's summed over the program,
     and the sequencer's :data:`SEQUENCER_CYCLES` an instruction), equal to
@@ -645,6 +667,7 @@ def token_cycles(config, params, numerics, position, *, positions=None, head_row
     for op, fields, _ in ops:
         cycles[COUNTERS[op]] += operation_cycles(op, fields, params=params,
                                                  numerics=numerics, position=position,
-                                                 head_rows=head_rows)
+                                                 head_rows=head_rows,
+                                                 attention_lanes=attention_lanes)
     cycles["sequencer"] += SEQUENCER_CYCLES * len(ops)
     return cycles

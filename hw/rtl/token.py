@@ -184,7 +184,8 @@ class TokenCore(wiring.Component):
         code_bits = sorted({n.qk_bits, n.v_bits})
         m.submodules.kvquant = kvq = AbsmaxQuant(
             hd, code_bits[0] if len(code_bits) == 1 else tuple(code_bits), n)
-        m.submodules.attention = attn = AttentionHead(hd, prog.positions, n)
+        m.submodules.attention = attn = AttentionHead(hd, prog.positions, n,
+                                                       lanes=prog.attention_lanes)
         m.submodules.head = head = self._head
         m.submodules.head_rescale = hrescale = Rescale(head.acc_width, n, row_scales=True)
         m.submodules.argmax = argmax = Argmax(c.vocab, n)

@@ -2,7 +2,8 @@
 simulation without stalls, operation by operation, on engines whose tiles are longer and
 shorter than their rows, whole beats and a port, both head formats, at the first
 position and deep into the context (the attention unit's heads bound by the query's
-quantizer or by the softmax row)."""
+quantizer or by the softmax row), the attention unit at 4, 8 and all of a head's codes a
+cycle."""
 
 import pytest
 
@@ -31,6 +32,8 @@ CASES = {
 }
 #: The LM head unit's rows where they differ from the engine's.
 HEAD_ROWS = {"wide-port": 2, "port-words": 8}
+#: The attention unit's lanes where they are not the default (8, or the head's size).
+ATTENTION_LANES = {"port-words": 4, "wide-port": 64}
 
 
 @pytest.mark.parametrize("case", [
@@ -42,12 +45,13 @@ def test_cycle_model_equals_simulation(case):
                         numerics=numerics)
     params = P.token_engine(lanes, rows, hidden=config.hidden, ffn=config.ffn,
                             weight_port_bits=port)
-    head_rows = HEAD_ROWS.get(case)
-    program = P.make_program(decoder, params, positions=64, head_rows=head_rows)
+    head_rows, lanes = HEAD_ROWS.get(case), ATTENTION_LANES.get(case)
+    program = P.make_program(decoder, params, positions=64, head_rows=head_rows,
+                             attention_lanes=lanes)
     for position in positions:
         bench = TokenBench(program)
         bench.run([3], start=position)
         simulated = dict(zip(P.COUNTERS, bench.op_cycles[0]))
         assert simulated == P.token_cycles(config, params, numerics, position, positions=64,
-                                           head_rows=head_rows)
+                                           head_rows=head_rows, attention_lanes=lanes)
         assert sum(simulated.values()) == bench.cycles[0]
