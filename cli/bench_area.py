@@ -305,7 +305,7 @@ def token_units(program):
     kv_bits = code_bits[0] if len(code_bits) == 1 else tuple(code_bits)
 
     def head():
-        return HeadDot(c.hidden, p.lanes, p.rows, n)
+        return HeadDot(c.hidden, p.lanes, program.head_rows, n)
 
     def engine_acc_width():
         return len(LayerEngine(p).res.payload[0])
@@ -313,7 +313,7 @@ def token_units(program):
     return {
         "normquant": lambda: NormQuant(max(c.hidden, c.ffn, c.heads * hd), n),
         "absmax": lambda: AbsmaxQuant(hd, kv_bits, n),
-        "attention": lambda: AttentionHead(hd, depth, n),
+        "attention": lambda: AttentionHead(hd, depth, n, lanes=program.attention_lanes),
         "softmax": lambda: Softmax(depth, n),
         "rope": lambda: Rope(hd, depth, c.rope_theta, n),
         "elementwise": lambda: Elementwise(n),
@@ -508,10 +508,11 @@ def token_config(design):
                 "ffn": c.ffn, "layers": c.layers, "heads": c.heads, "kv_heads": c.kv_heads,
                 "head_dim": c.head_dim, "vocab": c.vocab, "positions": prog.positions,
                 "scratch_words": prog.scratch.words, "code_words": prog.code_words,
+                "head_rows": prog.head_rows, "attention_lanes": prog.attention_lanes,
                 "engine": prog.params.to_dict(), "numerics": prog.numerics.to_dict()}
     sizes = {name: getattr(design, name) for name in
              ("depth", "width", "head_dim", "max_positions", "theta", "acc_width",
-              "row_scales", "vocab", "allowed") if hasattr(design, name)}
+              "row_scales", "vocab", "allowed", "lanes") if hasattr(design, name)}
     return {"component": kind, **sizes, "numerics": numerics}
 
 
@@ -633,6 +634,10 @@ def token_table(results):
         lines.append(f"| {r.design} | {r.lut4} | {lut4_equivalent(r)} | {r.ff} | {r.dsp} | "
                      f"{r.bram} | {r.lutram} | {r.lut4 / base_lut:.1%} | "
                      f"{lut4_equivalent(r) / base:.1%} | {r.fmax_mhz:.1f} |")
+    unplaced = [r.design for r in rows if r.config.get("unplaced")]
+    if unplaced:
+        lines += ["", f"Not placed (they do not fit their device; synthesis figures, Fmax "
+                  f"0.0 in the tables): {', '.join(unplaced)}."]
     core = named.get(TOKEN_CORE)
     if core is None:
         return "\n".join(lines) + "\n"
