@@ -7,7 +7,8 @@ The DRAM layout of a channel: word ``i`` at ``base + i * stride`` (the channel's
 zero-padded to its stride; bases aligned to 4 KB here (the DMA needs the bus's
 alignment). Logit ``i`` is the 32-bit little-endian word at ``LOGITS_BASE + 4 i``.
 
->>> layout = dram_layout(program, base=0x1000_0000)     # {channel: (base, bytes)}
+>>> images = sim.dram.channel_images(program, bus_bits=128)   # {channel: bytes}
+>>> layout = dram_layout(images, base=0x1000_0000)       # {channel: (base, bytes)}
 >>> host = TokenHost(Registers(backend), memory)          # memory: write(addr, bytes)...
 >>> host.load(layout)
 >>> token, logits = host.run(17, position=0)
@@ -19,15 +20,16 @@ of a board's DRAM: written from the Linux interface, **untested on hardware**; t
 region must be reserved from Linux, e.g. a ``reserved-memory`` node, and the PL must
 see the same physical addresses).
 
-:func:`dram_layout` needs NumPy and Amaranth (the words are packed as the core's
-layouts say); :class:`TokenHost` needs only the register layer.
+Plain Python (the register layer); the images of a program are packed by
+:func:`ternary_accel.sim.dram.channel_images` (NumPy and Amaranth: the core's layouts),
+on the machine that builds them.
 """
 
 import mmap
 import os
 import time
 
-__all__ = ["CHANNEL_ORDER", "channel_images", "dram_layout", "TokenHost", "TokenError",
+__all__ = ["CHANNEL_ORDER", "dram_layout", "TokenHost", "TokenError",
            "DevMemMemory", "LOGIT_BYTES"]
 
 #: The channels with a base, in the order :func:`dram_layout` places them.
@@ -40,34 +42,11 @@ class TokenError(RuntimeError):
     """A token ended with an ERROR flag set, or did not end in time."""
 
 
-def channel_images(program, *, bus_bits=128):
-    """``{channel: bytes}``: each channel's DRAM image (words at their stride, KV
-    zeros for ``kv_entries`` entries, LOGITS zeros for the vocabulary)."""
-    import numpy as np
-
-    from ternary_accel.hw.regmap import stride_bytes
-    from ternary_accel.hw.rtl.token import TokenCore
-    from ternary_accel.sim.token import memory_arrays
-    from ternary_accel.sim.token_harness import _mark_used
-    core = TokenCore(program)                    # for its layouts only
-    _mark_used(core)
-    images = {}
-    for name in CHANNEL_ORDER[:5]:
-        ch = name.lower()
-        stride = stride_bytes(core.word_bits[ch], bus_bits)
-        raw = np.asarray(memory_arrays(program, core, ch), dtype=np.uint8)
-        padded = np.zeros((raw.shape[0], stride), dtype=np.uint8)
-        padded[:, :raw.shape[1]] = raw
-        images[name] = padded.tobytes()
-    images["LOGITS"] = bytes(LOGIT_BYTES * program.config.vocab)
-    return images
-
-
-def dram_layout(program, *, base=0x1000_0000, bus_bits=128, align=4096, bases=None):
-    """``{channel: (base, bytes)}``: the channels' images (:func:`channel_images`) one
-    after the other from ``base``, each at a multiple of ``align``; ``bases`` (``{channel:
+def dram_layout(images, *, base=0x1000_0000, align=4096, bases=None):
+    """``{channel: (base, bytes)}``: the channels' images (``{channel: bytes}``, as
+    :func:`ternary_accel.sim.dram.channel_images` makes them of a program) one after
+    the other from ``base``, each at a multiple of ``align``; ``bases`` (``{channel:
     address}``) places some where given instead."""
-    images = channel_images(program, bus_bits=bus_bits)
     layout, at = {}, base
     for name in CHANNEL_ORDER:
         image = images[name]

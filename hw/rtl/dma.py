@@ -139,6 +139,9 @@ class TokenDma(wiring.Component):
         The bases of the channels and of ``logits``.
     abort : In(1); quiet : Out(1)
         Stop and drain; nothing in flight.
+    writes_idle : Out(1)
+        Every write taken has been answered (its ``B``): the KV entries and the logits
+        are in DRAM.
     read_error, write_error : Out(1); error_addr : Out(64)
     pending : Out(5)
         A read channel has words to deliver (a command in progress or beats due).
@@ -177,6 +180,7 @@ class TokenDma(wiring.Component):
         members["restart"] = In(1)
         members["abort"] = In(1)
         members["quiet"] = Out(1)
+        members["writes_idle"] = Out(1)
         members["read_error"] = Out(1)
         members["write_error"] = Out(1)
         members["error_addr"] = Out(64)
@@ -349,8 +353,9 @@ class TokenDma(wiring.Component):
         with m.If(self.restart):
             m.d.sync += index.eq(0)
         m.d.comb += [axi.bready.eq(1), responses.r_en.eq(axi.bvalid)]
-        m.d.comb += writes_quiet.eq(free & (w_left == 0) & ~responses.r_rdy &
-                                    ~self.kv_wr.valid)
+        m.d.comb += [writes_quiet.eq(free & (w_left == 0) & ~responses.r_rdy &
+                                     ~self.kv_wr.valid),
+                     self.writes_idle.eq(free & (w_left == 0) & ~responses.r_rdy)]
 
         # -- errors --------------------------------------------------------------------
         r_addr = Signal(64)

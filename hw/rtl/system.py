@@ -9,8 +9,9 @@ The glue besides the register file and the DMA:
 
 - ``CONTROL.start`` starts a token (``TOKEN_IN`` at ``POSITION``) when idle; while busy
   it is ignored and sets ``ERROR.start_busy``. ``STATUS.busy`` is the core's busy (or a
-  drain in progress), ``STATUS.done`` a level set when a token ends and cleared by the
-  next start.
+  drain in progress, or the last writes not yet answered), ``STATUS.done`` a level set
+  when a token ends (the core done and every write it made answered by ``B``: the
+  logits are in DRAM) and cleared by the next start.
 - ``ERROR``: the core's error bits on their rising edges; ``read_error``/``write_error``
   from the DMA, with ``ERROR_ADDR`` the failing address (the last one).
 - A bus error during a token **ends it**: the core is held in reset, the DMA stops
@@ -123,10 +124,11 @@ class TokenSystem(wiring.Component):
         # -- start, done, busy ---------------------------------------------------------
         aborting = Signal()        # draining the DMA, the core held in reset
         abort_done = Signal()      # the drain ends the token (a bus error)
+        finishing = Signal()       # the core is done, its last writes not yet answered
         busy = Signal()
         done = Signal()            # a token ends this cycle
         done_level = Signal()
-        m.d.comb += busy.eq(core.busy | aborting)
+        m.d.comb += busy.eq(core.busy | aborting | finishing)
         start = Signal()
         m.d.comb += start.eq(regs.control_start & ~busy)
         m.d.comb += [core.start.eq(start), core.token_in.eq(regs.token_in),
@@ -166,9 +168,15 @@ class TokenSystem(wiring.Component):
                 m.d.comb += [dma_rst.eq(1), done.eq(abort_done)]
                 m.d.sync += [aborting.eq(0), abort_done.eq(0)]
         with m.Else():
-            m.d.comb += done.eq(core.done)
+            # done once the core's last writes (the logits) are in DRAM
+            with m.If(core.done | finishing):
+                with m.If(dma.writes_idle):
+                    m.d.comb += done.eq(1)
+                    m.d.sync += finishing.eq(0)
+                with m.Else():
+                    m.d.sync += finishing.eq(1)
         with m.If(regs.control_soft_reset):
-            m.d.sync += aborting.eq(1)
+            m.d.sync += [aborting.eq(1), finishing.eq(0)]
         with m.Elif(bus_error & core.busy & ~aborting):
             m.d.sync += [aborting.eq(1), abort_done.eq(1)]
 
