@@ -74,6 +74,19 @@ async def load_words(clock, scope, strobe, path, words, width, name):
     count = len(image) // part
     probes = sorted({0, count // 2, count - 1})
     expected = [int.from_bytes(image[i * part:(i + 1) * part], "big") for i in probes]
+    await strobe_loaded(clock, scope, strobe, probes, expected, count, name)
+
+
+async def strobe_loaded(clock, scope, strobe, probes, expected, count, name):
+    """Pulse ``strobe`` (the leaf memory under ``scope`` loads its file) and check the
+    stored parts ``probes`` against ``expected`` through VPI, strobing again up to
+    :data:`LOAD_ATTEMPTS` times; ``count`` parts in all (for the messages).
+
+    Raises
+    ------
+    AssertionError
+        If the parts still differ after the last attempt.
+    """
     array = getattr(getattr(scope, MEMORY_NAME), "words")._handle
     for attempt in range(1, LOAD_ATTEMPTS + 1):
         strobe.value = 1

@@ -22,9 +22,9 @@ from pathlib import Path
 import cocotb
 from cocotb.triggers import First, RisingEdge, Timer
 
-from ternary_accel.sim.harness import MEMORY_NAME, PART_BITS, PERIOD_NS
+from ternary_accel.sim.harness import PART_BITS, PERIOD_NS
 from ternary_accel.sim.tb.engine import serve_requests
-from ternary_accel.sim.tb.harness import LOAD_ATTEMPTS, Results, load_words
+from ternary_accel.sim.tb.harness import Results, load_words, strobe_loaded
 from ternary_accel.sim.token_harness import CHANNELS, load_file
 
 #: Cycles after ``done`` before the recorder's memory is read (its last write lands on
@@ -70,20 +70,7 @@ async def load_written(clock, scope, strobe, path, parts, name):
         for i in probes:
             f.seek(i * size)
             expected.append(int.from_bytes(f.read(size), "big"))
-    array = getattr(getattr(scope, MEMORY_NAME), "words")._handle
-    for attempt in range(1, LOAD_ATTEMPTS + 1):
-        strobe.value = 1
-        await RisingEdge(clock)
-        strobe.value = 0
-        await RisingEdge(clock)
-        stored = [int(array.get_handle_by_index(i).get_signal_val_binstr(), 2)
-                  for i in probes]
-        if stored == expected:
-            return
-        scope._log.warning(f"{name} memory: load {attempt} of {parts} parts not seen "
-                           f"(parts {probes} hold {stored}, expected {expected})")
-    raise AssertionError(f"the {name} memory did not load its {parts} parts in "
-                         f"{LOAD_ATTEMPTS} attempts")
+    await strobe_loaded(clock, scope, strobe, probes, expected, parts, name)
 
 
 async def load_files(dut, parts):
