@@ -21,8 +21,10 @@ ROWS ?= 8
 TORCH ?= torch==2.13.0
 # Extra flags of `make dse`, e.g. DSE_ARGS="--jobs 2 --device 45f,85f".
 DSE_ARGS ?=
+# Extra flags of `make ip` and `make ip-lint`, e.g. IP_ARGS="--top token --bus-bits 64".
+IP_ARGS ?=
 
-.PHONY: all docs sim test test-fast verilog regmap synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill bench-quality bench-numerics bench-head perf clean distclean help
+.PHONY: all docs sim test test-fast verilog regmap ip ip-lint synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill bench-quality bench-numerics bench-head perf clean distclean help
 
 all: test
 
@@ -32,6 +34,9 @@ help:
 	@echo "make test-fast - the suite without Verilator, synthesis and slow tests (about a minute)"
 	@echo "make verilog  - write build/verilog/matmul_unit.v (LANES=$(LANES) ROWS=$(ROWS))"
 	@echo "make regmap   - the register map: C header, Python and JSON under build/regmap/, docs/registers.md"
+	@echo "make ip       - the system top as vendor IP under build/ip/NAME: Verilog, IP-XACT,"
+	@echo "                Vivado packaging script, FuseSoC core (flags via IP_ARGS=\"...\")"
+	@echo "make ip-lint  - make ip, then the FuseSoC core's lint target (Verilator)"
 	@echo "make synth    - Yosys + nextpnr for one unit (LANES, ROWS), report under build/reports/"
 	@echo "make energy   - Table 1, model-size sweep and figure under build/energy/"
 	@echo "make energy-gates - energy per MAC measured on 180 nm gates (ternary vs int8, workloads),"
@@ -98,6 +103,15 @@ regmap: $(STAMP)
 	$(TA) regmap --format python -o $(BUILD)/regmap/ternary_accel_regs.py
 	$(TA) regmap --format json -o $(BUILD)/regmap/ternary_accel_regs.json
 	$(TA) regmap --format markdown -o docs/registers.md
+
+# The system top packaged for vendor flows (docs/packaging.md): Verilog, component.xml,
+# package_ip.tcl (Vivado) and a FuseSoC core under $(BUILD)/ip/NAME; ip-lint then runs
+# `fusesoc run --target lint` on the core with the project's Verilator.
+ip: $(STAMP)
+	$(TA) ip $(IP_ARGS)
+
+ip-lint: $(STAMP)
+	$(TA) ip --lint $(IP_ARGS)
 
 synth: $(STAMP)
 	$(TA) synth --lanes $(LANES) --rows $(ROWS) --target ecp5

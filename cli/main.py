@@ -19,7 +19,7 @@ from ternary_accel.cli.argtypes import output_dir
 from ternary_accel.cli.results import write_results
 from ternary_accel.cli import (bench_area, bench_block, bench_layer, bench_numerics,
                                bench_packing, bench_quality, bench_sparse, bench_token, dse,
-                               energy, model, perf, regmap, sim, synth, train,
+                               energy, ip, model, perf, regmap, sim, synth, train,
                                verilog)
 
 __all__ = ["main", "run", "build_parser", "CommandParser", "OPTIONAL"]
@@ -40,6 +40,7 @@ OPTIONAL = {
     "matplotlib": ("plots", "the figure"),
     "torch": ("train", "ternary-accel train"),
     "tqdm": ("train", "ternary-accel train"),
+    "fusesoc": ("dev", "ternary-accel ip --lint"),
 }
 
 
@@ -114,6 +115,7 @@ def build_parser():
     model.add_parser(sub)
     _add_simple(sub, "train", train)
     _add_simple(sub, "regmap", regmap)
+    _add_simple(sub, "ip", ip)
     for leaf in _leaves(parser):
         leaf.set_defaults(leaf_parser=leaf)
         # the other table-printing jobs record their tables the same way

@@ -647,6 +647,14 @@ def core_file(name, *, vendor=VENDOR, library=LIBRARY, version=None, verilog_fil
     return "\n".join(lines)
 
 
+def _module_ports(text, name):
+    """The port names of module ``name`` in the Verilog ``text``."""
+    match = re.search(rf"^module {re.escape(name)}\((.*?)\);", text, re.M | re.S)
+    if match is None:
+        raise IpError(f"no module {name} in the Verilog")
+    return [port.strip() for port in match.group(1).split(",") if port.strip()]
+
+
 # -- all of it -------------------------------------------------------------------------------
 
 def write_ip(top, directory=None, *, name, vendor=VENDOR, library=LIBRARY, version=None,
@@ -694,6 +702,11 @@ def write_ip(top, directory=None, *, name, vendor=VENDOR, library=LIBRARY, versi
                         version=version, regmap=regmap, description=description,
                         verilog_file=verilog_file)
     text = verilog.convert(top, name=name, emit_src=False)
+    extra = sorted(set(_module_ports(text, name)) - {p.name for p in ports.ports})
+    if extra:
+        raise IpError(f"the Verilog of {type(top).__name__} has ports besides its "
+                      f"signature's: {', '.join(extra)} (a system top clocks its domains "
+                      f"from aclk and aresetn)")
     directory.mkdir(parents=True, exist_ok=True)
     paths = IpPackage(directory, name, core_name(name, version, vendor=vendor, library=library),
                       verilog=directory / verilog_file, component=directory / "component.xml",
