@@ -5,8 +5,8 @@ A *system top* is a :class:`amaranth.lib.wiring.Component` with AXI's port names
 :class:`~ternary_accel.hw.rtl.system.TokenSystem` has them:
 
 - ``aclk``, and ``aresetn`` (active low, synchronous);
-- ``s_axil_*``: an AXI4-Lite slave (the register window of
-  :data:`~ternary_accel.hw.regmap.REGMAP`);
+- ``s_axil_*``: an AXI4-Lite slave (its register file's map: ``top.regs.regmap``,
+  e.g. :data:`~ternary_accel.hw.regmap.REGMAP` of the token system);
 - ``m_axi_*``: an AXI4 master (to DRAM);
 - ``irq``: the interrupt, a level, active high.
 
@@ -49,9 +49,9 @@ from ternary_accel.hw.rtl.axi_lite import AxiLiteSignature
 from ternary_accel.hw.rtl.dma import AXI4_MEMBERS
 
 __all__ = ["Port", "SystemPorts", "IpPackage", "IpError", "system_ports", "component_xml",
-           "package_tcl", "core_file", "write_ip", "default_description", "ip_version",
-           "core_name", "VENDOR", "LIBRARY", "DEFAULT_PART", "IPXACT_NS", "SLAVE", "MASTER",
-           "CLOCK", "RESET", "INTERRUPT"]
+           "package_tcl", "core_file", "write_ip", "regmap_of", "default_description",
+           "ip_version", "core_name", "VENDOR", "LIBRARY", "DEFAULT_PART", "IPXACT_NS",
+           "SLAVE", "MASTER", "CLOCK", "RESET", "INTERRUPT"]
 
 #: The IP's vendor and library (IP-XACT's VLNV; FuseSoC's core name).
 VENDOR = "ternary-accel"
@@ -176,6 +176,12 @@ def _expected_members():
             for name, member in AxiLiteSignature(2).members.items()}
     axi4 = {name: ("out" if out else "in") for name, (out, _) in AXI4_MEMBERS(1, 8, 1).items()}
     return {SLAVE: lite, MASTER: axi4}
+
+
+def regmap_of(top):
+    """The register map behind ``top``'s ``s_axil``: its register file's
+    (``top.regs.regmap``), else the token system's :data:`~ternary_accel.hw.regmap.REGMAP`."""
+    return getattr(getattr(top, "regs", None), "regmap", None) or REGMAP
 
 
 def default_description(top):
@@ -343,7 +349,7 @@ def _memory_map(x, parent, regmap, constants, data_bits):
 
 
 def component_xml(top, name, *, ports=None, vendor=VENDOR, library=LIBRARY, version=None,
-                  regmap=REGMAP, description=None, verilog_file=None):
+                  regmap=None, description=None, verilog_file=None):
     """The IEEE 1685-2014 IP-XACT ``component.xml`` of the system top ``top``.
 
     Parameters
@@ -357,8 +363,8 @@ def component_xml(top, name, *, ports=None, vendor=VENDOR, library=LIBRARY, vers
         ``system_ports(top)``, when already known.
     vendor, library, version : str
         The VLNV (version: :func:`ip_version` by default).
-    regmap : hw.regmap.RegisterMap
-        The registers behind ``s_axil``.
+    regmap : hw.regmap.RegisterMap, optional
+        The registers behind ``s_axil`` (default :func:`regmap_of` ``top``).
     description : str, optional
     verilog_file : str, optional
         The Verilog's file name (default ``NAME.v``).
@@ -368,6 +374,7 @@ def component_xml(top, name, *, ports=None, vendor=VENDOR, library=LIBRARY, vers
     str
     """
     ports = system_ports(top) if ports is None else ports
+    regmap = regmap_of(top) if regmap is None else regmap
     if 1 << ports.slave_addr_bits < regmap.span:
         raise IpError(f"{name}: {SLAVE}'s {ports.slave_addr_bits} address bits do not "
                       f"cover the register window ({regmap.span:#x} bytes)")
@@ -658,7 +665,7 @@ def _module_ports(text, name):
 # -- all of it -------------------------------------------------------------------------------
 
 def write_ip(top, directory=None, *, name, vendor=VENDOR, library=LIBRARY, version=None,
-             regmap=REGMAP, part=DEFAULT_PART, lint_options=(), description=None):
+             regmap=None, part=DEFAULT_PART, lint_options=(), description=None):
     """Write the Verilog, ``component.xml``, ``package_ip.tcl`` and ``NAME.core`` of the
     system top ``top`` into ``directory`` (module docstring).
 
@@ -672,7 +679,8 @@ def write_ip(top, directory=None, *, name, vendor=VENDOR, library=LIBRARY, versi
         The Verilog top module and the IP's name (a Verilog identifier).
     vendor, library, version : str
         The VLNV (version: :func:`ip_version` by default).
-    regmap : hw.regmap.RegisterMap
+    regmap : hw.regmap.RegisterMap, optional
+        The registers behind ``s_axil`` (default :func:`regmap_of` ``top``).
     part : str
         The FPGA part of the Vivado flows.
     lint_options : sequence of str
@@ -696,6 +704,7 @@ def write_ip(top, directory=None, *, name, vendor=VENDOR, library=LIBRARY, versi
     if not re.fullmatch(r"\d+(\.\d+)*", version):
         raise IpError(f"version must be numbers with dots (0.1.0), not {version!r}")
     ports = system_ports(top)
+    regmap = regmap_of(top) if regmap is None else regmap
     directory = Path(directory) if directory is not None else build_path("ip", name)
     verilog_file = f"{name}.v"
     xml = component_xml(top, name, ports=ports, vendor=vendor, library=library,

@@ -170,17 +170,18 @@ def test_the_bus_interfaces_map_real_ports(package):
 
 def test_the_memory_map_is_the_register_window(package):
     top, pkg = package
+    regmap = ip.regmap_of(top)
     root = ET.parse(pkg.component).getroot()
     block = root.find("ipxact:memoryMaps/ipxact:memoryMap/ipxact:addressBlock", NS)
-    assert block.find("ipxact:range", NS).text == f"'h{REGMAP.span:X}"
+    assert block.find("ipxact:range", NS).text == f"'h{regmap.span:X}"
     assert block.find("ipxact:width", NS).text == "32"
     registers = block.findall("ipxact:register", NS)
     assert [(r.find("ipxact:name", NS).text, int(r.find("ipxact:addressOffset", NS).text[2:], 16))
-            for r in registers] == [(r.name, r.offset) for r in REGMAP]
+            for r in registers] == [(r.name, r.offset) for r in regmap]
     magic = registers[0].find("ipxact:field", NS)
     assert magic.find("ipxact:name", NS).text == "magic"
-    assert magic.find(".//ipxact:value", NS).text == f"'h{MAGIC:X}"
-    for register, reg in zip(registers, REGMAP):
+    assert magic.find(".//ipxact:value", NS).text == f"'h{regmap['ID'].reset:X}"
+    for register, reg in zip(registers, regmap):
         for field, f in zip(register.findall("ipxact:field", NS), reg.fields, strict=True):
             assert (int(field.find("ipxact:bitOffset", NS).text),
                     int(field.find("ipxact:bitWidth", NS).text)) == (f.lsb, f.width)
@@ -217,18 +218,19 @@ def test_the_core_is_capi2_with_the_verilog_and_its_top(package):
 
 
 def test_the_vivado_script_names_the_files_ports_and_window(package):
-    _, pkg = package
+    top, pkg = package
+    regmap = ip.regmap_of(top)
     tcl = pkg.tcl.read_text()
     assert f"add_files -norecurse [file join $here {pkg.verilog.name}]" in tcl
     assert f"set_property top {pkg.name} [current_fileset]" in tcl
     assert "ipx::package_project" in tcl and "ipx::save_core" in tcl
     mapped = set(re.findall(r"^port_map \$bif \w+ (\w+)$", tcl, re.M))
     assert mapped == set(_verilog_ports(pkg.verilog.read_text(), pkg.name))
-    assert f"set_property range {REGMAP.span} $block" in tcl
+    assert f"set_property range {regmap.span} $block" in tcl
     assert "bus_parameter $bif POLARITY ACTIVE_LOW" in tcl
     assert "bus_parameter $bif SENSITIVITY LEVEL_HIGH" in tcl
     assert "bus_parameter $bif ASSOCIATED_BUSIF s_axil:m_axi" in tcl
-    assert tcl.count("ipx::add_register ") == len(REGMAP)
+    assert tcl.count("ipx::add_register ") == len(regmap)
     assert tcl.count("{") == tcl.count("}")
 
 
