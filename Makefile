@@ -19,12 +19,15 @@ ROWS ?= 8
 # The PyTorch of the [train] extra, installed first: the CPU build (a plain 'torch' from
 # PyPI is a CUDA build of several GB). Override with TORCH=torch==X.Y or another spec.
 TORCH ?= torch==2.13.0
+# The board of `make bitstream` (required): orangecrab or ulx3s, their LFE5U-85F variants.
+BITSTREAM_BOARDS := orangecrab ulx3s
+BOARD ?=
 # Extra flags of `make dse`, e.g. DSE_ARGS="--jobs 2 --device 45f,85f".
 DSE_ARGS ?=
 # Extra flags of `make ip` and `make ip-lint`, e.g. IP_ARGS="--top token --bus-bits 64".
 IP_ARGS ?=
 
-.PHONY: all docs sim test test-fast verilog regmap ip ip-lint synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill bench-quality bench-numerics bench-head perf clean distclean help
+.PHONY: all docs sim test test-fast verilog regmap ip ip-lint synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill bench-quality bench-numerics bench-head perf bitstream bitstream-board clean distclean help
 
 all: test
 
@@ -56,6 +59,8 @@ help:
 	@echo "make perf     - 2B4T tokens/s, time to first token, J/token per board preset, rooflines"
 	@echo "make dse      - engine design-space sweep on ECP5: area, Fmax, 2B4T tokens/s, Pareto plot"
 	@echo "                under build/dse/ (flags via DSE_ARGS=\"--lanes 16,32 --jobs 2 ...\")"
+	@echo "make bitstream BOARD=orangecrab|ulx3s - the board's LiteX SoC with the accelerator as"
+	@echo "                an ECP5 bitstream (YoWASP tools), report to docs/results (about 30 min)"
 	@echo "make docs     - the documentation (topics and API) under build/docs, warnings as errors"
 	@echo "make clean    - remove build/ (or \$$TERNARY_ACCEL_BUILD)"
 
@@ -103,6 +108,10 @@ regmap: $(STAMP)
 	$(TA) regmap --format python -o $(BUILD)/regmap/ternary_accel_regs.py
 	$(TA) regmap --format json -o $(BUILD)/regmap/ternary_accel_regs.json
 	$(TA) regmap --format markdown -o docs/registers.md
+	$(TA) regmap --map layer --format c -o $(BUILD)/regmap/ternary_accel_layer_regs.h
+	$(TA) regmap --map layer --format python -o $(BUILD)/regmap/ternary_accel_layer_regs.py
+	$(TA) regmap --map layer --format json -o $(BUILD)/regmap/ternary_accel_layer_regs.json
+	$(TA) regmap --map layer --format markdown -o docs/registers-layer.md
 
 # The system top packaged for vendor flows (docs/packaging.md): Verilog, component.xml,
 # package_ip.tcl (Vivado) and a FuseSoC core under $(BUILD)/ip/NAME; ip-lint then runs
@@ -159,6 +168,17 @@ perf: $(STAMP)
 			--roofline $(BUILD)/perf/roofline-$$p.png \
 			--results $(RESULTS) --results-name perf-$$p || exit 1; \
 		echo; done
+
+# The bitstream of a board's LiteX SoC (VexRiscv, LiteDRAM, UART, the accelerator) at
+# 60 MHz: LiteX writes the Verilog and the BIOS, the YoWASP tools synthesize, place, route
+# and pack; the report goes to docs/results/bitstream-$(BOARD).md.
+bitstream: bitstream-board $(STAMP)
+	$(TA) bitstream --board $(BOARD) --results $(RESULTS)
+
+bitstream-board:
+	@case " $(BITSTREAM_BOARDS) " in *" $(BOARD) "*) ;; *) \
+		echo "make bitstream: BOARD must be one of $(BITSTREAM_BOARDS), not '$(BOARD)'" \
+			"(e.g. make bitstream BOARD=ulx3s)" >&2; exit 2;; esac
 
 dse: $(STAMP)
 	$(TA) dse $(DSE_ARGS)

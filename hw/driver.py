@@ -25,7 +25,7 @@ Amaranth), so it runs on a board's small Python.
 import mmap
 import os
 
-from ternary_accel.hw.regmap import (CHANNELS, COUNTER_NAMES, HEAD_FORMAT_CODES,
+from ternary_accel.hw.regmap import (COUNTER_NAMES, HEAD_FORMAT_CODES,
                                      PACKING_CODES, REGMAP, RO, RW, W1C, W1P)
 
 __all__ = ["Registers", "RegisterView", "IdentificationError", "MmapBackend",
@@ -169,17 +169,24 @@ class Registers:
         return self.identification()
 
     def identification(self):
-        """The build's sizes: ``{version, lanes, rows, weight_port_bits, packing,
-        head_format, head_rows, hidden, ffn, layers, head_dim, heads, kv_heads, vocab,
-        positions, strides: {channel: bytes}}``."""
-        info = {}
-        for name in ("VERSION", "ENGINE", "ENGINE_PORT", "MODEL_HIDDEN", "MODEL_FFN",
-                     "MODEL_LAYERS", "MODEL_HEADS", "MODEL_VOCAB", "MODEL_POSITIONS"):
-            info.update(getattr(self, name).fields())
+        """The build's sizes: every constant field of the map by name (the token map's:
+        ``{version, lanes, rows, weight_port_bits, packing, head_format, head_rows,
+        hidden, ffn, layers, head_dim, heads, kv_heads, vocab, positions}``; the layer
+        map's: ``{version, lanes, rows, weight_port_bits, packing, max_tokens,
+        max_beats, words}``), codes named, and ``strides: {channel: bytes}``."""
+        info, strides = {}, {}
+        for reg in self.regmap:
+            if reg.name == "ID" or not all(f.constant for f in reg.fields):
+                continue
+            if reg.name.endswith("_STRIDE"):
+                strides[reg.name[:-len("_STRIDE")]] = self.read(reg.name)
+            else:
+                info.update(getattr(self, reg.name).fields())
         info["version"] = (info.pop("major"), info.pop("minor"))
         info["packing"] = _code(PACKING_CODES, info["packing"])
-        info["head_format"] = _code(HEAD_FORMAT_CODES, info["head_format"])
-        info["strides"] = {c: self.read(f"{c}_STRIDE") for c in CHANNELS}
+        if "head_format" in info:
+            info["head_format"] = _code(HEAD_FORMAT_CODES, info["head_format"])
+        info["strides"] = strides
         return info
 
     # -- helpers ---------------------------------------------------------------------------

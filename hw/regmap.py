@@ -25,7 +25,8 @@ from dataclasses import dataclass, field as _field
 __all__ = ["Field", "Register", "RegisterMap", "RegisterMapError", "ACCESS", "RO", "RW",
            "W1C", "W1P", "MAGIC", "VERSION", "COUNTER_NAMES", "PACKING_CODES",
            "HEAD_FORMAT_CODES", "CHANNELS", "REGMAP", "check", "stride_bytes",
-           "DEFAULT_BUS_BITS"]
+           "DEFAULT_BUS_BITS", "LAYER_MAGIC", "LAYER_CHANNELS", "LAYER_COUNTERS",
+           "LAYER_REGMAP", "REGMAPS", "build_layer_constants", "build_constants"]
 
 RO, RW, W1C, W1P = "RO", "RW", "W1C", "W1P"
 #: The access types of a field (module docstring).
@@ -265,11 +266,11 @@ def _const(name, lsb, width, description, reset=0):
     return Field(name, lsb, width, RO, reset, description, constant=True)
 
 
-def _registers():
-    regs = [
-        # -- identification ------------------------------------------------------------
-        _value("ID", 0x000, "magic", f"identification: reads {MAGIC:#010x} on every build",
-               reset=MAGIC, constant=True),
+def _identification(magic=MAGIC):
+    """ID, VERSION and ENGINE (the engine's shape): the first registers of every map."""
+    return [
+        _value("ID", 0x000, "magic", f"identification: reads {magic:#010x} on every build",
+               reset=magic, constant=True),
         Register("VERSION", 0x004, (
             _const("minor", 0, 16, "the map's minor version (registers added)", VERSION[1]),
             _const("major", 16, 16, "the map's major version (registers moved)", VERSION[0]),
@@ -278,6 +279,68 @@ def _registers():
             _const("lanes", 0, 16, "the engine's lanes (inputs summed a cycle a row)"),
             _const("rows", 16, 16, "the engine's rows (outputs a cycle)"),
         ), "the layer engine's shape"),
+    ]
+
+
+def _control(job, start, extra_errors=()):
+    """CONTROL, STATUS, ERROR (``extra_errors`` in its low byte, then the bus's and the
+    start's flags), ERROR_ADDR_LO/HI, IRQ_STATUS and IRQ_ENABLE at 0x040..0x058, for a
+    core that runs one ``job`` (a token, a layer) a start."""
+    return [
+        Register("CONTROL", 0x040, (
+            Field("start", 0, 1, W1P, 0, f"write 1: {start}; while busy the start is "
+                  "refused and ERROR.start_busy set"),
+            Field("soft_reset", 1, 1, W1P, 0, "write 1: reset the core and the DMA "
+                  "(the registers keep their values)"),
+            Field("irq_enable", 8, 1, RW, 0, "the interrupt line's global enable"),
+        ), "control"),
+        Register("STATUS", 0x044, (
+            Field("busy", 0, 1, RO, 0, f"a {job} is running"),
+            Field("done", 1, 1, RO, 0, f"a {job} has finished since the last start "
+                  "(its results and the counters are valid)"),
+        ), "status"),
+        Register("ERROR", 0x048, (
+            *extra_errors,
+            Field("read_error", 8, 1, W1C, 0, "a DMA read answered SLVERR or DECERR "
+                  "(ERROR_ADDR holds its address)"),
+            Field("write_error", 9, 1, W1C, 0, "a DMA write answered SLVERR or DECERR "
+                  "(ERROR_ADDR holds its address)"),
+            Field("start_busy", 16, 1, W1C, 0, "CONTROL.start was written while busy "
+                  "(the start was ignored)"),
+        ), "sticky error flags: write 1 to clear"),
+        _value("ERROR_ADDR_LO", 0x04C, "addr", "the failing DMA address, bits 31:0"),
+        _value("ERROR_ADDR_HI", 0x050, "addr", "the failing DMA address, bits 63:32"),
+        Register("IRQ_STATUS", 0x054, (
+            Field("done", 0, 1, W1C, 0, f"a {job} finished"),
+            Field("error", 1, 1, W1C, 0, "an ERROR flag was set"),
+        ), "interrupt causes: write 1 to clear; the line is CONTROL.irq_enable and "
+           "any cause set and enabled"),
+        Register("IRQ_ENABLE", 0x058, (
+            Field("done", 0, 1, RW, 0, f"interrupt when a {job} finishes"),
+            Field("error", 1, 1, RW, 0, "interrupt when an ERROR flag is set"),
+        ), "interrupt causes enabled"),
+    ]
+
+
+def _channels(channels):
+    """``<NAME>_BASE_LO/HI`` at 0x100 and ``<NAME>_STRIDE`` at 0x140 of ``channels``
+    (``{name: what it holds}``)."""
+    regs = []
+    for i, (name, holds) in enumerate(channels.items()):
+        for half, bits in (("LO", "31:0"), ("HI", "63:32")):
+            regs.append(_value(f"{name}_BASE_{half}", 0x100 + 8 * i + 4 * (half == "HI"),
+                               "addr", f"{name} base address in DRAM, bits {bits}: "
+                               f"{holds}", access=RW))
+    for i, name in enumerate(channels):
+        regs.append(_value(f"{name}_STRIDE", 0x140 + 4 * i, "bytes",
+                           f"bytes between two {name} words in DRAM (the word rounded up "
+                           f"to the bus width)", constant=True))
+    return regs
+
+
+def _registers():
+    regs = [
+        *_identification(),
         Register("ENGINE_PORT", 0x00C, (
             _const("weight_port_bits", 0, 16, "bits of the weight port (a WGT word)"),
             _const("packing", 16, 4, "the weight port's packing: "
@@ -301,20 +364,7 @@ def _registers():
                constant=True),
         _value("MODEL_POSITIONS", 0x024, "positions",
                "positions the KV region holds (POSITION is below it)", constant=True),
-        # -- control and status --------------------------------------------------------
-        Register("CONTROL", 0x040, (
-            Field("start", 0, 1, W1P, 0, "write 1: run a token (TOKEN_IN at POSITION); "
-                  "while busy the start is refused and ERROR.start_busy set"),
-            Field("soft_reset", 1, 1, W1P, 0, "write 1: reset the core and the DMA "
-                  "(the registers keep their values)"),
-            Field("irq_enable", 8, 1, RW, 0, "the interrupt line's global enable"),
-        ), "control"),
-        Register("STATUS", 0x044, (
-            Field("busy", 0, 1, RO, 0, "a token is running"),
-            Field("done", 1, 1, RO, 0, "a token has finished since the last start "
-                  "(TOKEN and the counters hold its results)"),
-        ), "status"),
-        Register("ERROR", 0x048, (
+        *_control("token", "run a token (TOKEN_IN at POSITION)", extra_errors=(
             Field("opcode", 0, 1, W1C, 0, "an instruction with an unknown op (the program "
                   "stopped there)"),
             Field("norm", 1, 1, W1C, 0, "the fused norm refused a vector longer than its "
@@ -323,24 +373,7 @@ def _registers():
                   "its buffer"),
             Field("engine", 3, 1, W1C, 0, "the engine received an invalid weight code or "
                   "overflowed"),
-            Field("read_error", 8, 1, W1C, 0, "a DMA read answered SLVERR or DECERR "
-                  "(ERROR_ADDR holds its address)"),
-            Field("write_error", 9, 1, W1C, 0, "a DMA write answered SLVERR or DECERR "
-                  "(ERROR_ADDR holds its address)"),
-            Field("start_busy", 16, 1, W1C, 0, "CONTROL.start was written while busy "
-                  "(the start was ignored)"),
-        ), "sticky error flags: write 1 to clear"),
-        _value("ERROR_ADDR_LO", 0x04C, "addr", "the failing DMA address, bits 31:0"),
-        _value("ERROR_ADDR_HI", 0x050, "addr", "the failing DMA address, bits 63:32"),
-        Register("IRQ_STATUS", 0x054, (
-            Field("done", 0, 1, W1C, 0, "a token finished"),
-            Field("error", 1, 1, W1C, 0, "an ERROR flag was set"),
-        ), "interrupt causes: write 1 to clear; the line is CONTROL.irq_enable and "
-           "any cause set and enabled"),
-        Register("IRQ_ENABLE", 0x058, (
-            Field("done", 0, 1, RW, 0, "interrupt when a token finishes"),
-            Field("error", 1, 1, RW, 0, "interrupt when an ERROR flag is set"),
-        ), "interrupt causes enabled"),
+        )),
         # -- the token -----------------------------------------------------------------
         _value("TOKEN_IN", 0x060, "value", "the token id the next start runs", access=RW),
         _value("POSITION", 0x064, "value", "its position (0 .. MODEL_POSITIONS - 1)",
@@ -358,16 +391,7 @@ def _registers():
                        "last token"))
     regs.append(_value("CYCLES_STALL", after + 4, "value", "cycles of the last token in "
                        "which the core waited on a memory channel (the DMA)"))
-    # -- memory channels --------------------------------------------------------------
-    for i, (name, holds) in enumerate(CHANNELS.items()):
-        for half, bits in (("LO", "31:0"), ("HI", "63:32")):
-            regs.append(_value(f"{name}_BASE_{half}", 0x100 + 8 * i + 4 * (half == "HI"),
-                               "addr", f"{name} base address in DRAM, bits {bits}: "
-                               f"{holds}", access=RW))
-    for i, name in enumerate(CHANNELS):
-        regs.append(_value(f"{name}_STRIDE", 0x140 + 4 * i, "bytes",
-                           f"bytes between two {name} words in DRAM (the word rounded up "
-                           f"to the bus width)", constant=True))
+    regs += _channels(CHANNELS)
     return regs
 
 
@@ -377,6 +401,106 @@ REGMAP = RegisterMap(
     description="the token core's control plane: identification, control, status, "
                 "errors, interrupts, the token, cycle counters, the memory channels' "
                 "DRAM layout")
+
+
+#: The layer system's identification word (its map is :data:`LAYER_REGMAP`).
+LAYER_MAGIC = 0xB1587E1A
+#: The layer system's memory channels: a base address in DRAM each, and what it holds.
+LAYER_CHANNELS = {
+    "ACT": "the activations: int8 codes, one word a beat of `lanes` features, (beat, "
+           "token) order",
+    "SCALE": "the output stage's scale (bits 15:0) and shift (21:16), a word a token",
+    "WGT": "the weights: the engine's port words, (row tile, beat, word) order",
+    "OUT": "the results: a word of `rows` signed 16-bit outputs per (token, row tile), "
+           "(token, tile) order",
+}
+#: The layer system's cycle counters (``CYCLES_<name>``).
+LAYER_COUNTERS = {
+    "LOAD": "cycles from the start to the last activation and scale on chip",
+    "RUN": "cycles from the end of the load to the last result handed to the DMA",
+    "TOTAL": "cycles from start to done",
+    "STALL": "cycles of the run in which the engine waited for a weight word (the DMA "
+             "had none)",
+}
+
+
+def _layer_registers():
+    regs = [
+        *_identification(LAYER_MAGIC),
+        Register("ENGINE_PORT", 0x00C, (
+            _const("weight_port_bits", 0, 16, "bits of the weight port (a WGT word)"),
+            _const("packing", 16, 4, "the weight port's packing: "
+                   + ", ".join(f"{i} {p}" for i, p in enumerate(PACKING_CODES))),
+        ), "the weight port"),
+        Register("ENGINE_LIMITS", 0x010, (
+            _const("max_tokens", 0, 16, "T: the most tokens a layer run takes (weight "
+                   "reuse: each weight word serves them all)"),
+            _const("max_beats", 16, 16, "the most beats of a dot product (in_features / "
+                   "lanes)"),
+        ), "the engine's limits"),
+        _value("ACT_WORDS", 0x014, "words", "words of the activation buffer: tokens x "
+               "beats is at most this", constant=True),
+        *_control("layer", "run the layer described by LAYER_SHAPE and LAYER_TOKENS",
+                  extra_errors=(
+            Field("engine", 3, 1, W1C, 0, "the engine received an invalid weight code or "
+                  "overflowed"),
+            Field("shape", 4, 1, W1C, 0, "the start was refused: a zero or too large "
+                  "LAYER_SHAPE or LAYER_TOKENS (see ENGINE_LIMITS and ACT_WORDS)"),
+            Field("align", 5, 1, W1C, 0, "the start was refused: a base address not "
+                  "aligned to the bus width"),
+        )),
+        Register("LAYER_SHAPE", 0x060, (
+            Field("beats", 0, 16, RW, 0, "beats of the dot product: in_features / lanes"),
+            Field("tiles", 16, 16, RW, 0, "row tiles: out_features / rows"),
+        ), "the layer's shape"),
+        _value("LAYER_TOKENS", 0x064, "value", "tokens of the layer (1 .. max_tokens)",
+               access=RW),
+    ]
+    for i, (name, what) in enumerate(LAYER_COUNTERS.items()):
+        regs.append(_value(f"CYCLES_{name}", 0x080 + 4 * i, "value", f"{what}, last layer"))
+    return regs + _channels(LAYER_CHANNELS)
+
+
+#: The layer system's register map (:class:`~ternary_accel.hw.rtl.layer_system.LayerSystem`).
+LAYER_REGMAP = RegisterMap(
+    "ternary_accel_layer", tuple(_layer_registers()), magic=LAYER_MAGIC,
+    description="the layer system's control plane: identification, control, status, "
+                "errors, interrupts, the layer's shape, cycle counters, the memory "
+                "channels' DRAM layout")
+#: The register maps by the name ``ternary-accel regmap --map`` takes.
+REGMAPS = {"token": REGMAP, "layer": LAYER_REGMAP}
+
+
+def build_layer_constants(params, act_words, word_bits, *, bus_bits=DEFAULT_BUS_BITS):
+    """The constant fields' values of a layer system.
+
+    Parameters
+    ----------
+    params : hw.params.EngineParams
+        The engine's parameters.
+    act_words : int
+        Words of the activation buffer.
+    word_bits : dict
+        Bits of each channel's word (``{"act", "scale", "wgt", "out"}``).
+    bus_bits : int
+        The DRAM bus's data width.
+
+    Returns
+    -------
+    dict
+        ``{"REG.field": value}``, each checked against its field's width.
+    """
+    values = {
+        "ENGINE.lanes": params.lanes, "ENGINE.rows": params.rows,
+        "ENGINE_PORT.weight_port_bits": word_bits["wgt"],
+        "ENGINE_PORT.packing": PACKING_CODES.index(params.effective_packing),
+        "ENGINE_LIMITS.max_tokens": params.tokens,
+        "ENGINE_LIMITS.max_beats": params.max_beats,
+        "ACT_WORDS.words": act_words,
+    }
+    for name in LAYER_CHANNELS:
+        values[f"{name}_STRIDE.bytes"] = stride_bytes(word_bits[name.lower()], bus_bits)
+    return _checked(values, LAYER_REGMAP)
 
 
 def build_constants(program, word_bits, *, bus_bits=DEFAULT_BUS_BITS, regmap=REGMAP):
@@ -415,6 +539,11 @@ def build_constants(program, word_bits, *, bus_bits=DEFAULT_BUS_BITS, regmap=REG
     bits = {**{k.upper(): v for k, v in word_bits.items()}, "LOGITS": n.resid_bits}
     for name in CHANNELS:
         values[f"{name}_STRIDE.bytes"] = stride_bytes(bits[name], bus_bits)
+    return _checked(values, regmap)
+
+
+def _checked(values, regmap):
+    """``values`` after checking each fits its field of ``regmap``."""
     for path, value in values.items():
         _, f = regmap.field(path)
         if not 0 <= value < (1 << f.width):

@@ -97,7 +97,8 @@ def _cell(text):
 def markdown(regmap=REGMAP):
     """The Markdown page: the summary table (offset, register, access, reset, what it
     holds), then every register's fields."""
-    lines = ["# Registers", "",
+    lines = ["# Registers" + ("" if regmap.name == "ternary_accel" else
+                              f" of {regmap.name}"), "",
              f"<!-- Generated from {_SOURCE} by '{_COMMAND} --format markdown' "
              f"(make regmap): do not edit. -->", "",
              f"The {regmap.name} register map, version {_version(regmap)}: "

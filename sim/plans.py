@@ -16,6 +16,7 @@ import numpy as np
 from ternary_accel.model.arith import SCALE_WIDTH, SHIFT_MAX, check_activations
 from ternary_accel.model.encoding import TRITS_PER_BYTE, check_ternary, pack_trits
 
+from ternary_accel.hw.layer_host import pack_port_beats
 from ternary_accel.hw.params import ROWS_ORDER, EngineParams
 from ternary_accel.sim.packing import pack_struct
 from ternary_accel.hw.timing import LayerMapping
@@ -230,19 +231,6 @@ def plan_layer(weights, activations, scale=None, shift=None, config=None):
     return LayerPlan(mapping, token_words, packed)
 
 
-def _pack_port_beats(beats, mapping):
-    """Each row of ``beats`` (a beat's row-major codes) as the beat's W port words,
-    the last padded with zero weights: (beats * W, port bytes) uint8. Beats padded to
-    whole words pack as one array."""
-    from ternary_accel.model.encoding import pack_words
-    from ternary_accel.hw.mapping import port_codes_per_word
-    port_bits = mapping.port_bits_used
-    per_beat = mapping.port_words_per_beat * port_codes_per_word(mapping.packing, port_bits)
-    padded = np.pad(beats, ((0, 0), (0, per_beat - beats.shape[1])))
-    return np.asarray(pack_words(padded.reshape(-1), mapping.packing, port_bits),
-                      dtype=np.uint8).reshape(-1, port_bits // 8)
-
-
 def plan_batches(w, x, scale, shift, config):
     """The batched streams of a checked layer (:func:`plan_layer` on an engine with
     weight reuse or a weight port): the weights as port words, (tile, beat, word)
@@ -253,7 +241,7 @@ def plan_batches(w, x, scale, shift, config):
     m, k = config.rows, config.lanes
     tiles_r, beats_c = mapping.row_tiles, mapping.col_beats
     beats = w.reshape(tiles_r, m, beats_c, k).transpose(0, 2, 1, 3).reshape(-1, m * k)
-    words = _pack_port_beats(beats, mapping)
+    words = pack_port_beats(beats, mapping)
     runs, start = [], 0
     for size, batches in mapping.runs:
         count = size * batches

@@ -107,13 +107,23 @@ def _min(m, name, *values):
 
 
 class TokenDma(wiring.Component):
-    """The token core's memories over one AXI4 master (module docstring).
+    """The token core's memories over one AXI4 master (module docstring); with other
+    ``channels`` and write streams, any core's (the layer system's:
+    :class:`~ternary_accel.hw.rtl.layer_system.LayerSystem`).
 
     Parameters
     ----------
     word_bits : dict
         ``{channel: bits}`` of the core's words (``TokenCore.word_bits``: ``prog``,
-        ``vec``, ``wgt``, ``head``, ``kv``).
+        ``vec``, ``wgt``, ``head``, ``kv``), the ``entries`` channel's included.
+    channels : tuple of str
+        The read channels, by ``ARID`` (default :data:`READ_CHANNELS`).
+    entries : str or None
+        The channel whose words are written at a word address (``<entries>_wr``:
+        ``{addr, data}``; the token core's KV cache); None: no such stream.
+    logits : bool
+        The sequential stream of 32-bit words (``logit``, ``logits_base``,
+        ``restart``).
     bus_bits : int
         The AXI data width (a power of two, 32 to 1024).
     addr_width : int
@@ -131,8 +141,8 @@ class TokenDma(wiring.Component):
     ----------
     <ch>_cmd : In(stream of CMD_LAYOUT); <ch>_data : Out(stream of unsigned(word bits))
         The read channels.
-    kv_wr : In(stream of {addr, data})
-        The KV cache's writes.
+    <entries>_wr : In(stream of {addr, data})
+        The entries' writes (``kv_wr``: the KV cache's).
     logit : In(stream of signed(32)); restart : In(1)
         The logits (``restart``: the next logit is number 0).
     <ch>_base : In(64)
@@ -143,13 +153,14 @@ class TokenDma(wiring.Component):
         Every write taken has been answered (its ``B``): the KV entries and the logits
         are in DRAM.
     read_error, write_error : Out(1); error_addr : Out(64)
-    pending : Out(5)
+    pending : Out(len(channels))
         A read channel has words to deliver (a command in progress or beats due).
     axi : Out(Axi4Signature)
     """
 
-    def __init__(self, word_bits, *, bus_bits=128, addr_width=64, max_burst=64,
-                 outstanding=4, fifo_beats=128, max_writes=8):
+    def __init__(self, word_bits, *, channels=READ_CHANNELS, entries="kv", logits=True,
+                 bus_bits=128, addr_width=64, max_burst=64, outstanding=4, fifo_beats=128,
+                 max_writes=8):
         if bus_bits < 32 or bus_bits & (bus_bits - 1) or bus_bits > 1024:
             raise ValueError(f"bus_bits must be a power of two in 32..1024, not {bus_bits}")
         if not 1 <= max_burst <= 256:
@@ -158,6 +169,15 @@ class TokenDma(wiring.Component):
             raise ValueError(f"fifo_beats ({fifo_beats}) must hold a burst ({max_burst})")
         if outstanding < 1 or max_writes < 1:
             raise ValueError("outstanding and max_writes must be positive")
+        if not channels or len(set(channels)) != len(channels):
+            raise ValueError(f"channels must be distinct names, not {channels!r}")
+        if entries is None and not logits:
+            raise ValueError("a DMA writes entries, logits or both")
+        missing = set(channels) | ({entries} if entries else set())
+        missing -= set(word_bits)
+        if missing:
+            raise ValueError(f"word_bits has no width for {', '.join(sorted(missing))}")
+        self.channels, self.entries, self.logits = tuple(channels), entries, logits
         self.word_bits = dict(word_bits)
         self.bus_bits, self.addr_width = bus_bits, addr_width
         self.bus_bytes = bus_bits // 8
@@ -165,26 +185,33 @@ class TokenDma(wiring.Component):
         self.fifo_beats, self.max_writes = fifo_beats, max_writes
         #: ``{channel: bytes}`` between words in DRAM.
         self.strides = {ch: stride_bytes(self.word_bits[ch], bus_bits)
-                        for ch in READ_CHANNELS}
-        self.id_width = (len(READ_CHANNELS) - 1).bit_length()
+                        for ch in (*channels, *([entries] if entries else []))}
+        self.id_width = max(1, (len(channels) - 1).bit_length())
         cmd = stream.Signature(CMD_LAYOUT)
         members = {}
-        for ch in READ_CHANNELS:
+        for ch in channels:
             members[f"{ch}_cmd"] = In(cmd)
             members[f"{ch}_data"] = Out(stream.Signature(unsigned(self.word_bits[ch])))
-        for ch in (*READ_CHANNELS, "logits"):
+        bases = list(channels)
+        if entries and entries not in channels:
+            bases.append(entries)
+        if logits:
+            bases.append("logits")
+        for ch in bases:
             members[f"{ch}_base"] = In(64)
-        members["kv_wr"] = In(stream.Signature(data.StructLayout({
-            "addr": unsigned(32), "data": unsigned(self.word_bits["kv"])})))
-        members["logit"] = In(stream.Signature(signed(32)))
-        members["restart"] = In(1)
+        if entries:
+            members[f"{entries}_wr"] = In(stream.Signature(data.StructLayout({
+                "addr": unsigned(32), "data": unsigned(self.word_bits[entries])})))
+        if logits:
+            members["logit"] = In(stream.Signature(signed(32)))
+            members["restart"] = In(1)
         members["abort"] = In(1)
         members["quiet"] = Out(1)
         members["writes_idle"] = Out(1)
         members["read_error"] = Out(1)
         members["write_error"] = Out(1)
         members["error_addr"] = Out(64)
-        members["pending"] = Out(len(READ_CHANNELS))
+        members["pending"] = Out(len(channels))
         members["axi"] = Out(Axi4Signature(addr_width, bus_bits, self.id_width))
         super().__init__(members)
 
@@ -205,7 +232,7 @@ class TokenDma(wiring.Component):
         # -- read channels -------------------------------------------------------------
         reqs, lens, addrs, grants, fifos, beat_addrs = [], [], [], [], [], []
         outstanding_any = []
-        for k, ch in enumerate(READ_CHANNELS):
+        for k, ch in enumerate(self.channels):
             stride, bits = self.strides[ch], self.word_bits[ch]
             bpw = stride // bb
             cmd, out = getattr(self, f"{ch}_cmd"), getattr(self, f"{ch}_data")
@@ -233,7 +260,7 @@ class TokenDma(wiring.Component):
             m.d.comb += free.eq(self.fifo_beats - reserved)
             req = Signal(name=f"{ch}_req")
             m.d.comb += req.eq((left != 0) & (free >= length) & bursts.w_rdy & ~self.abort &
-                               (writes_quiet if ch == "kv" else 1))
+                               (writes_quiet if ch == self.entries else 1))
             grant = Signal(name=f"{ch}_grant")
             reqs.append(req), lens.append(length), addrs.append(addr), grants.append(grant)
             with m.If(grant):
@@ -273,8 +300,8 @@ class TokenDma(wiring.Component):
             m.d.comb += self.pending[k].eq((left != 0) | (reserved != 0))
 
         # -- the AR arbiter: round robin, a registered AR -----------------------------
-        n = len(READ_CHANNELS)
-        last = Signal(range(n))
+        n = len(self.channels)
+        last = Signal(range(max(n, 2)))
         with m.If(axi.arvalid & axi.arready):
             m.d.sync += axi.arvalid.eq(0)
         with m.If(~axi.arvalid | axi.arready):
@@ -294,16 +321,14 @@ class TokenDma(wiring.Component):
                 with m.Case(k):
                     m.d.comb += axi.rready.eq(f.w_rdy | self.abort)
 
-        # -- writes: KV entries and logits ----------------------------------------------
-        kv_stride = self.strides["kv"]
-        kv_bpw = kv_stride // bb
+        # -- writes: entries (KV) and logits --------------------------------------------
+        ent_bpw = self.strides[self.entries] // bb if self.entries else 1
         lanes = bb // LOGIT_BYTES
-        w_addr = Signal(64)                    # the next burst's byte address
-        w_left = Signal(range(kv_bpw + 1))     # beats of the job still to address
-        w_data = Signal(kv_bpw * self.bus_bits)
+        w_addr = Signal(64)                     # the next burst's byte address
+        w_left = Signal(range(ent_bpw + 1))     # beats of the job still to address
+        w_data = Signal(ent_bpw * self.bus_bits)
         w_strb = Signal(bb)
-        w_burst = Signal(range(kv_bpw + 1))    # W beats of the current burst still to send
-        index = Signal(32)                     # the next logit's number
+        w_burst = Signal(range(ent_bpw + 1))    # W beats of the current burst still to send
         m.submodules.responses = responses = fifo.SyncFIFO(width=64, depth=self.max_writes)
 
         m.d.comb += [axi.wdata.eq(w_data[:self.bus_bits]), axi.wstrb.eq(w_strb),
@@ -330,31 +355,48 @@ class TokenDma(wiring.Component):
                          w_addr.eq((at & ~Const(bb - 1, 64)) + (length << shift)),
                          w_left.eq(beats - length)]
 
-        kv_at = Signal(64)
-        m.d.comb += kv_at.eq((self.kv_base & ~Const(bb - 1, 64)) +
-                             self.kv_wr.payload.addr * kv_stride)
-        logit_at = Signal(64)
-        m.d.comb += logit_at.eq((self.logits_base & ~Const(LOGIT_BYTES - 1, 64)) +
-                                index * LOGIT_BYTES)
-        lane = logit_at[2:shift] if lanes > 1 else Const(0, 1)
-        with m.If(can):
-            with m.If(w_left != 0):                   # the rest of a KV entry (a page)
-                burst(w_addr, w_left, w_addr)
-            with m.Elif(self.kv_wr.valid):
-                m.d.comb += self.kv_wr.ready.eq(1)
-                burst(kv_at, Const(kv_bpw, range(kv_bpw + 1)), kv_at)
-                m.d.sync += [w_data.eq(self.kv_wr.payload.data), w_strb.eq(-1)]
-            with m.Elif(self.logit.valid):
+        # the jobs in priority order: the rest of an entry (split at a page), an entry,
+        # a logit
+        jobs = []
+        entry_valid = Const(0)
+        if self.entries:
+            entry = getattr(self, f"{self.entries}_wr")
+            entry_valid = entry.valid
+            entry_at = Signal(64)
+            m.d.comb += entry_at.eq(
+                (getattr(self, f"{self.entries}_base") & ~Const(bb - 1, 64)) +
+                entry.payload.addr * self.strides[self.entries])
+
+            def write_entry():
+                m.d.comb += entry.ready.eq(1)
+                burst(entry_at, Const(ent_bpw, range(ent_bpw + 1)), entry_at)
+                m.d.sync += [w_data.eq(entry.payload.data), w_strb.eq(-1)]
+            jobs.append((entry.valid, write_entry))
+        if self.logits:
+            index = Signal(32)                  # the next logit's number
+            logit_at = Signal(64)
+            m.d.comb += logit_at.eq((self.logits_base & ~Const(LOGIT_BYTES - 1, 64)) +
+                                    index * LOGIT_BYTES)
+            lane = logit_at[2:shift] if lanes > 1 else Const(0, 1)
+
+            def write_logit():
                 m.d.comb += self.logit.ready.eq(1)
-                burst(logit_at, Const(1, range(kv_bpw + 1)), logit_at)
+                burst(logit_at, Const(1, range(ent_bpw + 1)), logit_at)
                 m.d.sync += [w_data.eq(self.logit.payload.as_unsigned() << (lane * 32)),
                              w_strb.eq(Const(0xF, bb) << (lane * LOGIT_BYTES)),
                              index.eq(index + 1)]
-        with m.If(self.restart):
-            m.d.sync += index.eq(0)
+            jobs.append((self.logit.valid, write_logit))
+            with m.If(self.restart):
+                m.d.sync += index.eq(0)
+        with m.If(can):
+            with m.If(w_left != 0):
+                burst(w_addr, w_left, w_addr)
+            for valid, job in jobs:
+                with m.Elif(valid):
+                    job()
         m.d.comb += [axi.bready.eq(1), responses.r_en.eq(axi.bvalid)]
         m.d.comb += [writes_quiet.eq(free & (w_left == 0) & ~responses.r_rdy &
-                                     ~self.kv_wr.valid),
+                                     ~entry_valid),
                      self.writes_idle.eq(free & (w_left == 0) & ~responses.r_rdy)]
 
         # -- errors --------------------------------------------------------------------

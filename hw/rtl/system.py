@@ -37,7 +37,7 @@ from ternary_accel.hw.rtl.axi_lite import AxiLiteSignature, RegisterFile
 from ternary_accel.hw.rtl.dma import (AXI4_MEMBERS, LOGIT_BYTES, READ_CHANNELS, TokenDma)
 from ternary_accel.hw.rtl.token import TokenCore
 
-__all__ = ["TokenSystem"]
+__all__ = ["TokenSystem", "bus_ports", "connect_buses", "control_plane", "ControlPlane"]
 
 
 class TokenSystem(wiring.Component):
@@ -73,15 +73,7 @@ class TokenSystem(wiring.Component):
         self.constants = build_constants(program, self.core.word_bits, bus_bits=bus_bits)
         self.constants["LOGITS_STRIDE.bytes"] = LOGIT_BYTES
         self.regs = RegisterFile(REGMAP, self.constants)
-        lite = AxiLiteSignature(REGMAP.addr_bits)
-        members = {"aclk": In(1), "aresetn": In(1)}
-        for name, member in lite.members.items():      # the slave: the master's reversed
-            members[f"s_axil_{name}"] = (In if member.flow == Out else Out)(member.shape)
-        for name, (out, width) in AXI4_MEMBERS(addr_width, bus_bits,
-                                               self.dma.id_width).items():
-            members[f"m_axi_{name}"] = (Out if out else In)(width)
-        members["irq"] = Out(1)
-        super().__init__(members)
+        super().__init__(bus_ports(REGMAP, addr_width, bus_bits, self.dma.id_width))
 
     def elaborate(self, platform):
         m = Module()
@@ -92,14 +84,7 @@ class TokenSystem(wiring.Component):
         m.submodules.core = ResetInserter(core_rst)(core)
         m.submodules.dma = ResetInserter(dma_rst)(dma)
         m.submodules.regs = regs
-
-        # -- the buses -----------------------------------------------------------------
-        for name, member in AxiLiteSignature(REGMAP.addr_bits).members.items():
-            port, inner = getattr(self, f"s_axil_{name}"), getattr(regs.axi, name)
-            m.d.comb += (inner.eq(port) if member.flow == Out else port.eq(inner))
-        for name, (out, _) in AXI4_MEMBERS(1, 8, 1).items():
-            port, inner = getattr(self, f"m_axi_{name}"), getattr(dma.axi, name)
-            m.d.comb += (port.eq(inner) if out else inner.eq(port))
+        connect_buses(m, self, REGMAP, regs, dma)
 
         # -- the core's channels to the DMA ------------------------------------------------
         for ch in READ_CHANNELS:
@@ -121,69 +106,14 @@ class TokenSystem(wiring.Component):
             m.d.comb += getattr(dma, f"{ch}_base").eq(
                 getattr(regs, f"{ch}_base_lo") | getattr(regs, f"{ch}_base_hi") << 32)
 
-        # -- start, done, busy ---------------------------------------------------------
-        aborting = Signal()        # draining the DMA, the core held in reset
-        abort_done = Signal()      # the drain ends the token (a bus error)
-        finishing = Signal()       # the core is done, its last writes not yet answered
-        busy = Signal()
-        done = Signal()            # a token ends this cycle
-        done_level = Signal()
-        m.d.comb += busy.eq(core.busy | aborting | finishing)
         start = Signal()
-        m.d.comb += start.eq(regs.control_start & ~busy)
+        plane = control_plane(m, regs, dma, core_busy=core.busy, core_done=core.done,
+                              core_rst=core_rst, dma_rst=dma_rst, start=start, irq=self.irq,
+                              core_errors={name: getattr(core.error, name) for name in
+                                           ("opcode", "norm", "attention", "engine")})
         m.d.comb += [core.start.eq(start), core.token_in.eq(regs.token_in),
                      core.position.eq(regs.position), dma.restart.eq(start),
-                     regs.error_start_busy_set.eq(regs.control_start & busy)]
-        with m.If(start):
-            m.d.sync += done_level.eq(0)
-        with m.If(done):
-            m.d.sync += done_level.eq(1)
-        m.d.comb += [regs.status_busy.eq(busy), regs.status_done.eq(done_level),
-                     regs.token.eq(core.token), regs.irq_status_done_set.eq(done)]
-
-        # -- errors: the core's on rising edges, the DMA's -----------------------------------
-        previous = Signal.like(core.error)
-        m.d.sync += previous.eq(core.error)
-        rising = {}
-        for name in ("opcode", "norm", "attention", "engine"):
-            rising[name] = getattr(core.error, name) & ~getattr(previous, name)
-            m.d.comb += getattr(regs, f"error_{name}_set").eq(rising[name])
-        bus_error = Signal()
-        m.d.comb += [regs.error_read_error_set.eq(dma.read_error),
-                     regs.error_write_error_set.eq(dma.write_error),
-                     bus_error.eq(dma.read_error | dma.write_error)]
-        error_addr = Signal(64)
-        with m.If(bus_error):
-            m.d.sync += error_addr.eq(dma.error_addr)
-        m.d.comb += [regs.error_addr_lo.eq(error_addr[:32]),
-                     regs.error_addr_hi.eq(error_addr[32:])]
-        m.d.comb += regs.irq_status_error_set.eq(
-            bus_error | (regs.control_start & busy) | rising["opcode"] | rising["norm"] |
-            rising["attention"] | rising["engine"])
-
-        # -- the drain: a bus error in a token, or a soft reset -----------------------------
-        m.d.comb += [dma.abort.eq(aborting), core_rst.eq(aborting)]
-        with m.If(aborting):
-            with m.If(dma.quiet):
-                m.d.comb += [dma_rst.eq(1), done.eq(abort_done)]
-                m.d.sync += [aborting.eq(0), abort_done.eq(0)]
-        with m.Else():
-            # done once the core's last writes (the logits) are in DRAM
-            with m.If(core.done | finishing):
-                with m.If(dma.writes_idle):
-                    m.d.comb += done.eq(1)
-                    m.d.sync += finishing.eq(0)
-                with m.Else():
-                    m.d.sync += finishing.eq(1)
-        with m.If(regs.control_soft_reset):
-            m.d.sync += [aborting.eq(1), finishing.eq(0)]
-        with m.Elif(bus_error & core.busy & ~aborting):
-            m.d.sync += [aborting.eq(1), abort_done.eq(1)]
-
-        # -- interrupt ---------------------------------------------------------------------
-        m.d.comb += self.irq.eq(regs.control_irq_enable & (
-            (regs.irq_status_done & regs.irq_enable_done) |
-            (regs.irq_status_error & regs.irq_enable_error)))
+                     regs.token.eq(core.token)]
 
         # -- counters --------------------------------------------------------------------
         for i, name in enumerate(COUNTER_NAMES):
@@ -194,13 +124,141 @@ class TokenSystem(wiring.Component):
             cmd, data_ = getattr(core, f"{ch}_cmd"), getattr(core, f"{ch}_data")
             waits += [cmd.valid & ~cmd.ready, data_.ready & ~data_.valid & dma.pending[k]]
         m.d.comb += stalled.eq(core.busy & _any(waits))
-        with m.If(start):
+        with m.If(plane.accepted):
             m.d.sync += [regs.cycles_total.eq(0), regs.cycles_stall.eq(0)]
-        with m.Elif(busy):
+        with m.Elif(plane.busy):
             m.d.sync += regs.cycles_total.eq(regs.cycles_total + 1)
             with m.If(stalled):
                 m.d.sync += regs.cycles_stall.eq(regs.cycles_stall + 1)
         return m
+
+
+def bus_ports(regmap, addr_width, bus_bits, id_width):
+    """The members of a system top: ``aclk``, ``aresetn``, the AXI4-Lite slave of
+    ``regmap`` (``s_axil_*``), the AXI4 master (``m_axi_*``) and ``irq``."""
+    lite = AxiLiteSignature(regmap.addr_bits)
+    members = {"aclk": In(1), "aresetn": In(1)}
+    for name, member in lite.members.items():      # the slave: the master's reversed
+        members[f"s_axil_{name}"] = (In if member.flow == Out else Out)(member.shape)
+    for name, (out, width) in AXI4_MEMBERS(addr_width, bus_bits, id_width).items():
+        members[f"m_axi_{name}"] = (Out if out else In)(width)
+    members["irq"] = Out(1)
+    return members
+
+
+def connect_buses(m, top, regmap, regs, dma):
+    """Wire ``top``'s ports (:func:`bus_ports`) to its register file's slave and its
+    DMA's master."""
+    for name, member in AxiLiteSignature(regmap.addr_bits).members.items():
+        port, inner = getattr(top, f"s_axil_{name}"), getattr(regs.axi, name)
+        m.d.comb += (inner.eq(port) if member.flow == Out else port.eq(inner))
+    for name, (out, _) in AXI4_MEMBERS(1, 8, 1).items():
+        port, inner = getattr(top, f"m_axi_{name}"), getattr(dma.axi, name)
+        m.d.comb += (port.eq(inner) if out else inner.eq(port))
+
+
+class ControlPlane:
+    """What :func:`control_plane` returns: ``accepted`` (a start taken: not busy),
+    ``busy`` (the system's, drains included) and ``done`` (a job ends this cycle)."""
+
+    def __init__(self, accepted, busy, done):
+        self.accepted, self.busy, self.done = accepted, busy, done
+
+
+def control_plane(m, regs, dma, *, core_busy, core_done, core_rst, dma_rst, start, irq,
+                  core_errors, refused=None):
+    """The glue of a system top between its register file, its core and its DMA (the
+    module docstring's start, done, busy, errors, drain and interrupt), for any core
+    that runs one job a start and whose map has :func:`~ternary_accel.hw.regmap` 's
+    CONTROL ... IRQ_ENABLE registers.
+
+    Parameters
+    ----------
+    m : Module
+    regs : RegisterFile
+    dma : TokenDma
+    core_busy, core_done : Value
+        The core runs a job; its job ends (a pulse).
+    core_rst, dma_rst : Signal
+        Driven: hold the core, reset the DMA.
+    start : Signal
+        Driven: start the core (a start accepted and not ``refused``).
+    irq : Signal
+        Driven: the interrupt line.
+    core_errors : dict
+        ``{field: signal}``: the core's error levels, set in ``ERROR`` on their rising
+        edges.
+    refused : Value or None
+        A start is refused (checked before the core starts): the job ends at once with
+        ``done`` and ``IRQ_STATUS.error`` (the caller sets the ``ERROR`` flag saying why).
+
+    Returns
+    -------
+    ControlPlane
+    """
+    # -- start, done, busy -------------------------------------------------------------
+    aborting = Signal()        # draining the DMA, the core held in reset
+    abort_done = Signal()      # the drain ends the job (a bus error)
+    finishing = Signal()       # the core is done, its last writes not yet answered
+    busy = Signal()
+    done = Signal()            # a job ends this cycle
+    done_level = Signal()
+    accepted = Signal()
+    m.d.comb += busy.eq(core_busy | aborting | finishing)
+    m.d.comb += accepted.eq(regs.control_start & ~busy)
+    refused = 0 if refused is None else refused
+    m.d.comb += [start.eq(accepted & ~refused),
+                 regs.error_start_busy_set.eq(regs.control_start & busy)]
+    with m.If(accepted):
+        m.d.sync += done_level.eq(0)
+    with m.If(done | (accepted & refused)):
+        m.d.sync += done_level.eq(1)
+    m.d.comb += [regs.status_busy.eq(busy), regs.status_done.eq(done_level),
+                 regs.irq_status_done_set.eq(done | (accepted & refused))]
+
+    # -- errors: the core's on rising edges, the DMA's ---------------------------------
+    rising = []
+    for name, level in core_errors.items():
+        previous = Signal(name=f"{name}_before")
+        m.d.sync += previous.eq(level)
+        rising.append(level & ~previous)
+        m.d.comb += getattr(regs, f"error_{name}_set").eq(rising[-1])
+    bus_error = Signal()
+    m.d.comb += [regs.error_read_error_set.eq(dma.read_error),
+                 regs.error_write_error_set.eq(dma.write_error),
+                 bus_error.eq(dma.read_error | dma.write_error)]
+    error_addr = Signal(64)
+    with m.If(bus_error):
+        m.d.sync += error_addr.eq(dma.error_addr)
+    m.d.comb += [regs.error_addr_lo.eq(error_addr[:32]),
+                 regs.error_addr_hi.eq(error_addr[32:])]
+    m.d.comb += regs.irq_status_error_set.eq(_any(
+        [bus_error, regs.control_start & busy, accepted & refused, *rising]))
+
+    # -- the drain: a bus error in a job, or a soft reset --------------------------------
+    m.d.comb += [dma.abort.eq(aborting), core_rst.eq(aborting)]
+    with m.If(aborting):
+        with m.If(dma.quiet):
+            m.d.comb += [dma_rst.eq(1), done.eq(abort_done)]
+            m.d.sync += [aborting.eq(0), abort_done.eq(0)]
+    with m.Else():
+        # done once the core's last writes are in DRAM
+        with m.If(core_done | finishing):
+            with m.If(dma.writes_idle):
+                m.d.comb += done.eq(1)
+                m.d.sync += finishing.eq(0)
+            with m.Else():
+                m.d.sync += finishing.eq(1)
+    with m.If(regs.control_soft_reset):
+        m.d.sync += [aborting.eq(1), finishing.eq(0)]
+    with m.Elif(bus_error & core_busy & ~aborting):
+        m.d.sync += [aborting.eq(1), abort_done.eq(1)]
+
+    # -- interrupt ---------------------------------------------------------------------
+    m.d.comb += irq.eq(regs.control_irq_enable & (
+        (regs.irq_status_done & regs.irq_enable_done) |
+        (regs.irq_status_error & regs.irq_enable_error)))
+    return ControlPlane(accepted, busy, done)
 
 
 def _any(values):
