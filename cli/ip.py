@@ -4,10 +4,16 @@ packaging script ``package_ip.tcl`` and a FuseSoC core, under ``build/ip/NAME`` 
 ``-o DIR``. With ``--lint`` (``make ip-lint``), FuseSoC then runs the core's ``lint``
 target (Verilator, lint only).
 
-The tops:
+The tops (``--top``), each with the ports of a system top (``aclk``, ``aresetn``,
+``s_axil_*``, ``m_axi_*``, ``irq``):
 
+- ``layer`` (the default): :class:`~ternary_accel.hw.rtl.layer_system.LayerSystem`, the
+  layer engine with its register file and DMA: a BitLinear layer at a time from DRAM
+  (``--lanes``, ``--rows``, ``--tokens``, ``--act-words``, ...).
 - ``token``: :class:`~ternary_accel.hw.rtl.system.TokenSystem`, the token core for a
   model (``--checkpoint``, default the reference model) with its register file and DMA.
+
+Flags of one top are refused with the other.
 """
 
 import sys
@@ -19,6 +25,33 @@ from ternary_accel.cli.argtypes import output_dir, positive_int
 HELP = "the system top as vendor IP: Verilog, IP-XACT, a Vivado script, a FuseSoC core"
 #: The token top's model unless told otherwise: the project's reference model.
 DEFAULT_CHECKPOINT = "checkpoints/b1.58/packed"
+
+
+#: The engine flags' defaults by top: (lanes, rows, weight port bits, packing); a
+#: weight port of None is the AXI bus's width (``--bus-bits``).
+ENGINE_DEFAULTS = {"layer": (16, 32, None, None), "token": (32, 16, 128, "3in5")}
+
+
+def _engine_flags(args):
+    lanes, rows, port_bits, packing = ENGINE_DEFAULTS[args.top]
+    return (args.lanes or lanes, args.rows or rows,
+            args.weight_port_bits or port_bits or args.bus_bits, args.packing or packing)
+
+
+def _layer_top(parser, args):
+    """LayerSystem of the engine of ``--lanes`` x ``--rows``, T = ``--tokens``."""
+    from ternary_accel.hw.params import EngineParams, ParamsError, flagged
+    from ternary_accel.hw.rtl.layer_system import LayerSystem
+    lanes, rows, port_bits, packing = _engine_flags(args)
+    try:
+        params = EngineParams(lanes=lanes, rows=rows, output_stage=True, tokens=args.tokens,
+                              weight_port_bits=port_bits, packing=packing)
+        return LayerSystem(params, act_words=args.act_words, bus_bits=args.bus_bits,
+                           addr_width=args.addr_width)
+    except ParamsError as error:
+        parser.error(flagged(str(error), {"port_bits": "--weight-port-bits"}))
+    except (TypeError, ValueError) as error:
+        parser.error(flagged(str(error), {"port_bits": "--weight-port-bits"}))
 
 
 def _token_top(parser, args):
@@ -38,9 +71,10 @@ def _token_top(parser, args):
     if positions > config.max_position_embeddings:
         parser.error(f"--positions {positions}: the model holds at most "
                      f"{config.max_position_embeddings}")
+    lanes, rows, port_bits, packing = _engine_flags(args)
     try:
-        params = token_engine(args.lanes, args.rows, weight_port_bits=args.weight_port_bits,
-                              packing=args.packing, hidden=config.hidden, ffn=config.ffn)
+        params = token_engine(lanes, rows, weight_port_bits=port_bits, packing=packing,
+                              hidden=config.hidden, ffn=config.ffn)
         program = make_program(decoder, params, positions=positions,
                                head_rows=args.head_rows)
         return TokenSystem(program, args.bus_bits, addr_width=args.addr_width)
@@ -48,9 +82,12 @@ def _token_top(parser, args):
         parser.error(str(error))
 
 
-#: ``--top``: the builders of the system tops, and their Verilog module's default name.
-TOPS = {"token": (_token_top, "token_system")}
-DEFAULT_TOP = "token"
+#: ``--top``: the builders of the system tops, their Verilog module's default name, and
+#: the flags that apply to that top alone.
+TOPS = {"layer": (_layer_top, "layer_system", ("tokens", "act_words")),
+        "token": (_token_top, "token_system",
+                  ("checkpoint", "positions", "head_rows", "head"))}
+DEFAULT_TOP = "layer"
 
 
 def add_arguments(parser):
@@ -63,7 +100,7 @@ def add_arguments(parser):
     parser.add_argument("--name", default=None,
                         help="the Verilog top module and the IP's name (default: "
                              + ", ".join(f"{name} with --top {top}"
-                                         for top, (_, name) in TOPS.items()) + ")")
+                                         for top, (_, name, _) in TOPS.items()) + ")")
     parser.add_argument("--bus-bits", type=positive_int, default=128, metavar="N",
                         help="data bits of the AXI4 master m_axi (a power of two in "
                              "32..1024; default: %(default)s)")
@@ -80,19 +117,26 @@ def add_arguments(parser):
                              "(default: %(default)s, the Kria KV260)")
     parser.add_argument("--lint", action="store_true",
                         help="then run the FuseSoC core's lint target (Verilator)")
+    engine = parser.add_argument_group(
+        "the engine", "defaults: --top layer 16 lanes x 32 rows, the weight port as wide as "
+                      "--bus-bits; --top token 32 x 16, 128 bits, 3in5")
+    engine.add_argument("--lanes", type=positive_int, default=None, help="the engine's lanes")
+    engine.add_argument("--rows", type=positive_int, default=None, help="the engine's rows")
+    engine.add_argument("--weight-port-bits", type=positive_int, default=None, metavar="BITS",
+                        help="the engine's weight port")
+    engine.add_argument("--packing", default=None, help="the weight port's packing")
+    layer = parser.add_argument_group("--top layer")
+    layer.add_argument("--tokens", type=positive_int, default=1, metavar="T",
+                       help="tokens a run takes at most, each weight beat applied to all "
+                            "(default: %(default)s)")
+    layer.add_argument("--act-words", type=positive_int, default=4096, metavar="N",
+                       help="words of the activation buffer (a word: a token's lanes "
+                            "codes; default: %(default)s)")
     token = parser.add_argument_group("--top token")
     token.add_argument("--checkpoint", default=None, metavar="DIR",
                        help=f"the model (default: {DEFAULT_CHECKPOINT})")
     token.add_argument("--positions", type=positive_int, default=None, metavar="N",
                        help="positions of the KV region (default: the model's maximum)")
-    token.add_argument("--lanes", type=positive_int, default=32,
-                       help="the engine's lanes (default: %(default)s)")
-    token.add_argument("--rows", type=positive_int, default=16,
-                       help="the engine's rows (default: %(default)s)")
-    token.add_argument("--weight-port-bits", type=positive_int, default=128, metavar="BITS",
-                       help="the engine's weight port (default: %(default)s)")
-    token.add_argument("--packing", default="3in5",
-                       help="the weight port's packing (default: %(default)s)")
     token.add_argument("--head-rows", type=positive_int, default=2,
                        help="rows of the LM head unit (default: %(default)s)")
     token.add_argument("--head", choices=("int8", "grouped"), default="grouped",
@@ -101,6 +145,9 @@ def add_arguments(parser):
 
 def _check(parser, args):
     import re
+    from ternary_accel.cli.argtypes import refuse_unless
+    for top, (_, _, own) in TOPS.items():
+        refuse_unless(parser, args, args.top == top, f"with --top {top}", *own)
     bus = args.bus_bits
     if bus < 32 or bus > 1024 or bus & (bus - 1):
         parser.error(f"--bus-bits must be a power of two in 32..1024, not {bus}")
@@ -121,7 +168,7 @@ def run(parser, args):
     from ternary_accel.hw.ip import IpError, write_ip
     from ternary_accel.sim.fusesoc import LINT_OPTIONS
     _check(parser, args)
-    build, default_name = TOPS[args.top]
+    build, default_name, _ = TOPS[args.top]
     name = args.name or default_name
     top = build(parser, args)
     try:

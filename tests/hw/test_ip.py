@@ -2,10 +2,12 @@
 ``component.xml`` against the Verilog it describes (every port of the top module with its
 direction and width, and nothing else; the bus interfaces' port maps; the register
 window), the FuseSoC core, the Vivado script; refusals; and under Verilator, FuseSoC's
-``lint`` target on the token system of the ``MICRO`` model (``tests/token_models.py``).
+``lint`` target on a small layer system and on the token system of the ``MICRO`` model
+(``tests/token_models.py``).
 
-The structure tests run on a stand-in with a system top's ports (fast) and, marked slow,
-on :class:`~ternary_accel.hw.rtl.system.TokenSystem`."""
+The structure tests run on a stand-in with a system top's ports (fast), a small
+:class:`~ternary_accel.hw.rtl.layer_system.LayerSystem` and, marked slow,
+:class:`~ternary_accel.hw.rtl.system.TokenSystem`."""
 
 import re
 import xml.etree.ElementTree as ET
@@ -54,6 +56,13 @@ class StandIn(wiring.Component):
         return m
 
 
+def _small_layer_system():
+    from ternary_accel.hw.params import EngineParams
+    from ternary_accel.hw.rtl.layer_system import LayerSystem
+    params = EngineParams(lanes=4, rows=4, output_stage=True, weight_port_bits=64)
+    return LayerSystem(params, act_words=64, bus_bits=64, addr_width=32)
+
+
 def _micro_system():
     from token_models import micro_decoder
     from ternary_accel.hw import program as P
@@ -64,10 +73,14 @@ def _micro_system():
     return TokenSystem(program, 128, addr_width=32)
 
 
-@pytest.fixture(scope="module", params=["stand_in", pytest.param("token", marks=pytest.mark.slow)])
+TOPS = {"stand_in": StandIn, "layer": _small_layer_system, "token": _micro_system}
+
+
+@pytest.fixture(scope="module", params=["stand_in", "layer",
+                                        pytest.param("token", marks=pytest.mark.slow)])
 def package(request, tmp_path_factory):
     from ternary_accel.sim.fusesoc import LINT_OPTIONS
-    top = StandIn() if request.param == "stand_in" else _micro_system()
+    top = TOPS[request.param]()
     name = f"{request.param}_system"
     return top, ip.write_ip(top, tmp_path_factory.mktemp(name), name=name,
                             lint_options=LINT_OPTIONS)
@@ -272,6 +285,19 @@ def test_a_bad_name_or_version_is_refused(tmp_path):
         ip.write_ip(StandIn(), tmp_path, name="top", version="v1")
 
 
+def test_ip_writes_the_package_of_the_layer_system(tmp_path):
+    result = invoke("ip", "--lanes", 4, "--rows", 4, "--act-words", 64, "--bus-bits", 64,
+                    "--addr-width", 32, "--name", "accel", "-o", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(tmp_path / name) for name in
+                                     ("accel.v", "component.xml", "package_ip.tcl",
+                                      "accel.core")]
+    assert "LayerSystem as IP ternary-accel:accel:accel:" in result.stderr
+    assert "m_axi 64 data bits, 32-bit addresses" in result.stderr
+    root = ET.parse(tmp_path / "component.xml").getroot()
+    assert _model_ports(root) == _verilog_ports((tmp_path / "accel.v").read_text(), "accel")
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["--bus-bits", "48"], "--bus-bits must be a power of two"),
     (["--bus-bits", "2048"], "--bus-bits must be a power of two"),
@@ -280,6 +306,10 @@ def test_a_bad_name_or_version_is_refused(tmp_path):
     (["--ip-version", "one"], "--ip-version must be numbers with dots"),
     (["--vendor", "a b"], "--vendor must be"),
     (["--top", "nope"], "--top"),
+    (["--checkpoint", "x"], "--checkpoint applies only with --top token"),
+    (["--top", "token", "--tokens", "4"], "--tokens applies only with --top layer"),
+    (["--tokens", "300"], "--tokens must be at most 256"),
+    (["--top", "token", "--checkpoint", "/nonexistent"], "--checkpoint: no folder"),
 ])
 def test_ip_bad_flags_are_usage_errors(argv, fragment):
     usage_error(invoke("ip", *argv), fragment)
@@ -288,11 +318,12 @@ def test_ip_bad_flags_are_usage_errors(argv, fragment):
 # -- FuseSoC lint ----------------------------------------------------------------------------
 
 @pytest.mark.verilator
-def test_fusesoc_lints_the_token_system(tmp_path):
-    """``fusesoc run --target lint`` on the packaged token system of MICRO: Verilator
-    lints the Verilog clean with the core's options."""
+@pytest.mark.parametrize("top", ["layer", "token"])
+def test_fusesoc_lints_the_system(tmp_path, top):
+    """``fusesoc run --target lint`` on a packaged small layer system and the token
+    system of MICRO: Verilator lints the Verilog clean with the core's options."""
     from ternary_accel.sim.fusesoc import LINT_OPTIONS, run_target
-    pkg = ip.write_ip(_micro_system(), tmp_path / "ip", name="token_system",
+    pkg = ip.write_ip(TOPS[top](), tmp_path / "ip", name=f"{top}_system",
                       lint_options=LINT_OPTIONS)
     status, output = run_target(pkg.directory, pkg.core, build_root=tmp_path / "fusesoc",
                                 timeout=600)
