@@ -27,7 +27,7 @@ DSE_ARGS ?=
 # Extra flags of `make ip` and `make ip-lint`, e.g. IP_ARGS="--top token --bus-bits 64".
 IP_ARGS ?=
 
-.PHONY: all docs sim test test-fast verilog regmap ip ip-lint synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-sparse bench-prefill bench-quality bench-numerics bench-head perf bitstream bitstream-board clean distclean help
+.PHONY: all docs sim test test-fast verilog regmap ip ip-lint synth energy dse bench bench-area bench-packing bench-sim bench-token bench-block bench-system bench-sparse bench-prefill bench-quality bench-numerics bench-head perf bitstream bitstream-board clean distclean help
 
 all: test
 
@@ -50,6 +50,8 @@ help:
 	@echo "make bench-token - whole tokens on the token core, every operation in RTL, bit-exact, cycles by"
 	@echo "                operation: the reference model (3 tokens, stalls), then one 2B4T token"
 	@echo "                (random weights; about 30 min, 10 GB of RAM)"
+	@echo "make bench-system - 2B4T q_proj and gate_proj at T=1 and T=16 from DRAM through the layer"
+	@echo "                system's AXI master (cocotbext-axi), bit-exact, cycles against the model"
 	@echo "make bench-block - one 2B4T decoder layer (prompt + decode steps) through the RTL"
 	@echo "make bench-prefill - a 2B4T block, 16 tokens, weight reuse T=16, 128-bit weight port, pipelined output stage, RTL"
 	@echo "make bench-sparse - 2B4T down_proj: dense engine vs the sparse dataflow, RTL; the trained models' own down_proj beside it"
@@ -141,6 +143,9 @@ bench-token: $(STAMP)
 
 bench-block: $(STAMP)
 	$(TA) bench block --results $(RESULTS)
+
+bench-system: $(STAMP)
+	$(TA) bench system --results $(RESULTS)
 
 bench-prefill: $(STAMP)
 	$(TA) bench layer --tokens 16 --reuse 16 --weight-port-bits 128 --output-rows 1 \
