@@ -17,6 +17,7 @@ from importlib import metadata
 
 from ternary_accel.cli.argtypes import output_dir
 from ternary_accel.cli.results import write_results
+from ternary_accel.cli import soc
 from ternary_accel.cli import (bench_area, bench_block, bench_layer, bench_numerics,
                                bench_packing, bench_quality, bench_sparse, bench_token, dse,
                                energy, ip, model, perf, regmap, sim, synth, train,
@@ -41,6 +42,9 @@ OPTIONAL = {
     "torch": ("train", "ternary-accel train"),
     "tqdm": ("train", "ternary-accel train"),
     "fusesoc": ("dev", "ternary-accel ip --lint"),
+    "litex": ("soc", "ternary-accel soc-sim"),
+    "litedram": ("soc", "ternary-accel soc-sim"),
+    "migen": ("soc", "ternary-accel soc-sim"),
 }
 
 
@@ -115,6 +119,7 @@ def build_parser():
     model.add_parser(sub)
     _add_simple(sub, "train", train)
     _add_simple(sub, "regmap", regmap)
+    _add_simple(sub, "soc-sim", soc)
     _add_simple(sub, "ip", ip)
     for leaf in _leaves(parser):
         leaf.set_defaults(leaf_parser=leaf)

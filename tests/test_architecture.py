@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("model", "hw", "sim", "energy", "train", "cli")
+PACKAGES = ("model", "hw", "sim", "energy", "train", "soc", "cli")
 NAMESPACE = "ternary_accel"
 
 #: What each package may import of the project (besides itself).
@@ -24,7 +24,8 @@ ALLOWED = {
     "hw": {"model", "energy"},
     "sim": {"model", "hw"},
     "train": {"model"},
-    "cli": {"model", "hw", "sim", "energy", "train"},
+    "soc": {"model", "hw"},
+    "cli": {"model", "hw", "sim", "energy", "train", "soc"},
 }
 
 
