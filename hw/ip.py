@@ -511,7 +511,9 @@ def package_tcl(name, ports, *, vendor=VENDOR, library=LIBRARY, version=None,
         "    set_property bus_type_vlnv $bus $bif",
         "    set_property abstraction_type_vlnv $abstraction $bif",
         "    set_property interface_mode $mode $bif",
-        "    foreach map [ipx::get_port_maps -of_objects $bif] { ipx::remove_port_map [get_property name $map] $bif }",
+        "    foreach map [ipx::get_port_maps -of_objects $bif] {",
+        "        ipx::remove_port_map [get_property name $map] $bif",
+        "    }",
         "    return $bif",
         "}",
         "proc port_map {bif logical physical} {",
@@ -522,9 +524,10 @@ def package_tcl(name, ports, *, vendor=VENDOR, library=LIBRARY, version=None,
         "    if {$parameter eq \"\"} { set parameter [ipx::add_bus_parameter $name $bif] }",
         "    set_property value $value $parameter",
         "}",
-        "# Interfaces the packager may have inferred under other names (e.g. s_axil_ as s_axil).",
+        "# Interfaces the packager inferred under other names: removed.",
+        f"set names {{{SLAVE} {MASTER} {CLOCK} {RESET} {INTERRUPT}}}",
         "foreach bif [ipx::get_bus_interfaces -of_objects $core] {",
-        f"    if {{[get_property name $bif] ni {{{SLAVE} {MASTER} {CLOCK} {RESET} {INTERRUPT}}}}} {{",
+        "    if {[get_property name $bif] ni $names} {",
         "        ipx::remove_bus_interface [get_property name $bif] $core",
         "    }",
         "}",
@@ -606,9 +609,9 @@ def core_file(name, *, vendor=VENDOR, library=LIBRARY, version=None, verilog_fil
               lint_options=(), part=DEFAULT_PART, description=None):
     """The FuseSoC CAPI2 core of the Verilog ``NAME.v``.
 
-    Targets: ``default`` (the Verilog and its top), ``lint`` (Verilator ``--lint-only``
-    with ``lint_options``) and ``synth`` (Vivado on ``part``, synthesis only: ``pnr:
-    none``).
+    Targets: ``default`` (the Verilog and its top), ``lint`` (edalize's lint flow:
+    Verilator ``--lint-only`` with ``lint_options``, the ``verilator`` on ``PATH``) and
+    ``synth`` (Vivado on ``part``, synthesis only: ``pnr: none``).
 
     Returns
     -------
@@ -635,11 +638,10 @@ def core_file(name, *, vendor=VENDOR, library=LIBRARY, version=None, verilog_fil
         "  lint:",
         "    <<: *default",
         "    description: Verilator, lint only",
-        "    default_tool: verilator",
-        "    tools:",
-        "      verilator:",
-        "        mode: lint-only",
-        f"        verilator_options: {_yaml_list(lint_options)}",
+        "    flow: lint",
+        "    flow_options:",
+        "      tool: verilator",
+        f"      verilator_options: {_yaml_list(lint_options)}",
         "",
         "  synth:",
         "    <<: *default",
