@@ -50,7 +50,7 @@ help:
 	@echo "make bench-token - whole tokens on the token core, every operation in RTL, bit-exact, cycles by"
 	@echo "                operation: the reference model (3 tokens, stalls), then one 2B4T token"
 	@echo "                (random weights; about 30 min, 10 GB of RAM)"
-	@echo "make bench-system - 2B4T q_proj and gate_proj at T=1 and T=16 from DRAM through the layer"
+	@echo "make bench-system - 2B4T q_proj at T=1 and T=16 from DRAM through the layer"
 	@echo "                system's AXI master (cocotbext-axi), bit-exact, cycles against the model"
 	@echo "make bench-block - one 2B4T decoder layer (prompt + decode steps) through the RTL"
 	@echo "make bench-prefill - a 2B4T block, 16 tokens, weight reuse T=16, 128-bit weight port, pipelined output stage, RTL"
@@ -63,6 +63,8 @@ help:
 	@echo "                under build/dse/ (flags via DSE_ARGS=\"--lanes 16,32 --jobs 2 ...\")"
 	@echo "make bitstream BOARD=orangecrab|ulx3s - the board's LiteX SoC with the accelerator as"
 	@echo "                an ECP5 bitstream (YoWASP tools), report to docs/results (about 30 min)"
+	@echo "make soc-sim  - the accelerator in a simulated LiteX SoC (VexRiscv, LiteDRAM): a firmware"
+	@echo "                runs a BitLinear layer from DRAM, every output checked (about 5 min, then seconds)"
 	@echo "make docs     - the documentation (topics and API) under build/docs, warnings as errors"
 	@echo "make clean    - remove build/ (or \$$TERNARY_ACCEL_BUILD)"
 
@@ -91,7 +93,7 @@ docs: $(DOCS_STAMP)
 sim: $(STAMP)
 	$(TA) sim
 
-test: $(STAMP) gate-tools
+test: $(STAMP) gate-tools soc-tools
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 test-fast: $(STAMP)
@@ -212,6 +214,27 @@ gate-tools:
 
 energy-gates: $(STAMP) gate-tools
 	$(TA) energy gates --results $(RESULTS)
+
+# Debian packages of the SoC simulation (ternary-accel soc-sim, tests/soc/test_soc_sim.py):
+# the RISC-V compiler of the firmware and LiteX's BIOS, meson and ninja (picolibc), the
+# libraries of LiteX's simulator; installed when missing and apt-get can.
+SOC_DEBS := gcc-riscv64-unknown-elf libevent-dev libjson-c-dev meson ninja-build
+
+.PHONY: soc-sim soc-tools
+soc-tools:
+	@if ! dpkg -s $(SOC_DEBS) >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "installing $(SOC_DEBS) (the SoC simulation: firmware, LiteX's simulator)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq $(SOC_DEBS) >/dev/null || exit 1; \
+		else \
+			echo "$(SOC_DEBS) missing and not installable here (apt-get install" \
+				"$(SOC_DEBS)): the SoC simulation's test will be skipped"; \
+		fi; \
+	fi
+
+soc-sim: $(STAMP) soc-tools
+	$(TA) soc-sim --workload layer
 
 clean:
 	rm -rf $(BUILD) sim_build docs/api/generated

@@ -1,10 +1,12 @@
 """The layer engine in a system: :class:`LayerSystem`, one BitLinear layer (up to T
-tokens) from DRAM, behind an AXI4-Lite register file (:data:`~ternary_accel.hw.regmap.
-LAYER_REGMAP`) and one AXI4 master (:class:`~ternary_accel.hw.rtl.dma.TokenDma` with the
-channels ``act``, ``scale``, ``wgt`` and the written ``out``): the top a LiteX SoC or a
-Vivado block design takes for a layer at a time, with the ports of
-:class:`~ternary_accel.hw.rtl.system.TokenSystem` (``s_axil_*``, ``m_axi_*``, ``aclk``,
-``aresetn``, ``irq``).
+tokens) from DRAM.
+
+The engine sits behind an AXI4-Lite register file
+(:data:`~ternary_accel.hw.regmap.LAYER_REGMAP`) and one AXI4 master
+(:class:`~ternary_accel.hw.rtl.dma.TokenDma` with the channels ``act``, ``scale``,
+``wgt`` and the written ``out``): the top a LiteX SoC or a Vivado block design takes for
+a layer at a time, with the ports of :class:`~ternary_accel.hw.rtl.system.TokenSystem`
+(``s_axil_*``, ``m_axi_*``, ``aclk``, ``aresetn``, ``irq``).
 
 **A run.** The host writes the layer's shape (``LAYER_SHAPE.beats`` = in_features /
 lanes, ``.tiles`` = out_features / rows), ``LAYER_TOKENS`` and the four base addresses,
@@ -32,8 +34,7 @@ that had not arrived). The cycle model of the run is the engine's
 (:meth:`~ternary_accel.hw.params.EngineParams.mapping`): :func:`layer_run_cycles`.
 """
 
-from amaranth.hdl import (ClockDomain, ClockSignal, Module, ResetInserter, ResetSignal,
-                          Signal, Value, unsigned)
+from amaranth.hdl import Module, Signal, Value, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -44,7 +45,7 @@ from ternary_accel.hw.regmap import LAYER_REGMAP, build_layer_constants
 from ternary_accel.hw.rtl.axi_lite import RegisterFile
 from ternary_accel.hw.rtl.dma import TokenDma
 from ternary_accel.hw.rtl.engine import LayerEngine
-from ternary_accel.hw.rtl.system import bus_ports, connect_buses, control_plane
+from ternary_accel.hw.rtl.system import assemble, bus_ports, control_plane
 from ternary_accel.hw.rtl.token import CMD_LAYOUT
 
 __all__ = ["LayerCore", "LayerSystem", "LAYER_CHANNELS", "MAX_COUNT"]
@@ -308,14 +309,8 @@ class LayerSystem(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.domains.sync = ClockDomain("sync")
-        m.d.comb += [ClockSignal("sync").eq(self.aclk), ResetSignal("sync").eq(~self.aresetn)]
         core, dma, regs = self.core, self.dma, self.regs
-        core_rst, dma_rst = Signal(), Signal()
-        m.submodules.core = ResetInserter(core_rst)(core)
-        m.submodules.dma = ResetInserter(dma_rst)(dma)
-        m.submodules.regs = regs
-        connect_buses(m, self, LAYER_REGMAP, regs, dma)
+        core_rst, dma_rst = assemble(m, self, regmap=regs.regmap)
         p = self.params
 
         # -- the core's channels to the DMA ------------------------------------------------

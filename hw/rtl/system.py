@@ -37,7 +37,7 @@ from ternary_accel.hw.rtl.axi_lite import AxiLiteSignature, RegisterFile
 from ternary_accel.hw.rtl.dma import (AXI4_MEMBERS, LOGIT_BYTES, READ_CHANNELS, TokenDma)
 from ternary_accel.hw.rtl.token import TokenCore
 
-__all__ = ["TokenSystem", "bus_ports", "connect_buses", "control_plane", "ControlPlane"]
+__all__ = ["TokenSystem", "assemble", "bus_ports", "connect_buses", "control_plane", "ControlPlane"]
 
 
 class TokenSystem(wiring.Component):
@@ -77,14 +77,8 @@ class TokenSystem(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.domains.sync = ClockDomain("sync")
-        m.d.comb += [ClockSignal("sync").eq(self.aclk), ResetSignal("sync").eq(~self.aresetn)]
         core, dma, regs = self.core, self.dma, self.regs
-        core_rst, dma_rst = Signal(), Signal()
-        m.submodules.core = ResetInserter(core_rst)(core)
-        m.submodules.dma = ResetInserter(dma_rst)(dma)
-        m.submodules.regs = regs
-        connect_buses(m, self, REGMAP, regs, dma)
+        core_rst, dma_rst = assemble(m, self, regmap=regs.regmap)
 
         # -- the core's channels to the DMA ------------------------------------------------
         for ch in READ_CHANNELS:
@@ -144,6 +138,21 @@ def bus_ports(regmap, addr_width, bus_bits, id_width):
         members[f"m_axi_{name}"] = (Out if out else In)(width)
     members["irq"] = Out(1)
     return members
+
+
+def assemble(m, top, *, regmap):
+    """The common part of a system top's ``elaborate``: the ``sync`` domain on ``aclk``
+    and ``aresetn``; ``top.core`` and ``top.dma`` under reset inserters, ``top.regs``;
+    the buses wired (:func:`connect_buses`). Returns the core's and the DMA's reset
+    signals (for :func:`control_plane`)."""
+    m.domains.sync = ClockDomain("sync")
+    m.d.comb += [ClockSignal("sync").eq(top.aclk), ResetSignal("sync").eq(~top.aresetn)]
+    core_rst, dma_rst = Signal(), Signal()
+    m.submodules.core = ResetInserter(core_rst)(top.core)
+    m.submodules.dma = ResetInserter(dma_rst)(top.dma)
+    m.submodules.regs = top.regs
+    connect_buses(m, top, regmap, top.regs, top.dma)
+    return core_rst, dma_rst
 
 
 def connect_buses(m, top, regmap, regs, dma):

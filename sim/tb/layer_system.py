@@ -22,17 +22,15 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.task import bridge, resume
-from cocotb.triggers import ClockCycles, RisingEdge
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+from cocotb.triggers import RisingEdge
 
 from ternary_accel.hw.driver import Registers
 from ternary_accel.hw.layer_host import LayerError, LayerHost, golden_layer, layer_images
 from ternary_accel.hw.params import EngineParams
 from ternary_accel.hw.regmap import LAYER_REGMAP
 from ternary_accel.sim.tb.axi_lite import CocotbBackend
-from ternary_accel.sim.tb.system import _faulty, _pauses
+from ternary_accel.sim.tb.system import buses
 
 #: A test's limit of simulated time.
 TIMEOUT_US = 200_000
@@ -78,29 +76,7 @@ def make_layer(out_features, in_features, tokens, seed):
 async def setup(dut, pause=0.0, seed=1):
     """Clock, reset, the host's master and DRAM (paused with probability ``pause`` on
     every channel): ``(ram, host)`` (``host`` made in the bridge)."""
-    cocotb.start_soon(Clock(dut.aclk, 10, unit="ns").start())
-    axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.aclk, dut.aresetn,
-                         reset_active_level=False)
-    ram = _faulty(AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.aclk, dut.aresetn,
-                         reset_active_level=False,
-                         size=settings().get("ram_size", RAM_SIZE)))
-    for port in (axil.write_if, axil.read_if, ram.write_if, ram.read_if):
-        port.log.setLevel("WARNING")
-    # past the memory: the interconnect's error (the model would wrap the address)
-    beyond = (settings().get("ram_size", RAM_SIZE), 1 << 64)
-    ram.read_faults.append(beyond)
-    ram.write_faults.append(beyond)
-    if pause:
-        channels = [axil.write_if.aw_channel, axil.write_if.w_channel,
-                    axil.write_if.b_channel, axil.read_if.ar_channel,
-                    axil.read_if.r_channel, ram.write_if.aw_channel, ram.write_if.w_channel,
-                    ram.write_if.b_channel, ram.read_if.ar_channel, ram.read_if.r_channel]
-        for k, channel in enumerate(channels):
-            channel.set_pause_generator(_pauses(pause, 100 * seed + k))
-    dut.aresetn.value = 0
-    await ClockCycles(dut.aclk, 5)
-    dut.aresetn.value = 1
-    await RisingEdge(dut.aclk)
+    axil, ram = await buses(dut, pause, seed, settings().get("ram_size", RAM_SIZE))
 
     @bridge
     def make():

@@ -108,16 +108,18 @@ def _pauses(p, seed):
     return (gen.random() < p for _ in itertools.count())
 
 
-async def setup(dut, pause=0.0, seed=1):
-    """Clock, reset, the host's master and DRAM (paused with probability ``pause`` on
-    every channel); DRAM loaded by the host, the bases written: ``(axil, ram, host)``
-    (``host`` is made in the bridge)."""
+async def buses(dut, pause=0.0, seed=1, ram_size=RAM_SIZE):
+    """Clock, reset, the host's ``AxiLiteMaster`` on ``s_axil_*`` and DRAM, an
+    ``AxiRam`` of ``ram_size`` bytes on ``m_axi_*`` (:func:`_faulty`; an address past it
+    answers an error, where the model would wrap), every channel paused with
+    probability ``pause``: ``(axil, ram)``."""
     cocotb.start_soon(Clock(dut.aclk, 10, unit="ns").start())
     axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.aclk, dut.aresetn,
                          reset_active_level=False)
     ram = _faulty(AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.aclk, dut.aresetn,
-                         reset_active_level=False,
-                         size=_settings().get("ram_size", RAM_SIZE)))
+                         reset_active_level=False, size=ram_size))
+    ram.read_faults.append((ram_size, 1 << 64))
+    ram.write_faults.append((ram_size, 1 << 64))
     for port in (axil.write_if, axil.read_if, ram.write_if, ram.read_if):
         port.log.setLevel("WARNING")
     channels = [axil.write_if.aw_channel, axil.write_if.w_channel, axil.write_if.b_channel,
@@ -131,6 +133,13 @@ async def setup(dut, pause=0.0, seed=1):
     await ClockCycles(dut.aclk, 5)
     dut.aresetn.value = 1
     await RisingEdge(dut.aclk)
+    return axil, ram
+
+
+async def setup(dut, pause=0.0, seed=1):
+    """:func:`buses`, then DRAM loaded by the host and the bases written: ``(axil, ram,
+    host)`` (``host`` is made in the bridge)."""
+    axil, ram = await buses(dut, pause, seed, _settings().get("ram_size", RAM_SIZE))
     program()
 
     @bridge
