@@ -115,7 +115,8 @@ def _is_numeric(action):
 
 
 @pytest.mark.parametrize("path, flag", _options(_is_numeric))
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "x"])
+@pytest.mark.parametrize("value", ["nan", pytest.param("inf", marks=pytest.mark.slow),
+                                   pytest.param("-inf", marks=pytest.mark.slow), "x"])
 def test_every_numeric_flag_refuses_non_finite_values(capsys, path, flag, value):
     line = parse_error(capsys, *path, flag, value)
     assert flag in line

@@ -149,6 +149,7 @@ def test_float_activations_are_refused(tmp_path, monkeypatch):
 
 # --- train and eval: a toy run ------------------------------------------------------------
 
+#: A whole run of 32 steps: the tests on it are marked slow.
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     needs_torch()
@@ -161,6 +162,7 @@ def toy_run(tmp_path_factory):
     return folder, result
 
 
+@pytest.mark.slow
 def test_train_a_toy(toy_run):
     folder, result = toy_run
     lines = result.stdout.strip().splitlines()
@@ -179,6 +181,7 @@ def test_train_a_toy(toy_run):
     assert training == json.loads((folder / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_recorded_test_perplexity(toy_run):
     folder, _ = toy_run
     test = json.loads((folder / "packed" / "training.json").read_text())["test"]
@@ -191,6 +194,7 @@ def test_eval_reproduces_the_recorded_test_perplexity(toy_run):
     assert round(row["bits_per_byte"], 4) == test["bits_per_byte"]
 
 
+@pytest.mark.slow
 def test_a_finished_run_cannot_be_trained_again(toy_run, threads):
     folder, _ = toy_run
     usage_error(invoke("train", folder, *TOY, "--tokens", "16384"), "a run is already there")

@@ -27,6 +27,13 @@ QMAX = (1 << (N.qk_bits - 1)) - 1
 LANES = [1, 4, D]
 
 
+def lanes_fast(keep):
+    """:data:`LANES` with all but ``keep`` marked slow: each test of a head keeps one
+    lane count in the fast loop (between them 1, 4 and D), `make test` runs them all."""
+    return [lanes if lanes == keep else pytest.param(lanes, marks=pytest.mark.slow)
+            for lanes in LANES]
+
+
 def _qmax(bits):
     return (1 << (bits - 1)) - 1
 
@@ -260,7 +267,8 @@ def _run_head(heads, *, idle=0.0, backpressure=0.0, seed=0, reset_head=None, lan
 
 
 @pytest.mark.parametrize("lanes", LANES)
-@pytest.mark.parametrize("idle,backpressure", [(0.0, 0.0), (0.3, 0.5)])
+@pytest.mark.parametrize("idle,backpressure", [
+    (0.0, 0.0), pytest.param(0.3, 0.5, marks=pytest.mark.slow)])
 def test_heads_are_the_golden_model(idle, backpressure, lanes):
     """n = 1 and n = depth, random heads, all back to back."""
     rng = np.random.default_rng(21)
@@ -273,7 +281,7 @@ def test_heads_are_the_golden_model(idle, backpressure, lanes):
     assert tally.total == 0
 
 
-@pytest.mark.parametrize("lanes", LANES)
+@pytest.mark.parametrize("lanes", lanes_fast(1))
 def test_zero_query_zero_keys_and_extremes(lanes):
     rng = np.random.default_rng(22)
     zero = np.zeros(D, dtype=np.int64)
@@ -309,7 +317,7 @@ def test_zero_query_zero_keys_and_extremes(lanes):
     assert pulses["error"] == pulses["q_error"] == 0
 
 
-@pytest.mark.parametrize("lanes", LANES)
+@pytest.mark.parametrize("lanes", lanes_fast(D))
 def test_refused_rows_and_queries_are_dropped(lanes):
     """A row longer than depth (error) and a query longer than head_dim (q_error): their
     heads give nothing, their streams are consumed, the heads around them are right."""
@@ -324,7 +332,7 @@ def test_refused_rows_and_queries_are_dropped(lanes):
     assert pulses["error"] == 1 and pulses["q_error"] == 2
 
 
-@pytest.mark.parametrize("lanes", LANES)
+@pytest.mark.parametrize("lanes", lanes_fast(4))
 def test_reset_mid_head_then_the_next_heads_are_right(lanes):
     rng = np.random.default_rng(24)
     heads = [_head(rng, 3), _head(rng, 10), _head(rng, 5)]
@@ -333,7 +341,8 @@ def test_reset_mid_head_then_the_next_heads_are_right(lanes):
     assert got == expected and len(got) == 2
 
 
-@pytest.mark.parametrize("lanes", [pytest.param(1, marks=pytest.mark.slow), 2, D])
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes", [1, 2, D])
 def test_many_random_heads_back_to_back(lanes):
     rng = np.random.default_rng(25)
     heads = [_head(rng, int(rng.integers(1, DEPTH + 1)), kv_bits=int(rng.choice([3, 4, 8])),
@@ -438,8 +447,10 @@ def test_head_cycle_model(head_dim, positions, lanes):
         attention_head_cycles(positions, head_dim, N, lanes)
 
 
-@pytest.mark.parametrize("lanes", [1, 4, 8, 16])
-@pytest.mark.parametrize("positions", [1, 3, 5, 6, 16])
+@pytest.mark.parametrize("lanes", [1, pytest.param(4, marks=pytest.mark.slow), 8,
+                                   pytest.param(16, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("positions", [1, pytest.param(3, marks=pytest.mark.slow), 5,
+                                       pytest.param(6, marks=pytest.mark.slow), 16])
 def test_heads_back_to_back_cycle_model(positions, lanes):
     """One and three heads of head_dim 16 back to back: ``(heads - 1) * interval +
     attention_head_cycles``, bound by the query's quantizer (few positions), by the

@@ -63,7 +63,9 @@ async def _send_token(ctx, dut, codes, beats, lanes, rng, idle):
 
 
 @pytest.mark.parametrize("fmt,lanes,rows,idle,backpressure", [
-    ("grouped", 16, 4, 0.0, 0.0), ("grouped", 16, 4, 0.3, 0.5), ("grouped", 8, 12, 0.2, 0.3),
+    ("grouped", 16, 4, 0.0, 0.0),
+    pytest.param("grouped", 16, 4, 0.3, 0.5, marks=pytest.mark.slow),
+    pytest.param("grouped", 8, 12, 0.2, 0.3, marks=pytest.mark.slow),
     ("int8", 16, 4, 0.3, 0.5), ("trit5", 8, 12, 0.2, 0.3)])
 def test_row_sums_are_the_golden_model(fmt, lanes, rows, idle, backpressure):
     numerics = FORMATS[fmt]

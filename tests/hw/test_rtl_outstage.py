@@ -297,7 +297,8 @@ def simulate_stalls(unit, stream, want, *, stall, seed, reset_at=None):
     return got, expected
 
 
-@pytest.mark.parametrize("output_rows", [1, 2, ROWS])
+@pytest.mark.parametrize("output_rows", [1, pytest.param(2, marks=pytest.mark.slow),
+                                         pytest.param(ROWS, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("stall", [0.3, 0.7])
 def test_backpressure_keeps_results_exact(output_rows, stall):
     beats = STREAMS["mixed"] + STREAMS["short"][:20]

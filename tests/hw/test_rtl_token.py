@@ -14,8 +14,10 @@ from token_models import PROMPT
 from token_models import micro_decoder as _decoder
 
 
+# Slow (seconds a token): the fast loop runs whole tokens through the core in
+# test_token_cycles (the cycle counters) and test_a_bad_opcode_stops_the_program_with_its_flag.
 @pytest.mark.parametrize("numerics,idle", [
-    pytest.param(H.DEFAULT, 0.0, id="int8-head"),
+    pytest.param(H.DEFAULT, 0.0, id="int8-head", marks=pytest.mark.slow),
     pytest.param(H.GROUPED_HEAD, 0.3, id="grouped-head-stalls", marks=pytest.mark.slow)])
 def test_tokens_are_the_golden_model(numerics, idle):
     decoder = _decoder(numerics)

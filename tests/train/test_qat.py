@@ -72,6 +72,7 @@ def state(run):
     return {name: value.detach().clone() for name, value in run.model.state_dict().items()}
 
 
+#: 200 steps (the longest run here): the tests on it are marked slow.
 @pytest.fixture(scope="module")
 def a8_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("qat") / "a8"
@@ -80,8 +81,9 @@ def a8_run(tmp_path_factory):
     return run
 
 
-@pytest.fixture(scope="module", params=[{"activations": A4_8}, {"topk": 0.5}],
-                ids=["a4.8", "topk-0.5"])
+@pytest.fixture(scope="module", params=[
+    pytest.param({"activations": A4_8}, id="a4.8"),
+    pytest.param({"topk": 0.5}, id="topk-0.5", marks=pytest.mark.slow)])
 def variant_run(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("qat") / "variant"
     run = train(folder, toy(30, **request.param))
@@ -117,6 +119,7 @@ def assert_same_logits(run, layout, **numerics):
 
 # --- training -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_loss_falls(a8_run):
     lines = logged(a8_run.folder)
     assert [line["step"] for line in lines] == list(range(10, 201, 10))
@@ -128,6 +131,7 @@ def test_the_loss_falls(a8_run):
     assert a8_run.step == 200
 
 
+@pytest.mark.slow
 def test_the_run_folder(a8_run):
     folder = a8_run.folder
     for name in ("run.json", "tokenizer.json", "corpus.json", "state.pt", "log.jsonl",
@@ -154,6 +158,7 @@ def test_the_run_folder(a8_run):
     assert a8_run.layouts == ("packed", "master")
 
 
+@pytest.mark.slow
 def test_record_adds_a_key_to_the_summaries(a8_run):
     a8_run.record("extra", {"x": 1})
     for path in [a8_run.folder / "summary.json"] + [a8_run.folder / layout / "training.json"
@@ -163,6 +168,7 @@ def test_record_adds_a_key_to_the_summaries(a8_run):
 
 # --- export round trip --------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["packed", "master"])
 def test_export_round_trip_a8(a8_run, layout):
     assert_same_logits(a8_run, layout)
@@ -204,6 +210,7 @@ def test_topk_keep_breaks_ties_like_the_golden_model():
     assert np.flatnonzero(kept).tolist() == list(range(32))
 
 
+@pytest.mark.slow
 def test_export_rounds_the_masters_to_bf16(a8_run):
     for name, value in a8_run.model.hf_tensors().items():
         bits = value.view(np.uint32)
