@@ -34,7 +34,7 @@ all: test
 help:
 	@echo "make sim      - generate Verilog, run the cocotb regression under Verilator"
 	@echo "make test     - the whole pytest suite (model, hw, cocotb, energy)"
-	@echo "make test-fast - the suite without Verilator, synthesis and slow tests (about a minute)"
+	@echo "make test-fast - the suite without Verilator, synthesis and slow tests (about two minutes)"
 	@echo "make verilog  - write build/verilog/matmul_unit.v (LANES=$(LANES) ROWS=$(ROWS))"
 	@echo "make regmap   - the register map: C header, Python and JSON under build/regmap/, docs/registers.md"
 	@echo "make ip       - the system top as vendor IP under build/ip/NAME: Verilog, IP-XACT,"
