@@ -17,6 +17,7 @@ from importlib import metadata
 
 from ternary_accel.cli.argtypes import output_dir
 from ternary_accel.cli.results import write_results
+from ternary_accel.cli import bitstream
 from ternary_accel.cli import soc
 from ternary_accel.cli import (bench_area, bench_block, bench_layer, bench_numerics,
                                bench_packing, bench_quality, bench_sparse, bench_token, dse,
@@ -120,6 +121,7 @@ def build_parser():
     _add_simple(sub, "train", train)
     _add_simple(sub, "regmap", regmap)
     _add_simple(sub, "soc-sim", soc)
+    _add_simple(sub, "bitstream", bitstream)
     _add_simple(sub, "ip", ip)
     for leaf in _leaves(parser):
         leaf.set_defaults(leaf_parser=leaf)
