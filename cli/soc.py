@@ -57,7 +57,8 @@ def add_arguments(parser):
     parser.add_argument("--token", type=non_negative_int, default=17,
                         help="token workload: the token id (default: %(default)s)")
     parser.add_argument("--build-dir", default=None, metavar="DIR",
-                        help="the build folder (default: build/soc-sim/WORKLOAD)")
+                        help="the build folder, shared by the workloads (default: "
+                             "build/soc-sim)")
     parser.add_argument("--jobs", type=positive_int, default=2,
                         help="parallel jobs of the C++ compile (default: %(default)s)")
     parser.add_argument("--timeout", type=positive_float, default=600.0, metavar="S",
@@ -104,8 +105,6 @@ def token_workload(args):
                                           kv_heads=kv_heads, vocab=vocab),
                          rope_theta=10000.0, rms_norm_eps=1e-5, max_position_embeddings=16,
                          tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
-    if args.token >= vocab:
-        raise ValueError(f"--token must be below the vocabulary ({vocab}), not {args.token}")
     decoder = HwDecoder(MasterWeights(config, random_master_weights(config, seed=args.seed)),
                         numerics=H.GROUPED_HEAD)
     program = P.make_program(decoder, P.token_engine(*TOKEN_ENGINE, hidden=hidden, ffn=ffn),
@@ -143,9 +142,6 @@ def layer_workload(args):
     d = LAYER_DESIGN
     out_features, in_features, _ = LAYER_SHAPE
     tokens = args.tokens
-    if tokens > d["tokens"]:
-        raise ValueError(f"--tokens must be at most {d['tokens']} (the engine's T), not "
-                         f"{tokens}")
     params = EngineParams(lanes=d["lanes"], rows=d["rows"], tokens=d["tokens"],
                           weight_port_bits=d["port_bits"], max_beats=d["max_beats"])
     system = LayerSystem(params, d["act_words"], d["bus_bits"], addr_width=32)
@@ -204,6 +200,12 @@ def run(parser, args):
     from ternary_accel.sim.verilator import VerilatorNotFound, configure_environment
     from ternary_accel.soc.sim import SocSimError, SocSimulation, check_tools, parse_report
 
+    if args.workload == "layer" and args.tokens > LAYER_DESIGN["tokens"]:
+        parser.error(f"argument --tokens: at most {LAYER_DESIGN['tokens']} (the engine's "
+                     f"T), not {args.tokens}")
+    if args.workload == "token" and args.token >= TOKEN_SHAPE[-1]:
+        parser.error(f"argument --token: below the vocabulary ({TOKEN_SHAPE[-1]}), not "
+                     f"{args.token}")
     missing = check_tools()
     if missing:
         print(f"ternary-accel soc-sim: error: missing Debian packages: {' '.join(missing)} "
@@ -215,14 +217,12 @@ def run(parser, args):
         print(f"ternary-accel soc-sim: error: {error}", file=sys.stderr)
         return 1
     started = time.monotonic()
-    try:
-        workload = WORKLOAD_BUILDERS[args.workload](args)
-    except ValueError as error:
-        parser.error(str(error))
+    workload = WORKLOAD_BUILDERS[args.workload](args)
     _progress(f"workload: {workload.summary}")
-    build_dir = args.build_dir or build_path("soc-sim", workload.name)
+    build_dir = args.build_dir or build_path("soc-sim")
     sim = SocSimulation(workload.system, firmware=workload.firmware, build_dir=build_dir,
-                        headers=workload.headers, jobs=args.jobs, progress=_progress)
+                        name=workload.name, headers=workload.headers, jobs=args.jobs,
+                        progress=_progress)
     echo = (lambda line: print(f"console| {line}", file=sys.stderr, flush=True)) \
         if args.console else None
     try:
@@ -239,9 +239,11 @@ def run(parser, args):
         print(f"ternary-accel soc-sim: error: {error}", file=sys.stderr)
         return 1
     times = sim.times
-    _progress(f"times: software {times.get('software', 0):.1f} s, firmware "
+    _progress(f"times: software {times.get('software', 0):.1f} s (make's CPU "
+              f"{times.get('software_cpu', 0):.1f} s), firmware "
               f"{times.get('firmware', 0):.1f} s, Verilog {times.get('verilog', 0):.1f} s, "
-              f"Verilator {times.get('compile', 0):.1f} s, run {times.get('run', 0):.1f} s, "
+              f"Verilator {times.get('compile', 0):.1f} s (CPU "
+              f"{times.get('compile_cpu', 0):.1f} s), run {times.get('run', 0):.1f} s, "
               f"total {time.monotonic() - started:.1f} s")
     if not report.ended:
         why = "timed out" if result.returncode is None else f"exited ({result.returncode})"
@@ -261,6 +263,6 @@ def run(parser, args):
     ok, lines = compare(report, workload, keep_going=args.keep_going)
     for line in lines:
         print(line)
-    sim.write_summary(sim.build_dir / "summary.json", verdict=lines[0],
+    sim.write_summary(sim.work_dir / "summary.json", verdict=lines[0],
                       cycles={k: v for k, v in report.values.items() if k.startswith("cycles.")})
     return 0 if ok else 1

