@@ -250,6 +250,11 @@ def run(parser, args):
         print(f"ternary-accel soc-sim: error: the firmware did not finish: the simulation "
               f"{why} (console: {result.log})", file=sys.stderr)
         return 1
+    if report.number("status") != 0:
+        print(f"ternary-accel soc-sim: error: the firmware ended with status "
+              f"{report.values.get('status')} (error_flags "
+              f"{report.values.get('error_flags')}; console: {result.log})", file=sys.stderr)
+        return 1
     for key in ("accel.id", "accel.version", "polls", "irq.line", "irq.cpu_pending"):
         if key in report.values:
             print(f"{key}: {report.values[key]}")

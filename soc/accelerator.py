@@ -133,7 +133,8 @@ def add_accelerator(soc, system, *, name="accel", base=None, verilog_dir,
     litex.gen.LiteXModule
         The accelerator's module, added to the SoC as ``name``: ``.axil`` (the slave's
         AXILiteInterface), ``.axi`` (the master's AXIInterface), ``.irq``, ``.region``,
-        ``.verilog`` (the file), ``.dma`` (``"sdram"`` or ``"bus"``).
+        ``.verilog`` (the file), ``.dma`` (``"sdram"`` or ``"bus"``) and with LiteDRAM
+        ``.port`` (the crossbar's native port at the master's width) and ``.bridge``.
 
     Raises
     ------
@@ -203,7 +204,7 @@ def add_accelerator(soc, system, *, name="accel", base=None, verilog_dir,
     soc.bus.add_slave(name=name, slave=axil, region=accel.region)
     if dma == "sdram":
         from litedram.frontend.axi import LiteDRAMAXI2Native
-        port = soc.sdram.crossbar.get_port(data_width=data_bits)
+        accel.port = port = soc.sdram.crossbar.get_port(data_width=data_bits)
         accel.bridge = LiteDRAMAXI2Native(
             master, port, base_address=soc.bus.regions["main_ram"].origin)
     else:

@@ -54,6 +54,8 @@ DATA_OFFSET = 0x0010_1000
 END_MARKER = "END ternary-accel soc-sim"
 #: The SDRAM chip of the model, and its data width.
 SDRAM_MODULE, SDRAM_DATA_BITS = "MT48LC16M16", 32
+#: Seconds the simulator may take to end after the firmware's marker (then it is killed).
+FINISH_GRACE_S = 10.0
 #: The nominal system clock (the simulation counts cycles; the BIOS's timers use it).
 SYS_CLK_HZ = 1_000_000
 #: The firmwares of ``soc/firmware`` by the job they run.
@@ -350,7 +352,7 @@ class SocSimulation:
     def _quiet(self, action, log, what):
         """Run ``action()`` with LiteX's and make's output in ``log``."""
         log.parent.mkdir(parents=True, exist_ok=True)
-        saved_path = os.environ.get("PATH", "")
+        saved_path, saved_cwd = os.environ.get("PATH", ""), os.getcwd()
         os.environ["PATH"] = _environment()["PATH"]
         with open(log, "w") as out:
             out.flush()
@@ -368,6 +370,7 @@ class SocSimulation:
             finally:
                 sys.stdout, sys.stderr = stdout, stderr
                 os.environ["PATH"] = saved_path
+                os.chdir(saved_cwd)          # LiteX's toolchain changes it, not always back
                 os.dup2(saved[0], 1)
                 os.dup2(saved[1], 2)
                 os.close(saved[0])
@@ -480,10 +483,10 @@ class SocSimulation:
         self.times["compile"] = time.monotonic() - started
 
     # -- the run -------------------------------------------------------------------------
-    def run(self, *, timeout_s=600.0, echo=None):
+    def run(self, *, timeout_s=600.0, echo=None, grace_s=FINISH_GRACE_S):
         """Run the model until the firmware's :data:`END_MARKER` and the simulation's
-        end (or ``timeout_s``): :class:`SimRun`. ``echo(line)`` sees each console
-        line as it comes."""
+        end (killed ``grace_s`` seconds after the marker, or after ``timeout_s``):
+        :class:`SimRun`. ``echo(line)`` sees each console line as it comes."""
         model = self.gateware_dir / "obj_dir" / "Vsim"
         if not model.exists():
             raise SocSimError("the model is not built: build_gateware first")
@@ -494,49 +497,47 @@ class SocSimulation:
         process = subprocess.Popen([str(model)], cwd=self.gateware_dir,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT)
-        lines, ended = [], False
+        lines, pending, ended_at = [], b"", None
+
+        def take(chunk, final=False):
+            nonlocal pending, ended_at
+            pending += chunk
+            *done, pending = pending.split(b"\n")
+            if final and pending:
+                done, pending = [*done, pending], b""
+            for raw in done:
+                line = raw.decode("utf-8", "replace").rstrip("\r")
+                lines.append(line)
+                if echo is not None:
+                    echo(line)
+                if ended_at is None and line.strip() == END_MARKER:
+                    ended_at = time.monotonic()
+
         os.set_blocking(process.stdout.fileno(), False)
-        pending = b""
         try:
-            while True:
+            while process.poll() is None:
                 chunk = process.stdout.read()
                 if chunk:
-                    pending += chunk
-                    *done, pending = pending.split(b"\n")
-                    for raw in done:
-                        line = raw.decode("utf-8", "replace").rstrip("\r")
-                        lines.append(line)
-                        if echo is not None:
-                            echo(line)
-                        ended = ended or line.strip() == END_MARKER
-                if process.poll() is not None:
-                    rest = process.stdout.read() or b""
-                    for raw in (pending + rest).split(b"\n"):
-                        if raw:
-                            lines.append(raw.decode("utf-8", "replace").rstrip("\r"))
-                    break
-                if time.monotonic() - started > timeout_s:
-                    break
-                if ended and time.monotonic() - started > 0:
-                    # the firmware's SimFinish ends the process; allow it a moment
-                    try:
-                        process.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        pass
+                    take(chunk)
                     continue
-                if not chunk:
-                    time.sleep(0.05)
+                now = time.monotonic()
+                # the firmware's SimFinish ends the process right after the marker
+                if now - started > timeout_s or (ended_at is not None and
+                                                 now - ended_at > grace_s):
+                    break
+                time.sleep(0.05)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+            take(process.stdout.read() or b"", final=True)
+            process.stdout.close()
             process.stdin.close()
         seconds = time.monotonic() - started
         self.times["run"] = seconds
         console = "\n".join(lines)
         log.write_text(console + "\n")
-        return SimRun(console, process.returncode, seconds,
-                      any(line.strip() == END_MARKER for line in lines), log)
+        return SimRun(console, process.returncode, seconds, ended_at is not None, log)
 
     def memory_map(self):
         """``[(name, origin, size)]`` of the SoC's bus regions, by origin."""

@@ -183,3 +183,44 @@ def test_layer_through_the_soc_bit_exact():
                                       if line.startswith("cycles."))}
     assert cycles["cycles.total"] >= cycles["cycles.load"] + cycles["cycles.run"] > 0
     print(result.stderr[-1500:])
+
+
+def _fake_model(tmp_path, script):
+    from ternary_accel.soc.sim import SocSimulation
+    sim = SocSimulation(None, firmware="layer", build_dir=tmp_path, headers={}, name="fake")
+    model = sim.gateware_dir / "obj_dir" / "Vsim"
+    model.parent.mkdir(parents=True)
+    model.write_text("#!/bin/sh\n" + script)
+    model.chmod(0o755)
+    return sim
+
+
+def test_run_stops_a_simulator_that_does_not_end_after_the_marker(tmp_path):
+    sim = _fake_model(tmp_path, f"echo 'ternary-accel soc-sim firmware'\necho 'out[0]: 0x5'\n"
+                                f"printf '{END_MARKER}\\nlast'\nsleep 60\n")
+    seen = []
+    run = sim.run(timeout_s=30, echo=seen.append, grace_s=0.3)
+    assert run.ended and run.seconds < 10 and run.returncode != 0
+    assert seen[-2:] == [END_MARKER, "last"] and run.console.endswith("last")
+    assert parse_report(run.console).outputs == [5]
+    assert (tmp_path / "fake" / "console.log").read_text().startswith("ternary-accel")
+
+
+def test_run_times_out_without_the_marker(tmp_path):
+    sim = _fake_model(tmp_path, "echo 'booting'\nsleep 60\n")
+    run = sim.run(timeout_s=0.5)
+    assert not run.ended and run.console == "booting" and run.seconds < 10
+
+
+@needs_litex
+@pytest.mark.slow
+def test_the_simulated_socs_accelerator_is_on_a_litedram_port(tmp_path):
+    from ternary_accel.soc.sim import SocSimulation
+    sim = SocSimulation(_layer_system(), firmware="layer", build_dir=tmp_path, headers={})
+    soc = sim._make_soc([0])
+    assert soc.accel.dma == "sdram"
+    # a crossbar port at the DMA's width (64 bits, over the 32-bit SDRAM's controller)
+    assert soc.accel.port.data_width == soc.accel.axi.data_width == 64
+    assert soc.bus.regions["main_ram"].origin == MAIN_RAM_BASE
+    assert soc.bus.regions["accel"].size == 0x1000 and not soc.bus.regions["accel"].cached
+    assert "accel" in soc.irq.locs and hasattr(soc, "sim_finish")
