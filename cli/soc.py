@@ -24,10 +24,12 @@ Workloads (``--workload``):
   back; the outputs are the 48 logits, and TOKEN their argmax.
 """
 
+import importlib
 import sys
 import time
 
-from ternary_accel.cli.argtypes import non_negative_int, positive_float, positive_int
+from ternary_accel.cli.argtypes import (non_negative_int, output_dir, positive_float,
+                                        positive_int)
 
 #: One line for ``ternary-accel --help``.
 HELP = "the accelerator in a simulated LiteX SoC (VexRiscv, LiteDRAM) running a firmware"
@@ -56,7 +58,7 @@ def add_arguments(parser):
                              f"{LAYER_DESIGN['tokens']} (default: %(default)s)")
     parser.add_argument("--token", type=non_negative_int, default=17,
                         help="token workload: the token id (default: %(default)s)")
-    parser.add_argument("--build-dir", default=None, metavar="DIR",
+    parser.add_argument("--build-dir", type=output_dir, default=None, metavar="DIR",
                         help="the build folder, shared by the workloads (default: "
                              "build/soc-sim)")
     parser.add_argument("--jobs", type=positive_int, default=2,
@@ -198,7 +200,8 @@ def run(parser, args):
     """Run the command; return the exit status."""
     from ternary_accel.hw.paths import build_path
     from ternary_accel.sim.verilator import VerilatorNotFound, configure_environment
-    from ternary_accel.soc.sim import SocSimError, SocSimulation, check_tools, parse_report
+    from ternary_accel.soc.sim import (SocSimError, SocSimulation, check_tools, parse_report,
+                                       ram_image)
 
     if args.workload == "layer" and args.tokens > LAYER_DESIGN["tokens"]:
         parser.error(f"argument --tokens: at most {LAYER_DESIGN['tokens']} (the engine's "
@@ -206,6 +209,8 @@ def run(parser, args):
     if args.workload == "token" and args.token >= TOKEN_SHAPE[-1]:
         parser.error(f"argument --token: below the vocabulary ({TOKEN_SHAPE[-1]}), not "
                      f"{args.token}")
+    for name in ("litex", "litedram", "migen"):     # the soc extra (main names it)
+        importlib.import_module(name)
     missing = check_tools()
     if missing:
         print(f"ternary-accel soc-sim: error: missing Debian packages: {' '.join(missing)} "
@@ -228,7 +233,6 @@ def run(parser, args):
     try:
         sim.build_software()
         firmware = sim.build_firmware()
-        from ternary_accel.soc.sim import MAIN_RAM_BASE, ram_image
         image = ram_image(firmware, workload.placements)
         sim.build_gateware(image)
         for name, origin, size in sim.memory_map():
