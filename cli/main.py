@@ -17,19 +17,17 @@ from importlib import metadata
 
 from ternary_accel.cli.argtypes import output_dir
 from ternary_accel.cli.results import write_results
-from ternary_accel.cli import bitstream
-from ternary_accel.cli import soc
 from ternary_accel.cli import (bench_area, bench_block, bench_layer, bench_numerics,
-                               bench_packing, bench_quality, bench_sparse, bench_token, dse,
-                               energy, ip, model, perf, regmap, sim, synth, train,
-                               verilog)
+                               bench_packing, bench_quality, bench_sparse, bench_system,
+                               bench_token, bitstream, dse, energy, ip, model, perf, regmap,
+                               sim, soc, synth, train, verilog)
 
 __all__ = ["main", "run", "build_parser", "CommandParser", "OPTIONAL"]
 
 #: ``ternary-accel bench NAME``: the benchmark commands, in ``--help`` order.
 BENCHES = (("area", bench_area), ("packing", bench_packing), ("layer", bench_layer),
            ("block", bench_block), ("sparse", bench_sparse), ("quality", bench_quality),
-           ("numerics", bench_numerics), ("token", bench_token))
+           ("numerics", bench_numerics), ("token", bench_token), ("system", bench_system))
 
 
 #: Optional packages, by the name they import as: the extra that installs them and what
