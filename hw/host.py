@@ -29,7 +29,7 @@ import mmap
 import os
 import time
 
-__all__ = ["CHANNEL_ORDER", "dram_layout", "TokenHost", "TokenError",
+__all__ = ["CHANNEL_ORDER", "dram_layout", "TokenHost", "TokenError", "wait_done",
            "DevMemMemory", "LOGIT_BYTES"]
 
 #: The channels with a base, in the order :func:`dram_layout` places them.
@@ -56,6 +56,24 @@ def dram_layout(images, *, base=0x1000_0000, align=4096, bases=None):
             where, at = at, at + len(image)
         layout[name] = (where, image)
     return layout
+
+
+def wait_done(regs, wait, error, job, *, timeout_s=60.0, polls=None):
+    """Wait for ``STATUS.done`` (``wait(regs)``, an interrupt hook, or polling for
+    ``timeout_s`` seconds or ``polls`` reads), then raise ``error`` if an ERROR flag is
+    set (the flags and ERROR_ADDR in the message) or the ``job`` did not end."""
+    if wait is not None:
+        wait(regs)
+    else:
+        deadline, n = time.monotonic() + timeout_s, 0
+        while not regs.STATUS.done:
+            n += 1
+            if time.monotonic() > deadline or (polls is not None and n > polls):
+                raise error(f"the {job} did not finish (STATUS {regs.STATUS.fields()})")
+    errors = regs.errors()
+    if errors:
+        addr = regs.read("ERROR_ADDR_LO") | regs.read("ERROR_ADDR_HI") << 32
+        raise error(f"ERROR {', '.join(errors)} (ERROR_ADDR {addr:#x})")
 
 
 class TokenHost:
@@ -100,19 +118,7 @@ class TokenHost:
             If an ERROR flag is set (the flags and ERROR_ADDR in the message), or the
             token did not end in ``timeout_s`` seconds (or ``polls`` reads).
         """
-        if self.wait is not None:
-            self.wait(self.regs)
-        else:
-            deadline, n = time.monotonic() + timeout_s, 0
-            while not self.regs.STATUS.done:
-                n += 1
-                if time.monotonic() > deadline or (polls is not None and n > polls):
-                    raise TokenError("the token did not finish (STATUS "
-                                     f"{self.regs.STATUS.fields()})")
-        errors = self.regs.errors()
-        if errors:
-            addr = self.regs.read("ERROR_ADDR_LO") | self.regs.read("ERROR_ADDR_HI") << 32
-            raise TokenError(f"ERROR {', '.join(errors)} (ERROR_ADDR {addr:#x})")
+        wait_done(self.regs, self.wait, TokenError, "token", timeout_s=timeout_s, polls=polls)
         return self.regs.TOKEN.value, self.logits()
 
     def run(self, token, position, **kwargs):

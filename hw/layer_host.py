@@ -21,7 +21,6 @@ register map's ``*_STRIDE``):
 >>> outputs = host.run(images, bases)               # (tokens, out_features) int64
 """
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +28,7 @@ import numpy as np
 from ternary_accel.model.arith import (OUT_WIDTH, SCALE_WIDTH, matmul_int, round_fixed)
 from ternary_accel.model.encoding import pack_words
 
+from ternary_accel.hw.host import wait_done
 from ternary_accel.hw.mapping import port_codes_per_word
 from ternary_accel.hw.regmap import stride_bytes
 
@@ -215,18 +215,7 @@ class LayerHost:
     def finish(self, *, timeout_s=60.0):
         """Wait for ``STATUS.done``; raise :class:`LayerError` on an ERROR flag (the
         flags and ERROR_ADDR in the message) or after ``timeout_s`` seconds."""
-        if self.wait is not None:
-            self.wait(self.regs)
-        else:
-            deadline = time.monotonic() + timeout_s
-            while not self.regs.STATUS.done:
-                if time.monotonic() > deadline:
-                    raise LayerError("the layer did not finish (STATUS "
-                                     f"{self.regs.STATUS.fields()})")
-        errors = self.regs.errors()
-        if errors:
-            addr = self.regs.read("ERROR_ADDR_LO") | self.regs.read("ERROR_ADDR_HI") << 32
-            raise LayerError(f"ERROR {', '.join(errors)} (ERROR_ADDR {addr:#x})")
+        wait_done(self.regs, self.wait, LayerError, "layer", timeout_s=timeout_s)
 
     def cycles(self):
         """``{"load", "run", "total", "stall"}`` of the last layer."""

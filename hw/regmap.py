@@ -282,6 +282,13 @@ def _identification(magic=MAGIC):
     ]
 
 
+def _port_fields():
+    """ENGINE_PORT's weight port fields (bits 19:0) of every map."""
+    return (_const("weight_port_bits", 0, 16, "bits of the weight port (a WGT word)"),
+            _const("packing", 16, 4, "the weight port's packing: "
+                   + ", ".join(f"{i} {p}" for i, p in enumerate(PACKING_CODES))))
+
+
 def _control(job, start, extra_errors=()):
     """CONTROL, STATUS, ERROR (``extra_errors`` in its low byte, then the bus's and the
     start's flags), ERROR_ADDR_LO/HI, IRQ_STATUS and IRQ_ENABLE at 0x040..0x058, for a
@@ -342,9 +349,7 @@ def _registers():
     regs = [
         *_identification(),
         Register("ENGINE_PORT", 0x00C, (
-            _const("weight_port_bits", 0, 16, "bits of the weight port (a WGT word)"),
-            _const("packing", 16, 4, "the weight port's packing: "
-                   + ", ".join(f"{i} {p}" for i, p in enumerate(PACKING_CODES))),
+            *_port_fields(),
             _const("head_format", 20, 4, "the LM head's format: "
                    + ", ".join(f"{i} {p}" for i, p in enumerate(HEAD_FORMAT_CODES))),
             _const("head_rows", 24, 8, "rows of the LM head unit"),
@@ -427,11 +432,7 @@ LAYER_COUNTERS = {
 def _layer_registers():
     regs = [
         *_identification(LAYER_MAGIC),
-        Register("ENGINE_PORT", 0x00C, (
-            _const("weight_port_bits", 0, 16, "bits of the weight port (a WGT word)"),
-            _const("packing", 16, 4, "the weight port's packing: "
-                   + ", ".join(f"{i} {p}" for i, p in enumerate(PACKING_CODES))),
-        ), "the weight port"),
+        Register("ENGINE_PORT", 0x00C, _port_fields(), "the weight port"),
         Register("ENGINE_LIMITS", 0x010, (
             _const("max_tokens", 0, 16, "T: the most tokens a layer run takes (weight "
                    "reuse: each weight word serves them all)"),
