@@ -18,6 +18,12 @@ Workloads (``--workload``):
   and weights in DRAM, the outputs written back; the outputs are the 128 results
   (token-major, each 16-bit result sign-extended), against
   :func:`ternary_accel.hw.layer_host.golden_layer`.
+  With ``--checkpoint DIR``: a trained checkpoint's BitLinear instead
+  (``--projection LAYER.NAME``, default ``0.q``: the packed ternary weights) on its real
+  activations (the embedding rows of ``--prompt-ids``, quantized per token) with the
+  output stage's scale and shift from the weight and activation scales
+  (:func:`ternary_accel.hw.layer_host.checkpoint_layer`), on the same engine with a
+  buffer and ``max_beats`` sized to the layer; the float BitLinear's error is printed.
 - ``token``: one token of a small decoder (one layer, hidden 32, vocabulary 48, random
   weights of ``--seed``) on a ``TokenSystem`` (an 8 x 4 engine): the program, the
   embedding, the weights and the LM head in DRAM, the KV cache and the logits written
@@ -58,6 +64,15 @@ def add_arguments(parser):
                              f"{LAYER_DESIGN['tokens']} (default: %(default)s)")
     parser.add_argument("--token", type=non_negative_int, default=17,
                         help="token workload: the token id (default: %(default)s)")
+    parser.add_argument("--checkpoint", metavar="DIR", default=None,
+                        help="layer workload: a checkpoint's BitLinear on its embedding "
+                             "rows (e.g. checkpoints/b1.58/packed)")
+    parser.add_argument("--projection", default="0.q", metavar="LAYER.NAME",
+                        help="with --checkpoint: the decoder layer and projection (q, k, "
+                             "v, gate or up; default: %(default)s)")
+    parser.add_argument("--prompt-ids", default="1 17 40 3", metavar='"ID ID .."',
+                        help="with --checkpoint: the tokens whose embedding rows are the "
+                             "activations, at most the engine's T (default: %(default)s)")
     parser.add_argument("--build-dir", type=output_dir, default=None, metavar="DIR",
                         help="the build folder, shared by the workloads (default: "
                              "build/soc-sim)")
@@ -134,25 +149,43 @@ def layer_workload(args):
     """One BitLinear layer on a ``LayerSystem`` (module docstring)."""
     import numpy as np
 
-    from ternary_accel.hw.layer_host import LAYER_ORDER, golden_layer, layer_images
+    from ternary_accel.hw.layer_host import (LAYER_ORDER, checkpoint_layer, golden_layer,
+                                             layer_images)
     from ternary_accel.hw.params import EngineParams
     from ternary_accel.hw.regmap import LAYER_REGMAP
     from ternary_accel.hw.regmap_formats import render
     from ternary_accel.hw.rtl.layer_system import LayerSystem
     from ternary_accel.soc.sim import DATA_OFFSET, JOB_OFFSET, MAIN_RAM_BASE
 
-    d = LAYER_DESIGN
-    out_features, in_features, _ = LAYER_SHAPE
-    tokens = args.tokens
+    d = dict(LAYER_DESIGN)
+    note = ""
+    if args.checkpoint:
+        from ternary_accel.model.checkpoint import load_checkpoint
+        layer, name = args.layer
+        data = checkpoint_layer(load_checkpoint(args.checkpoint), layer, name, args.ids)
+        weights, activations = data["weights"], data["activations"]
+        scale, shift = data["scale"], data["shift"]
+        out_features, in_features = weights.shape
+        tokens = activations.shape[0]
+        beats = -(-in_features // d["lanes"])
+        d.update(max_beats=max(d["max_beats"], beats), act_words=d["tokens"] * beats)
+        golden = golden_layer(weights, activations, scale, shift)
+        err = np.abs(golden * 2.0 ** -data["frac_bits"] - data["float"])
+        note = (f"; {args.checkpoint} layer {layer} {name}, tokens {list(args.ids)}: "
+                f"against the float BitLinear max |error| {err.max():.3g} (bound "
+                f"{data['bound'].max():.3g}, {data['frac_bits']} fractional bits)")
+    else:
+        out_features, in_features, _ = LAYER_SHAPE
+        tokens = args.tokens
+        rng = np.random.default_rng(args.seed)
+        weights = rng.integers(-1, 2, size=(out_features, in_features))
+        activations = rng.integers(-128, 128, size=(tokens, in_features))
+        activations[0, :2] = [-128, 127]               # the int8 range's ends
+        scale = rng.integers(1, 1 << 16, size=tokens)
+        shift = rng.integers(8, 20, size=tokens)
     params = EngineParams(lanes=d["lanes"], rows=d["rows"], tokens=d["tokens"],
                           weight_port_bits=d["port_bits"], max_beats=d["max_beats"])
     system = LayerSystem(params, d["act_words"], d["bus_bits"], addr_width=32)
-    rng = np.random.default_rng(args.seed)
-    weights = rng.integers(-1, 2, size=(out_features, in_features))
-    activations = rng.integers(-128, 128, size=(tokens, in_features))
-    activations[0, :2] = [-128, 127]               # the int8 range's ends
-    scale = rng.integers(1, 1 << 16, size=tokens)
-    shift = rng.integers(8, 20, size=tokens)
     images = layer_images(params, weights, activations, scale, shift,
                           bus_bits=d["bus_bits"])
     layout = images.layout(MAIN_RAM_BASE + DATA_OFFSET)
@@ -164,7 +197,7 @@ def layer_workload(args):
     outputs = [int(v) & 0xFFFF_FFFF for v in np.asarray(golden).reshape(-1)]
     summary = (f"one BitLinear layer ({out_features} x {in_features}, {tokens} tokens) on "
                f"a LayerSystem ({d['lanes']} x {d['rows']} engine, {d['port_bits']}-bit "
-               f"weight port, {d['bus_bits']}-bit DMA)")
+               f"weight port, {d['bus_bits']}-bit DMA){note}")
     return Workload("layer", system, "layer",
                     {"ternary_accel_layer_regs.h": render("c", LAYER_REGMAP)},
                     placements, outputs, {}, summary)
@@ -206,6 +239,21 @@ def run(parser, args):
     if args.workload == "layer" and args.tokens > LAYER_DESIGN["tokens"]:
         parser.error(f"argument --tokens: at most {LAYER_DESIGN['tokens']} (the engine's "
                      f"T), not {args.tokens}")
+    if args.checkpoint:
+        if args.workload != "layer":
+            parser.error("argument --checkpoint: only with --workload layer")
+        layer, _, name = args.projection.partition(".")
+        if not layer.isdigit() or name not in ("q", "k", "v", "gate", "up"):
+            parser.error(f"argument --projection: LAYER.NAME with NAME one of q, k, v, "
+                         f"gate, up, not {args.projection!r}")
+        args.layer = (int(layer), name)
+        try:
+            args.ids = [int(v) for v in args.prompt_ids.split()]
+        except ValueError:
+            parser.error(f"argument --prompt-ids: integers, not {args.prompt_ids!r}")
+        if not 1 <= len(args.ids) <= LAYER_DESIGN["tokens"]:
+            parser.error(f"argument --prompt-ids: 1 to {LAYER_DESIGN['tokens']} tokens "
+                         f"(the engine's T), not {len(args.ids)}")
     if args.workload == "token" and args.token >= TOKEN_SHAPE[-1]:
         parser.error(f"argument --token: below the vocabulary ({TOKEN_SHAPE[-1]}), not "
                      f"{args.token}")
@@ -222,7 +270,11 @@ def run(parser, args):
         print(f"ternary-accel soc-sim: error: {error}", file=sys.stderr)
         return 1
     started = time.monotonic()
-    workload = WORKLOAD_BUILDERS[args.workload](args)
+    try:
+        workload = WORKLOAD_BUILDERS[args.workload](args)
+    except (ValueError, OSError) as error:       # a checkpoint missing, broken or unfit
+        print(f"ternary-accel soc-sim: error: {error}", file=sys.stderr)
+        return 1
     _progress(f"workload: {workload.summary}")
     build_dir = args.build_dir or build_path("soc-sim")
     sim = SocSimulation(workload.system, firmware=workload.firmware, build_dir=build_dir,

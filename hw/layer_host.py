@@ -32,7 +32,7 @@ from ternary_accel.hw.host import wait_done
 from ternary_accel.hw.mapping import port_codes_per_word
 from ternary_accel.hw.regmap import stride_bytes
 
-__all__ = ["LayerImages", "layer_images", "golden_layer", "pack_port_beats",
+__all__ = ["LayerImages", "layer_images", "golden_layer", "checkpoint_layer", "pack_port_beats",
            "unpack_outputs", "LayerHost", "LayerError", "LAYER_ORDER"]
 
 #: The channels with a base, in the order :meth:`LayerImages.layout` places them.
@@ -166,6 +166,54 @@ def golden_layer(weights, activations, scale, shift):
     s = np.broadcast_to(np.asarray(scale, dtype=np.int64), (x.shape[0],))[:, None]
     n = np.broadcast_to(np.asarray(shift, dtype=np.int64), (x.shape[0],))[:, None]
     return round_fixed(acc, s, n)
+
+
+def checkpoint_layer(checkpoint, layer, projection, token_ids):
+    """A trained checkpoint's BitLinear on real activations, as the host hands it to the
+    layer system: the packed ternary weights, the embedding rows of ``token_ids``
+    quantized per token (``model.quant.quantize_activations``), and the output stage's
+    ``(scale, shift)`` from the weight scale over each token's activation scale
+    (:func:`ternary_accel.model.bitlinear.bitlinear_fixed`, with the most fractional bits
+    that keep every output inside 16 bits).
+
+    Parameters
+    ----------
+    checkpoint : model.checkpoint.Checkpoint
+    layer : int
+        The decoder layer.
+    projection : str
+        ``q``, ``gate``, ... (:data:`ternary_accel.model.weights.PROJECTIONS`)
+    token_ids : sequence of int
+        The tokens whose embedding rows are the activations.
+
+    Returns
+    -------
+    dict
+        ``weights`` (N_out, N_in) int8, ``activations`` (T, N_in) int8, ``scale``,
+        ``shift`` (T,), ``frac_bits``, ``float`` (the float BitLinear's outputs, T x
+        N_out) and ``bound`` (the output stage's error bound against them).
+    """
+    from ternary_accel.model.bitlinear import BitLinearResult, bitlinear_fixed
+    from ternary_accel.model.quant import quantize_activations
+    weights = checkpoint.projection(layer, projection)
+    embedding = checkpoint.embedding()
+    ids = np.asarray(token_ids, dtype=np.int64)
+    if ids.ndim != 1 or ids.size == 0 or np.any((ids < 0) | (ids >= embedding.shape[0])):
+        raise ValueError(f"token ids must be in 0..{embedding.shape[0] - 1}")
+    if embedding.shape[1] != weights.values.shape[1]:
+        raise ValueError(f"{projection} of layer {layer} takes {weights.values.shape[1]} "
+                         f"features, not the embedding's {embedding.shape[1]} (pick a "
+                         f"projection on the residual stream: q, k, v, gate, up)")
+    qx = quantize_activations(embedding[ids].astype(np.float64))
+    acc = matmul_int(weights.values, qx.values)
+    y = acc / qx.scale[:, None] * weights.scale
+    result = BitLinearResult(weights.values, qx.values, weights.scale, qx.scale, acc, y)
+    peak = float(np.max(np.abs(y))) + 1e-12
+    frac_bits = max(0, int(np.floor(np.log2((1 << (OUT_WIDTH - 2)) / peak))))
+    fixed = bitlinear_fixed(result, frac_bits)
+    return {"weights": weights.values, "activations": qx.values, "scale": fixed["scale"],
+            "shift": fixed["shift"], "frac_bits": frac_bits, "float": y,
+            "bound": fixed["bound"]}
 
 
 def unpack_outputs(raw, images):
