@@ -54,6 +54,8 @@ def add_arguments(parser):
                         help="the stock SoC (CPU, LiteDRAM, UART) without the accelerator")
     parser.add_argument("--generate-only", action="store_true",
                         help="write the Verilog, BIOS and build scripts; run no FPGA tool")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: the report of the finished build in --build-dir")
     parser.add_argument("--results", dest="results_dir", type=output_dir, default=None,
                         metavar="DIR",
                         help="also write the report to DIR/bitstream-BOARD.md and .json "
@@ -71,8 +73,12 @@ def _argv(args):
         argv += ["--sys-clk-freq", f"{args.sys_clk_freq:g}"]
     if args.seed != 1:
         argv += ["--seed", str(args.seed)]
+    if args.build_dir is not None:
+        argv += ["--build-dir", str(args.build_dir)]
     if args.no_accelerator:
         argv.append("--no-accelerator")
+    if args.report_only:
+        argv.append("--report-only")
     if args.results_dir is not None:
         argv += ["--results", str(args.results_dir)]
     return argv
@@ -86,12 +92,18 @@ def run(parser, args):
     kwargs = dict(build_dir=build_dir, sys_clk_freq=args.sys_clk_freq * 1e6,
                   seed=args.seed, accelerator=not args.no_accelerator, log=_say)
     try:
-        if args.generate_only:
+        if args.report_only:
+            result = boards.read_build(build_dir)
+            if result.board != args.board:
+                parser.error(f"--board {args.board}: the build in {build_dir} is of "
+                             f"{result.board}")
+        elif args.generate_only:
             gateware, name = boards.generate(args.board, **kwargs)
             _say(f"build files: {gateware} (run build_{name}.sh's steps with the YoWASP "
                  "tools: drop --generate-only)")
             return 0
-        result = boards.build(args.board, **kwargs)
+        else:
+            result = boards.build(args.board, **kwargs)
     except ToolError as error:
         print(f"ternary-accel bitstream: error: {error}", file=sys.stderr)
         return 1

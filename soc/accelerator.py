@@ -102,7 +102,7 @@ def write_verilog(system, path, *, name):
 
 
 def add_accelerator(soc, system, *, name="accel", base=None, verilog_dir,
-                    dma="auto", clock_domain="sys"):
+                    dma="auto", clock_domain="sys", register_slices=False):
     """Add a system component to a LiteX SoC (module docstring).
 
     Call it after the SoC's main RAM is added (``add_sdram`` or integrated main RAM)
@@ -127,6 +127,10 @@ def add_accelerator(soc, system, *, name="accel", base=None, verilog_dir,
         a master of the SoC's bus (``"bus"``), or the first when the SoC has LiteDRAM.
     clock_domain : str
         The LiteX clock domain of ``aclk``/``aresetn``.
+    register_slices : bool
+        Put a register slice (valid and ready registered) on each of the AXI4 master's
+        five channels, between the accelerator and the bridge or bus: no combinational
+        path crosses between them (a placed SoC closes timing; one cycle more each way).
 
     Returns
     -------
@@ -202,6 +206,8 @@ def add_accelerator(soc, system, *, name="accel", base=None, verilog_dir,
     else:
         accel.region = SoCRegion(origin=base, size=span, cached=False)
     soc.bus.add_slave(name=name, slave=axil, region=accel.region)
+    if register_slices:
+        master = _register_slices(accel, master)
     if dma == "sdram":
         from litedram.frontend.axi import LiteDRAMAXI2Native
         accel.port = port = soc.sdram.crossbar.get_port(data_width=data_bits)
@@ -212,3 +218,19 @@ def add_accelerator(soc, system, *, name="accel", base=None, verilog_dir,
     if getattr(soc, "irq", None) is not None and soc.irq.enabled:
         soc.irq.add(name, use_loc_if_exists=True)
     return accel
+
+
+def _register_slices(module, master):
+    """A copy of the AXI4 interface ``master`` behind a register slice on each channel
+    (``stream.Buffer`` with valid and ready piped), added to ``module``."""
+    from litex.soc.interconnect import axi, stream
+    sliced = axi.AXIInterface(data_width=master.data_width,
+                              address_width=master.address_width, id_width=master.id_width)
+    for channel, downstream in (("aw", True), ("w", True), ("ar", True), ("b", False),
+                                ("r", False)):
+        source, sink = ((getattr(master, channel), getattr(sliced, channel)) if downstream
+                        else (getattr(sliced, channel), getattr(master, channel)))
+        buffer = stream.Buffer(source.description, pipe_valid=True, pipe_ready=True)
+        setattr(module, f"{channel}_slice", buffer)
+        module.comb += [source.connect(buffer.sink), buffer.source.connect(sink)]
+    return sliced

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from ternary_accel.soc import yowasp
 
-__all__ = ["Board", "BOARDS", "SYS_CLK_FREQ", "ENGINE", "BitstreamResult", "make_soc",
-           "generate", "build", "report_markdown", "write_report"]
+__all__ = ["Board", "BOARDS", "SYS_CLK_FREQ", "ENGINE", "DMA_BITS", "BitstreamResult",
+           "layer_system", "make_soc", "generate", "build", "read_build",
+           "report_markdown", "write_report"]
 
 #: The system clock the bitstreams are built (and timing-closed) for, in Hz.
 SYS_CLK_FREQ = 60e6
@@ -184,13 +185,20 @@ def make_soc(board, *, sys_clk_freq=SYS_CLK_FREQ, accelerator=True, engine=None,
         kwargs["uart_name"] = "serial"
         kwargs["uart_baudrate"] = 115200
     soc = target.BaseSoC(**kwargs)
+    # Amaranth's alias wires ("x.field[0]") trip an assertion of Yosys 0.70 when ABC9's
+    # netlist is reintegrated (as in hw/fpga/synth.py): flattened and purged first
+    soc.platform.toolchain._yosys_cmds += ["hierarchy -top {build_name}", "proc",
+                                           "flatten", "opt_clean -purge"]
     if board == "orangecrab":
         _add_orangecrab_uart(soc)
     if accelerator:
         from ternary_accel.soc.accelerator import add_accelerator
         if build_dir is None:
             raise ValueError("the accelerator's Verilog needs a build_dir")
-        add_accelerator(soc, layer_system(engine), name="accel", verilog_dir=build_dir)
+        # register slices: the placed 85F SoC missed 60 MHz (41 MHz) on a combinational
+        # path from LiteDRAM's AXI bridge through the DMA into the engine without them
+        add_accelerator(soc, layer_system(engine), name="accel", verilog_dir=build_dir,
+                        register_slices=True)
     return soc
 
 
@@ -303,6 +311,10 @@ def _yosys_cells(report):
     return counts
 
 
+#: What a finished build records beside its outputs (``gateware/flow.json``).
+FLOW_RECORD = "flow.json"
+
+
 def build(board, *, build_dir, sys_clk_freq=SYS_CLK_FREQ, seed=1, accelerator=True,
           engine=None, log=print):
     """Build the board's bitstream: LiteX, then Yosys, nextpnr-ecp5 and ecppack.
@@ -316,7 +328,7 @@ def build(board, *, build_dir, sys_clk_freq=SYS_CLK_FREQ, seed=1, accelerator=Tr
     ternary_accel.soc.yowasp.ToolError
         If a tool fails.
     """
-    spec = _board(board)
+    _board(board)
     started = time.monotonic()
     gateware, name = generate(board, build_dir=build_dir, sys_clk_freq=sys_clk_freq,
                               seed=seed, accelerator=accelerator, engine=engine, log=log)
@@ -325,19 +337,52 @@ def build(board, *, build_dir, sys_clk_freq=SYS_CLK_FREQ, seed=1, accelerator=Tr
     steps.update(yowasp.run_flow(gateware, name, log=log,
                                  pnr_lock=Path(build_dir).resolve().parent /
                                  ".place-and-route.lock"))
+    record = {"board": board, "build_name": name, "sys_clk_freq": sys_clk_freq,
+              "seed": seed, "accelerator": accelerator,
+              "engine": dict(ENGINE if engine is None else engine) if accelerator else {},
+              "step_seconds": steps, "date": datetime.date.today().isoformat()}
+    (gateware / FLOW_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return read_build(build_dir)
+
+
+def _display_path(path):
+    """``path`` relative to the current directory when it is inside it."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def read_build(build_dir):
+    """The :class:`BitstreamResult` of a finished build in ``build_dir``: its record
+    (``gateware/flow.json``), nextpnr's report, Yosys's log and the bitstream.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the build has not finished there.
+    """
+    gateware = Path(build_dir) / "gateware"
+    path = gateware / FLOW_RECORD
+    if not path.exists():
+        raise FileNotFoundError(2, "no finished bitstream build here (its record "
+                                f"{FLOW_RECORD} is missing)", str(path))
+    record = json.loads(path.read_text())
+    name = record["build_name"]
     bit = gateware / f"{name}.bit"
     utilization, timing = yowasp.read_report(gateware / "report.json")
+    steps = record["step_seconds"]
     return BitstreamResult(
-        board=board, device=spec.device, sys_clk_mhz=sys_clk_freq / 1e6, seed=seed,
-        accelerator=accelerator, engine=dict(ENGINE if engine is None else engine)
-        if accelerator else {},
-        bitstream=str(bit), bitstream_bytes=bit.stat().st_size,
+        board=record["board"], device=_board(record["board"]).device,
+        sys_clk_mhz=record["sys_clk_freq"] / 1e6, seed=record["seed"],
+        accelerator=record["accelerator"], engine=record["engine"],
+        bitstream=_display_path(bit), bitstream_bytes=bit.stat().st_size,
         seconds=round(sum(steps.values()), 1), step_seconds=steps,
         utilization={cell: asdict(utilization[cell]) for cell in CELLS
                      if cell in utilization},
         timing=[asdict(t) for t in timing], tools=yowasp.tool_versions(),
-        date=datetime.date.today().isoformat(),
-        yosys_cells=_yosys_cells(gateware / f"{name}.rpt"))
+        date=record["date"], yosys_cells=_yosys_cells(gateware / f"{name}.rpt"))
 
 
 def report_markdown(result, *, title=True):

@@ -266,6 +266,7 @@ def _stream(proc, log_file, pattern, say, heartbeat):
     try:
         for line in proc.stdout:
             log_file.write(line)
+            log_file.flush()            # the log follows the tool, for `tail -f`
             line = line.rstrip()
             if line:
                 last_line[0] = line

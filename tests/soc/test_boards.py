@@ -182,3 +182,35 @@ def test_the_accelerator_is_on_the_bus_and_its_verilog_in_the_build(tmp_path):
     assert "ternary_accel_accel.v" in reads
     csr = (tmp_path / "csr.csv").read_text()
     assert "accel" in csr
+
+
+def test_report_only_needs_a_finished_build(tmp_path):
+    result = invoke("bitstream", "--board", "ulx3s", "--build-dir", tmp_path,
+                    "--report-only")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "flow.json" in lines[0], result.stderr
+
+
+def test_report_only_reads_a_finished_build(tmp_path):
+    gateware = tmp_path / "gateware"
+    gateware.mkdir()
+    (gateware / "top.bit").write_bytes(b"\xff" * 1000)
+    (gateware / "report.json").write_text(json.dumps({
+        "utilization": {"TRELLIS_COMB": {"used": 8364, "available": 83640}},
+        "fmax": {"$glbnet$sys_clk": {"achieved": 61.0, "constraint": 60.0}}}))
+    (gateware / boards.FLOW_RECORD).write_text(json.dumps({
+        "board": "orangecrab", "build_name": "top", "sys_clk_freq": 60e6, "seed": 2,
+        "accelerator": True, "engine": {"lanes": 16, "rows": 32},
+        "step_seconds": {"litex": 30, "yosys": 570}, "date": "2026-01-01"}))
+    result = invoke("bitstream", "--board", "orangecrab", "--build-dir", tmp_path,
+                    "--report-only", "--results", tmp_path / "results")
+    assert result.returncode == 0, result.stderr
+    assert "| `$glbnet$sys_clk` | sys | 61.0 | 60.0 | yes |" in result.stdout
+    assert "1000 bytes" in result.stdout and "10.0 min" in result.stdout
+    page = (tmp_path / "results" / "bitstream-orangecrab.md").read_text()
+    assert "--report-only" in page and "| LUT4 | 8364 | 83640 | 10.0 |" in page
+    assert json.loads((tmp_path / "results" / "bitstream-orangecrab.json").read_text()
+                      )["seed"] == 2
+    usage_error(invoke("bitstream", "--board", "ulx3s", "--build-dir", tmp_path,
+                       "--report-only"), "orangecrab")
