@@ -178,6 +178,8 @@ def test_the_accelerator_is_on_the_bus_and_its_verilog_in_the_build(tmp_path):
     assert "module ternary_accel_accel" in accel.read_text()
     top = (gateware / f"{name}.v").read_text()
     assert "ternary_accel_accel" in top and "m_axi_arvalid" in top
+    # a register slice on each channel of the DMA (timing at 60 MHz)
+    assert all(f"{channel}_slice" in top for channel in ("aw", "w", "b", "ar", "r"))
     reads = yowasp.localize_sources(gateware, name)
     assert "ternary_accel_accel.v" in reads
     csr = (tmp_path / "csr.csv").read_text()
