@@ -288,6 +288,7 @@ class BitstreamResult:
     tools: dict
     date: str = ""
     yosys_cells: dict = field(default_factory=dict)
+    critical_paths: dict = field(default_factory=dict)
 
     @property
     def timing_met(self):
@@ -382,7 +383,9 @@ def read_build(build_dir):
         utilization={cell: asdict(utilization[cell]) for cell in CELLS
                      if cell in utilization},
         timing=[asdict(t) for t in timing], tools=yowasp.tool_versions(),
-        date=record["date"], yosys_cells=_yosys_cells(gateware / f"{name}.rpt"))
+        date=record["date"], yosys_cells=_yosys_cells(gateware / f"{name}.rpt"),
+        critical_paths={clock: list(path) for clock, path in
+                        yowasp.critical_paths(gateware / "nextpnr-ecp5.log").items()})
 
 
 def report_markdown(result, *, title=True):
@@ -414,6 +417,10 @@ def report_markdown(result, *, title=True):
         domain = " or ".join(domains.get(round(t["constraint_mhz"], 2), ["?"]))
         lines.append(f"| `{t['clock']}` | {domain} | {t['achieved_mhz']:.1f} | "
                      f"{t['constraint_mhz']:.1f} | {met} |")
+    for clock, (start, end, logic, routing) in result.critical_paths.items():
+        lines += ["", f"Critical path of `{clock}`: from `{start}` to `{end}`, "
+                  f"{logic + routing:.2f} ns ({logic:.2f} ns logic, {routing:.2f} ns "
+                  "routing; nextpnr's names)."]
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in result.step_seconds.items())
     lines += ["", "| | |", "|---|---|",
               f"| bitstream | `{result.bitstream}` |",

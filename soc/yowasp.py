@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TOOLS", "ToolError", "FlowStep", "localize_sources", "flow_steps", "run_flow",
+__all__ = ["critical_paths", "TOOLS", "ToolError", "FlowStep", "localize_sources", "flow_steps", "run_flow",
            "tool_path", "tool_versions", "read_report", "ClockTiming", "Utilization"]
 
 #: LiteX's tool name -> the YoWASP executable that replaces it.
@@ -394,3 +394,34 @@ def read_report(path):
                           round(float(v["constraint"]), 2))
               for clock, v in sorted(report.get("fmax", {}).items())]
     return utilization, timing
+
+
+#: The suffixes nextpnr adds to a net's name when it names a cell after it.
+_CELL_SUFFIX = re.compile(r"_(?:TRELLIS_FF|TRELLIS_RAM|LUT4|CCU2C|PFUMX|L6MUX21|DP16KD|"
+                          r"MULT18X18D)(?:[_.$].*)?$|\$CCU2.*$|\.[A-Z0-9]+$")
+
+
+def _signal(cell):
+    """The design's signal a nextpnr cell is named after (``x_TRELLIS_FF_Q_1.Q`` ->
+    ``x``)."""
+    return _CELL_SUFFIX.sub("", cell)
+
+
+def critical_paths(log):
+    """``{clock: (start, end, logic_ns, routing_ns)}`` of nextpnr's critical path
+    reports after routing, from its log; start and end are the signals the first and
+    last cells are named after."""
+    text = Path(log).read_text() if Path(log).exists() else ""
+    text = text[text.rfind("Routing complete"):] if "Routing complete" in text else ""
+    paths = {}
+    for block in re.split(r"^Info: Critical path report for ", text, flags=re.M)[1:]:
+        header = re.match(r"clock '([^']+)'", block)
+        if header is None:             # a cross-domain path
+            continue
+        sources = re.findall(r"Source (\S+)", block)
+        sinks = re.findall(r"Sink (\S+)", block)
+        split = re.search(r"([\d.]+) ns logic, ([\d.]+) ns routing", block)
+        if sources and sinks and split:
+            paths[header.group(1)] = (_signal(sources[0]), _signal(sinks[-1]),
+                                      float(split.group(1)), float(split.group(2)))
+    return paths

@@ -216,3 +216,21 @@ def test_report_only_reads_a_finished_build(tmp_path):
                       )["seed"] == 2
     usage_error(invoke("bitstream", "--board", "ulx3s", "--build-dir", tmp_path,
                        "--report-only"), "orangecrab")
+
+
+def test_the_critical_path_is_read_after_routing(tmp_path):
+    log = tmp_path / "nextpnr-ecp5.log"
+    log.write_text(
+        "Info: Critical path report for clock 'placed' (posedge -> posedge):\n"
+        "Info: 1.00 ns logic, 1.00 ns routing\n"
+        "Info: Routing complete.\n"
+        "Info: Critical path report for clock '$glbnet$sys_clk' (posedge -> posedge):\n"
+        "Info:   clk-to-q  0.52  0.52 Source w_level_TRELLIS_FF_Q_1.Q\n"
+        "Info:                          Sink x_LUT4_Z.C\n"
+        "Info:      logic  0.45  2.08 Source x_LUT4_Z.F\n"
+        "Info:                          Sink unit.results$606.level_TRELLIS_FF_Q_3.M\n"
+        "Info: 5.52 ns logic, 18.85 ns routing\n"
+        "Info: Critical path report for cross-domain path '<async>' -> 'posedge x':\n"
+        "Info: 0.90 ns logic, 5.48 ns routing\n")
+    assert yowasp.critical_paths(log) == {
+        "$glbnet$sys_clk": ("w_level", "unit.results$606.level", 5.52, 18.85)}
