@@ -4,8 +4,8 @@
 The fast tests check the board list, the command's usage errors, the YoWASP shim on
 files it makes, and the build files LiteX writes for each board without running an FPGA
 tool (no BIOS either). The whole flow (Yosys, nextpnr, ecppack on an 85F SoC) is a bench
-(``make bitstream BOARD=...``), not a test; the one test that runs it is marked ``synth``
-and ``slow``.
+(``make bitstream BOARD=...``, several minutes a board), not a test; the accelerator's
+Verilog it starts from is linted in ``tests/soc/test_bitstream_verilog.py``.
 """
 
 import json
@@ -154,18 +154,6 @@ def test_litex_writes_the_build_files_of_the_stock_soc(tmp_path, board):
     reads = yowasp.localize_sources(gateware, name)
     assert any(read.endswith("VexRiscv.v") for read in reads)
     assert all(not Path(read).is_absolute() for read in reads)
-
-
-@pytest.mark.synth
-@pytest.mark.slow
-def test_the_stock_ulx3s_soc_becomes_a_bitstream(tmp_path):
-    """The whole flow on the smaller SoC (about 3 minutes): a bench-sized test."""
-    pytest.importorskip("litex_boards")
-    result = boards.build("ulx3s", build_dir=tmp_path, accelerator=False,
-                          log=lambda text: None)
-    assert Path(result.bitstream).stat().st_size == result.bitstream_bytes > 100_000
-    assert result.utilization["TRELLIS_COMB"]["used"] > 1000
-    assert result.timing
 
 
 @pytest.mark.slow
