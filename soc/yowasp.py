@@ -20,11 +20,12 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ternary_accel.hw.fpga.synth import ToolError, tool_path
 
 __all__ = ["critical_paths", "TOOLS", "ToolError", "FlowStep", "localize_sources", "flow_steps", "run_flow",
            "tool_path", "tool_versions", "read_report", "ClockTiming", "Utilization"]
@@ -54,10 +55,6 @@ _THROTTLED = re.compile(r"^Info:\s+\d+ \|")
 _THROTTLE_SECONDS = 30
 
 
-class ToolError(RuntimeError):
-    """A tool of the flow is missing or failed."""
-
-
 @dataclass(frozen=True)
 class FlowStep:
     """One command of LiteX's build script, with the YoWASP tool that runs it.
@@ -75,21 +72,6 @@ class FlowStep:
     tool: str
     argv: list
     log: str
-
-
-def tool_path(name):
-    """The executable ``name`` (a YoWASP tool), on PATH or beside this Python.
-
-    Raises
-    ------
-    ToolError
-        If it is not installed.
-    """
-    exe = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if exe is None:
-        raise ToolError(f"{name} not found: install the project (pip install -e .) for "
-                        "the yowasp packages")
-    return exe
 
 
 #: The PyPI package of each tool (``yowasp-ecppack`` comes with nextpnr-ecp5).

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch", reason="the [train] extra (PyTorch) is not 
 
 from ternary_accel.model.checkpoint import load_checkpoint  # noqa: E402
 from ternary_accel.model.config import TINY  # noqa: E402
-from ternary_accel.model.decoder import A4_8, A8, A_FLOAT, Decoder  # noqa: E402
+from ternary_accel.model.decoder import A4_8, A_FLOAT, Decoder  # noqa: E402
 from ternary_accel.model.quant import TORCH_FP32  # noqa: E402
 from ternary_accel.train import loop  # noqa: E402
 from ternary_accel.train.loop import (Run, TrainConfig, TrainError, lr_at,  # noqa: E402
