@@ -98,3 +98,32 @@ void accel_finish(int status)
 	for (;;)
 		;
 }
+
+int accel_start_and_report(const struct accel_control *c,
+			   const struct accel_counter *counters, uint32_t n,
+			   uint32_t *error)
+{
+	uint32_t i;
+	int polls;
+
+	accel_write(c->error, 0xffffffffu);
+	accel_write(c->irq_status, 0xffffffffu);
+	accel_write(c->irq_enable, c->irq_done);
+	accel_write(c->control, c->control_irq_enable | c->control_start);
+
+	polls = accel_wait(c->status, c->status_done, 10000000u);
+	printf("polls: %d\n", polls);
+	if (polls < 0) {
+		printf("error: STATUS.done not set (STATUS 0x%08lx)\n",
+		       (unsigned long)accel_read(c->status));
+		return 1;
+	}
+	accel_report_irq();
+	*error = accel_read(c->error);
+	printf("error_flags: 0x%08lx\n", (unsigned long)*error);
+	for (i = 0; i < n; i++)
+		printf("cycles.%s: %lu\n", counters[i].name,
+		       (unsigned long)accel_read(counters[i].offset));
+	accel_write(c->irq_status, 0xffffffffu);
+	return 0;
+}

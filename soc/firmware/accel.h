@@ -16,6 +16,26 @@ int accel_identify(uint32_t magic, uint32_t version_offset, uint32_t major);
 /* Poll until (register & mask) != 0; the polls it took, or -1 after max_polls. */
 int accel_wait(uint32_t offset, uint32_t mask, uint32_t max_polls);
 
+/* A cycle counter the firmware prints ("cycles.<name>: <value>"). */
+struct accel_counter {
+	const char *name;
+	uint32_t offset;
+};
+
+/* The control registers both register maps share (offsets and masks from a map's
+ * generated header). */
+struct accel_control {
+	uint32_t control, control_start, control_irq_enable;
+	uint32_t status, status_done, error, irq_status, irq_enable, irq_done;
+};
+
+/* Clear ERROR and IRQ_STATUS, enable the done interrupt, start; poll STATUS.done; print
+ * "polls", the interrupt's level, "error_flags" and each counter. Returns 0, or 1 when
+ * done never came; *error is the ERROR register. */
+int accel_start_and_report(const struct accel_control *c,
+			   const struct accel_counter *counters, uint32_t n,
+			   uint32_t *error);
+
 /* Write back and drop the CPU's caches over what the DMA wrote. */
 void accel_sync_caches(void);
 

@@ -19,7 +19,13 @@ static const uint32_t base_lo[LAYER_CHANNELS] = {
 	R(ACT_BASE_LO), R(SCALE_BASE_LO), R(WGT_BASE_LO), R(OUT_BASE_LO),
 };
 
-static const struct { const char *name; uint32_t offset; } counters[] = {
+static const struct accel_control control = {
+	R(CONTROL), R(CONTROL_START_MASK), R(CONTROL_IRQ_ENABLE_MASK),
+	R(STATUS), R(STATUS_DONE_MASK), R(ERROR), R(IRQ_STATUS), R(IRQ_ENABLE),
+	R(IRQ_ENABLE_DONE_MASK),
+};
+
+static const struct accel_counter counters[] = {
 	{"load", R(CYCLES_LOAD)}, {"run", R(CYCLES_RUN)},
 	{"total", R(CYCLES_TOTAL)}, {"stall", R(CYCLES_STALL)},
 };
@@ -31,7 +37,6 @@ static int run(void)
 	const volatile struct job_layer *job =
 		(const volatile struct job_layer *)(MAIN_RAM_BASE + JOB_OFFSET);
 	uint32_t i, t, j, r, n, engine, lanes, rows, stride, error;
-	int polls;
 
 	if (accel_identify(TERNARY_ACCEL_LAYER_MAGIC, R(VERSION),
 			   TERNARY_ACCEL_LAYER_MAP_VERSION_MAJOR))
@@ -60,25 +65,9 @@ static int run(void)
 	accel_write(R(LAYER_SHAPE), (job->beats << R(LAYER_SHAPE_BEATS_SHIFT)) |
 				    (job->tiles << R(LAYER_SHAPE_TILES_SHIFT)));
 	accel_write(R(LAYER_TOKENS), job->tokens);
-	accel_write(R(ERROR), 0xffffffffu);
-	accel_write(R(IRQ_STATUS), 0xffffffffu);
-	accel_write(R(IRQ_ENABLE), R(IRQ_ENABLE_DONE_MASK));
-	accel_write(R(CONTROL), R(CONTROL_IRQ_ENABLE_MASK) | R(CONTROL_START_MASK));
-
-	polls = accel_wait(R(STATUS), R(STATUS_DONE_MASK), 10000000u);
-	printf("polls: %d\n", polls);
-	if (polls < 0) {
-		printf("error: STATUS.done not set (STATUS 0x%08lx)\n",
-		       (unsigned long)accel_read(R(STATUS)));
+	if (accel_start_and_report(&control, counters,
+				   sizeof(counters) / sizeof(counters[0]), &error))
 		return 1;
-	}
-	accel_report_irq();
-	error = accel_read(R(ERROR));
-	printf("error_flags: 0x%08lx\n", (unsigned long)error);
-	for (i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
-		printf("cycles.%s: %lu\n", counters[i].name,
-		       (unsigned long)accel_read(counters[i].offset));
-	accel_write(R(IRQ_STATUS), 0xffffffffu);
 	accel_sync_caches();
 	/* OUT word t * tiles + j: token t's outputs j * rows .. (j + 1) * rows - 1 */
 	for (t = 0, i = 0; t < job->tokens; t++)

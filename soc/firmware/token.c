@@ -17,7 +17,13 @@ static const uint32_t base_lo[TOKEN_CHANNELS] = {
 	R(HEAD_BASE_LO), R(KV_BASE_LO), R(LOGITS_BASE_LO),
 };
 
-static const struct { const char *name; uint32_t offset; } counters[] = {
+static const struct accel_control control = {
+	R(CONTROL), R(CONTROL_START_MASK), R(CONTROL_IRQ_ENABLE_MASK),
+	R(STATUS), R(STATUS_DONE_MASK), R(ERROR), R(IRQ_STATUS), R(IRQ_ENABLE),
+	R(IRQ_ENABLE_DONE_MASK),
+};
+
+static const struct accel_counter counters[] = {
 	{"total", R(CYCLES_TOTAL)}, {"stall", R(CYCLES_STALL)},
 	{"sequencer", R(CYCLES_SEQUENCER)}, {"LOAD", R(CYCLES_LOAD)},
 	{"NORM", R(CYCLES_NORM)}, {"MATMUL", R(CYCLES_MATMUL)},
@@ -31,7 +37,6 @@ static int run(void)
 	const volatile struct job_token *job =
 		(const volatile struct job_token *)(MAIN_RAM_BASE + JOB_OFFSET);
 	uint32_t i, vocab, error;
-	int polls;
 
 	if (accel_identify(TERNARY_ACCEL_MAGIC, R(VERSION), TERNARY_ACCEL_MAP_VERSION_MAJOR))
 		return 1;
@@ -49,26 +54,10 @@ static int run(void)
 	}
 	accel_write(R(TOKEN_IN), job->token_in);
 	accel_write(R(POSITION), job->position);
-	accel_write(R(ERROR), 0xffffffffu);
-	accel_write(R(IRQ_STATUS), 0xffffffffu);
-	accel_write(R(IRQ_ENABLE), R(IRQ_STATUS_DONE_MASK));
-	accel_write(R(CONTROL), R(CONTROL_IRQ_ENABLE_MASK) | R(CONTROL_START_MASK));
-
-	polls = accel_wait(R(STATUS), R(STATUS_DONE_MASK), 10000000u);
-	printf("polls: %d\n", polls);
-	if (polls < 0) {
-		printf("error: STATUS.done not set (STATUS 0x%08lx)\n",
-		       (unsigned long)accel_read(R(STATUS)));
+	if (accel_start_and_report(&control, counters,
+				   sizeof(counters) / sizeof(counters[0]), &error))
 		return 1;
-	}
-	accel_report_irq();
-	error = accel_read(R(ERROR));
-	printf("error_flags: 0x%08lx\n", (unsigned long)error);
-	for (i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
-		printf("cycles.%s: %lu\n", counters[i].name,
-		       (unsigned long)accel_read(counters[i].offset));
 	printf("token: %lu\n", (unsigned long)accel_read(R(TOKEN)));
-	accel_write(R(IRQ_STATUS), 0xffffffffu);
 	accel_sync_caches();
 	accel_report_words((const volatile uint32_t *)job->base[TOKEN_CHANNELS - 1], vocab);
 	return error != 0;
