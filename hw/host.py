@@ -29,7 +29,7 @@ import mmap
 import os
 import time
 
-__all__ = ["CHANNEL_ORDER", "dram_layout", "TokenHost", "TokenError", "wait_done",
+__all__ = ["CHANNEL_ORDER", "dram_layout", "TokenHost", "TokenError", "wait_done", "write_layout",
            "DevMemMemory", "LOGIT_BYTES"]
 
 #: The channels with a base, in the order :func:`dram_layout` places them.
@@ -56,6 +56,14 @@ def dram_layout(images, *, base=0x1000_0000, align=4096, bases=None):
             where, at = at, at + len(image)
         layout[name] = (where, image)
     return layout
+
+
+def write_layout(regs, memory, layout):
+    """Write each ``{channel: (base, bytes)}`` image of ``layout`` to ``memory`` and its
+    base to the channel's ``*_BASE`` registers."""
+    for name, (base, image) in layout.items():
+        memory.write(base, image)
+        regs.set_base(name, base)
 
 
 def wait_done(regs, wait, error, job, *, timeout_s=60.0, polls=None):
@@ -96,9 +104,7 @@ class TokenHost:
 
     def load(self, layout):
         """Write the images of ``layout`` (:func:`dram_layout`) and set the bases."""
-        for name, (base, image) in layout.items():
-            self.memory.write(base, image)
-            self.regs.set_base(name, base)
+        write_layout(self.regs, self.memory, layout)
         self.layout = layout
 
     def start(self, token, position):

@@ -28,7 +28,7 @@ import numpy as np
 from ternary_accel.model.arith import (OUT_WIDTH, SCALE_WIDTH, matmul_int, round_fixed)
 from ternary_accel.model.encoding import pack_words
 
-from ternary_accel.hw.host import wait_done
+from ternary_accel.hw.host import wait_done, write_layout
 from ternary_accel.hw.mapping import port_codes_per_word
 from ternary_accel.hw.regmap import stride_bytes
 
@@ -244,9 +244,7 @@ class LayerHost:
     def load(self, images, layout):
         """Write the images at ``layout`` (:meth:`LayerImages.layout`), the bases and the
         layer's shape."""
-        for name, (base, image) in layout.items():
-            self.memory.write(base, image)
-            self.regs.set_base(name, base)
+        write_layout(self.regs, self.memory, layout)
         self.describe(images.beats, images.tiles, images.tokens)
 
     def describe(self, beats, tiles, tokens):

@@ -30,7 +30,7 @@ from ternary_accel.hw.layer_host import LayerError, LayerHost, golden_layer, lay
 from ternary_accel.hw.params import EngineParams
 from ternary_accel.hw.regmap import LAYER_REGMAP
 from ternary_accel.sim.tb.axi_lite import CocotbBackend
-from ternary_accel.sim.tb.system import buses
+from ternary_accel.sim.tb.system import buses, soft_reset
 
 #: A test's limit of simulated time.
 TIMEOUT_US = 200_000
@@ -279,11 +279,7 @@ async def start_while_busy_and_soft_reset(dut):
         out["first"] = host.outputs(images)
         host.start()
         out["busy_before_reset"] = regs.STATUS.busy
-        regs.CONTROL.soft_reset = 1
-        polls = 0
-        while regs.STATUS.busy and polls < 1000:
-            polls += 1
-        out["after_reset"] = (regs.STATUS.fields(), regs.errors(), polls)
+        out["after_reset"] = soft_reset(regs)
         out["second"] = host.run(images, layout)
         return out
 

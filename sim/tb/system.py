@@ -108,6 +108,16 @@ def _pauses(p, seed):
     return (gen.random() < p for _ in itertools.count())
 
 
+def soft_reset(regs, max_polls=1000):
+    """Pulse ``CONTROL.soft_reset`` and poll until not busy (from the bridge):
+    ``(STATUS fields, ERROR flags, polls)``."""
+    regs.CONTROL.soft_reset = 1
+    polls = 0
+    while regs.STATUS.busy and polls < max_polls:
+        polls += 1
+    return regs.STATUS.fields(), regs.errors(), polls
+
+
 async def buses(dut, pause=0.0, seed=1, ram_size=RAM_SIZE):
     """Clock, reset, the host's ``AxiLiteMaster`` on ``s_axil_*`` and DRAM, an
     ``AxiRam`` of ``ram_size`` bytes on ``m_axi_*`` (:func:`_faulty`; an address past it
@@ -304,11 +314,7 @@ async def start_while_busy_and_soft_reset(dut):
         host.start(40, 1)
         regs.STATUS.read()
         out["busy_before_reset"] = regs.STATUS.busy
-        regs.CONTROL.soft_reset = 1
-        polls = 0
-        while regs.STATUS.busy and polls < 1000:
-            polls += 1
-        out["after_reset"] = (regs.STATUS.fields(), regs.errors(), polls)
+        out["after_reset"] = soft_reset(regs)
         out["second"] = host.run(40, 1)
         return out
 
